@@ -1,0 +1,39 @@
+"""The ``clinic-events`` command line: one entry point, one subcommand per operator job.
+
+Each job's command lives in its own module under ``consumer.commands``; this module only
+assembles them and maps application errors to exit codes (2 for bad configuration or usage,
+1 for a failure of the job itself), with one readable line on standard error.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from consumer.commands.kafka import kafka_group
+from consumer.errors import ConfigError, InvalidEvent, LocalKafkaError
+
+
+class _ErrorMappingGroup(click.Group):
+    """A click group that turns our errors into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"clinic-events: configuration error: {exc}", err=True)
+            sys.exit(2)
+        except (LocalKafkaError, InvalidEvent) as exc:
+            click.echo(f"clinic-events: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_ErrorMappingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clinic-events", prog_name="clinic-events")
+def main() -> None:
+    """Deliver clinic integration events from Kafka, surviving transient failures."""
+
+
+main.add_command(kafka_group)

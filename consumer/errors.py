@@ -1,0 +1,86 @@
+"""Exceptions of the clinic-events application.
+
+One root, small leaves, stdlib bases where they fit::
+
+    ClinicEventsError
+    ├── ConfigError (ValueError)            bad configuration; the CLI exits with code 2
+    ├── UndecodableRecord (ValueError)      bytes that are not a clinic event; keeps the raw bytes
+    ├── InvalidEvent (ValueError)           an event that does not fit the schema (publish, encode)
+    ├── LocalKafkaError (RuntimeError)      the local broker could not be started or stopped
+    │   └── MissingToolError                Java 17 or Maven is not installed
+    └── HandlerError                        raised by delivery handlers to state intent
+        ├── TransientError                  try again later (timeouts, 429, 5xx, ...)
+        └── PermanentError                  never retry (invalid request, ...)
+
+Handlers raise ``TransientError`` / ``PermanentError``; any other exception is classified by
+the configured rules. Foreign errors are wrapped with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class ClinicEventsError(Exception):
+    """Root of every error this application raises on purpose."""
+
+
+class ConfigError(ClinicEventsError, ValueError):
+    """Configuration that cannot be used; the message names the key and the valid values."""
+
+
+class UndecodableRecord(ClinicEventsError, ValueError):
+    """A Kafka record value that is not a clinic event we can read.
+
+    The raw bytes are kept so the record can go to the dead-letter topic unchanged.
+    """
+
+    def __init__(self, reason: str, raw: bytes | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw = raw
+
+
+class InvalidEvent(ClinicEventsError, ValueError):
+    """An event that does not fit the schema; ``field`` names the offending field path."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class LocalKafkaError(ClinicEventsError, RuntimeError):
+    """The project-local Kafka broker could not be started, stopped or inspected."""
+
+
+class MissingToolError(LocalKafkaError):
+    """A tool the local broker needs (Java 17, Maven) is not installed."""
+
+
+class HandlerError(ClinicEventsError):
+    """Raised by a delivery handler to say how a failure must be treated."""
+
+    classification: str = "transient"
+
+    def __init__(self, message: str, *, error_class: str | None = None) -> None:
+        super().__init__(message)
+        self.error_class = error_class or type(self).__name__
+
+
+class TransientError(HandlerError):
+    """The downstream system may succeed later: retry through the retry tiers.
+
+    ``retry_after_ms`` carries a downstream ``Retry-After`` hint, if any.
+    """
+
+    classification = "transient"
+
+    def __init__(
+        self, message: str, *, error_class: str | None = None, retry_after_ms: int | None = None
+    ) -> None:
+        super().__init__(message, error_class=error_class)
+        self.retry_after_ms = retry_after_ms
+
+
+class PermanentError(HandlerError):
+    """Retrying cannot help (the request is invalid): dead-letter at once."""
+
+    classification = "permanent"
