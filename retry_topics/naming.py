@@ -1,0 +1,77 @@
+"""The one place that names retry, dead-letter and audit topics.
+
+Every topic that belongs to a main topic is derived from the main topic's name, so an operator
+can find all of them with one prefix and nothing has to be configured twice::
+
+    clinic.events              main topic (given)
+    clinic.events.retry.5s     retry tier with a 5 second delay  (retry_topic_name)
+    clinic.events.retry.10m    retry tier with a 10 minute delay
+    clinic.events.dlq          dead-letter topic                 (dlq_topic_name)
+    clinic.events.audit        audit topic                       (audit_topic_name)
+
+The delay part is :func:`~retry_topics.durations.format_duration`'s canonical form, so a delay
+always maps to the same name. Every name, given or derived, is checked against Kafka's rules
+(ASCII letters, digits, ``.``, ``_`` and ``-``; at most 249 characters; not ``.`` or ``..``):
+a long main topic can make a derived name too long, and that must fail when the policy is
+built, not when the first record is republished.
+"""
+
+from __future__ import annotations
+
+import re
+
+from retry_topics.durations import format_duration
+from retry_topics.errors import PolicyError
+
+__all__ = [
+    "MAX_TOPIC_NAME_LENGTH",
+    "audit_topic_name",
+    "dlq_topic_name",
+    "retry_topic_name",
+    "validate_topic_name",
+]
+
+#: Kafka's limit on the length of a topic name.
+MAX_TOPIC_NAME_LENGTH = 249
+
+_LEGAL = re.compile(r"[a-zA-Z0-9._-]+")
+
+
+def validate_topic_name(name: str) -> str:
+    """Return ``name`` unchanged if Kafka accepts it as a topic name, else raise PolicyError."""
+    if not name:
+        raise PolicyError("topic name must not be empty")
+    if name in {".", ".."}:
+        raise PolicyError(f"topic name {name!r} is not allowed by Kafka")
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise PolicyError(
+            f"topic name {name[:40]!r}... is {len(name)} characters long; "
+            f"Kafka allows at most {MAX_TOPIC_NAME_LENGTH}"
+        )
+    if _LEGAL.fullmatch(name) is None:
+        bad = sorted({char for char in name if _LEGAL.fullmatch(char) is None})
+        raise PolicyError(
+            f"topic name {name!r} contains invalid characters {''.join(bad)!r}; "
+            "only ASCII letters, digits, '.', '_' and '-' are allowed"
+        )
+    return name
+
+
+def retry_topic_name(main: str, delay_ms: int) -> str:
+    """Name of the retry tier of ``main`` that holds records for ``delay_ms``."""
+    if delay_ms <= 0:
+        raise PolicyError(f"retry delay must be positive, got {delay_ms} ms")
+    validate_topic_name(main)
+    return validate_topic_name(f"{main}.retry.{format_duration(delay_ms)}")
+
+
+def dlq_topic_name(main: str) -> str:
+    """Name of the dead-letter topic of ``main``."""
+    validate_topic_name(main)
+    return validate_topic_name(f"{main}.dlq")
+
+
+def audit_topic_name(main: str) -> str:
+    """Name of the audit topic of ``main``."""
+    validate_topic_name(main)
+    return validate_topic_name(f"{main}.audit")

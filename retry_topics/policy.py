@@ -1,0 +1,216 @@
+"""Retry policies as immutable, validated values.
+
+A record that fails with a transient error gets two kinds of retries:
+
+1. **In-process retries** (:class:`InProcessRetry`): a few quick attempts inside the consumer,
+   a few hundred milliseconds apart, for blips such as a dropped connection. They hold up the
+   partition, so they are short and few.
+2. **Topic retries** (:class:`RetryPolicy`): the record is republished to a retry tier topic
+   with a fixed delay (``clinic.events.retry.30s``, ``...retry.10m``, ...). Each tier has one
+   delay, so the head of each of its partitions is always the next record due, and a waiting
+   record never blocks others. After the last tier the record goes to the dead-letter topic.
+
+The delays are expanded into a fixed tuple of :class:`RetryTier` when the policy is built, and
+every topic name is validated then, so a bad configuration fails at start-up rather than when
+the first record needs a retry. All validation raises :class:`~retry_topics.errors.PolicyError`.
+
+Attempt counting: the main topic attempt is topic attempt 1, tier k holds records that have
+made k topic attempts, and ``max_topic_attempts == 1 + len(delays_ms)``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Literal, get_args
+
+from retry_topics.errors import PolicyError
+from retry_topics.naming import dlq_topic_name, retry_topic_name, validate_topic_name
+
+__all__ = ["BACKOFF_NAMES", "BackoffName", "InProcessRetry", "RetryPolicy", "RetryTier"]
+
+BackoffName = Literal["immediate", "fixed", "exponential", "exponential_jitter"]
+BACKOFF_NAMES: tuple[BackoffName, ...] = get_args(BackoffName)
+
+# 2**62 ms is far beyond any cap; bounding the exponent keeps the arithmetic cheap.
+_MAX_EXPONENT = 62
+
+
+def _require_int(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise PolicyError(f"{name} must be >= {minimum}, got {value}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InProcessRetry:
+    """Quick retries inside the consumer before a record is sent to a retry topic.
+
+    ``attempts`` counts the first try: ``attempts=1`` means no in-process retries.
+    """
+
+    attempts: int = 3
+    first_wait_ms: int = 200
+    backoff: BackoffName = "exponential_jitter"
+    max_wait_ms: int = 5000
+
+    def __post_init__(self) -> None:
+        _require_int("in-process attempts", self.attempts, 1)
+        _require_int("in-process first_wait_ms", self.first_wait_ms, 0)
+        _require_int("in-process max_wait_ms", self.max_wait_ms, 0)
+        if self.backoff not in BACKOFF_NAMES:
+            raise PolicyError(
+                f"unknown backoff {self.backoff!r}; valid backoffs are {', '.join(BACKOFF_NAMES)}"
+            )
+        if self.max_wait_ms < self.first_wait_ms:
+            raise PolicyError(
+                f"in-process max_wait_ms ({self.max_wait_ms}) must be >= "
+                f"first_wait_ms ({self.first_wait_ms})"
+            )
+
+    @property
+    def retries(self) -> int:
+        """Number of in-process retries after the first try."""
+        return self.attempts - 1
+
+    def wait_ms(self, retry_number: int, rng: random.Random | None = None) -> int:
+        """Milliseconds to wait before in-process retry ``retry_number`` (1-based).
+
+        ``immediate`` is 0, ``fixed`` is ``first_wait_ms``, ``exponential`` doubles from
+        ``first_wait_ms`` and ``exponential_jitter`` draws uniformly from 0 to that value
+        ("full jitter", which spreads out retries of many consumers that failed together).
+        Every result is capped at ``max_wait_ms``.
+        """
+        if retry_number < 1:
+            raise PolicyError(f"retry_number is 1-based, got {retry_number}")
+        if self.backoff == "immediate":
+            return 0
+        if self.backoff == "fixed":
+            return min(self.first_wait_ms, self.max_wait_ms)
+        exponent = min(retry_number - 1, _MAX_EXPONENT)
+        ceiling = min(self.first_wait_ms << exponent, self.max_wait_ms)
+        if self.backoff == "exponential":
+            return ceiling
+        draw = rng.randint if rng is not None else random.randint
+        return draw(0, ceiling)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryTier:
+    """One retry topic and its fixed delay; ``index`` is 1-based (tier 1 is the first retry)."""
+
+    delay_ms: int
+    topic: str
+    index: int
+
+    def __post_init__(self) -> None:
+        _require_int("tier delay_ms", self.delay_ms, 1)
+        _require_int("tier index", self.index, 1)
+        validate_topic_name(self.topic)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """The retry tiers of one main topic, expanded from strictly increasing delays."""
+
+    main_topic: str
+    delays_ms: tuple[int, ...]
+    in_process: InProcessRetry = field(default_factory=InProcessRetry)
+    tiers: tuple[RetryTier, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        validate_topic_name(self.main_topic)
+        delays = tuple(self.delays_ms)
+        if not delays:
+            raise PolicyError(f"retry policy for {self.main_topic!r} needs at least one delay")
+        for position, delay in enumerate(delays, start=1):
+            _require_int(f"delay #{position}", delay, 1)
+        for earlier, later in pairwise(delays):
+            if later <= earlier:
+                raise PolicyError(
+                    f"retry delays must be strictly increasing (one topic per delay), "
+                    f"got {list(delays)}: {later} ms follows {earlier} ms"
+                )
+        tiers = tuple(
+            RetryTier(delay_ms=delay, topic=retry_topic_name(self.main_topic, delay), index=index)
+            for index, delay in enumerate(delays, start=1)
+        )
+        dlq_topic_name(self.main_topic)  # validates that the DLQ name fits as well
+        object.__setattr__(self, "delays_ms", delays)
+        object.__setattr__(self, "tiers", tiers)
+
+    @classmethod
+    def from_generated(
+        cls,
+        main_topic: str,
+        initial_ms: int,
+        multiplier: float,
+        max_ms: int,
+        tiers: int,
+        in_process: InProcessRetry | None = None,
+    ) -> RetryPolicy:
+        """Build a policy whose delays are ``initial_ms * multiplier**k``, capped at ``max_ms``.
+
+        If the cap (or rounding) would make two tiers share a delay, this raises
+        :class:`PolicyError` instead of silently dropping tiers: fewer tiers would mean fewer
+        retries than the operator asked for, so the configuration must change (raise
+        ``max_ms``, the multiplier, or lower ``tiers``).
+        """
+        _require_int("initial_ms", initial_ms, 1)
+        _require_int("max_ms", max_ms, initial_ms)
+        _require_int("tiers", tiers, 1)
+        if not multiplier >= 1.0:
+            raise PolicyError(f"multiplier must be >= 1, got {multiplier!r}")
+        delays: list[int] = []
+        value = float(initial_ms)
+        for _ in range(tiers):
+            delays.append(min(round(value), max_ms))
+            value = min(value * multiplier, float(max_ms))
+        distinct = sorted(set(delays))
+        if len(distinct) < tiers:
+            raise PolicyError(
+                f"{tiers} tiers from initial_ms={initial_ms}, multiplier={multiplier}, "
+                f"max_ms={max_ms} collapse into {len(distinct)} distinct delays {distinct}; "
+                "each tier needs its own delay: raise max_ms or the multiplier, or lower tiers"
+            )
+        return cls(
+            main_topic=main_topic,
+            delays_ms=tuple(delays),
+            in_process=in_process if in_process is not None else InProcessRetry(),
+        )
+
+    @property
+    def dlq_topic(self) -> str:
+        """The dead-letter topic of the main topic."""
+        return dlq_topic_name(self.main_topic)
+
+    @property
+    def max_topic_attempts(self) -> int:
+        """Topic attempts before a transient failure is dead-lettered (main + one per tier)."""
+        return 1 + len(self.tiers)
+
+    @property
+    def retry_topics(self) -> tuple[str, ...]:
+        """The tier topics, shortest delay first."""
+        return tuple(tier.topic for tier in self.tiers)
+
+    @property
+    def all_topics(self) -> tuple[str, ...]:
+        """Main topic, every tier topic (shortest delay first) and the DLQ topic."""
+        return (self.main_topic, *self.retry_topics, self.dlq_topic)
+
+    def tier_for_topic(self, topic: str) -> RetryTier | None:
+        """The tier whose topic is ``topic``, or ``None`` (main, DLQ or a foreign topic)."""
+        for tier in self.tiers:
+            if tier.topic == topic:
+                return tier
+        return None
+
+    def tier_at_least(self, delay_ms: int) -> RetryTier | None:
+        """The first (shortest) tier whose delay is >= ``delay_ms``, or ``None`` if none is."""
+        for tier in self.tiers:
+            if tier.delay_ms >= delay_ms:
+                return tier
+        return None

@@ -1,0 +1,172 @@
+"""Routing: where a failed record goes next, decided by one pure function."""
+
+from __future__ import annotations
+
+import pytest
+
+from retry_topics.classification import Classification
+from retry_topics.errors import PolicyError
+from retry_topics.policy import InProcessRetry, RetryPolicy
+from retry_topics.routing import DeadLetter, RetryTo, dead_letter_undecodable, decide_next
+
+NOW = 1_700_000_000_000
+POLICY = RetryPolicy(
+    main_topic="clinic.events",
+    delays_ms=(5_000, 30_000, 600_000),
+    in_process=InProcessRetry(),
+)
+MAIN, T1, T2, T3 = POLICY.all_topics[:4]
+DLQ = POLICY.dlq_topic
+
+
+def test_topics_under_test() -> None:
+    assert (MAIN, T1, T2, T3, DLQ) == (
+        "clinic.events",
+        "clinic.events.retry.5s",
+        "clinic.events.retry.30s",
+        "clinic.events.retry.10m",
+        "clinic.events.dlq",
+    )
+
+
+def test_transient_failure_on_main_goes_to_tier_one() -> None:
+    decision = decide_next(POLICY, MAIN, 1, "transient", NOW)
+    assert decision == RetryTo(topic=T1, due_at_ms=NOW + 5_000, attempts=1, tier=POLICY.tiers[0])
+
+
+def test_transient_failures_walk_the_tiers_then_exhaust() -> None:
+    walk: list[RetryTo | DeadLetter] = [
+        decide_next(POLICY, MAIN, 1, "transient", NOW),
+        decide_next(POLICY, T1, 2, "transient", NOW),
+        decide_next(POLICY, T2, 3, "transient", NOW),
+        decide_next(POLICY, T3, 4, "transient", NOW),
+    ]
+    assert walk == [
+        RetryTo(topic=T1, due_at_ms=NOW + 5_000, attempts=1, tier=POLICY.tiers[0]),
+        RetryTo(topic=T2, due_at_ms=NOW + 30_000, attempts=2, tier=POLICY.tiers[1]),
+        RetryTo(topic=T3, due_at_ms=NOW + 600_000, attempts=3, tier=POLICY.tiers[2]),
+        DeadLetter(topic=DLQ, reason="exhausted", attempts=4),
+    ]
+
+
+@pytest.mark.parametrize("source", ["clinic.events", "clinic.events.retry.30s"])
+def test_permanent_failure_goes_straight_to_the_dlq(source: str) -> None:
+    assert decide_next(POLICY, source, 1 if source == MAIN else 3, "permanent", NOW) == (
+        DeadLetter(topic=DLQ, reason="permanent", attempts=1 if source == MAIN else 3)
+    )
+
+
+def test_permanent_wins_even_when_attempts_are_exhausted() -> None:
+    assert decide_next(POLICY, T3, 4, "permanent", NOW) == DeadLetter(
+        topic=DLQ, reason="permanent", attempts=4
+    )
+
+
+@pytest.mark.parametrize("attempts_made", [4, 5, 99])
+def test_attempts_at_or_beyond_the_maximum_are_exhausted(attempts_made: int) -> None:
+    assert decide_next(POLICY, MAIN, attempts_made, "transient", NOW) == DeadLetter(
+        topic=DLQ, reason="exhausted", attempts=attempts_made
+    )
+
+
+def test_single_tier_policy() -> None:
+    single = RetryPolicy(main_topic="m", delays_ms=(1_000,), in_process=InProcessRetry())
+    assert single.max_topic_attempts == 2
+    first = decide_next(single, "m", 1, "transient", 0)
+    assert isinstance(first, RetryTo)
+    assert (first.topic, first.due_at_ms) == ("m.retry.1s", 1_000)
+    assert decide_next(single, "m.retry.1s", 2, "transient", 0) == DeadLetter(
+        topic="m.dlq", reason="exhausted", attempts=2
+    )
+
+
+def test_a_record_never_moves_back_to_an_earlier_tier() -> None:
+    # The attempts header was lost (the caller counted 1), but the record came from tier 2.
+    decision = decide_next(POLICY, T2, 1, "transient", NOW)
+    assert isinstance(decision, RetryTo)
+    assert decision.topic == T3
+    assert decision.attempts == 1
+    assert decide_next(POLICY, T3, 1, "transient", NOW) == DeadLetter(
+        topic=DLQ, reason="exhausted", attempts=1
+    )
+
+
+# ---- Retry-After ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retry_after_ms", [0, 1, 4_999, 5_000])
+def test_retry_after_within_the_next_tier_changes_nothing(retry_after_ms: int) -> None:
+    assert decide_next(POLICY, MAIN, 1, "transient", NOW, retry_after_ms) == decide_next(
+        POLICY, MAIN, 1, "transient", NOW
+    )
+
+
+@pytest.mark.parametrize(
+    ("retry_after_ms", "expected_topic"),
+    [(5_001, "clinic.events.retry.30s"), (30_000, "clinic.events.retry.30s"), (60_000, T3)],
+)
+def test_retry_after_jumps_to_the_first_tier_long_enough(
+    retry_after_ms: int, expected_topic: str
+) -> None:
+    decision = decide_next(POLICY, MAIN, 1, "transient", NOW, retry_after_ms=retry_after_ms)
+    assert isinstance(decision, RetryTo)
+    assert decision.topic == expected_topic
+    assert decision.due_at_ms == NOW + decision.tier.delay_ms
+    assert decision.attempts == 1  # skipped tiers are not attempts
+
+
+def test_retry_after_beyond_every_tier_uses_the_longest_tier_never_the_dlq() -> None:
+    decision = decide_next(POLICY, MAIN, 1, "transient", NOW, retry_after_ms=86_400_000)
+    assert decision == RetryTo(topic=T3, due_at_ms=NOW + 600_000, attempts=1, tier=POLICY.tiers[2])
+    from_last_but_one = decide_next(POLICY, T2, 3, "transient", NOW, retry_after_ms=86_400_000)
+    assert isinstance(from_last_but_one, RetryTo)
+    assert from_last_but_one.topic == T3
+
+
+def test_retry_after_only_considers_remaining_tiers() -> None:
+    # After tier 2, a short Retry-After must not send the record back to tier 1.
+    decision = decide_next(POLICY, T2, 3, "transient", NOW, retry_after_ms=1_000)
+    assert isinstance(decision, RetryTo)
+    assert decision.topic == T3
+
+
+def test_retry_after_does_not_rescue_exhausted_or_permanent_failures() -> None:
+    assert isinstance(decide_next(POLICY, T3, 4, "transient", NOW, 1_000), DeadLetter)
+    assert isinstance(decide_next(POLICY, MAIN, 1, "permanent", NOW, 1_000), DeadLetter)
+
+
+def test_after_a_jump_the_next_failure_continues_after_the_jumped_tier() -> None:
+    jumped = decide_next(POLICY, MAIN, 1, "transient", NOW, retry_after_ms=600_000)
+    assert isinstance(jumped, RetryTo)
+    assert jumped.topic == T3
+    assert decide_next(POLICY, jumped.topic, jumped.attempts + 1, "transient", NOW) == (
+        DeadLetter(topic=DLQ, reason="exhausted", attempts=2)
+    )
+
+
+# ---- validation and undecodable -----------------------------------------------------------
+
+
+def test_unknown_source_topic_is_rejected_with_the_known_topics() -> None:
+    with pytest.raises(PolicyError, match="neither the main topic nor a retry tier") as caught:
+        decide_next(POLICY, "clinic.events.dlq", 1, "transient", NOW)
+    assert T1 in str(caught.value)
+
+
+@pytest.mark.parametrize("attempts_made", [0, -1])
+def test_attempts_made_counts_the_failed_attempt(attempts_made: int) -> None:
+    with pytest.raises(PolicyError, match=">= 1"):
+        decide_next(POLICY, MAIN, attempts_made, "transient", NOW)
+
+
+def test_unknown_classification_is_rejected() -> None:
+    bogus: Classification = "maybe"  # type: ignore[assignment]
+    with pytest.raises(PolicyError, match="valid values are transient, permanent"):
+        decide_next(POLICY, MAIN, 1, bogus, NOW)
+
+
+def test_undecodable_records_go_to_the_dlq() -> None:
+    assert dead_letter_undecodable(POLICY) == DeadLetter(
+        topic=DLQ, reason="undecodable", attempts=1
+    )
+    assert dead_letter_undecodable(POLICY, 3).attempts == 3
