@@ -12,7 +12,13 @@ from typing import Any
 
 import click
 
+from consumer.commands.dlq import dlq_group
 from consumer.commands.kafka import kafka_group
+from consumer.commands.lag import lag_command
+from consumer.commands.publish import publish_command
+from consumer.commands.simulate import simulate_command
+from consumer.commands.run import run_command
+from consumer.commands.topics import topics_group
 from consumer.errors import ConfigError, InvalidEvent, LocalKafkaError
 
 
@@ -37,3 +43,9 @@ def main() -> None:
 
 
 main.add_command(kafka_group)
+main.add_command(dlq_group)
+main.add_command(lag_command)
+main.add_command(publish_command)
+main.add_command(simulate_command)
+main.add_command(topics_group)
+main.add_command(run_command)

@@ -1,0 +1,69 @@
+"""Assembling the consumer from settings: the one place that wires ports to adapters.
+
+``build_runner`` is used by ``clinic-events run``, by the demo and by integration tests (which
+pass their own handler, clock or telemetry). It opens the dedup store first, so an
+unreachable store stops start-up with a configuration error before Kafka is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry.sdk.trace import TracerProvider
+from retry_topics.clock import Clock, SystemClock
+from retry_topics.provisioning import ensure_topics
+
+from consumer.codec import EventCodec
+from consumer.config import Settings
+from consumer.dedup import DedupStore, open_dedup_store
+from consumer.delivery import DeliveryHandler, build_handler
+from consumer.kafka_io import KafkaPublisher, build_consumer, build_producer
+from consumer.lanes import Lanes
+from consumer.processing import RecordProcessor
+from consumer.records import Republished
+from consumer.runner import Runner
+from consumer.telemetry import Telemetry
+
+
+@dataclass(slots=True)
+class Assembly:
+    """A runner and the resources that must be closed after it."""
+
+    runner: Runner
+    handler: DeliveryHandler
+    store: DedupStore
+
+    def close(self) -> None:
+        self.handler.close()
+        self.store.close()
+
+
+def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
+                 tracer_provider: TracerProvider | None = None, clock: Clock | None = None,
+                 store: DedupStore | None = None, ensure: bool = True,
+                 drain_timeout_s: float = 30.0) -> Assembly:
+    """Wire a runner for ``settings``; topics are created first unless ``ensure`` is False."""
+    clock = clock or SystemClock()
+    store = store or open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, clock)
+    handler = handler or build_handler(settings)
+    if ensure:
+        ensure_topics(settings)
+    telemetry = Telemetry(tracer_provider)
+    producer = build_producer(settings)
+    consumer = build_consumer(settings)
+    publisher = KafkaPublisher(producer)
+    codec = EventCodec()
+
+    def lanes_factory(on_republished: Callable[[Republished, str | None], None]) -> Lanes:
+        processor = RecordProcessor(
+            policy=settings.retry, handler=handler, store=store, publisher=publisher,
+            telemetry=telemetry, clock=clock, rules=settings.classification,
+            group_id=settings.kafka.group_id, on_republished=on_republished,
+        )
+        return Lanes(settings.delivery.concurrency, processor.process_chunk)
+
+    runner = Runner(consumer=consumer, producer=producer, policy=settings.retry,
+                    lanes_factory=lanes_factory, store=store, clock=clock, codec=codec,
+                    drain_timeout_s=drain_timeout_s)
+    return Assembly(runner=runner, handler=handler, store=store)

@@ -1,0 +1,33 @@
+"""Options shared by every subcommand that works on the configured topics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from consumer.config import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def config_option(func: F) -> F:
+    """``--config FILE``: the TOML settings file (else $CLINIC_EVENTS_CONFIG, ./clinic-events.toml)."""
+    return click.option(
+        "--config", "config_path",
+        type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Settings file (TOML) [default: $CLINIC_EVENTS_CONFIG, else ./clinic-events.toml "
+        "if present, else built-in defaults]. CLINIC_EVENTS_<SECTION>_<KEY> variables override it.",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: machine-readable output for scripts."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON for scripts instead of tables.")(func)
+
+
+def settings_from(config_path: Path | None) -> Settings:
+    return load_settings(config_path)

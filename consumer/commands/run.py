@@ -1,0 +1,58 @@
+"""``clinic-events run``: consume and deliver events until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from consumer.app import build_runner
+from consumer.commands.options import config_option, settings_from
+from consumer.outcome_log import configure_logging
+from consumer.runner import FatalError
+from consumer.telemetry import configure_tracing
+from retry_topics.provisioning import TopicLayoutError
+
+
+@click.command("run")
+@config_option
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Outcome lines (delivered, duplicate, retried) are INFO; dead-lettered WARNING.")
+def run_command(config_path: Path | None, log_level: str) -> None:
+    """Deliver events from the main topic and the retry tiers until stopped.
+
+    SIGTERM or SIGINT drains in-flight work, flushes, commits and exits 0. Exit code 2 on bad
+    configuration (including an unreachable dedup store), 1 if processing could not go on
+    safely (the records concerned are redelivered on the next start).
+    """
+    settings = settings_from(config_path)
+    configure_logging(log_level)
+    provider = configure_tracing()
+    try:
+        assembly = build_runner(settings, tracer_provider=provider)
+    except TopicLayoutError as exc:
+        click.echo(f"clinic-events: {exc}", err=True)
+        sys.exit(1)
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        click.echo(f"clinic-events: {signal.Signals(signum).name} received, draining", err=True)
+        assembly.runner.stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    click.echo(f"clinic-events: consuming {settings.topics.main} and "
+               f"{len(settings.retry.tiers)} retry tiers as group {settings.kafka.group_id}",
+               err=True)
+    try:
+        assembly.runner.run()
+    except FatalError as exc:
+        click.echo(f"clinic-events: stopped: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        assembly.close()
+        provider.shutdown()
+    click.echo(f"clinic-events: stopped cleanly ({dict(assembly.runner.stats)})", err=True)

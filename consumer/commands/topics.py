@@ -1,0 +1,40 @@
+"""``clinic-events topics ensure``: create the main, retry, dead-letter and audit topics."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from consumer.commands.options import config_option, json_option, settings_from
+from retry_topics.provisioning import TopicLayoutError, ensure_topics
+
+
+@click.group("topics")
+def topics_group() -> None:
+    """Manage the Kafka topics the configuration needs."""
+
+
+@topics_group.command("ensure")
+@config_option
+@json_option
+def ensure(config_path: Path | None, as_json: bool) -> None:
+    """Create missing topics (idempotent); refuse existing ones with too few partitions.
+
+    Exit code 0 when every topic exists afterwards, 1 when a topic is unusable.
+    """
+    settings = settings_from(config_path)
+    try:
+        report = ensure_topics(settings)
+    except TopicLayoutError as exc:
+        click.echo(f"clinic-events: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"created": list(report.created), "existing": list(report.existing)}))
+        return
+    for name in report.created:
+        click.echo(f"created  {name}")
+    for name in report.existing:
+        click.echo(f"exists   {name}")

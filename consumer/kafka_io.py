@@ -1,0 +1,93 @@
+"""The edge to confluent-kafka: client construction, publishing, and record conversion.
+
+The only module of the consumer that builds Kafka clients. Consumers never store offsets
+automatically (``enable.auto.offset.store=False``): the runner stores an offset only after
+the record's fate is durable, and librdkafka's auto-commit then commits stored offsets.
+``fetch.wait.max.ms`` is lowered so a retry partition resumed at its due time is fetched
+promptly instead of up to 500 ms later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from retry_topics.headers import decode_headers
+from retry_topics.errors import HeaderError
+
+from consumer.codec import EventCodec
+from consumer.config import Settings
+from consumer.errors import UndecodableRecord
+from consumer.processing import OnAck
+from consumer.records import InboundRecord
+
+from retry_topics.headers import RecordHeaders
+
+
+def build_consumer(settings: Settings, **overrides: Any) -> Consumer:
+    """The group consumer of ``run``: manual offset storage, prompt fetches."""
+    return Consumer(settings.consumer_config(**{
+        "group.id": settings.kafka.group_id,
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 50,
+        "enable.partition.eof": False,
+        **overrides,
+    }))
+
+
+def build_producer(settings: Settings, **overrides: Any) -> Producer:
+    """An idempotent producer: acknowledged by all in-sync replicas, no duplicates on retry."""
+    return Producer(settings.producer_config(**{
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 60_000,
+        **overrides,
+    }))
+
+
+class KafkaPublisher:
+    """``Publisher`` over a confluent-kafka Producer; acks arrive via ``producer.poll``."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+
+    def publish(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: list[tuple[str, bytes]], on_ack: OnAck) -> None:
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            on_ack(None if error is None else str(error))
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers,
+                                       on_delivery=delivered)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: let acks drain, then retry
+
+
+def to_inbound(message: Message, codec: EventCodec) -> InboundRecord:
+    """Detach a consumed message from confluent-kafka and decode what can be decoded."""
+    raw_headers = tuple(message.headers() or ())
+    try:
+        headers = decode_headers(raw_headers)
+    except HeaderError:
+        headers = RecordHeaders()  # malformed provenance must not make a record unprocessable
+    value = message.value()
+    event = None
+    decode_error = None
+    try:
+        event = codec.decode(value)
+    except UndecodableRecord as exc:
+        decode_error = exc
+    timestamp_type, timestamp = message.timestamp()
+    return InboundRecord(
+        topic=str(message.topic()), partition=int(message.partition() or 0),
+        offset=int(message.offset() or 0),
+        timestamp_ms=timestamp if timestamp_type and timestamp >= 0 else None,
+        key=message.key(), value=value, raw_headers=raw_headers, headers=headers,
+        event=event, decode_error=decode_error,
+    )

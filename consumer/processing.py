@@ -1,0 +1,226 @@
+"""What happens to one record between "consumed" and "its fate is decided".
+
+For each chunk of records a lane hands it (records of one lane, in consumption order):
+
+1. look up every event id in the dedup store at once (one round trip per chunk);
+2. skip events already delivered, and events already dead-lettered unless they come back
+   through a DLQ replay (``clinic.replay-count`` > 0) or a forced replay;
+3. call the handler inside a ``process <topic>`` span; on a transient failure retry briefly
+   in-process (tenacity, waits from the policy's backoff), keeping tenacity off the success
+   path; a ``Retry-After`` longer than the quick waits allow goes straight to a tier;
+4. decide where a failed record goes with the pure ``decide_next`` and republish it (retry
+   tier or DLQ) with the next hop's headers and a fresh ``traceparent`` from a ``send`` span;
+5. record the chunk's delivered outcomes in the store before reporting them, so an offset
+   is only ever stored after the outcome is durable.
+
+Republished records report their fate later, from the producer's delivery callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from retry_topics.classification import ExceptionRules, qualified_name
+from retry_topics.clock import Clock
+from retry_topics.headers import (
+    DlqReason,
+    Provenance,
+    RecordHeaders,
+    encode_headers,
+)
+from retry_topics.hops import next_hop_headers
+from retry_topics.policy import RetryPolicy
+from retry_topics.routing import DeadLetter, RetryTo, decide_next, dead_letter_undecodable
+
+from consumer.dedup import DedupStore, Outcome
+from consumer.delivery import DeliveryContext, DeliveryHandler
+from consumer.errors import HandlerError, PermanentError, TransientError
+from consumer.records import Delivered, Duplicate, Fate, InboundRecord, Republished
+from consumer.telemetry import Telemetry
+
+FORCE_REPLAY_HEADER = "clinic.replay-force"
+
+OnAck = Callable[[str | None], None]
+"""Called once the broker acknowledged (None) or refused (error text) a republished record."""
+
+
+class Publisher(Protocol):
+    """Sends a record and reports its acknowledgement later (port; Kafka producer at the edge)."""
+
+    def publish(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: list[tuple[str, bytes]], on_ack: OnAck) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A handler failure, normalised."""
+
+    classification: str
+    error_class: str
+    message: str
+    retry_after_ms: int | None = None
+
+
+class RecordProcessor:
+    """Runs chunks of records through dedup, the handler, and routing."""
+
+    def __init__(self, *, policy: RetryPolicy, handler: DeliveryHandler, store: DedupStore,
+                 publisher: Publisher, telemetry: Telemetry, clock: Clock,
+                 rules: ExceptionRules, group_id: str,
+                 on_republished: Callable[[Republished, str | None], None]) -> None:
+        self._policy = policy
+        self._handler = handler
+        self._store = store
+        self._publisher = publisher
+        self._telemetry = telemetry
+        self._clock = clock
+        self._rules = rules
+        self._group_id = group_id
+        self._on_republished = on_republished
+
+    def process_chunk(self, records: Sequence[InboundRecord]) -> list[Fate]:
+        """Decide the fate of each record; republished ones are final only on ack."""
+        ids = [r.event_id for r in records if r.event_id is not None]
+        known: dict[str, Outcome] = dict(self._store.lookup(ids)) if ids else {}
+        fates: list[Fate] = []
+        delivered: list[tuple[str, Outcome]] = []
+        for record in records:
+            fate = self._process_one(record, known)
+            if isinstance(fate, Delivered) and record.event_id is not None:
+                known[record.event_id] = "delivered"
+                delivered.append((record.event_id, "delivered"))
+            if not isinstance(fate, Republished):
+                fates.append(fate)
+        if delivered:
+            self._store.record_many(delivered)
+        return fates
+
+    def _process_one(self, record: InboundRecord, known: dict[str, Outcome]) -> Fate | Republished:
+        with self._telemetry.process_span(
+            record.topic, record.partition, record.offset, record.key, record.raw_headers,
+            record.event_id, record.attempt, self._group_id,
+        ) as span:
+            if record.event is None:
+                reason = record.decode_error.reason if record.decode_error else "undecodable"
+                self._telemetry.record_error(span, "undecodable")
+                failure = Failure("permanent", "undecodable", reason)
+                return self._republish(record, dead_letter_undecodable(
+                    self._policy, record.attempt), failure, "undecodable")
+            prior = known.get(str(record.event_id))
+            if prior is not None and not self._may_process_again(record, prior):
+                return Duplicate(record, prior)
+            failure = self._deliver(record)
+            if failure is None:
+                return Delivered(record)
+            self._telemetry.record_error(span, failure.error_class)
+            decision = decide_next(
+                self._policy, record.topic, record.attempt,
+                "permanent" if failure.classification == "permanent" else "transient",
+                self._clock.now_ms(), failure.retry_after_ms,
+            )
+            reason = decision.reason if isinstance(decision, DeadLetter) else None
+            return self._republish(record, decision, failure, reason)
+
+    @staticmethod
+    def _may_process_again(record: InboundRecord, prior: Outcome) -> bool:
+        forced = any(name == FORCE_REPLAY_HEADER and value == b"1"
+                     for name, value in record.headers.other)
+        if forced:
+            return True
+        return prior == "dead_lettered" and record.replayed
+
+    def _deliver(self, record: InboundRecord) -> Failure | None:
+        """Call the handler; retry transient failures briefly in-process."""
+        assert record.event is not None
+        context = DeliveryContext(
+            event_id=str(record.event_id), event_type=str(record.event_type),
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            attempt=record.attempt, traceparent=self._telemetry.current_traceparent(),
+        )
+        event = record.event
+        try:
+            self._handler.deliver(event, context)
+            return None
+        except Exception as first:  # noqa: BLE001 - every failure is classified below
+            failure = self._normalise(first)
+        quick = self._policy.in_process
+        if failure.classification == "permanent" or quick.attempts <= 1 or \
+                not self._retry_after_fits(failure):
+            return failure
+
+        def wait(state: RetryCallState) -> float:
+            return quick.wait_ms(state.attempt_number) / 1000
+
+        def stop_on_long_retry_after(state: RetryCallState) -> bool:
+            outcome = state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            return exc is not None and not self._retry_after_fits(self._normalise(exc))
+
+        retrying = Retrying(
+            stop=stop_after_attempt(quick.attempts - 1) | stop_on_long_retry_after,
+            wait=wait, sleep=self._clock.sleep,  # type: ignore[attr-defined]
+            retry=retry_if_exception_type(TransientError), reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self._call_normalised(event, context)
+        except HandlerError as exc:
+            return self._normalise(exc)
+        return None
+
+    def _call_normalised(self, event: dict[str, object], context: DeliveryContext) -> None:
+        try:
+            self._handler.deliver(event, context)
+        except HandlerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified by the configured rules
+            failure = self._normalise(exc)
+            cls = PermanentError if failure.classification == "permanent" else TransientError
+            raise cls(failure.message, error_class=failure.error_class) from exc
+
+    def _retry_after_fits(self, failure: Failure) -> bool:
+        """A Retry-After longer than one quick wait may be means: go to a tier instead."""
+        return failure.retry_after_ms is None or \
+            failure.retry_after_ms <= self._policy.in_process.max_wait_ms
+
+    def _normalise(self, exc: BaseException) -> Failure:
+        if isinstance(exc, TransientError):
+            return Failure("transient", exc.error_class, str(exc), exc.retry_after_ms)
+        if isinstance(exc, PermanentError):
+            return Failure("permanent", exc.error_class, str(exc))
+        return Failure(self._rules.classify_exception(exc), qualified_name(type(exc)),
+                       f"{type(exc).__name__}: {exc}")
+
+    def _republish(self, record: InboundRecord, decision: RetryTo | DeadLetter,
+                   failure: Failure, dlq_reason: DlqReason | None) -> Republished:
+        now = self._clock.now_ms()
+        incoming = record.headers
+        if incoming.event_id is None and record.event is not None:
+            incoming = _with_event_identity(incoming, record)
+        headers = next_hop_headers(
+            incoming,
+            source=Provenance(topic=record.topic, partition=record.partition,
+                              offset=record.offset, timestamp_ms=record.timestamp_ms),
+            attempts=decision.attempts, now_ms=now, error_class=failure.error_class,
+            error_message=failure.message,
+            classification="permanent" if failure.classification == "permanent" else "transient",
+            due_at_ms=decision.due_at_ms if isinstance(decision, RetryTo) else None,
+            dlq_reason=dlq_reason,
+        )
+        kind = "retried" if isinstance(decision, RetryTo) else "dead_lettered"
+        fate = Republished(record, decision, failure.error_class, kind)  # type: ignore[arg-type]
+        with self._telemetry.send_span(decision.topic, record.event_id):
+            wire = self._telemetry.headers_with_traceparent(encode_headers(headers))
+            self._publisher.publish(decision.topic, record.key, record.value, wire,
+                                    lambda error: self._on_republished(fate, error))
+        return fate
+
+
+def _with_event_identity(headers: RecordHeaders, record: InboundRecord) -> RecordHeaders:
+    """Stamp the (non-PHI) event id and type, so DLQ tools can filter without decoding."""
+    return replace(headers, event_id=record.event_id, event_type=record.event_type)

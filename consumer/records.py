@@ -1,0 +1,79 @@
+"""The records the runner hands around, and the fates they can meet.
+
+``InboundRecord`` is a consumed Kafka record with its decoded event (or the decode error)
+and its decoded wire headers, detached from confluent-kafka's ``Message`` so processing can
+be tested without Kafka. A record's fate is one of ``Delivered``, ``Duplicate`` or
+``Republished`` (to a retry tier or the DLQ; its fate is durable only when the broker
+acknowledges it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from retry_topics.headers import Header, RecordHeaders
+from retry_topics.routing import DeadLetter, RetryTo
+
+from consumer.codec import EventRecord
+from consumer.errors import UndecodableRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundRecord:
+    """One consumed record, decoded as far as it could be."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    raw_headers: tuple[Header, ...]
+    headers: RecordHeaders
+    event: EventRecord | None
+    decode_error: UndecodableRecord | None = None
+
+    @property
+    def event_id(self) -> str | None:
+        return None if self.event is None else str(self.event["event_id"])
+
+    @property
+    def event_type(self) -> str | None:
+        return None if self.event is None else str(self.event["event_type"])
+
+    @property
+    def attempt(self) -> int:
+        """This topic attempt's number: 1 on the main topic, k+1 in retry tier k."""
+        return (self.headers.attempts or 0) + 1
+
+    @property
+    def replayed(self) -> bool:
+        """Came back from the DLQ through an operator's replay."""
+        return (self.headers.replay_count or 0) > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    record: InboundRecord
+    kind: Literal["delivered"] = "delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    record: InboundRecord
+    prior: str  # the outcome recorded earlier: delivered | dead_lettered
+    kind: Literal["duplicate"] = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Republished:
+    """Sent to a retry tier or the DLQ; final once the broker acknowledged it."""
+
+    record: InboundRecord
+    destination: RetryTo | DeadLetter
+    error_class: str
+    kind: Literal["retried", "dead_lettered"]
+
+
+Fate = Delivered | Duplicate | Republished

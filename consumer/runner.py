@@ -1,0 +1,304 @@
+"""The poll loop of ``clinic-events run``: consume, gate by due time, dispatch, commit.
+
+One consumer reads the main topic and every retry tier. On the poll thread, each batch is
+decoded, and every record of a retry tier is checked against its due time with the pure
+``due_gate``: the first record of a partition that is not yet due pauses that partition and
+seeks back to it, so the head of the partition is fetched again when it is due. Because a
+tier has one fixed delay, the head is always the next record due, and nothing behind it is
+delayed for longer than its own delay. The loop's poll timeout is the time to the earliest
+resume, so an idle wait costs no CPU, and other partitions and the main topic keep flowing.
+
+Records that may run go to the lanes (bounded concurrency, one key at a time). Their fates
+come back on a queue; a republished record's fate arrives with the producer's ack. Offsets
+are stored strictly in order per partition and only for durable fates, and librdkafka
+auto-commits stored offsets. On revoke the runner finishes in-flight work for the revoked
+partitions (bounded), commits, and forgets their paused state; on stop it drains, flushes,
+commits and closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from retry_topics.clock import Clock
+from retry_topics.due_gate import Ready, due_gate
+from retry_topics.policy import RetryPolicy
+
+from consumer.codec import EventCodec
+from consumer.dedup import DedupStore
+from consumer.kafka_io import to_inbound
+from consumer.lanes import LaneFailure, Lanes
+from consumer.offsets import OffsetBook, TopicPartitionKey
+from consumer.outcome_log import log_outcome
+from consumer.records import Fate, InboundRecord, Republished
+from retry_topics.routing import RetryTo
+
+LOG = logging.getLogger("clinic_events.runner")
+BATCH_SIZE = 500
+IDLE_POLL_S = 0.25
+
+
+@dataclass(slots=True)
+class PausedPartition:
+    due_at_ms: int
+    head_offset: int
+
+
+class FatalError(RuntimeError):
+    """Processing cannot go on safely (a republish was refused, a lane died)."""
+
+
+class Runner:
+    """Owns the consumer and producer for the lifetime of ``run``."""
+
+    def __init__(self, *, consumer: Consumer, producer: Producer, policy: RetryPolicy,
+                 lanes_factory: Callable[[Callable[[Republished, str | None], None]], Lanes],
+                 store: DedupStore, clock: Clock, codec: EventCodec | None = None,
+                 max_in_flight: int = 5000, drain_timeout_s: float = 30.0) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._policy = policy
+        self._store = store
+        self._clock = clock
+        self._codec = codec or EventCodec()
+        self._max_in_flight = max_in_flight
+        self._drain_timeout_s = drain_timeout_s
+        self._book = OffsetBook()
+        self._paused: dict[TopicPartitionKey, PausedPartition] = {}
+        self._throttled = False
+        self._assigned: set[TopicPartitionKey] = set()
+        self._acks: list[tuple[Republished, str | None]] = []
+        self._acks_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._fatal: BaseException | None = None
+        self.stats: Counter[str] = Counter()
+        self._lanes = lanes_factory(self._on_republished)
+        self._tiers = {tier.topic for tier in policy.tiers}
+
+    def stop(self) -> None:
+        """Ask the loop to finish (signal handlers call this)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consume until stopped; raise FatalError if processing could not go on safely."""
+        self._consumer.subscribe([self._policy.main_topic, *self._policy.retry_topics], on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        try:
+            while not self._stop.is_set() and self._fatal is None:
+                self._service()
+                self._apply_backpressure()
+                messages = self._next_batch(self._poll_timeout_s())
+                if messages:
+                    self._accept(messages)
+        finally:
+            self._shutdown()
+        if self._fatal is not None:
+            raise FatalError(str(self._fatal)) from self._fatal
+
+    # -- the loop's steps -------------------------------------------------------------------
+
+    def _next_batch(self, timeout_s: float) -> list[Message]:
+        """Up to BATCH_SIZE records, waiting at most ``timeout_s`` for the first one.
+
+        ``consume(n, timeout)`` waits for n records or the whole timeout, which would hold a
+        lone record back; ``poll`` returns as soon as one arrives, then the rest is taken
+        without waiting.
+        """
+        messages: list[Message] = self._consumer.consume(BATCH_SIZE, 0)
+        if messages:
+            return messages
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(BATCH_SIZE - 1, 0)]
+
+    def _accept(self, messages: list[Message]) -> None:
+        runnable: list[InboundRecord] = []
+        now = self._clock.now_ms()
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    LOG.warning("consumer error: %s", error)
+                continue
+            tp = (str(message.topic()), int(message.partition() or 0))
+            if tp in self._paused or tp not in self._assigned:
+                continue  # behind a paused head (re-fetched after resume), or revoked
+            record = to_inbound(message, self._codec)
+            if record.topic in self._tiers:
+                tier = self._policy.tier_for_topic(record.topic)
+                gate = due_gate(record.headers.due_at_ms, now,
+                                tier.delay_ms if tier is not None else None)
+                if not isinstance(gate, Ready):
+                    self._pause_until(tp, record.offset, now + gate.ms)
+                    continue
+            self._book.track(tp, record.offset)
+            runnable.append(record)
+        if runnable:
+            self._lanes.dispatch(runnable)
+
+    def _pause_until(self, tp: TopicPartitionKey, head_offset: int, due_at_ms: int) -> None:
+        partition = TopicPartition(tp[0], tp[1], head_offset)
+        self._consumer.pause([partition])
+        self._consumer.seek(partition)
+        self._paused[tp] = PausedPartition(due_at_ms, head_offset)
+
+    def _resume_due(self) -> None:
+        if not self._paused:
+            return
+        now = self._clock.now_ms()
+        due = [tp for tp, paused in self._paused.items() if paused.due_at_ms <= now]
+        for tp in due:
+            del self._paused[tp]
+        if due and not self._throttled:
+            self._consumer.resume([TopicPartition(t, p) for t, p in due])
+
+    def _poll_timeout_s(self) -> float:
+        if not self._paused:
+            return IDLE_POLL_S
+        wait_ms = min(p.due_at_ms for p in self._paused.values()) - self._clock.now_ms()
+        return max(0.0, min(IDLE_POLL_S, wait_ms / 1000))
+
+    def _apply_backpressure(self) -> None:
+        """Stop fetching while too many records are in flight; fetch again when below half."""
+        in_flight = self._book.in_flight()
+        if not self._throttled and in_flight >= self._max_in_flight:
+            self._throttled = True
+            self._consumer.pause([TopicPartition(t, p) for t, p in self._assigned])
+        elif self._throttled and in_flight < self._max_in_flight // 2:
+            self._throttled = False
+            self._consumer.resume([TopicPartition(t, p) for t, p in self._assigned
+                                   if (t, p) not in self._paused])
+
+    def _service(self, wait_s: float = 0.0) -> None:
+        """Serve producer acks and lane results; store offsets that advanced."""
+        self._producer.poll(0)
+        advanced: dict[TopicPartitionKey, int] = {}
+        self._finish_lane_results(advanced, wait_s)
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        for fate, error in acks:
+            if error is not None:
+                self._fatal = self._fatal or FatalError(
+                    f"broker refused a record republished to {fate.destination.topic}: {error}")
+                continue
+            self._finish_republished(fate, advanced)
+        if advanced:
+            self._store_offsets(advanced)
+        self._resume_due()
+
+    def _finish_lane_results(self, advanced: dict[TopicPartitionKey, int], wait_s: float) -> None:
+        results = self._lanes.results
+        first = True
+        while True:
+            try:
+                result = results.get(timeout=wait_s) if first and wait_s else results.get_nowait()
+            except Exception:  # noqa: BLE001 - queue.Empty: nothing more right now
+                return
+            first = False
+            if isinstance(result, LaneFailure):
+                LOG.error("a worker lane failed", exc_info=result.error)
+                self._fatal = self._fatal or result.error
+                continue
+            for fate in result:
+                self._finish(fate, advanced)
+
+    def _finish(self, fate: Fate, advanced: dict[TopicPartitionKey, int]) -> None:
+        record = fate.record
+        self.stats[fate.kind] += 1
+        log_outcome(fate.kind, record)
+        self._complete(record, advanced)
+
+    def _finish_republished(self, fate: Republished, advanced: dict[TopicPartitionKey, int]) -> None:
+        record = fate.record
+        if fate.kind == "dead_lettered" and record.event_id is not None:
+            self._store.record(record.event_id, "dead_lettered")
+        destination = fate.destination
+        key = f"retried:{destination.tier.index}" if isinstance(destination, RetryTo) else fate.kind
+        self.stats[fate.kind] += 1
+        if key != fate.kind:
+            self.stats[key] += 1
+        log_outcome(fate.kind, record, error_class=fate.error_class,
+                    destination=destination.topic,
+                    level=logging.WARNING if fate.kind == "dead_lettered" else logging.INFO)
+        self._complete(record, advanced)
+
+    def _complete(self, record: InboundRecord, advanced: dict[TopicPartitionKey, int]) -> None:
+        tp = (record.topic, record.partition)
+        moved = self._book.complete(tp, record.offset)
+        if moved is not None:
+            advanced[tp] = moved
+
+    def _store_offsets(self, advanced: dict[TopicPartitionKey, int]) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in advanced.items()
+                   if (t, p) in self._assigned]
+        if not offsets:
+            return
+        try:
+            self._consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:
+            LOG.warning("could not store offsets (partition revoked?): %s", exc)
+
+    def _on_republished(self, fate: Republished, error: str | None) -> None:
+        """Producer callback (runs inside producer.poll on the poll thread, or in flush)."""
+        with self._acks_lock:
+            self._acks.append((fate, error))
+
+    # -- rebalancing and shutdown -----------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        LOG.info("assigned %d partitions", len(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._drain(revoked, self._drain_timeout_s)
+        self._commit()
+        self._forget(revoked)
+        LOG.info("revoked %d partitions", len(partitions))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+        LOG.warning("lost %d partitions", len(partitions))
+
+    def _forget(self, partitions: set[TopicPartitionKey]) -> None:
+        for tp in partitions:
+            self._paused.pop(tp, None)
+            self._book.forget(tp)
+            self._assigned.discard(tp)
+
+    def _drain(self, partitions: set[TopicPartitionKey] | None, timeout_s: float) -> None:
+        """Finish in-flight records (of ``partitions``, or all) within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self._fatal is None:
+            pending = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
+            if pending == 0:
+                return
+            self._producer.poll(0.01)
+            self._service(wait_s=0.05)
+        pending = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
+        if pending:
+            LOG.warning("%d records still in flight at drain deadline; they will be "
+                        "redelivered (at-least-once)", pending)
+
+    def _commit(self) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not (isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET):
+                LOG.warning("commit failed: %s", exc)
+
+    def _shutdown(self) -> None:
+        self._drain(None, self._drain_timeout_s)
+        self._producer.flush(self._drain_timeout_s)
+        self._service()
+        self._commit()
+        self._consumer.close()
+        self._lanes.stop()

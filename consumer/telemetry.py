@@ -1,0 +1,225 @@
+"""Tracing and metrics for the consumer, in one place.
+
+**Traces.** Every record handled gets a CONSUMER span ``process <topic>`` whose parent is the
+W3C ``traceparent`` (and ``tracestate``) carried in the record's headers, so an event keeps
+one trace from the upstream publisher through every retry tier to the DLQ. Republishing opens
+a PRODUCER span ``send <topic>`` and re-stamps the record's trace headers with that span's
+context; the headers are *replaced*, never appended, so a record that hops ten times still
+carries exactly one ``traceparent``. Attributes follow the OpenTelemetry messaging semantic
+conventions (``messaging.*``) plus ``clinic_events.attempt``.
+
+**No patient data in telemetry.** Span attributes hold topic, partition, offset, consumer
+group, the event id and the record key (both are opaque ids). Failures set ``error.type`` and
+an ERROR status described by that type only; exception messages are never recorded (not as
+span events, not as status), because they may quote payload fields.
+
+**Metrics** use the OpenTelemetry metrics API: the counter ``clinic_events.events``
+(attributes ``outcome`` = delivered | duplicate | retried | dead_lettered, and ``tier``) and
+the histogram ``clinic_events.delivery.duration`` in milliseconds. Instruments are created
+once, when :class:`Telemetry` is built. With the API's default providers every call is a
+cheap no-op, so telemetry needs no separate "disabled" code path.
+
+:func:`configure_tracing` builds the SDK tracer provider from the standard ``OTEL_*``
+environment variables; the caller shuts it down at exit so the last spans are flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from consumer.errors import ConfigError, HandlerError
+from retry_topics.classification import qualified_name
+from retry_topics.headers import TRACEPARENT, TRACESTATE, replace_header
+
+__all__ = ["EXPORTERS", "EventOutcome", "Telemetry", "configure_tracing"]
+
+INSTRUMENTATION_NAME = "clinic-events"
+EXPORTERS = ("otlp", "console", "none")
+
+EventOutcome = Literal["delivered", "duplicate", "retried", "dead_lettered"]
+KafkaHeaders = Sequence[tuple[str, bytes | None]] | None
+
+
+def configure_tracing(service_name: str = "clinic-events") -> TracerProvider:
+    """An SDK tracer provider configured from ``OTEL_*`` environment variables.
+
+    ``OTEL_TRACES_EXPORTER`` (comma-separated) picks ``otlp`` (the default: OTLP/HTTP, whose
+    exporter reads ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` and friends itself), ``console``
+    or ``none``. ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` override
+    ``service_name``. With ``OTEL_SDK_DISABLED=true`` the provider hands out no-op tracers.
+    Nothing connects at start-up: an absent collector only causes warnings at export time.
+    """
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+    provider = TracerProvider(resource=resource)
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return provider
+    raw = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
+    names = [name.strip().lower() for name in raw.split(",") if name.strip()] or ["otlp"]
+    unknown = [name for name in names if name not in EXPORTERS]
+    if unknown:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {unknown[0]!r}; "
+                          f"valid: {', '.join(EXPORTERS)}")
+    for name in dict.fromkeys(names):
+        exporter: SpanExporter | None = None
+        if name == "otlp":
+            # Imported here: the OTLP stack is only loaded when it is used.
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        elif name == "console":
+            exporter = ConsoleSpanExporter(service_name=service_name, out=sys.stdout)
+        if exporter is not None:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _error_type(exc: BaseException) -> str:
+    """``error.type`` for an exception: a handler's error class, else the dotted class path."""
+    return exc.error_class if isinstance(exc, HandlerError) else qualified_name(type(exc))
+
+
+class Telemetry:
+    """Spans and metrics for consuming and republishing; built once, shared by all workers."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        tracers = tracer_provider or trace.get_tracer_provider()
+        meters = meter_provider or metrics.get_meter_provider()
+        self._tracer = tracers.get_tracer(INSTRUMENTATION_NAME)
+        self._propagator = TraceContextTextMapPropagator()
+        meter = meters.get_meter(INSTRUMENTATION_NAME)
+        self._events = meter.create_counter(
+            "clinic_events.events", unit="{event}",
+            description="Events handled, by outcome and tier")
+        self._duration = meter.create_histogram(
+            "clinic_events.delivery.duration", unit="ms",
+            description="Time spent in the delivery handler per attempt")
+
+    @contextmanager
+    def process_span(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        headers: KafkaHeaders,
+        event_id: str | None,
+        attempt: int,
+        group: str,
+    ) -> Iterator[Span]:
+        """A CONSUMER span, child of the record's trace context and current inside ``with``."""
+        carrier: dict[str, str] = {}
+        for name, value in headers or ():
+            lowered = name.lower()
+            if lowered in (TRACEPARENT, TRACESTATE) and value is not None:
+                carrier[lowered] = value.decode("utf-8", errors="replace")
+        parent = self._propagator.extract(carrier)
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.kafka.offset": offset,
+            "messaging.consumer.group.name": group,
+            "clinic_events.attempt": attempt,
+        }
+        if event_id is not None:
+            attributes["messaging.message.id"] = event_id
+        if key is not None:
+            attributes["messaging.kafka.message.key"] = key.decode("utf-8", errors="replace")
+        with self._span(f"process {topic}", SpanKind.CONSUMER, attributes, parent) as span:
+            yield span
+
+    @contextmanager
+    def send_span(self, topic: str, event_id: str | None) -> Iterator[Span]:
+        """A PRODUCER span for republishing, child of the current span."""
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.destination.name": topic,
+        }
+        if event_id is not None:
+            attributes["messaging.message.id"] = event_id
+        with self._span(f"send {topic}", SpanKind.PRODUCER, attributes, None) as span:
+            yield span
+
+    @contextmanager
+    def _span(
+        self, name: str, kind: SpanKind, attributes: dict[str, str | int],
+        parent: Context | None,
+    ) -> Iterator[Span]:
+        # The SDK's own exception recording would copy the exception message into a span
+        # event; it is switched off and replaced by record_error (type + redacted status).
+        with self._tracer.start_as_current_span(
+            name, context=parent, kind=kind, attributes=attributes,
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            try:
+                yield span
+            except Exception as exc:
+                self.record_error(span, _error_type(exc))
+                raise
+
+    def current_traceparent(self) -> str | None:
+        """The ``traceparent`` of the current span, or ``None`` outside any valid span."""
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier)
+        return carrier.get(TRACEPARENT)
+
+    def headers_with_traceparent(self, headers: KafkaHeaders) -> list[tuple[str, bytes]]:
+        """``headers`` with ``traceparent``/``tracestate`` replaced by the current span's.
+
+        Outside a valid span the headers are returned unchanged. A ``tracestate`` the current
+        context does not carry is removed, so it cannot be paired with the wrong trace.
+        """
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier)
+        result = [(name, value if value is not None else b"") for name, value in headers or ()]
+        traceparent = carrier.get(TRACEPARENT)
+        if traceparent is None:
+            return result
+        result = replace_header(result, TRACEPARENT, traceparent)
+        tracestate = carrier.get(TRACESTATE)
+        if tracestate:
+            return replace_header(result, TRACESTATE, tracestate)
+        return [(name, value) for name, value in result if name != TRACESTATE]
+
+    def record_error(self, span: Span, error_type: str) -> None:
+        """Mark ``span`` failed: ``error.type`` and an ERROR status described by that type.
+
+        Deliberately no message: redaction catches credentials and numbers but not names or
+        addresses, and an error message may quote any payload field.
+        """
+        span.set_attribute("error.type", error_type)
+        span.set_status(Status(StatusCode.ERROR, error_type))
+
+    def count_event(self, outcome: EventOutcome, *, tier: str) -> None:
+        """Count one event's outcome; ``tier`` is ``main`` or the retry tier (``30s``)."""
+        self._events.add(1, {"outcome": outcome, "tier": tier})
+
+    def record_delivery_duration(
+        self, duration_ms: float, *, tier: str, error_type: str | None = None
+    ) -> None:
+        """Record how long one handler call took; ``error_type`` is set when it failed."""
+        attributes = {"tier": tier} if error_type is None else {"tier": tier,
+                                                                "error.type": error_type}
+        self._duration.record(duration_ms, attributes)

@@ -1,0 +1,116 @@
+"""Creating the topics a retry policy needs: main, one per retry tier, DLQ and audit.
+
+The only module of this package that talks to Kafka (through confluent-kafka's AdminClient).
+It is idempotent: topics that exist are reported, not recreated. An existing main, retry or
+dead-letter topic with fewer partitions than configured is refused with ``TopicLayoutError``
+rather than silently used, because per-key ordering and consumer parallelism assume the
+configured count (a topic with *more* partitions is accepted). The audit topic has one
+partition (it is a log of operator actions, read in order) and is kept forever; the DLQ is
+kept four weeks so people have time to review it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from retry_topics.errors import RetryTopicsError
+from retry_topics.naming import audit_topic_name
+from retry_topics.policy import RetryPolicy
+
+__all__ = ["ProvisioningSettings", "TopicLayoutError", "TopicReport", "ensure_topics"]
+
+DLQ_RETENTION_MS = 28 * 24 * 3600 * 1000
+
+
+class TopicLayoutError(RetryTopicsError):
+    """Topics exist but do not fit the configuration, or could not be created."""
+
+
+class _TopicCounts(Protocol):
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def replication_factor(self) -> int: ...
+
+
+class ProvisioningSettings(Protocol):
+    """What provisioning needs of the application's settings (structurally typed)."""
+
+    @property
+    def retry(self) -> RetryPolicy: ...
+    @property
+    def topics(self) -> _TopicCounts: ...
+    def producer_config(self, **overrides: Any) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TopicReport:
+    """What ``ensure_topics`` did: names created and names that already existed."""
+
+    created: tuple[str, ...]
+    existing: tuple[str, ...]
+
+
+def planned_topics(policy: RetryPolicy, partitions: int) -> dict[str, tuple[int, dict[str, str]]]:
+    """Topic name -> (partitions, topic configs) for every topic of the policy."""
+    plan: dict[str, tuple[int, dict[str, str]]] = {policy.main_topic: (partitions, {})}
+    for tier in policy.tiers:
+        plan[tier.topic] = (partitions, {})
+    plan[policy.dlq_topic] = (partitions, {"retention.ms": str(DLQ_RETENTION_MS)})
+    plan[audit_topic_name(policy.main_topic)] = (1, {"retention.ms": "-1"})
+    return plan
+
+
+def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) -> TopicReport:
+    """Create whatever topics are missing and check the partition counts of the rest."""
+    admin = AdminClient(_admin_config(settings.producer_config()))
+    plan = planned_topics(settings.retry, settings.topics.partitions)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TopicLayoutError(f"cannot reach Kafka to list topics: {exc}") from exc
+    existing = {name: len(meta.partitions) for name, meta in metadata.topics.items()
+                if meta.error is None}
+    too_small = [
+        f"{name} has {existing[name]} partitions, configuration needs {wanted}"
+        for name, (wanted, _) in plan.items()
+        if name in existing and existing[name] < wanted and wanted > 1
+    ]
+    if too_small:
+        raise TopicLayoutError(
+            "existing topics have too few partitions (raise them with kafka-topics --alter "
+            "or lower [topics] partitions): " + "; ".join(too_small)
+        )
+    missing = [name for name in plan if name not in existing]
+    created: list[str] = []
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=plan[name][0],
+                      replication_factor=settings.topics.replication_factor,
+                      config=plan[name][1]) for name in missing],
+            operation_timeout=timeout_s, request_timeout=timeout_s,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue  # another instance created it meanwhile: fine
+                raise TopicLayoutError(f"could not create topic {name}: {exc}") from exc
+    return TopicReport(
+        created=tuple(n for n in plan if n in created),
+        existing=tuple(n for n in plan if n not in created),
+    )
+
+
+def _admin_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop producer-only properties the AdminClient would warn about."""
+    producer_only = {"enable.idempotence", "acks", "linger.ms", "compression.type"}
+    return {key: value for key, value in config.items() if key not in producer_only}

@@ -1,0 +1,195 @@
+"""The Redis dedup store against a real redis-server started for this module."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from consumer.dedup import REDIS_KEY_PREFIX, Outcome, RedisDedupStore, open_dedup_store
+from consumer.errors import ConfigError
+
+START_DEADLINE_S = 15.0
+TTL_MS = 60_000
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_ping(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_DEADLINE_S
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"redis-server exited with {server.returncode}: {log.read_text()}")
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not answer PING within {START_DEADLINE_S}s")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a throw-away redis-server on a free port; stopped when the module is done."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    workdir = tmp_path_factory.mktemp("redis")
+    port = _free_port()
+    log = workdir / "redis.log"
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_for_ping(url, server, log)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisDedupStore]:
+    opened = RedisDedupStore(redis_url, TTL_MS)
+    yield opened
+    opened.close()
+
+
+def _ids(count: int) -> list[str]:
+    run = uuid.uuid4().hex[:8]
+    return [f"evt-{run}-{n}" for n in range(count)]
+
+
+def test_record_then_lookup_in_one_batch(store: RedisDedupStore, redis_url: str) -> None:
+    """Recorded outcomes come back from one batched lookup, under the documented key, with TTL."""
+    delivered, dead, unknown = _ids(3)
+    store.record(delivered, "delivered")
+    store.record(dead, "dead_lettered")
+    assert store.lookup([delivered, dead, unknown]) == {
+        delivered: "delivered", dead: "dead_lettered"}
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        assert raw.get(REDIS_KEY_PREFIX + delivered) == b"delivered"
+        assert 0 < raw.pttl(REDIS_KEY_PREFIX + delivered) <= TTL_MS
+    finally:
+        raw.close()
+
+
+def test_large_batches_span_several_chunks(store: RedisDedupStore) -> None:
+    """A lookup of more ids than one MGET chunk still returns every recorded outcome."""
+    ids = _ids(1_234)
+    store.record_many([(event_id, "delivered") for event_id in ids[::3]])
+    assert store.lookup(ids) == {event_id: "delivered" for event_id in ids[::3]}
+
+
+def test_outcomes_expire_after_the_ttl(redis_url: str) -> None:
+    """An outcome recorded with a short TTL disappears once Redis expires it."""
+    short = RedisDedupStore(redis_url, 300)
+    try:
+        (event_id,) = _ids(1)
+        short.record(event_id, "delivered")
+        assert short.lookup([event_id]) == {event_id: "delivered"}
+        deadline = time.monotonic() + 5.0
+        while short.lookup([event_id]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert short.lookup([event_id]) == {}
+    finally:
+        short.close()
+
+
+def test_delivered_is_never_overwritten_by_dead_lettered(store: RedisDedupStore) -> None:
+    """``dead_lettered`` never replaces ``delivered``, but ``delivered`` replaces it."""
+    first, second = _ids(2)
+    store.record(first, "delivered")
+    store.record(first, "dead_lettered")
+    store.record_many([(first, "dead_lettered")])
+    store.record(second, "dead_lettered")
+    store.record_many([(second, "delivered")])
+    assert store.lookup([first, second]) == {first: "delivered", second: "delivered"}
+
+
+def test_two_instances_share_outcomes(redis_url: str) -> None:
+    """Two consumer instances see each other's outcomes and forgets."""
+    instance_a = RedisDedupStore(redis_url, TTL_MS)
+    instance_b = RedisDedupStore(redis_url, TTL_MS)
+    try:
+        from_a, from_b = _ids(2)
+        instance_a.record(from_a, "delivered")
+        instance_b.record(from_b, "dead_lettered")
+        expected = {from_a: "delivered", from_b: "dead_lettered"}
+        assert instance_a.lookup([from_a, from_b]) == expected
+        assert instance_b.lookup([from_a, from_b]) == expected
+        instance_b.forget(from_a)
+        assert instance_a.lookup([from_a]) == {}
+    finally:
+        instance_a.close()
+        instance_b.close()
+
+
+def test_racing_instances_never_lose_a_delivery(redis_url: str) -> None:
+    """Concurrent dead-lettering by one instance never hides another instance's delivery."""
+    ids = _ids(300)
+    instance_a = RedisDedupStore(redis_url, TTL_MS)
+    instance_b = RedisDedupStore(redis_url, TTL_MS)
+    try:
+        def record_each(store: RedisDedupStore, outcome: Outcome) -> None:
+            for event_id in ids:
+                store.record(event_id, outcome)
+
+        threads = [threading.Thread(target=record_each, args=(instance_a, "delivered")),
+                   threading.Thread(target=record_each, args=(instance_b, "dead_lettered"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert instance_b.lookup(ids) == dict.fromkeys(ids, "delivered")
+    finally:
+        instance_a.close()
+        instance_b.close()
+
+
+def test_open_dedup_store_connects_to_redis(redis_url: str) -> None:
+    """``open_dedup_store`` opens a working Redis store from a redis:// URL."""
+    opened = open_dedup_store(redis_url, TTL_MS)
+    try:
+        (event_id,) = _ids(1)
+        opened.record(event_id, "delivered")
+        assert opened.lookup([event_id]) == {event_id: "delivered"}
+    finally:
+        opened.close()
+
+
+def test_unreachable_redis_is_a_config_error() -> None:
+    """Opening a Redis URL nobody listens on fails fast with a ConfigError naming the setting."""
+    url = f"redis://127.0.0.1:{_free_port()}/0"
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"dedup\.store") as caught:
+        open_dedup_store(url, TTL_MS)
+    assert url in str(caught.value)
+    assert time.monotonic() - started < 10
