@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry.sdk.trace import TracerProvider
-from retry_topics.clock import Clock, SystemClock
-from retry_topics.provisioning import ensure_topics
 
 from consumer.codec import EventCodec
 from consumer.config import Settings
@@ -24,6 +22,8 @@ from consumer.processing import RecordProcessor
 from consumer.records import Republished
 from consumer.runner import Runner
 from consumer.telemetry import Telemetry
+from retry_topics.clock import Clock, SystemClock
+from retry_topics.provisioning import ensure_topics
 
 
 @dataclass(slots=True)

@@ -16,8 +16,8 @@ from consumer.commands.dlq import dlq_group
 from consumer.commands.kafka import kafka_group
 from consumer.commands.lag import lag_command
 from consumer.commands.publish import publish_command
-from consumer.commands.simulate import simulate_command
 from consumer.commands.run import run_command
+from consumer.commands.simulate import simulate_command
 from consumer.commands.topics import topics_group
 from consumer.errors import ConfigError, InvalidEvent, LocalKafkaError
 

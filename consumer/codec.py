@@ -86,8 +86,9 @@ class EventCodec:
         reader = None if writer is self._store.current else self._store.current.parsed
         try:
             decoded = schemaless_reader(body, writer.parsed, reader, return_record_name=True)
-        except Exception as exc:  # noqa: BLE001 - fastavro raises many types on corrupt input
-            raise UndecodableRecord(f"corrupt Avro body: {type(exc).__name__}: {exc}", data) from exc
+        except Exception as exc:
+            reason = f"corrupt Avro body: {type(exc).__name__}: {exc}"
+            raise UndecodableRecord(reason, data) from exc
         if body.tell() != len(data):
             raise UndecodableRecord("trailing bytes after the Avro body", data)
         if not isinstance(decoded, dict):

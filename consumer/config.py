@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consumer.errors import ConfigError
 from retry_topics.classification import ExceptionRules
 from retry_topics.durations import parse_duration_ms
 from retry_topics.errors import RetryTopicsError
 from retry_topics.policy import BACKOFF_NAMES, InProcessRetry, RetryPolicy
-
-from consumer.errors import ConfigError
 
 ENV_PREFIX = "CLINIC_EVENTS_"
 DEFAULT_FILE = "clinic-events.toml"

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any
 
-from consumer.codec import PAYLOAD_RECORD_BY_EVENT_TYPE, EVENT_TYPES, EventRecord
+from consumer.codec import EVENT_TYPES, PAYLOAD_RECORD_BY_EVENT_TYPE, EventRecord
 from consumer.errors import InvalidEvent
 from consumer.schema_store import default_store
 
@@ -100,7 +100,9 @@ def _reject_unknown(obj: Mapping[str, Any], known: set[str], prefix: str) -> Non
 def _convert_record(schema: dict[str, Any], value: object, path: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidEvent("must be an object", field=path)
-    converted = {f["name"]: _convert_field(f, value, f"{path}.{f['name']}") for f in schema["fields"]}
+    converted = {
+        f["name"]: _convert_field(f, value, f"{path}.{f['name']}") for f in schema["fields"]
+    }
     _reject_unknown(value, set(converted), f"{path}.")
     return converted
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
-from retry_topics.headers import decode_headers
-from retry_topics.errors import HeaderError
 
 from consumer.codec import EventCodec
 from consumer.config import Settings
 from consumer.errors import UndecodableRecord
 from consumer.processing import OnAck
 from consumer.records import InboundRecord
-
-from retry_topics.headers import RecordHeaders
+from retry_topics.errors import HeaderError
+from retry_topics.headers import Header, RecordHeaders, decode_headers
 
 
 def build_consumer(settings: Settings, **overrides: Any) -> Consumer:
@@ -60,18 +58,30 @@ class KafkaPublisher:
         def delivered(error: KafkaError | None, _message: Message) -> None:
             on_ack(None if error is None else str(error))
 
+        wire: list[tuple[str, str | bytes | None]] = list(headers)
+
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers,
+                self._producer.produce(topic, value=value, key=key, headers=wire,
                                        on_delivery=delivered)
                 return
             except BufferError:
                 self._producer.poll(0.05)  # local queue full: let acks drain, then retry
 
 
+def message_headers(message: Message) -> tuple[Header, ...]:
+    """A message's headers as (name, bytes or None) pairs, whatever form the client gave."""
+    raw = message.headers() or ()
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return tuple(
+        (name, value.encode("utf-8") if isinstance(value, str) else value)
+        for name, value in pairs
+    )
+
+
 def to_inbound(message: Message, codec: EventCodec) -> InboundRecord:
     """Detach a consumed message from confluent-kafka and decode what can be decoded."""
-    raw_headers = tuple(message.headers() or ())
+    raw_headers = message_headers(message)
     try:
         headers = decode_headers(raw_headers)
     except HeaderError:

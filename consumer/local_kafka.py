@@ -113,7 +113,8 @@ def require_tools(*, need_maven: bool) -> str:
         )
     if need_maven and shutil.which("mvn") is None:
         raise MissingToolError(
-            "Maven is needed once to fetch the Kafka jars: install it (e.g. 'apt-get install maven')"
+            "Maven is needed once to fetch the Kafka jars: "
+            "install it (e.g. 'apt-get install maven')"
         )
     return java
 
@@ -283,8 +284,10 @@ class LocalKafka:
         props = self.state_dir / "server.properties"
         with contextlib.suppress(OSError):
             text = props.read_text()
-            broker = re.search(r"^advertised\.listeners=PLAINTEXT://127\.0\.0\.1:(\d+)$", text, re.M)
-            controller = re.search(r"^controller\.quorum\.bootstrap\.servers=127\.0\.0\.1:(\d+)$", text, re.M)
+            broker = re.search(r"^advertised\.listeners=PLAINTEXT://[\d.]+:(\d+)$", text, re.M)
+            controller = re.search(
+                r"^controller\.quorum\.bootstrap\.servers=[\d.]+:(\d+)$", text, re.M
+            )
             if broker and controller:
                 return int(broker.group(1)), int(controller.group(1))
         return None
@@ -327,7 +330,8 @@ class LocalKafka:
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
-            raise LocalKafkaError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            output = f"{result.stdout}{result.stderr}"
+            raise LocalKafkaError(f"formatting Kafka storage failed:\n{output}")
 
     def _log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):

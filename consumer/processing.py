@@ -23,7 +23,13 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
 
+from consumer.dedup import DedupStore, Outcome
+from consumer.delivery import DeliveryContext, DeliveryHandler
+from consumer.errors import HandlerError, PermanentError, TransientError
+from consumer.records import Delivered, Duplicate, Fate, InboundRecord, Republished
+from consumer.telemetry import Telemetry
 from retry_topics.classification import ExceptionRules, qualified_name
 from retry_topics.clock import Clock
 from retry_topics.headers import (
@@ -34,18 +40,22 @@ from retry_topics.headers import (
 )
 from retry_topics.hops import next_hop_headers
 from retry_topics.policy import RetryPolicy
-from retry_topics.routing import DeadLetter, RetryTo, decide_next, dead_letter_undecodable
-
-from consumer.dedup import DedupStore, Outcome
-from consumer.delivery import DeliveryContext, DeliveryHandler
-from consumer.errors import HandlerError, PermanentError, TransientError
-from consumer.records import Delivered, Duplicate, Fate, InboundRecord, Republished
-from consumer.telemetry import Telemetry
+from retry_topics.routing import DeadLetter, RetryTo, dead_letter_undecodable, decide_next
 
 FORCE_REPLAY_HEADER = "clinic.replay-force"
 
 OnAck = Callable[[str | None], None]
 """Called once the broker acknowledged (None) or refused (error text) a republished record."""
+
+
+class stop_when(stop_base):  # noqa: N801 - named like tenacity's own stop strategies
+    """A tenacity stop strategy from a predicate, so it composes with ``|``."""
+
+    def __init__(self, predicate: Callable[[RetryCallState], bool]) -> None:
+        self._predicate = predicate
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._predicate(retry_state)
 
 
 class Publisher(Protocol):
@@ -113,17 +123,18 @@ class RecordProcessor:
             prior = known.get(str(record.event_id))
             if prior is not None and not self._may_process_again(record, prior):
                 return Duplicate(record, prior)
-            failure = self._deliver(record)
-            if failure is None:
+            delivery_failure = self._deliver(record)
+            if delivery_failure is None:
                 return Delivered(record)
+            failure = delivery_failure
             self._telemetry.record_error(span, failure.error_class)
             decision = decide_next(
                 self._policy, record.topic, record.attempt,
                 "permanent" if failure.classification == "permanent" else "transient",
                 self._clock.now_ms(), failure.retry_after_ms,
             )
-            reason = decision.reason if isinstance(decision, DeadLetter) else None
-            return self._republish(record, decision, failure, reason)
+            dlq_reason = decision.reason if isinstance(decision, DeadLetter) else None
+            return self._republish(record, decision, failure, dlq_reason)
 
     @staticmethod
     def _may_process_again(record: InboundRecord, prior: Outcome) -> bool:
@@ -144,9 +155,10 @@ class RecordProcessor:
         event = record.event
         try:
             self._handler.deliver(event, context)
-            return None
         except Exception as first:  # noqa: BLE001 - every failure is classified below
             failure = self._normalise(first)
+        else:
+            return None
         quick = self._policy.in_process
         if failure.classification == "permanent" or quick.attempts <= 1 or \
                 not self._retry_after_fits(failure):
@@ -161,7 +173,7 @@ class RecordProcessor:
             return exc is not None and not self._retry_after_fits(self._normalise(exc))
 
         retrying = Retrying(
-            stop=stop_after_attempt(quick.attempts - 1) | stop_on_long_retry_after,
+            stop=stop_after_attempt(quick.attempts - 1) | stop_when(stop_on_long_retry_after),
             wait=wait, sleep=self._clock.sleep,  # type: ignore[attr-defined]
             retry=retry_if_exception_type(TransientError), reraise=True,
         )
@@ -178,7 +190,7 @@ class RecordProcessor:
             self._handler.deliver(event, context)
         except HandlerError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified by the configured rules
+        except Exception as exc:
             failure = self._normalise(exc)
             cls = PermanentError if failure.classification == "permanent" else TransientError
             raise cls(failure.message, error_class=failure.error_class) from exc

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from retry_topics.headers import Header, RecordHeaders
-from retry_topics.routing import DeadLetter, RetryTo
-
 from consumer.codec import EventRecord
 from consumer.errors import UndecodableRecord
+from retry_topics.headers import Header, RecordHeaders
+from retry_topics.routing import DeadLetter, RetryTo
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,9 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from retry_topics.clock import Clock
-from retry_topics.due_gate import Ready, due_gate
-from retry_topics.policy import RetryPolicy
 
 from consumer.codec import EventCodec
 from consumer.dedup import DedupStore
@@ -37,6 +34,9 @@ from consumer.lanes import LaneFailure, Lanes
 from consumer.offsets import OffsetBook, TopicPartitionKey
 from consumer.outcome_log import log_outcome
 from consumer.records import Fate, InboundRecord, Republished
+from retry_topics.clock import Clock
+from retry_topics.due_gate import Ready, due_gate
+from retry_topics.policy import RetryPolicy
 from retry_topics.routing import RetryTo
 
 LOG = logging.getLogger("clinic_events.runner")
@@ -87,7 +87,8 @@ class Runner:
 
     def run(self) -> None:
         """Consume until stopped; raise FatalError if processing could not go on safely."""
-        self._consumer.subscribe([self._policy.main_topic, *self._policy.retry_topics], on_assign=self._on_assign,
+        topics = [self._policy.main_topic, *self._policy.retry_topics]
+        self._consumer.subscribe(topics, on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
             while not self._stop.is_set() and self._fatal is None:
@@ -215,7 +216,9 @@ class Runner:
         log_outcome(fate.kind, record)
         self._complete(record, advanced)
 
-    def _finish_republished(self, fate: Republished, advanced: dict[TopicPartitionKey, int]) -> None:
+    def _finish_republished(
+        self, fate: Republished, advanced: dict[TopicPartitionKey, int]
+    ) -> None:
         record = fate.record
         if fate.kind == "dead_lettered" and record.event_id is not None:
             self._store.record(record.event_id, "dead_lettered")

@@ -51,6 +51,8 @@ class SchemaStore:
 def load_version(version: int, raw: dict[str, Any]) -> SchemaVersion:
     """Parse one schema document and compute its fingerprint."""
     parsed = parse_schema(raw)
+    if not isinstance(parsed, dict):
+        raise TypeError(f"schema version {version} is not an Avro record schema")
     canonical = to_parsing_canonical_form(raw)
     return SchemaVersion(
         version=version,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from retry_topics.errors import RetryTopicsError
 from retry_topics.naming import audit_topic_name
@@ -101,7 +102,8 @@ def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) ->
                 created.append(name)
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
-                if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                exists = KafkaError.TOPIC_ALREADY_EXISTS
+                if isinstance(error, KafkaError) and error.code() == exists:
                     continue  # another instance created it meanwhile: fine
                 raise TopicLayoutError(f"could not create topic {name}: {exc}") from exc
     return TopicReport(

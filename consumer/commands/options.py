@@ -14,7 +14,7 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def config_option(func: F) -> F:
-    """``--config FILE``: the TOML settings file (else $CLINIC_EVENTS_CONFIG, ./clinic-events.toml)."""
+    """``--config FILE``: the TOML settings file, with the documented fallbacks."""
     return click.option(
         "--config", "config_path",
         type=click.Path(dir_okay=False, path_type=Path), default=None,

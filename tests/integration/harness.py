@@ -22,6 +22,7 @@ from consumer.codec import EventCodec
 from consumer.config import Settings, load_settings
 from consumer.delivery import DeliveryHandler
 from consumer.events import entity_key
+from consumer.kafka_io import message_headers
 from tests.unit.sample_events import sample_event
 
 
@@ -138,7 +139,9 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
 
 
 def header(message: Message, name: str) -> bytes | None:
-    for key, value in message.headers() or ():
+    """The last value of header ``name`` on ``message``."""
+    found = None
+    for key, value in message_headers(message):
         if key == name:
-            return bytes(value) if value is not None else None
-    return None
+            found = value
+    return found

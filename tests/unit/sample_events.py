@@ -8,7 +8,9 @@ from typing import Any
 _AT = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 
 
-def _envelope(event_id: str, event_type: str, source: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _envelope(
+    event_id: str, event_type: str, source: str, payload: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "event_type": event_type,
