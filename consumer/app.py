@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from consumer.codec import EventCodec
@@ -40,7 +41,8 @@ class Assembly:
 
 
 def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
-                 tracer_provider: TracerProvider | None = None, clock: Clock | None = None,
+                 tracer_provider: TracerProvider | None = None,
+                 meter_provider: MeterProvider | None = None, clock: Clock | None = None,
                  store: DedupStore | None = None, ensure: bool = True,
                  drain_timeout_s: float = 30.0) -> Assembly:
     """Wire a runner for ``settings``; topics are created first unless ``ensure`` is False."""
@@ -49,7 +51,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     handler = handler or build_handler(settings)
     if ensure:
         ensure_topics(settings)
-    telemetry = Telemetry(tracer_provider)
+    telemetry = Telemetry(tracer_provider, meter_provider)
     producer = build_producer(settings)
     consumer = build_consumer(settings)
     publisher = KafkaPublisher(producer)
@@ -64,6 +66,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
         return Lanes(settings.delivery.concurrency, processor.process_chunk)
 
     runner = Runner(consumer=consumer, producer=producer, policy=settings.retry,
-                    lanes_factory=lanes_factory, store=store, clock=clock, codec=codec,
+                    lanes_factory=lanes_factory, store=store, clock=clock,
+                    telemetry=telemetry, codec=codec,
                     drain_timeout_s=drain_timeout_s)
     return Assembly(runner=runner, handler=handler, store=store)

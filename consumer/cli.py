@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from consumer.commands.demo import demo_command
 from consumer.commands.dlq import dlq_group
 from consumer.commands.kafka import kafka_group
 from consumer.commands.lag import lag_command
@@ -49,3 +50,4 @@ main.add_command(publish_command)
 main.add_command(simulate_command)
 main.add_command(topics_group)
 main.add_command(run_command)
+main.add_command(demo_command)

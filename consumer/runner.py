@@ -34,8 +34,10 @@ from consumer.lanes import LaneFailure, Lanes
 from consumer.offsets import OffsetBook, TopicPartitionKey
 from consumer.outcome_log import log_outcome
 from consumer.records import Fate, InboundRecord, Republished
+from consumer.telemetry import Telemetry
 from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
+from retry_topics.durations import format_duration
 from retry_topics.policy import RetryPolicy
 from retry_topics.routing import RetryTo
 
@@ -59,13 +61,15 @@ class Runner:
 
     def __init__(self, *, consumer: Consumer, producer: Producer, policy: RetryPolicy,
                  lanes_factory: Callable[[Callable[[Republished, str | None], None]], Lanes],
-                 store: DedupStore, clock: Clock, codec: EventCodec | None = None,
+                 store: DedupStore, clock: Clock, telemetry: Telemetry,
+                 codec: EventCodec | None = None,
                  max_in_flight: int = 5000, drain_timeout_s: float = 30.0) -> None:
         self._consumer = consumer
         self._producer = producer
         self._policy = policy
         self._store = store
         self._clock = clock
+        self._telemetry = telemetry
         self._codec = codec or EventCodec()
         self._max_in_flight = max_in_flight
         self._drain_timeout_s = drain_timeout_s
@@ -80,6 +84,7 @@ class Runner:
         self.stats: Counter[str] = Counter()
         self._lanes = lanes_factory(self._on_republished)
         self._tiers = {tier.topic for tier in policy.tiers}
+        self._tier_labels = {tier.topic: format_duration(tier.delay_ms) for tier in policy.tiers}
 
     def stop(self) -> None:
         """Ask the loop to finish (signal handlers call this)."""
@@ -213,6 +218,7 @@ class Runner:
     def _finish(self, fate: Fate, advanced: dict[TopicPartitionKey, int]) -> None:
         record = fate.record
         self.stats[fate.kind] += 1
+        self._telemetry.count_event(fate.kind, tier=self._tier_labels.get(record.topic, "main"))
         log_outcome(fate.kind, record)
         self._complete(record, advanced)
 
@@ -225,6 +231,7 @@ class Runner:
         destination = fate.destination
         key = f"retried:{destination.tier.index}" if isinstance(destination, RetryTo) else fate.kind
         self.stats[fate.kind] += 1
+        self._telemetry.count_event(fate.kind, tier=self._tier_labels.get(record.topic, "main"))
         if key != fate.kind:
             self.stats[key] += 1
         log_outcome(fate.kind, record, error_class=fate.error_class,

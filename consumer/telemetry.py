@@ -33,6 +33,12 @@ from typing import Literal
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -43,7 +49,7 @@ from consumer.errors import ConfigError, HandlerError
 from retry_topics.classification import qualified_name
 from retry_topics.headers import TRACEPARENT, TRACESTATE, replace_header
 
-__all__ = ["EXPORTERS", "EventOutcome", "Telemetry", "configure_tracing"]
+__all__ = ["EXPORTERS", "EventOutcome", "Telemetry", "configure_metrics", "configure_tracing"]
 
 INSTRUMENTATION_NAME = "clinic-events"
 EXPORTERS = ("otlp", "console", "none")
@@ -85,6 +91,37 @@ def configure_tracing(service_name: str = "clinic-events") -> TracerProvider:
         if exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def configure_metrics(service_name: str = "clinic-events") -> MeterProvider:
+    """An SDK meter provider from ``OTEL_METRICS_EXPORTER``: ``otlp`` (default), console, none.
+
+    Readers export every ``OTEL_METRIC_EXPORT_INTERVAL`` ms (SDK default 60 s); the OTLP
+    exporter reads ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` itself. The caller shuts the
+    provider down at exit so the last figures are exported.
+    """
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return MeterProvider(resource=resource)
+    raw = os.environ.get("OTEL_METRICS_EXPORTER", "otlp")
+    names = [name.strip().lower() for name in raw.split(",") if name.strip()] or ["otlp"]
+    unknown = [name for name in names if name not in EXPORTERS]
+    if unknown:
+        raise ConfigError(f"OTEL_METRICS_EXPORTER: unknown exporter {unknown[0]!r}; "
+                          f"valid: {', '.join(EXPORTERS)}")
+    readers: list[MetricReader] = []
+    for name in dict.fromkeys(names):
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        elif name == "console":
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stdout)))
+    return MeterProvider(resource=resource, metric_readers=readers)
 
 
 def _error_type(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from consumer.app import build_runner
 from consumer.commands.options import config_option, settings_from
 from consumer.outcome_log import configure_logging
 from consumer.runner import FatalError
-from consumer.telemetry import configure_tracing
+from consumer.telemetry import configure_metrics, configure_tracing
 from retry_topics.provisioning import TopicLayoutError
 
 
@@ -32,8 +32,9 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     settings = settings_from(config_path)
     configure_logging(log_level)
     provider = configure_tracing()
+    meters = configure_metrics()
     try:
-        assembly = build_runner(settings, tracer_provider=provider)
+        assembly = build_runner(settings, tracer_provider=provider, meter_provider=meters)
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(1)
@@ -55,4 +56,5 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     finally:
         assembly.close()
         provider.shutdown()
+        meters.shutdown()
     click.echo(f"clinic-events: stopped cleanly ({dict(assembly.runner.stats)})", err=True)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from opentelemetry.sdk.trace import TracerProvider
 
 from consumer.app import Assembly, build_runner
@@ -51,6 +51,8 @@ store = "sqlite:///{tmp_path}/dedup-{main}.sqlite3"
 url = "{url}"
 timeout = "2s"
 concurrency = {concurrency}
+[kafka.client]
+"session.timeout.ms" = "6000"
 {extra}
 """)
     return path
@@ -103,12 +105,21 @@ def produce(bootstrap: str, topic: str, events: Sequence[dict[str, Any]],
             raw: Sequence[tuple[bytes | None, bytes]] = ()) -> None:
     """Publish encoded events (and raw key/value pairs) and wait for every ack."""
     codec = EventCodec()
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "message.timeout.ms": 20_000})
+    failures: list[str] = []
+
+    def acked(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failures.append(str(error))
+
     for event in events:
-        producer.produce(topic, key=entity_key(event), value=codec.encode(event))
+        producer.produce(topic, key=entity_key(event), value=codec.encode(event),
+                         on_delivery=acked)
     for key, value in raw:
-        producer.produce(topic, key=key, value=value)
+        producer.produce(topic, key=key, value=value, on_delivery=acked)
     assert producer.flush(30) == 0
+    assert failures == [], f"records were not acknowledged: {failures[:3]}"
 
 
 def read_topic(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> list[Message]:

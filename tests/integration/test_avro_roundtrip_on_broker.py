@@ -31,7 +31,7 @@ def test_events_produced_as_avro_are_consumed_and_decoded_intact(
         "auto.offset.reset": "earliest",
     })
     consumer.subscribe([topic_prefix])
-    received = []
+    received: list[tuple[bytes | None, dict[str, object]]] = []
     deadline = time.monotonic() + 30
     try:
         while len(received) < len(events) and time.monotonic() < deadline:

@@ -1,0 +1,527 @@
+"""Consume rate of the full pipeline next to plain confluent-kafka loops, in one run.
+
+Why a program and not a timed test: absolute rates depend on the machine, so the only claims
+this project makes are *ratios* measured side by side against the same real broker, the
+same topic and the same records, in the same process.
+
+Mechanism: one topic set (main topic ``bench.<uuid>`` plus its retry tiers, DLQ and audit
+topic, created by ``ensure_topics``) is filled with N realistic Avro events (the templates of
+``examples/events.jsonl`` with a unique event id and entity key each) by an idempotent,
+lingering producer, flushed before anything is measured. Then each loop reads all N records
+from the beginning with its own fresh consumer group, ``--rounds`` times, in an order rotated
+every round so drift (page cache, broker GC) is spread over all loops:
+
+* ``raw``: ``consume(500, timeout)`` + ``store_offsets`` per batch (auto-commit commits);
+* ``decode``: the same loop, also decoding every value with ``EventCodec``;
+* ``pipeline``: ``build_runner`` with a no-op handler, run in a thread until
+  ``runner.stats["delivered"] == N``, once with the product's default dedup store (SQLite in
+  a temporary folder) and once with ``memory://``.
+
+Every loop uses the product's consumer configuration (``kafka_io.build_consumer``), and every
+clock runs from the first record the client hands back to the last record processed, so the
+group join is excluded (it is reported apart). The same ``FirstRecordProbe`` wrapper notes the
+first record for all loops; for the runner it is slipped in by swapping
+``consumer.app.build_consumer`` (``mock.patch``) while ``build_runner`` builds the client.
+
+The pipeline runs with the ``clinic_events`` logger at WARNING (no per-event outcome lines)
+and without an SDK tracer provider (the OpenTelemetry API's no-op tracer); both are printed.
+The median rate of the rounds is reported, with the two ratios and the framework's own cost
+per event, ``1/pipeline - 1/decode``, against the targets. A MISS still exits 0 (this is a
+measurement); errors exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+import consumer.app
+from consumer.codec import EventCodec, EventRecord
+from consumer.config import Settings, load_settings
+from consumer.dedup import open_dedup_store
+from consumer.delivery import DeliveryContext
+from consumer.errors import ClinicEventsError
+from consumer.events import ENTITY_KEY_FIELD, entity_key, event_from_json
+from consumer.kafka_io import build_consumer
+from consumer.local_kafka import KAFKA_VERSION, LocalKafka
+from consumer.runner import BATCH_SIZE
+from retry_topics.errors import RetryTopicsError
+from retry_topics.provisioning import ensure_topics
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "examples" / "events.jsonl"
+PIPELINE_VS_DECODE_TARGET = 0.60
+PIPELINE_VS_RAW_TARGET = 0.10
+FRAMEWORK_COST_TARGET_US = 10.0
+STALL_TIMEOUT_S = 60.0  # no progress for this long is an error, not a slow measurement
+
+
+class BenchError(RuntimeError):
+    """The measurement could not be made (broker, setup, or a loop that stalled or failed)."""
+
+
+# -- the records ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProducedSet:
+    """What was written to the main topic before measuring."""
+
+    events: int
+    value_bytes: int
+    key_bytes: int
+
+
+def load_templates(path: Path = TEMPLATES) -> list[EventRecord]:
+    """The example events, in the codec's Avro-native form."""
+    try:
+        lines = [line for line in path.read_text("utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise BenchError(f"cannot read event templates {path}: {exc}") from exc
+    return [event_from_json(json.loads(line)) for line in lines]
+
+
+def bench_events(count: int, templates: Sequence[EventRecord]) -> Iterator[EventRecord]:
+    """``count`` events cycling through the templates, each with its own event id and key."""
+    for index in range(count):
+        template = templates[index % len(templates)]
+        payload = dict(template["payload"])
+        field = ENTITY_KEY_FIELD[template["event_type"]]
+        payload[field] = f"{payload[field]}-{index:07d}"
+        yield {**template, "event_id": str(uuid.uuid4()), "payload": payload}
+
+
+def produce_events(bootstrap: str, topic: str, count: int) -> ProducedSet:
+    """Write ``count`` encoded events with an idempotent, batching producer; wait for acks."""
+    codec = EventCodec()
+    producer = Producer({
+        "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+        "linger.ms": 20, "batch.size": 1_000_000, "queue.buffering.max.messages": 500_000,
+    })
+    failures: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    value_bytes = key_bytes = 0
+    for event in bench_events(count, load_templates()):
+        key, value = entity_key(event), codec.encode(event)
+        value_bytes += len(value)
+        key_bytes += len(key)
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(120) != 0 or failures:
+        raise BenchError(f"producing the bench records failed: {failures[:3] or 'flush timed out'}")
+    return ProducedSet(events=count, value_bytes=value_bytes, key_bytes=key_bytes)
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One loop's pass over the N records."""
+
+    loop: str
+    events: int
+    seconds: float  # first record handed back by the client -> last record processed
+    join_s: float  # start (subscribe / runner start) -> first record
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+class FirstRecordProbe:
+    """A Consumer that notes when ``consume``/``poll`` first returned a record; else delegates."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.first_record_at: float | None = None
+
+    def consume(self, *args: Any, **kwargs: Any) -> list[Message]:
+        messages: list[Message] = self._inner.consume(*args, **kwargs)
+        if messages and self.first_record_at is None:
+            self.first_record_at = time.perf_counter()
+        return messages
+
+    def poll(self, *args: Any, **kwargs: Any) -> Message | None:
+        message: Message | None = self._inner.poll(*args, **kwargs)
+        if message is not None and self.first_record_at is None:
+            self.first_record_at = time.perf_counter()
+        return message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _with_group(settings: Settings, loop: str) -> Settings:
+    return replace(settings, kafka=replace(settings.kafka,
+                                           group_id=f"{settings.topics.main}.{loop}.{uuid.uuid4()}"))
+
+
+def consume_loop(settings: Settings, count: int, *, decode: bool) -> Sample:
+    """A plain loop: ``consume`` batches, (decode each value), ``store_offsets`` per batch."""
+    loop = "decode" if decode else "raw"
+    codec = EventCodec()
+    client = FirstRecordProbe(build_consumer(_with_group(settings, loop)))
+    started = time.perf_counter()
+    topic = settings.topics.main
+    client.subscribe([topic])
+    seen = 0
+    progress_at = started
+    try:
+        while seen < count:
+            # Asking for at most the remainder means the last batch never waits out the timeout.
+            batch = client.consume(min(BATCH_SIZE, count - seen), 0.25)
+            if not batch:
+                if time.perf_counter() - progress_at > STALL_TIMEOUT_S:
+                    raise BenchError(f"{loop} loop stalled at {seen}/{count} records")
+                continue
+            last: dict[int | None, int | None] = {}  # partition -> last offset in the batch
+            for message in batch:
+                error = message.error()
+                if error is not None:
+                    raise BenchError(f"{loop} loop: consumer error {error}")
+                if decode:
+                    codec.decode(message.value())
+                last[message.partition()] = message.offset()
+            seen += len(batch)
+            client.store_offsets(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()
+                                          if p is not None and o is not None])
+            progress_at = time.perf_counter()
+        finished = time.perf_counter()
+    finally:
+        client.close()
+    first = client.first_record_at or started
+    return Sample(loop, count, finished - first, first - started)
+
+
+class NoOpHandler:
+    """A delivery handler that does nothing; notes when it has been called ``target`` times."""
+
+    def __init__(self, target: int) -> None:
+        self._calls = itertools.count(1)  # next() on a count is atomic under the GIL
+        self._target = target
+        self.all_called = threading.Event()
+
+    def deliver(self, event: EventRecord, context: DeliveryContext) -> None:
+        if next(self._calls) >= self._target:
+            self.all_called.set()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@contextmanager
+def probed_runner_consumer() -> Iterator[list[FirstRecordProbe]]:
+    """While open, ``build_runner`` gets its consumer wrapped in a ``FirstRecordProbe``."""
+    built: list[FirstRecordProbe] = []
+
+    def build(settings: Settings, **overrides: Any) -> Any:
+        probe = FirstRecordProbe(build_consumer(settings, **overrides))
+        built.append(probe)
+        return probe
+
+    with mock.patch("consumer.app.build_consumer", build):
+        yield built
+
+
+def pipeline_run(settings: Settings, count: int, *, loop: str, store_url: str,
+                 tracer_provider: TracerProvider | None = None) -> Sample:
+    """The real runner with a no-op handler, until it has delivered ``count`` events."""
+    run_settings = _with_group(settings, loop)
+    handler = NoOpHandler(count)
+    store = open_dedup_store(store_url, settings.dedup.ttl_ms)
+    with probed_runner_consumer() as probes:
+        assembly = consumer.app.build_runner(run_settings, handler=handler, store=store,
+                                             tracer_provider=tracer_provider, ensure=False)
+    runner = assembly.runner
+    stats = runner.stats
+    failure: list[BaseException] = []
+    thread = threading.Thread(target=_run_capturing, args=(runner.run, failure),
+                              name=f"bench-{loop}", daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    try:
+        _wait_delivered(stats, handler, thread, count, loop)
+        finished = time.perf_counter()
+    finally:
+        runner.stop()
+        thread.join(60)
+        assembly.close()
+        # The runner, its lanes and its producer form a reference cycle; collect it now so
+        # the producer's librdkafka threads do not linger into the next loop's measurement.
+        del assembly, runner
+        gc.collect()
+    if failure:
+        raise BenchError(f"{loop}: the runner failed: {failure[0]!r}") from failure[0]
+    others = {k: v for k, v in stats.items() if k != "delivered" and v}
+    if others:
+        raise BenchError(f"{loop}: expected only deliveries, got {others}")
+    first = probes[0].first_record_at or started
+    return Sample(loop, count, finished - first, first - started)
+
+
+def _run_capturing(run: Callable[[], None], failure: list[BaseException]) -> None:
+    try:
+        run()
+    except BaseException as exc:  # noqa: BLE001 - reported by the measuring thread
+        failure.append(exc)
+
+
+def _wait_delivered(stats: dict[str, int], handler: NoOpHandler, thread: threading.Thread,
+                    count: int, loop: str) -> None:
+    """Block until ``stats["delivered"] == count`` (waking rarely until the handler is done)."""
+    last, progress_at = -1, time.perf_counter()
+
+    def check() -> None:
+        nonlocal last, progress_at
+        if not thread.is_alive():
+            raise BenchError(f"{loop}: the runner stopped at {stats['delivered']}/{count}")
+        if stats["delivered"] != last:
+            last, progress_at = stats["delivered"], time.perf_counter()
+        elif time.perf_counter() - progress_at > STALL_TIMEOUT_S:
+            raise BenchError(f"{loop}: stalled at {last}/{count} delivered")
+
+    while not handler.all_called.wait(0.5):
+        check()
+    while stats["delivered"] < count:  # the last chunk's outcomes are being recorded
+        check()
+        time.sleep(0.0005)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoopResult:
+    label: str
+    rates: list[float]
+    join_s: list[float]
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def us_per_event(self) -> float:
+        return 1e6 / self.rate
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    value: float
+    target: float
+    unit: str
+    passed: bool
+
+
+LABELS = {
+    "raw": "raw consume + store_offsets",
+    "decode": "consume + Avro decode",
+    "pipeline": "pipeline, sqlite dedup",
+    "pipeline_memory": "pipeline, memory:// dedup",
+    "pipeline_sdk": "pipeline, sqlite, SDK tracer",
+}
+
+
+def checks(results: dict[str, LoopResult], pipeline: str) -> list[Check]:
+    pipe, decode, raw = results[pipeline], results["decode"], results["raw"]
+    vs_decode = pipe.rate / decode.rate
+    vs_raw = pipe.rate / raw.rate
+    own_cost = pipe.us_per_event - decode.us_per_event
+    return [
+        Check(f"{pipeline} / decode", vs_decode, PIPELINE_VS_DECODE_TARGET, "ratio",
+              vs_decode >= PIPELINE_VS_DECODE_TARGET),
+        Check(f"{pipeline} / raw", vs_raw, PIPELINE_VS_RAW_TARGET, "ratio",
+              vs_raw >= PIPELINE_VS_RAW_TARGET),
+        Check(f"{pipeline} own cost per event", own_cost, FRAMEWORK_COST_TARGET_US, "us",
+              own_cost <= FRAMEWORK_COST_TARGET_US),
+    ]
+
+
+def write_config(folder: Path, bootstrap: str, main: str, partitions: int) -> Path:
+    """A TOML config with the product's defaults except broker, topics, group and store."""
+    path = folder / "bench.toml"
+    path.write_text(f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{main}.group"
+[topics]
+main = "{main}"
+partitions = {partitions}
+[dedup]
+store = "sqlite:///{folder / 'dedup.sqlite3'}"
+""")
+    return path
+
+
+@contextmanager
+def kafka_broker(state_dir: Path) -> Iterator[tuple[str, str]]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` if set, else a local broker stopped at the end."""
+    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if existing:
+        yield existing, "KAFKA_BOOTSTRAP_SERVERS"
+        return
+    broker = LocalKafka(state_dir)
+    bootstrap = broker.start(port=0)
+    try:
+        yield bootstrap, f"local KRaft broker (consumer.local_kafka, Kafka {KAFKA_VERSION})"
+    finally:
+        broker.stop()
+
+
+def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    with kafka_broker(folder / "kafka") as (bootstrap, broker_source):
+        main = f"bench.{uuid.uuid4().hex[:12]}"
+        settings = load_settings(write_config(folder, bootstrap, main, args.partitions), env={})
+        ensure_topics(settings)
+        produced = produce_events(bootstrap, main, args.events)
+        sdk_provider = TracerProvider(sampler=ALWAYS_ON) if args.sdk_tracing else None
+        runs: dict[str, Callable[[int], Sample]] = {
+            "raw": lambda _r: consume_loop(settings, args.events, decode=False),
+            "decode": lambda _r: consume_loop(settings, args.events, decode=True),
+            "pipeline": lambda r: pipeline_run(
+                settings, args.events, loop="pipeline",
+                store_url=f"sqlite:///{folder / f'dedup-{r}.sqlite3'}"),
+            "pipeline_memory": lambda _r: pipeline_run(
+                settings, args.events, loop="pipeline_memory", store_url="memory://"),
+        }
+        if sdk_provider is not None:
+            runs["pipeline_sdk"] = lambda r: pipeline_run(
+                settings, args.events, loop="pipeline_sdk", tracer_provider=sdk_provider,
+                store_url=f"sqlite:///{folder / f'dedup-sdk-{r}.sqlite3'}")
+        samples: dict[str, list[Sample]] = {name: [] for name in runs}
+        names = list(runs)
+        for round_index in range(args.rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                sample = runs[name](round_index)
+                samples[name].append(sample)
+                if not args.json:
+                    print(f"  round {round_index + 1}: {LABELS[name]:<29} {sample.rate:>11,.0f} "
+                          f"events/s ({sample.seconds:.2f} s, join {sample.join_s:.2f} s)",
+                          file=sys.stderr, flush=True)
+    results = {name: LoopResult(LABELS[name], [s.rate for s in got], [s.join_s for s in got])
+               for name, got in samples.items()}
+    return {
+        "broker": {"bootstrap": bootstrap, "source": broker_source},
+        "setup": {
+            "events": produced.events, "partitions": args.partitions, "rounds": args.rounds,
+            "avg_value_bytes": round(produced.value_bytes / produced.events, 1),
+            "avg_key_bytes": round(produced.key_bytes / produced.events, 1),
+            "batch_size": BATCH_SIZE, "lanes": settings.delivery.concurrency,
+            "retry_tiers": [tier.topic for tier in settings.retry.tiers],
+            "sqlite_dedup": "a fresh file per run in a temporary folder (product defaults: "
+                            "WAL, synchronous=FULL)",
+            "tracing": "SDK TracerProvider, ALWAYS_ON, no exporter (pipeline_sdk row only); "
+                       "otherwise no SDK provider (OpenTelemetry API no-op tracer)"
+                       if sdk_provider else "no SDK tracer provider (OpenTelemetry API no-op)",
+            "outcome_log_level": logging.getLevelName(
+                logging.getLogger("clinic_events").getEffectiveLevel()),
+            "clock": "first record returned by the client -> last record processed "
+                     "(group join excluded, reported as join_s)",
+        },
+        "loops": {name: {"label": r.label, "median_events_per_s": round(r.rate),
+                         "us_per_event": round(r.us_per_event, 2),
+                         "rounds_events_per_s": [round(x) for x in r.rates],
+                         "join_s": [round(x, 2) for x in r.join_s]}
+                  for name, r in results.items()},
+        "checks": [asdict(c) for pipeline in ("pipeline", "pipeline_memory")
+                   for c in checks(results, pipeline)],
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    setup, loops = report["setup"], report["loops"]
+    lines = [
+        f"clinic-events consume throughput: {setup['events']:,} events "
+        f"(avg value {setup['avg_value_bytes']:.0f} B, key {setup['avg_key_bytes']:.0f} B), "
+        f"{setup['partitions']} partitions, median of {setup['rounds']} round(s)",
+        f"broker:   {report['broker']['bootstrap']} ({report['broker']['source']})",
+        f"pipeline: {setup['lanes']} lanes, batch {setup['batch_size']}, "
+        f"{len(setup['retry_tiers'])} retry tiers subscribed, no-op handler",
+        f"tracing:  {setup['tracing']}",
+        f"logging:  'clinic_events' logger at {setup['outcome_log_level']} "
+        "(per-event outcome lines off)",
+        f"clock:    {setup['clock']}",
+        "",
+        f"{'loop':<30} {'events/s':>10} {'us/event':>9}  {'rounds (events/s)':<28} join s",
+    ]
+    for loop in loops.values():
+        rounds = " ".join(f"{x:,}" for x in loop["rounds_events_per_s"])
+        joins = " ".join(f"{x:.2f}" for x in loop["join_s"])
+        lines.append(f"{loop['label']:<30} {loop['median_events_per_s']:>10,} "
+                     f"{loop['us_per_event']:>9.2f}  {rounds:<28} {joins}")
+    lines.append("")
+    for check in report["checks"]:
+        verdict = "PASS" if check["passed"] else "MISS"
+        if check["unit"] == "ratio":
+            lines.append(f"{check['name']:<38} {check['value']:>8.1%}   target >= "
+                         f"{check['target']:.0%}   {verdict}")
+        else:
+            lines.append(f"{check['name']:<38} {check['value']:>7.2f} us  target <= "
+                         f"{check['target']:.0f} us  {verdict}   (1/pipeline - 1/decode)")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Consume rate of the full pipeline (no-op handler) next to plain "
+                    "confluent-kafka loops, measured side by side against a real broker.")
+    parser.add_argument("--events", type=int, default=200_000, help="records to produce")
+    parser.add_argument("--partitions", type=int, default=6, help="partitions of the topic")
+    parser.add_argument("--rounds", type=int, default=3, help="passes per loop (median kept)")
+    parser.add_argument("--sdk-tracing", action="store_true",
+                        help="add a pipeline row with an SDK tracer provider (ALWAYS_ON, no "
+                             "exporter)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    for name in ("events", "partitions", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.getLogger("clinic_events").setLevel(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory(prefix="clinic-events-bench-") as tmp:
+            report = measure(args, Path(tmp))
+    except (BenchError, ClinicEventsError, RetryTopicsError, KafkaException) as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""``clinic-events dlq list | show | replay``: inspect and replay the dead-letter topic.
+
+``list`` groups records by error class and event type; ``show`` prints records with their
+provenance and the decoded event, patient-identifying fields masked unless ``--reveal``;
+``replay`` republishes records to their original topic (or ``--to``) exactly once, resumably,
+under its own consumer group, and writes an audit record. Every command takes ``--json`` for
+scripts; people get ``rich`` tables and, while replaying, a progress bar on stderr.
+
+The replay group's committed position means "examined": a record that a run's filters did not
+match is passed as well and a later run will not look at it again. Use ``--group NAME`` for
+an independent pass over the whole DLQ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from confluent_kafka import KafkaException
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from consumer.commands.options import config_option, json_option, settings_from
+from consumer.dlq_io import Decision, DlqIoError, ReplayRequest, replay, scan
+from consumer.dlq_model import (
+    DEFAULT_MAX_REPLAYS,
+    DlqFilter,
+    DlqFilterError,
+    DlqRecord,
+    DlqSummary,
+    Replay,
+    iso,
+    parse_time_ms,
+    record_view,
+)
+from retry_topics.naming import audit_topic_name, dlq_topic_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_FILTER_OPTIONS = (
+    click.option("--error-class", "error_classes", multiple=True,
+                 help="Error class, dotted path or last part (repeatable)."),
+    click.option("--event-type", "event_types", multiple=True,
+                 help="Event type, or '(undecodable)' (repeatable)."),
+    click.option("--event-id", "event_ids", multiple=True, help="Event id (repeatable)."),
+    click.option("--since", help="DLQ record time from: ISO 8601 or a duration ago (2h)."),
+    click.option("--until", help="DLQ record time up to: ISO 8601 or a duration ago (30m)."),
+    click.option("--partition", type=click.IntRange(min=0), help="DLQ partition only."),
+    click.option("--from-offset", type=click.IntRange(min=0),
+                 help="First DLQ offset (inclusive; needs --partition)."),
+    click.option("--to-offset", type=click.IntRange(min=0),
+                 help="Last DLQ offset (inclusive; needs --partition)."),
+)
+
+
+def _filter_options(func: F) -> F:
+    for option in reversed(_FILTER_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _filter(options: dict[str, Any]) -> DlqFilter:
+    """The filter from the options; a bad one is a usage error (exit code 2)."""
+    now_ms = time.time_ns() // 1_000_000
+    try:
+        return DlqFilter(
+            error_classes=frozenset(options["error_classes"]),
+            event_types=frozenset(options["event_types"]),
+            event_ids=frozenset(options["event_ids"]),
+            since_ms=parse_time_ms(options["since"], now_ms) if options["since"] else None,
+            until_ms=parse_time_ms(options["until"], now_ms) if options["until"] else None,
+            partition=options["partition"], from_offset=options["from_offset"],
+            to_offset=options["to_offset"])
+    except DlqFilterError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _kafka_errors() -> Iterator[None]:
+    """Kafka failures become one line on stderr and exit code 1."""
+    try:
+        yield
+    except (DlqIoError, KafkaException) as exc:
+        click.echo(f"clinic-events: dlq: {exc}", err=True)
+        sys.exit(1)
+
+
+def _table(title: str, *columns: str, **options: Any) -> Table:
+    """A table that folds long values instead of cutting them (ids must stay copyable)."""
+    table = Table(title=title, title_justify="left", **options)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _echo_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, default=str))
+
+
+@click.group("dlq")
+def dlq_group() -> None:
+    """Inspect and replay the dead-letter topic (<main>.dlq)."""
+
+
+@dlq_group.command("list")
+@config_option
+@json_option
+@_filter_options
+def list_command(config_path: Path | None, as_json: bool, **options: Any) -> None:
+    """Count DLQ records by error class and event type, with the oldest and newest."""
+    settings = settings_from(config_path)
+    topic, summary = dlq_topic_name(settings.topics.main), DlqSummary()
+    with _kafka_errors():
+        for record in scan(settings, topic, _filter(options)):
+            summary.add(record)
+    groups = [{"error_class": g.error_class, "event_type": g.event_type, "count": g.count,
+               "oldest": iso(g.oldest_ms), "newest": iso(g.newest_ms)} for g in summary.groups()]
+    if as_json:
+        _echo_json({"dlq_topic": topic, "total": summary.total, "groups": groups})
+        return
+    table = _table(f"{topic}: {summary.total} records", "error class", "event type", "count",
+                   "oldest", "newest")
+    for group in groups:
+        table.add_row(*(str(value) for value in group.values()))
+    Console().print(table)
+
+
+@dlq_group.command("show")
+@config_option
+@json_option
+@_filter_options
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Show at most N records.")
+@click.option("--reveal", is_flag=True,
+              help="Show patient-identifying fields and raw bytes unmasked (PHI!).")
+def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bool,
+                 **options: Any) -> None:
+    """Print DLQ records with their provenance and the decoded event (PHI masked)."""
+    settings = settings_from(config_path)
+    topic = dlq_topic_name(settings.topics.main)
+    with _kafka_errors(), contextlib.closing(scan(settings, topic, _filter(options))) as found:
+        views = [record_view(record, reveal=reveal) for record in itertools.islice(found, limit)]
+    if as_json:
+        _echo_json({"dlq_topic": topic, "revealed": reveal, "records": views})
+        return
+    console = Console()
+    for view in views:
+        body = view.pop("event", None) or view.pop("undecodable", None)
+        table = _table(f"{topic} partition {view['dlq_partition']} offset {view['dlq_offset']}",
+                       "header", "value", show_header=False, box=None)
+        for name, value in view.items():
+            if name not in ("dlq_partition", "dlq_offset") and value is not None:
+                table.add_row(name, json.dumps(value) if isinstance(value, dict) else str(value))
+        console.print(table)
+        console.print_json(data=body)
+    if not views:
+        console.print(f"no matching records in {topic}")
+
+
+@dlq_group.command("replay")
+@config_option
+@json_option
+@_filter_options
+@click.option("--to", "target", help="Republish to TOPIC instead of each record's original.")
+@click.option("--group", help="Consumer group keeping the replay position "
+              "[default: <kafka.group_id>.dlq-replay]; a new one makes an independent pass.")
+@click.option("--dry-run", is_flag=True, help="Print what would be replayed; send nothing.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+              help="Republish at most N records per second.")
+@click.option("--max-replays", type=click.IntRange(min=1), default=DEFAULT_MAX_REPLAYS,
+              show_default=True, help="Skip records already replayed this many times.")
+@click.option("--force", is_flag=True,
+              help="Replay events the dedup store records as delivered (marked as forced).")
+@click.option("--actor", help="Who asks for this replay (ticket, name), for the audit record.")
+def replay_command(config_path: Path | None, as_json: bool, target: str | None,
+                   group: str | None, dry_run: bool, rate: float | None, max_replays: int,
+                   force: bool, actor: str | None, **options: Any) -> None:
+    """Republish DLQ records to their original topic, resumably and exactly once.
+
+    Reads from the replay group's committed position up to the DLQ end offsets seen at start,
+    then exits. The position means "examined": records the filters did not match are passed
+    too (so are offsets before --from-offset); --group NAME makes an independent pass. Records
+    replayed --max-replays times, and (unless --force) events already delivered
+    according to the dedup store, are skipped and reported. Writes an audit record to
+    <main>.audit unless --dry-run.
+    """
+    settings = settings_from(config_path)
+    main = settings.topics.main
+    request = ReplayRequest(
+        dlq_topic=dlq_topic_name(main), audit_topic=audit_topic_name(main),
+        group=group or f"{settings.kafka.group_id}.dlq-replay", filter=_filter(options),
+        target=target, max_replays=max_replays, force=force, dry_run=dry_run, rate=rate,
+        actor=actor)
+    rows: list[dict[str, Any]] = []
+
+    def note(record: DlqRecord, decision: Decision) -> None:
+        progress.advance(task)
+        if decision is not None:
+            rows.append({"dlq_partition": record.partition, "dlq_offset": record.offset,
+                         "event_id": record.event_id, "event_type": record.event_type,
+                         "error_class": record.error_class,
+                         "replay_count": record.headers.replay_count or 0,
+                         **({"action": "replay", "topic": decision.topic}
+                            if isinstance(decision, Replay) else
+                            {"action": "skip", "reason": decision.reason,
+                             "detail": decision.detail})})
+
+    progress = Progress(console=Console(stderr=True), disable=as_json, transient=True)
+    task = progress.add_task("dry run" if dry_run else "replaying", total=None)
+    try:
+        with _kafka_errors(), progress:
+            run = replay(settings, request, on_record=note,
+                         on_start=lambda total: progress.update(task, total=total))
+    except KeyboardInterrupt:
+        click.echo("clinic-events: dlq replay interrupted; what was committed stays "
+                   "committed, run it again to continue", err=True)
+        sys.exit(130)
+    _print_replay(request, run.tally.as_dict(), run.offsets, rows, as_json)
+
+
+def _print_replay(request: ReplayRequest, counts: dict[str, Any],
+                  offsets: dict[int, list[int]], rows: list[dict[str, Any]],
+                  as_json: bool) -> None:
+    summary = {"dry_run": request.dry_run, "dlq_topic": request.dlq_topic,
+               "group": request.group, "target_topic": request.target,
+               "filters": request.filter.describe(), "counts": counts,
+               "dlq_offsets": [{"partition": p, "from": first, "to": last}
+                               for p, (first, last) in sorted(offsets.items())],
+               "audit_topic": None if request.dry_run else request.audit_topic}
+    if as_json:
+        _echo_json({**summary, "records": rows})
+        return
+    console = Console()
+    shown = rows if request.dry_run else [row for row in rows if row["action"] == "skip"]
+    if shown:
+        table = _table("would do" if request.dry_run else "skipped", "partition", "offset",
+                       "event id", "event type", "error class", "replays", "action")
+        for row in shown:
+            action = (f"replay -> {row['topic']}" if row["action"] == "replay"
+                      else f"skip: {row['reason']}")
+            table.add_row(*(str(row[k]) for k in ("dlq_partition", "dlq_offset", "event_id",
+                          "event_type", "error_class", "replay_count")), action)
+        console.print(table)
+    verb = "would replay" if request.dry_run else "replayed"
+    skipped = ", ".join(f"{n} {reason}" for reason, n in counts["skipped"].items()) or "none"
+    console.print(f"{verb} {counts['replayed']} record(s); skipped: {skipped}; "
+                  f"examined {counts['examined']} ({counts['not_matching']} not matching) "
+                  f"in {request.dlq_topic}, group {request.group}")
+    if not request.dry_run:
+        console.print(f"audit record written to {request.audit_topic}")

@@ -1,0 +1,340 @@
+"""``clinic-events dlq list | show | replay`` against a real broker, seeded like the consumer.
+
+Each test gets its own main topic (``topic_prefix``), DLQ, audit topic, group and dedup file.
+DLQ records carry headers built with :mod:`retry_topics.headers` and values encoded by the
+real codec from realistic events, plus one record of garbage bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, cast
+
+from click.testing import CliRunner, Result
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from consumer.cli import main
+from consumer.codec import EventCodec
+from consumer.dedup import open_dedup_store
+from consumer.events import entity_key
+from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
+from retry_topics.naming import audit_topic_name, dlq_topic_name
+from tests.integration.conftest import create_topics
+from tests.unit.sample_events import sample_event
+
+PHI_VALUES = ("Maria", "Okafor", "1984-03-02", "+15551234567", "MBR99887766", "pat-501")
+GARBAGE = b"Okafor;Maria;1984-03-02;+15551234567 -- pasted by hand, not Avro"
+NOW_MS = time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """One record produced to the DLQ."""
+
+    event_id: str | None
+    key: bytes | None
+    value: bytes
+    traceparent: str
+    replay_count: int
+
+
+def _config(tmp_path: Path, bootstrap: str, main_topic: str, partitions: int) -> Path:
+    path = tmp_path / "clinic-events.toml"
+    path.write_text(f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{main_topic}.group"
+[topics]
+main = "{main_topic}"
+partitions = {partitions}
+[retry]
+delays = ["1s"]
+[dedup]
+store = "sqlite:///{tmp_path}/dedup.sqlite3"
+""")
+    return path
+
+
+def _topics(admin: AdminClient, main_topic: str, partitions: int) -> None:
+    create_topics(admin, [main_topic, dlq_topic_name(main_topic)], partitions)
+    create_topics(admin, [audit_topic_name(main_topic)], 1)
+
+
+def _seed(bootstrap: str, main_topic: str, specs: Sequence[dict[str, Any]],
+          partitions: int) -> list[Seeded]:
+    """Dead-letter one record per spec (keys: type, error, replays; type None = garbage)."""
+    codec, seeded, outgoing = EventCodec(), [], []
+    for index, spec in enumerate(specs):
+        event_type = spec.get("type")
+        traceparent = f"00-{index + 1:032x}-{index + 1:016x}-01"
+        common = RecordHeaders(
+            attempts=2, original_topic=main_topic, original_partition=index % partitions,
+            original_offset=100 + index, original_timestamp_ms=NOW_MS - 60_000,
+            first_failure_at_ms=NOW_MS - 50_000, last_failure_at_ms=NOW_MS - 40_000,
+            traceparent=traceparent, replay_count=spec.get("replays"), classification="permanent")
+        if event_type is None:
+            key, value, event_id = None, GARBAGE, None
+            headers = replace(common, error_class="consumer.errors.UndecodableRecord",
+                              error_message="not Avro single-object encoding (bad marker)",
+                              dlq_reason="undecodable")
+        else:
+            event_id = f"evt-{index}"
+            event = sample_event(event_type, event_id)
+            key, value = entity_key(event), codec.encode(event)
+            error = spec.get("error", "consumer.errors.PermanentError")
+            headers = replace(common, error_class=error, error_message="HTTP 422",
+                              dlq_reason="permanent",
+                              event_id=event_id, event_type=event_type)
+        wire: list[tuple[str, str | bytes | None]] = [*encode_headers(headers)]
+        outgoing.append((key, value, index % partitions, wire))
+        seeded.append(Seeded(event_id, key, value, traceparent, spec.get("replays") or 0))
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    try:
+        for key, value, partition, wire in outgoing:
+            producer.produce(dlq_topic_name(main_topic), key=key, value=value,
+                             partition=partition, headers=wire)
+        assert producer.flush(30) == 0
+    finally:
+        producer.close()
+    return seeded
+
+
+def _cli(config: Path, *args: str) -> Result:
+    result = CliRunner(env={"COLUMNS": "220"}).invoke(main, [*args[:2], "--config", str(config),
+                                                          *args[2:]])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _cli_json(config: Path, *args: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(_cli(config, *args, "--json").stdout)
+    return document
+
+
+def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None,
+                                                          list[tuple[str, bytes]]]]:
+    """Every committed record of ``topic`` up to its end (read-committed, like the consumer)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}.check",
+                         "enable.partition.eof": True, "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records, pending, deadline = [], set(partitions), time.monotonic() + 30
+        while pending and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                assert error.code() == KafkaError._PARTITION_EOF, error
+                pending.discard(message.partition())
+                continue
+            headers = cast("list[tuple[str, bytes]] | None", message.headers())
+            records.append((message.key(), message.value(), headers or []))
+        assert not pending, f"could not read {topic} to its end"
+        return records
+    finally:
+        consumer.close()
+
+
+def test_replay_with_filter_republishes_exactly_the_matching_records_unchanged(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """A filtered replay sends only matching records home, bytes and trace intact, counted."""
+    _topics(admin, topic_prefix, 3)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 3)
+    seeded = _seed(kafka_bootstrap, topic_prefix, [
+        {"type": "appointment.scheduled"}, {"type": "appointment.cancelled", "replays": 1},
+        {"type": "intake.submitted", "error": "httpx.ReadTimeout"},
+        {"type": "eligibility.check_requested"}, {"type": None},
+    ], 3)
+    report = _cli_json(config, "dlq", "replay", "--error-class", "PermanentError")
+    assert report["counts"] == {"examined": 5, "not_matching": 2, "replayed": 3, "skipped": {}}
+    wanted = {s.event_id: s for s in seeded if s.event_id in ("evt-0", "evt-1", "evt-3")}
+    received = _read_all(kafka_bootstrap, topic_prefix)
+    assert len(received) == 3
+    for key, value, raw_headers in received:
+        headers = decode_headers(raw_headers)
+        original = wanted[headers.event_id or ""]
+        assert (key, value, headers.traceparent) == (original.key, original.value,
+                                                     original.traceparent)
+        assert headers.replay_count == original.replay_count + 1
+        assert headers.original_topic == topic_prefix
+        assert (headers.attempts, headers.due_at_ms, headers.dlq_reason, headers.error_class,
+                headers.error_message, headers.classification) == (None,) * 6
+        assert not headers.other, "no force marker without --force"
+
+
+def test_interrupted_replay_resumed_sends_every_record_exactly_once(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """A replay killed with SIGKILL mid-way and run again republishes each record once in total."""
+    _topics(admin, topic_prefix, 3)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 3)
+    seeded = _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 12, 3)
+    log = (tmp_path / "first-run.log").open("w")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "consumer", "dlq", "replay", "--config", str(config),
+         "--rate", "2", "--json"], stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ))
+    try:
+        seen, deadline = 0, time.monotonic() + 60
+        while seen < 2 and time.monotonic() < deadline and first.poll() is None:
+            seen = len(_read_all(kafka_bootstrap, topic_prefix))
+        assert 2 <= seen < 12, f"kill the replay mid-way (saw {seen}, log {log.name})"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        log.close()
+    report = _cli_json(config, "dlq", "replay")
+    assert 0 < report["counts"]["replayed"] <= 12 - seen
+    received = [decode_headers(headers).event_id for _, _, headers in
+                _read_all(kafka_bootstrap, topic_prefix)]
+    assert sorted(map(str, received)) == sorted(str(s.event_id) for s in seeded)
+    assert _cli_json(config, "dlq", "replay")["counts"]["examined"] == 0
+
+
+def test_dry_run_sends_nothing_and_keeps_the_position(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """--dry-run lists what would be replayed, sends and commits nothing, writes no audit."""
+    _topics(admin, topic_prefix, 1)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
+    _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}, {"type": None}], 1)
+    report = _cli_json(config, "dlq", "replay", "--dry-run")
+    assert report["dry_run"] is True
+    assert [(r["event_id"], r["action"]) for r in report["records"]] == [
+        ("evt-0", "replay"), (None, "replay")]
+    human = _cli(config, "dlq", "replay", "--dry-run").stdout
+    assert "would replay 2 record(s)" in human
+    assert _read_all(kafka_bootstrap, topic_prefix) == []
+    assert _read_all(kafka_bootstrap, audit_topic_name(topic_prefix)) == []
+    assert _cli_json(config, "dlq", "replay")["counts"]["replayed"] == 2
+
+
+def test_show_masks_patient_identifying_values_unless_revealed(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """show masks names, birth date, phone, member and patient ids; --reveal shows them."""
+    _topics(admin, topic_prefix, 1)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
+    _seed(kafka_bootstrap, topic_prefix, [
+        {"type": "intake.submitted"}, {"type": "eligibility.check_requested"}, {"type": None}], 1)
+    masked_json = _cli(config, "dlq", "show", "--json").stdout
+    masked_human = _cli(config, "dlq", "show").stdout
+    for output in (masked_json, masked_human):
+        assert not [value for value in PHI_VALUES if value in output]
+        assert GARBAGE.hex() not in output
+        assert "intake-1001" in output
+        assert "elig-3001" in output
+        assert "evt-1" in output
+    records = json.loads(masked_json)["records"]
+    assert records[0]["event"]["payload"]["demographics"]["first_name"] == "****"
+    assert records[0]["original"] == {"topic": topic_prefix, "partition": 0, "offset": 100,
+                                      "timestamp": records[0]["original"]["timestamp"]}
+    assert records[2]["undecodable"]["length"] == len(GARBAGE)
+    assert records[2]["undecodable"]["hex_prefix"] == GARBAGE[:8].hex()
+    assert records[2]["event_type"] == "(undecodable)"
+    revealed = _cli(config, "dlq", "show", "--json", "--reveal").stdout
+    assert all(value in revealed for value in PHI_VALUES)
+    assert GARBAGE.hex() in revealed
+    limited = _cli_json(config, "dlq", "show", "--limit", "1", "--event-type", "(undecodable)")
+    assert [r["dlq_offset"] for r in limited["records"]] == [2]
+
+
+def test_list_counts_records_per_error_class_and_event_type(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """list groups by error class and event type with counts, oldest and newest times."""
+    _topics(admin, topic_prefix, 3)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 3)
+    _seed(kafka_bootstrap, topic_prefix, [
+        {"type": "appointment.scheduled"}, {"type": "appointment.scheduled"},
+        {"type": "appointment.scheduled", "error": "httpx.ReadTimeout"},
+        {"type": "intake.submitted"}, {"type": None}, {"type": None},
+    ], 3)
+    listing = _cli_json(config, "dlq", "list")
+    counts = {(g["error_class"], g["event_type"]): g["count"] for g in listing["groups"]}
+    assert counts == {
+        ("consumer.errors.PermanentError", "appointment.scheduled"): 2,
+        ("httpx.ReadTimeout", "appointment.scheduled"): 1,
+        ("consumer.errors.PermanentError", "intake.submitted"): 1,
+        ("consumer.errors.UndecodableRecord", "(undecodable)"): 2,
+    }
+    assert listing["total"] == 6
+    assert all(g["oldest"] <= g["newest"] for g in listing["groups"])
+    human = _cli(config, "dlq", "list").stdout
+    assert "(undecodable)" in human
+    assert "httpx.ReadTimeout" in human
+
+
+def test_replay_writes_an_audit_record(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """A replay appends who, when, filters, target, counts, group and offsets to the audit topic."""
+    _topics(admin, topic_prefix, 1)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
+    _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 3, 1)
+    _cli(config, "dlq", "replay", "--actor", "INC-4711", "--event-id", "evt-1")
+    (audit,) = [json.loads(value or b"") for _, value, _ in
+                _read_all(kafka_bootstrap, audit_topic_name(topic_prefix))]
+    assert audit["actor"] == "INC-4711"
+    assert audit["user"]
+    assert audit["started_at"] <= audit["finished_at"]
+    assert audit["outcome"] == "completed"
+    assert audit["filters"] == {"event_ids": ["evt-1"]}
+    assert audit["target_topic"] == "(original topic)"
+    assert audit["group"] == f"{topic_prefix}.group.dlq-replay"
+    assert audit["counts"] == {"examined": 3, "not_matching": 2, "replayed": 1, "skipped": {}}
+    assert audit["dlq_offsets"] == [{"partition": 0, "from": 0, "to": 2}]
+
+
+def test_records_replayed_max_replays_times_are_skipped_and_reported(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """A record whose replay count reached --max-replays stays in the DLQ and is reported."""
+    _topics(admin, topic_prefix, 1)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
+    _seed(kafka_bootstrap, topic_prefix, [
+        {"type": "appointment.scheduled", "replays": 3},
+        {"type": "appointment.scheduled", "replays": 1},
+        {"type": "appointment.scheduled", "replays": 2}], 1)
+    report = _cli_json(config, "dlq", "replay", "--max-replays", "2")
+    assert report["counts"]["skipped"] == {"max-replays": 2}
+    assert sorted((r["event_id"], r["action"]) for r in report["records"]) == [
+        ("evt-0", "skip"), ("evt-1", "replay"), ("evt-2", "skip")]
+    (replayed,) = _read_all(kafka_bootstrap, topic_prefix)
+    assert decode_headers(replayed[2]).replay_count == 2
+
+
+def test_delivered_events_are_skipped_unless_forced(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """Events the dedup store records as delivered are skipped; --force replays them, marked."""
+    _topics(admin, topic_prefix, 1)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
+    _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 2, 1)
+    store = open_dedup_store(f"sqlite:///{tmp_path}/dedup.sqlite3", 3_600_000)
+    try:
+        store.record("evt-0", "delivered")
+        store.record("evt-1", "dead_lettered")
+    finally:
+        store.close()
+    report = _cli_json(config, "dlq", "replay")
+    assert report["counts"]["skipped"] == {"already-delivered": 1}
+    assert [decode_headers(h).event_id for _, _, h in _read_all(kafka_bootstrap, topic_prefix)
+            ] == ["evt-1"]
+    forced = _cli_json(config, "dlq", "replay", "--force", "--event-id", "evt-0",
+                       "--group", f"{topic_prefix}.forced")
+    assert forced["counts"]["replayed"] == 1
+    by_id = {decode_headers(h).event_id: h for _, _, h in _read_all(kafka_bootstrap, topic_prefix)}
+    assert ("clinic.replay-force", b"1") in by_id["evt-0"]
+    assert ("clinic.replay-force", b"1") not in by_id["evt-1"]
