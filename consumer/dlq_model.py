@@ -23,17 +23,20 @@ from consumer.codec import EventCodec, EventRecord
 from consumer.dedup import Outcome
 from consumer.errors import ClinicEventsError, UndecodableRecord
 from consumer.events import event_to_json
-from consumer.processing import FORCE_REPLAY_HEADER
 from retry_topics.durations import parse_duration_ms
 from retry_topics.errors import HeaderError, PolicyError
-from retry_topics.headers import Header, RecordHeaders, decode_headers, encode_headers
+from retry_topics.headers import (
+    REPLAY_FORCE,
+    Header,
+    RecordHeaders,
+    decode_headers,
+    encode_headers,
+)
 from retry_topics.hops import replay_headers
 
 UNDECODABLE = "(undecodable)"
 NO_ERROR_CLASS = "(none)"
 MASK = "****"
-#: ``1`` on a record replayed with ``--force``: deliver it even if recorded as delivered.
-REPLAY_FORCE = FORCE_REPLAY_HEADER
 RAW_PREFIX_BYTES = 8
 DEFAULT_MAX_REPLAYS = 3
 #: Payload fields that identify a patient, at any depth of the event.

@@ -25,6 +25,7 @@ from typing import Protocol
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.stop import stop_base
 
+from consumer.codec import EventRecord
 from consumer.dedup import DedupStore, Outcome
 from consumer.delivery import DeliveryContext, DeliveryHandler
 from consumer.errors import HandlerError, PermanentError, TransientError
@@ -32,7 +33,9 @@ from consumer.records import Delivered, Duplicate, Fate, InboundRecord, Republis
 from consumer.telemetry import Telemetry
 from retry_topics.classification import ExceptionRules, qualified_name
 from retry_topics.clock import Clock
+from retry_topics.durations import format_duration
 from retry_topics.headers import (
+    REPLAY_FORCE,
     DlqReason,
     Provenance,
     RecordHeaders,
@@ -41,8 +44,6 @@ from retry_topics.headers import (
 from retry_topics.hops import next_hop_headers
 from retry_topics.policy import RetryPolicy
 from retry_topics.routing import DeadLetter, RetryTo, dead_letter_undecodable, decide_next
-
-FORCE_REPLAY_HEADER = "clinic.replay-force"
 
 OnAck = Callable[[str | None], None]
 """Called once the broker acknowledged (None) or refused (error text) a republished record."""
@@ -91,6 +92,7 @@ class RecordProcessor:
         self._rules = rules
         self._group_id = group_id
         self._on_republished = on_republished
+        self._tier_labels = {t.topic: format_duration(t.delay_ms) for t in policy.tiers}
 
     def process_chunk(self, records: Sequence[InboundRecord]) -> list[Fate]:
         """Decide the fate of each record; republished ones are final only on ack."""
@@ -138,7 +140,7 @@ class RecordProcessor:
 
     @staticmethod
     def _may_process_again(record: InboundRecord, prior: Outcome) -> bool:
-        forced = any(name == FORCE_REPLAY_HEADER and value == b"1"
+        forced = any(name == REPLAY_FORCE and value == b"1"
                      for name, value in record.headers.other)
         if forced:
             return True
@@ -154,7 +156,7 @@ class RecordProcessor:
         )
         event = record.event
         try:
-            self._handler.deliver(event, context)
+            self._timed_deliver(event, context)
         except Exception as first:  # noqa: BLE001 - every failure is classified below
             failure = self._normalise(first)
         else:
@@ -165,7 +167,8 @@ class RecordProcessor:
             return failure
 
         def wait(state: RetryCallState) -> float:
-            return quick.wait_ms(state.attempt_number) / 1000
+            # tenacity's attempt n is the handler's call n+1, i.e. quick retry number n+1
+            return quick.wait_ms(state.attempt_number + 1) / 1000
 
         def stop_on_long_retry_after(state: RetryCallState) -> bool:
             outcome = state.outcome
@@ -174,9 +177,10 @@ class RecordProcessor:
 
         retrying = Retrying(
             stop=stop_after_attempt(quick.attempts - 1) | stop_when(stop_on_long_retry_after),
-            wait=wait, sleep=self._clock.sleep,  # type: ignore[attr-defined]
+            wait=wait, sleep=self._clock.sleep,
             retry=retry_if_exception_type(TransientError), reraise=True,
         )
+        self._clock.sleep(quick.wait_ms(1) / 1000)  # tenacity does not wait before its first
         try:
             for attempt in retrying:
                 with attempt:
@@ -185,15 +189,32 @@ class RecordProcessor:
             return self._normalise(exc)
         return None
 
-    def _call_normalised(self, event: dict[str, object], context: DeliveryContext) -> None:
+    def _call_normalised(self, event: EventRecord, context: DeliveryContext) -> None:
         try:
-            self._handler.deliver(event, context)
+            self._timed_deliver(event, context)
         except HandlerError:
             raise
         except Exception as exc:
             failure = self._normalise(exc)
             cls = PermanentError if failure.classification == "permanent" else TransientError
             raise cls(failure.message, error_class=failure.error_class) from exc
+
+    def _timed_deliver(self, event: EventRecord, context: DeliveryContext) -> None:
+        """One handler call, its duration recorded in the delivery-duration histogram."""
+        started = self._clock.monotonic()
+        error_type = None
+        try:
+            self._handler.deliver(event, context)
+        except HandlerError as exc:
+            error_type = exc.error_class
+            raise
+        except Exception as exc:
+            error_type = qualified_name(type(exc))
+            raise
+        finally:
+            self._telemetry.record_delivery_duration(
+                (self._clock.monotonic() - started) * 1000,
+                tier=self._tier_labels.get(context.topic, "main"), error_type=error_type)
 
     def _retry_after_fits(self, failure: Failure) -> bool:
         """A Retry-After longer than one quick wait may be means: go to a tier instead."""

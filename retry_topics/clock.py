@@ -30,6 +30,10 @@ class Clock(Protocol):
         """Seconds on a clock that never goes backwards (arbitrary origin)."""
         ...
 
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (a manual clock advances instead): in-process retry waits use it."""
+        ...
+
 
 class SystemClock:
     """The real clocks of this machine."""

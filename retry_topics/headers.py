@@ -27,6 +27,7 @@ Every header this project writes is defined here, and only here. Encodings, chos
 ``clinic.event-id``              envelope event id (the dedup key), when known
 ``clinic.event-type``            envelope event type, when known
 ``traceparent`` / ``tracestate`` W3C trace context, replaced (never appended) at each hop
+``clinic.replay-force``          ``1`` on records replayed with ``--force``: skip dedup once
 ===============================  ==========================================================
 
 Headers this module does not know are kept, in order, in :attr:`RecordHeaders.other` and
@@ -50,7 +51,8 @@ __all__ = [
     "ATTEMPTS", "CLASSIFICATION", "DLQ_REASON", "DLQ_REASONS", "DUE_AT", "ERROR_CLASS",
     "ERROR_MESSAGE", "EVENT_ID", "EVENT_TYPE", "FIRST_FAILURE_AT", "KNOWN_HEADERS",
     "LAST_FAILURE_AT", "MAX_ERROR_MESSAGE_BYTES", "ORIGINAL_OFFSET", "ORIGINAL_PARTITION",
-    "ORIGINAL_TIMESTAMP", "ORIGINAL_TOPIC", "REPLAY_COUNT", "TRACEPARENT", "TRACESTATE",
+    "ORIGINAL_TIMESTAMP", "ORIGINAL_TOPIC", "REPLAY_COUNT", "REPLAY_FORCE", "TRACEPARENT",
+    "TRACESTATE",
     "DlqReason", "FailureInfo", "Header", "Provenance", "RecordHeaders", "cap_utf8",
     "decode_headers", "encode_headers", "redact_message", "replace_header",
 ]  # fmt: skip
@@ -72,6 +74,9 @@ EVENT_ID = "clinic.event-id"
 EVENT_TYPE = "clinic.event-type"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+#: Set to ``1`` by ``dlq replay --force``: the consumer hands the event to the handler even if
+#: its outcome is recorded. Not a decoded field: it rides in ``RecordHeaders.other``.
+REPLAY_FORCE = "clinic.replay-force"
 
 DlqReason = Literal["permanent", "exhausted", "undecodable"]
 DLQ_REASONS: tuple[DlqReason, ...] = get_args(DlqReason)

@@ -67,13 +67,21 @@ def next_hop_headers(
 def replay_headers(dead_letter: RecordHeaders) -> RecordHeaders:
     """Headers for replaying a dead-lettered record onto its original topic.
 
-    The attempt count, due time and DLQ reason are cleared (the record starts over) and the
-    replay count is incremented; provenance and the last failure stay for the audit trail.
+    The record starts over: attempt count, due time, DLQ reason and the failure description
+    (error class and message, classification, first and last failure times) are cleared, and
+    the replay count is incremented. Provenance, trace context and event identity stay, so a
+    record that fails again still points at where it first entered the system; the failure
+    that dead-lettered it is kept in the audit record of the replay, not on the record.
     """
     return dataclasses.replace(
         dead_letter,
         attempts=None,
         due_at_ms=None,
         dlq_reason=None,
+        error_class=None,
+        error_message=None,
+        classification=None,
+        first_failure_at_ms=None,
+        last_failure_at_ms=None,
         replay_count=(dead_letter.replay_count or 0) + 1,
     )

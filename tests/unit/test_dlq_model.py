@@ -12,7 +12,6 @@ from consumer.codec import EventCodec
 from consumer.dlq_model import (
     MASK,
     PATIENT_IDENTIFYING_FIELDS,
-    REPLAY_FORCE,
     UNDECODABLE,
     DlqFilter,
     DlqFilterError,
@@ -28,7 +27,7 @@ from consumer.dlq_model import (
     plan_ranges,
     record_view,
 )
-from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
+from retry_topics.headers import REPLAY_FORCE, RecordHeaders, decode_headers, encode_headers
 from tests.unit.sample_events import sample_event, sample_events
 
 CODEC = EventCodec()

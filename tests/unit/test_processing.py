@@ -1,0 +1,210 @@
+"""The per-record pipeline with fakes: dedup, quick retries, routing, republishing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from consumer.codec import EventCodec
+from consumer.dedup import MemoryDedupStore, Outcome
+from consumer.delivery import DeliveryContext
+from consumer.errors import PermanentError, TransientError, UndecodableRecord
+from consumer.processing import OnAck, RecordProcessor
+from consumer.records import Delivered, Duplicate, InboundRecord, Republished
+from consumer.telemetry import Telemetry
+from retry_topics.classification import ExceptionRules
+from retry_topics.clock import ManualClock
+from retry_topics.headers import REPLAY_FORCE, RecordHeaders, decode_headers
+from retry_topics.policy import InProcessRetry, RetryPolicy
+from tests.unit.sample_events import sample_event
+
+MAIN = "clinic.events"
+
+
+class ScriptedHandler:
+    """Raises the scripted errors in turn, then succeeds; records every call."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls: list[DeliveryContext] = []
+
+    def deliver(self, event: dict[str, Any], context: DeliveryContext) -> None:
+        self.calls.append(context)
+        if self.errors:
+            raise self.errors.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+class CapturingPublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.acks: list[OnAck] = []
+
+    def publish(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: list[tuple[str, bytes]], on_ack: OnAck) -> None:
+        self.sent.append((topic, key, value, headers))
+        self.acks.append(on_ack)
+
+
+class Fixture:
+    def __init__(self, handler: ScriptedHandler, *, quick_attempts: int = 1,
+                 rules: ExceptionRules | None = None,
+                 store: MemoryDedupStore | None = None) -> None:
+        self.clock = ManualClock()
+        self.store = store or MemoryDedupStore(self.clock)
+        self.publisher = CapturingPublisher()
+        self.handler = handler
+        self.acked: list[tuple[Republished, str | None]] = []
+        self.policy = RetryPolicy(
+            main_topic=MAIN, delays_ms=(5_000, 30_000, 120_000),
+            in_process=InProcessRetry(attempts=quick_attempts, first_wait_ms=100,
+                                      backoff="fixed", max_wait_ms=1_000),
+        )
+        self.processor = RecordProcessor(
+            policy=self.policy, handler=handler, store=self.store, publisher=self.publisher,
+            telemetry=Telemetry(), clock=self.clock, rules=rules or ExceptionRules(),
+            group_id="g", on_republished=lambda fate, err: self.acked.append((fate, err)),
+        )
+
+    def run(self, *records: InboundRecord) -> list[Any]:
+        return list(self.processor.process_chunk(records))
+
+
+def record(event: dict[str, Any] | None = None, *, topic: str = MAIN, offset: int = 0,
+           headers: RecordHeaders | None = None, value: bytes | None = None) -> InboundRecord:
+    codec = EventCodec()
+    event = event if event is not None or value is not None else sample_event(
+        "appointment.scheduled")
+    raw = value if value is not None else codec.encode(event or {})
+    decode_error = None
+    decoded = None
+    try:
+        decoded = codec.decode(raw)
+    except UndecodableRecord as exc:
+        decode_error = exc
+    return InboundRecord(topic=topic, partition=0, offset=offset, timestamp_ms=1_000,
+                         key=b"appt-2001", value=raw, raw_headers=(),
+                         headers=headers or RecordHeaders(), event=decoded,
+                         decode_error=decode_error)
+
+
+def test_success_is_recorded_as_delivered_before_it_is_reported() -> None:
+    fx = Fixture(ScriptedHandler())
+    (fate,) = fx.run(record())
+    assert isinstance(fate, Delivered)
+    assert fx.store.lookup(["evt-appointment.scheduled"]) == {
+        "evt-appointment.scheduled": "delivered"}
+    assert fx.handler.calls[0].attempt == 1
+
+
+def test_same_event_twice_in_one_chunk_is_delivered_once() -> None:
+    fx = Fixture(ScriptedHandler())
+    fates = fx.run(record(offset=0), record(offset=1))
+    assert [type(f) for f in fates] == [Delivered, Duplicate]
+    assert len(fx.handler.calls) == 1
+
+
+def test_recorded_dead_letter_is_skipped_unless_replayed_or_forced() -> None:
+    fx = Fixture(ScriptedHandler())
+    fx.store.record("evt-appointment.scheduled", "dead_lettered")
+    assert isinstance(fx.run(record())[0], Duplicate)
+    replayed = record(headers=RecordHeaders(replay_count=1), offset=1)
+    assert isinstance(fx.run(replayed)[0], Delivered)
+    assert isinstance(fx.run(record(offset=2))[0], Duplicate)  # now delivered
+    forced = record(headers=RecordHeaders(other=((REPLAY_FORCE, b"1"),)), offset=3)
+    assert isinstance(fx.run(forced)[0], Delivered)
+    assert len(fx.handler.calls) == 2
+
+
+def test_quick_retries_recover_a_brief_outage_without_a_retry_topic() -> None:
+    fx = Fixture(ScriptedHandler(TransientError("503"), TransientError("503")), quick_attempts=3)
+    start = fx.clock.monotonic()
+    (fate,) = fx.run(record())
+    assert isinstance(fate, Delivered)
+    assert len(fx.handler.calls) == 3
+    assert fx.clock.monotonic() - start == pytest.approx(0.2)  # two fixed 100 ms waits
+    assert fx.publisher.sent == []
+
+
+def test_exhausted_quick_retries_go_to_the_first_tier_with_due_time_and_headers() -> None:
+    fx = Fixture(ScriptedHandler(*[TransientError("503", error_class="http.503")] * 3),
+                 quick_attempts=3)
+    assert fx.run(record()) == []  # final only on ack
+    (topic, key, value, headers) = fx.publisher.sent[0]
+    assert topic == "clinic.events.retry.5s"
+    assert key == b"appt-2001"
+    assert value == record().value
+    decoded = decode_headers(headers)
+    assert decoded.attempts == 1
+    assert decoded.due_at_ms == fx.clock.now_ms() + 5_000
+    assert decoded.error_class == "http.503"
+    assert decoded.original_topic == MAIN
+    assert decoded.event_id == "evt-appointment.scheduled"
+    fx.publisher.acks[0](None)
+    assert fx.acked[0][0].kind == "retried"
+
+
+def test_a_long_retry_after_skips_quick_retries_and_picks_a_long_enough_tier() -> None:
+    fx = Fixture(ScriptedHandler(TransientError("429", retry_after_ms=20_000)), quick_attempts=3)
+    fx.run(record())
+    assert len(fx.handler.calls) == 1
+    assert fx.publisher.sent[0][0] == "clinic.events.retry.30s"
+
+
+def test_permanent_failure_is_dead_lettered_without_retrying() -> None:
+    fx = Fixture(ScriptedHandler(PermanentError("422", error_class="http.422")),
+                 quick_attempts=3)
+    fx.run(record())
+    assert len(fx.handler.calls) == 1
+    topic, _, _, headers = fx.publisher.sent[0]
+    assert topic == "clinic.events.dlq"
+    decoded = decode_headers(headers)
+    assert (decoded.dlq_reason, decoded.classification) == ("permanent", "permanent")
+    fx.publisher.acks[0](None)
+    assert fx.acked[0][0].kind == "dead_lettered"
+
+
+def test_last_tier_failure_is_exhausted() -> None:
+    fx = Fixture(ScriptedHandler(TransientError("503")))
+    fx.run(record(topic="clinic.events.retry.2m", headers=RecordHeaders(attempts=3)))
+    topic, _, _, headers = fx.publisher.sent[0]
+    assert topic == "clinic.events.dlq"
+    assert decode_headers(headers).dlq_reason == "exhausted"
+    assert decode_headers(headers).attempts == 4
+    assert fx.handler.calls[0].attempt == 4
+
+
+def test_undecodable_bytes_are_dead_lettered_unchanged() -> None:
+    fx = Fixture(ScriptedHandler())
+    fx.run(record(value=b"garbage"))
+    topic, _, value, headers = fx.publisher.sent[0]
+    assert (topic, value) == ("clinic.events.dlq", b"garbage")
+    assert decode_headers(headers).dlq_reason == "undecodable"
+    assert fx.handler.calls == []
+
+
+@pytest.mark.parametrize(
+    ("error", "expected_topic"),
+    [(ValueError("bad"), "clinic.events.dlq"), (ConnectionError("reset"),
+                                                "clinic.events.retry.5s")],
+)
+def test_other_exceptions_follow_the_configured_rules(error: Exception,
+                                                      expected_topic: str) -> None:
+    rules = ExceptionRules(permanent=("builtins.ValueError",))
+    fx = Fixture(ScriptedHandler(error), rules=rules)
+    fx.run(record())
+    assert fx.publisher.sent[0][0] == expected_topic
+
+
+def test_store_failure_propagates_so_no_offset_is_stored() -> None:
+    class FullDisk(MemoryDedupStore):
+        def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
+            raise OSError("disk full")
+
+    fx = Fixture(ScriptedHandler(), store=FullDisk())
+    with pytest.raises(OSError, match="disk full"):
+        fx.run(record())
