@@ -227,12 +227,11 @@ def summary_view(result: DemoResult) -> list[RenderableType]:
         ("main topic: ", "bold"), result.main_topic, "\n",
         ("downstream: ", "bold"), _downstream_text(snap))]
     if result.dead_letters:
-        dead = Table(title="dead-lettered events", title_justify="left")
-        for column in ("event type", "event id", "reason", "error"):
-            dead.add_column(column)
-        for line in result.dead_letters:
-            dead.add_row(line.event_type, Text(line.event_id or "-"), line.reason,
-                         Text(f"{line.error_class}: {line.error_message}"))
+        dead = Text("dead-lettered events:", style="bold")
+        for line in result.dead_letters:  # whole ids, to grep them in the outcome log
+            dead.append_text(Text.assemble(
+                "\n  ", (line.reason, "red"), f"  {line.event_type}  {line.event_id or '-'}\n",
+                f"    {line.error_class}: {line.error_message}"))
         parts.append(dead)
     if result.ok:
         parts.append(Text("every event was delivered or dead-lettered; none was delivered twice",

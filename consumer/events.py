@@ -60,7 +60,7 @@ def event_from_json(obj: object) -> EventRecord:
     event_type = obj.get("event_type")
     if event_type not in PAYLOAD_RECORD_BY_EVENT_TYPE:
         raise InvalidEvent(
-            f"must be one of {', '.join(EVENT_TYPES)} (got {event_type!r})", field="event_type"
+            f"must be one of {', '.join(EVENT_TYPES)}", field="event_type"
         )
     payload_schema = _payload_schemas()[PAYLOAD_RECORD_BY_EVENT_TYPE[event_type]]
     out: EventRecord = {}
@@ -167,7 +167,8 @@ def _parse_timestamp(value: object, path: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise InvalidEvent(f"not an ISO 8601 timestamp: {value!r}", field=path) from exc
+        # The value is not quoted: it may be a date of birth or other PHI.
+        raise InvalidEvent("not an ISO 8601 timestamp", field=path) from exc
     if parsed.tzinfo is None:
         raise InvalidEvent("timestamp needs a zone (e.g. Z or +01:00)", field=path)
     return parsed.astimezone(UTC)
@@ -179,4 +180,4 @@ def _parse_date(value: object, path: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError as exc:
-        raise InvalidEvent(f"not a date YYYY-MM-DD: {value!r}", field=path) from exc
+        raise InvalidEvent("not a date YYYY-MM-DD", field=path) from exc

@@ -167,8 +167,12 @@ class RecordProcessor:
             return failure
 
         def wait(state: RetryCallState) -> float:
-            # tenacity's attempt n is the handler's call n+1, i.e. quick retry number n+1
-            return quick.wait_ms(state.attempt_number + 1) / 1000
+            # tenacity's attempt n is the handler's call n+1, i.e. quick retry number n+1;
+            # a Retry-After that fits the quick waits is honoured as a lower bound.
+            outcome = state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            hint = self._normalise(exc).retry_after_ms if exc is not None else None
+            return max(quick.wait_ms(state.attempt_number + 1), hint or 0) / 1000
 
         def stop_on_long_retry_after(state: RetryCallState) -> bool:
             outcome = state.outcome
@@ -180,7 +184,8 @@ class RecordProcessor:
             wait=wait, sleep=self._clock.sleep,
             retry=retry_if_exception_type(TransientError), reraise=True,
         )
-        self._clock.sleep(quick.wait_ms(1) / 1000)  # tenacity does not wait before its first
+        # tenacity does not wait before its first attempt: the first quick wait is ours
+        self._clock.sleep(max(quick.wait_ms(1), failure.retry_after_ms or 0) / 1000)
         try:
             for attempt in retrying:
                 with attempt:

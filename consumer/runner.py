@@ -268,6 +268,8 @@ class Runner:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        for tp in revoked:
+            self._paused.pop(tp, None)  # never resume a partition that is going away
         self._drain(revoked, self._drain_timeout_s)
         self._commit()
         self._forget(revoked)
@@ -312,3 +314,6 @@ class Runner:
         self._commit()
         self._consumer.close()
         self._lanes.stop()
+        close_producer = getattr(self._producer, "close", None)  # confluent-kafka >= 2.13
+        if close_producer is not None:
+            close_producer()

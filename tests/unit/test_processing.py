@@ -148,6 +148,13 @@ def test_exhausted_quick_retries_go_to_the_first_tier_with_due_time_and_headers(
     assert fx.acked[0][0].kind == "retried"
 
 
+def test_a_short_retry_after_is_honoured_by_the_quick_waits() -> None:
+    fx = Fixture(ScriptedHandler(TransientError("429", retry_after_ms=700)), quick_attempts=3)
+    start = fx.clock.monotonic()
+    assert isinstance(fx.run(record())[0], Delivered)
+    assert fx.clock.monotonic() - start == pytest.approx(0.7)  # not the 100 ms fixed wait
+
+
 def test_a_long_retry_after_skips_quick_retries_and_picks_a_long_enough_tier() -> None:
     fx = Fixture(ScriptedHandler(TransientError("429", retry_after_ms=20_000)), quick_attempts=3)
     fx.run(record())

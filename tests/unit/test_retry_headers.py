@@ -402,7 +402,13 @@ def test_replay_resets_attempts_and_counts_replays() -> None:
     assert (replayed.attempts, replayed.due_at_ms, replayed.dlq_reason) == (None, None, None)
     assert replayed.replay_count == 2
     assert replay_headers(RecordHeaders()).replay_count == 1
+    assert (replayed.error_class, replayed.error_message, replayed.classification) == (
+        None, None, None)
+    assert (replayed.first_failure_at_ms, replayed.last_failure_at_ms) == (None, None)
     unchanged = dataclasses.replace(
-        replayed, attempts=FULL.attempts, due_at_ms=FULL.due_at_ms, dlq_reason=FULL.dlq_reason
+        replayed, attempts=FULL.attempts, due_at_ms=FULL.due_at_ms, dlq_reason=FULL.dlq_reason,
+        error_class=FULL.error_class, error_message=FULL.error_message,
+        classification=FULL.classification, first_failure_at_ms=FULL.first_failure_at_ms,
+        last_failure_at_ms=FULL.last_failure_at_ms,
     )
     assert unchanged == dataclasses.replace(FULL, replay_count=2)
