@@ -275,16 +275,18 @@ def pipeline_run(settings: Settings, count: int, *, loop: str, store_url: str,
         runner.stop()
         thread.join(60)
         assembly.close()
-        # The runner, its lanes and its producer form a reference cycle; collect it now so
-        # the producer's librdkafka threads do not linger into the next loop's measurement.
-        del assembly, runner
+        first = probes[0].first_record_at if probes else None
+        # The runner, its lanes, its clients and their callbacks form reference cycles;
+        # collect them now so the producer's librdkafka threads do not linger into the
+        # next loop's measurement.
+        del assembly, runner, probes
         gc.collect()
     if failure:
         raise BenchError(f"{loop}: the runner failed: {failure[0]!r}") from failure[0]
     others = {k: v for k, v in stats.items() if k != "delivered" and v}
     if others:
         raise BenchError(f"{loop}: expected only deliveries, got {others}")
-    first = probes[0].first_record_at or started
+    first = first or started
     return Sample(loop, count, finished - first, first - started)
 
 

@@ -58,6 +58,29 @@ EventOutcome = Literal["delivered", "duplicate", "retried", "dead_lettered"]
 KafkaHeaders = Sequence[tuple[str, bytes | None]] | None
 
 
+def _resource(service_name: str) -> Resource:
+    """The SDK resource from OTEL_* variables, named ``service_name`` unless they name it."""
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+    return resource
+
+
+def _sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _exporter_names(variable: str) -> list[str]:
+    """The distinct exporter names a comma-separated OTEL_*_EXPORTER variable asks for."""
+    raw = os.environ.get(variable, "otlp")
+    names = [name.strip().lower() for name in raw.split(",") if name.strip()] or ["otlp"]
+    unknown = [name for name in names if name not in EXPORTERS]
+    if unknown:
+        raise ConfigError(f"{variable}: unknown exporter {unknown[0]!r}; "
+                          f"valid: {', '.join(EXPORTERS)}")
+    return list(dict.fromkeys(names))
+
+
 def configure_tracing(service_name: str = "clinic-events") -> TracerProvider:
     """An SDK tracer provider configured from ``OTEL_*`` environment variables.
 
@@ -67,19 +90,11 @@ def configure_tracing(service_name: str = "clinic-events") -> TracerProvider:
     ``service_name``. With ``OTEL_SDK_DISABLED=true`` the provider hands out no-op tracers.
     Nothing connects at start-up: an absent collector only causes warnings at export time.
     """
-    resource = Resource.create()
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
-    provider = TracerProvider(resource=resource)
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    provider = TracerProvider(resource=_resource(service_name))
+    if _sdk_disabled():
         return provider
-    raw = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
-    names = [name.strip().lower() for name in raw.split(",") if name.strip()] or ["otlp"]
-    unknown = [name for name in names if name not in EXPORTERS]
-    if unknown:
-        raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {unknown[0]!r}; "
-                          f"valid: {', '.join(EXPORTERS)}")
-    for name in dict.fromkeys(names):
+    names = _exporter_names("OTEL_TRACES_EXPORTER")
+    for name in names:
         exporter: SpanExporter | None = None
         if name == "otlp":
             # Imported here: the OTLP stack is only loaded when it is used.
@@ -100,19 +115,12 @@ def configure_metrics(service_name: str = "clinic-events") -> MeterProvider:
     exporter reads ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` itself. The caller shuts the
     provider down at exit so the last figures are exported.
     """
-    resource = Resource.create()
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    resource = _resource(service_name)
+    if _sdk_disabled():
         return MeterProvider(resource=resource)
-    raw = os.environ.get("OTEL_METRICS_EXPORTER", "otlp")
-    names = [name.strip().lower() for name in raw.split(",") if name.strip()] or ["otlp"]
-    unknown = [name for name in names if name not in EXPORTERS]
-    if unknown:
-        raise ConfigError(f"OTEL_METRICS_EXPORTER: unknown exporter {unknown[0]!r}; "
-                          f"valid: {', '.join(EXPORTERS)}")
+    names = _exporter_names("OTEL_METRICS_EXPORTER")
     readers: list[MetricReader] = []
-    for name in dict.fromkeys(names):
+    for name in names:
         if name == "otlp":
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                 OTLPMetricExporter,

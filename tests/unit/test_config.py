@@ -1,0 +1,125 @@
+"""Settings: file + environment precedence, validation messages, the example config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from consumer.cli import main
+from consumer.config import load_settings
+from consumer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "clinic-events.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_example_is_valid_and_matches_the_defaults() -> None:
+    settings = load_settings(ROOT / "clinic-events.example.toml", env={})
+    assert settings.retry.delays_ms == (5_000, 30_000, 120_000, 600_000)
+    assert [t.topic for t in settings.retry.tiers] == [
+        "clinic.events.retry.5s", "clinic.events.retry.30s", "clinic.events.retry.2m",
+        "clinic.events.retry.10m"]
+    assert settings.retry.dlq_topic == "clinic.events.dlq"
+    assert settings.retry.in_process.attempts == 3
+    assert settings.retry.in_process.backoff == "exponential_jitter"
+    assert settings.dedup.ttl_ms == 7 * 24 * 3_600_000
+    assert settings.delivery.timeout_ms == 10_000
+    assert settings.delivery.concurrency == 16
+    assert settings.kafka.group_id == "clinic-events"
+
+
+def test_environment_beats_the_file_and_kafka_bootstrap_servers_is_honoured(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path, '[kafka]\nbootstrap_servers = "file:9092"\n[retry]\ndelays = ["1s"]\n')
+    assert load_settings(path, env={}).kafka.bootstrap_servers == "file:9092"
+    assert load_settings(path, env={"KAFKA_BOOTSTRAP_SERVERS": "generic:9092"}
+                         ).kafka.bootstrap_servers == "generic:9092"
+    settings = load_settings(path, env={
+        "KAFKA_BOOTSTRAP_SERVERS": "generic:9092",
+        "CLINIC_EVENTS_KAFKA_BOOTSTRAP_SERVERS": "specific:9092",
+        "CLINIC_EVENTS_RETRY_DELAYS": "2s, 20s",
+        "CLINIC_EVENTS_DELIVERY_CONCURRENCY": "4",
+    })
+    assert settings.kafka.bootstrap_servers == "specific:9092"
+    assert settings.retry.delays_ms == (2_000, 20_000)
+    assert settings.delivery.concurrency == 4
+
+
+def test_generated_delays_expand_into_fixed_tiers(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[retry]\ndelays_from = { initial = "5s", multiplier = 4, '
+                            'max = "10m", tiers = 4 }\n')
+    assert load_settings(path, env={}).retry.delays_ms == (5_000, 20_000, 80_000, 320_000)
+
+
+def test_handler_replaces_url(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[delivery]\nhandler = "mypkg.handlers:deliver"\n')
+    delivery = load_settings(path, env={}).delivery
+    assert (delivery.handler, delivery.url) == ("mypkg.handlers:deliver", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[retry]\ndelay = [\"5s\"]\n", {}, r"unknown key \[retry\] delay; valid keys"),
+        ("[retries]\n", {}, r"unknown section \[retries\]; valid sections: kafka"),
+        ("[retry]\ndelays = []\n", {}, r"retry.delays must be a non-empty list"),
+        ("[retry]\ndelays = [\"5 seconds\"]\n", {}, r"retry.delays: .*valid units are ms, s"),
+        ("[retry]\ndelays = [\"30s\", \"5s\"]\n", {}, r"\[retry\]"),
+        ("[retry]\nbackoff = \"linear\"\n", {}, r"retry.backoff must be one of immediate, fixed"),
+        ("[dedup]\nstore = \"postgres://x\"\n", {}, r"dedup.store must start with sqlite://"),
+        ("[delivery]\nconcurrency = 0\n", {}, r"delivery.concurrency must be an integer >= 1"),
+        ("[delivery]\nurl = \"ftp://x\"\n", {}, r"delivery.url must be an http"),
+        ("", {"CLINIC_EVENTS_KAFKA_BOOTSTRAP": "x"}, r"CLINIC_EVENTS_KAFKA_BOOTSTRAP"),
+        ("", {"CLINIC_EVENTS_DELIVERY_CONCURRENCY": "many"}, r"must be an integer"),
+        ("[kafka\n", {}, r"not valid TOML"),
+    ],
+)
+def test_bad_configuration_names_the_key_and_valid_values(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_write(tmp_path, text), env=env)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_unrelated_clinic_events_variables_are_ignored(tmp_path: Path) -> None:
+    settings = load_settings(None, env={"CLINIC_EVENTS_STATE_DIR": "/tmp/x"})
+    assert settings.topics.main == "clinic.events"
+
+
+def test_secret_client_settings_are_masked(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[kafka.client]\n"sasl.password" = "hunter2"\n'
+                            '"security.protocol" = "SASL_SSL"\n')
+    kafka = load_settings(path, env={}).kafka
+    assert kafka.client["sasl.password"] == "hunter2"
+    assert kafka.masked_client() == {"sasl.password": "****", "security.protocol": "SASL_SSL"}
+
+
+def test_cli_exits_2_with_one_line_naming_the_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[retry]\ndelays = []\n")
+    result = CliRunner().invoke(main, ["topics", "ensure", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "retry.delays" in result.output
+
+
+def test_run_refuses_to_start_on_an_unreachable_dedup_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    path = _write(tmp_path, '[dedup]\nstore = "redis://127.0.0.1:1/0"\n')
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "dedup.store" in result.output
