@@ -30,7 +30,7 @@ def build_consumer(settings: Settings, **overrides: Any) -> Consumer:
         "auto.commit.interval.ms": 1000,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 50,
+        "fetch.wait.max.ms": 25,
         "enable.partition.eof": False,
         **overrides,
     }))

@@ -1,0 +1,139 @@
+"""How precisely retry tiers keep their delays: never early, and how late, on a real broker.
+
+Run from the repository root: ``python -m bench.delay_precision [--delays 1s 5s 30s]``.
+
+Why a program: the target (never early; p99 lateness <= 100 ms for delays of 1 s to 10 min
+on an idle consumer) is a property of the pause/seek/resume mechanism against a real broker,
+measured here rather than asserted by a timed test.
+
+Mechanism: a topic set with one retry tier per ``--delays`` value, a simulated downstream
+that fails every event exactly once per tier it is meant to reach (``fail_first``), and the
+real runner. Events are published a few per second so the consumer is mostly idle. For each
+retried attempt, lateness = the downstream's receive time of that attempt minus the
+``clinic.due-at`` of the retry record that caused it (both wall clock, same machine). The
+program prints min (must be >= 0: never early), p50, p99 and max per tier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Message
+
+from consumer.kafka_io import message_headers
+from consumer.local_kafka import LocalKafka
+from consumer.simulator import DownstreamSimulator, FailurePlan
+from retry_topics.durations import parse_duration_ms
+from retry_topics.headers import decode_headers
+from tests.integration.harness import (
+    new_event,
+    produce,
+    running_consumer,
+    write_config,
+)
+
+
+def _read_all(bootstrap: str, topic: str, count: int, timeout_s: float) -> list[Message]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"precision-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    found: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            found.extend(m for m in consumer.consume(200, 0.5) if m.error() is None)
+    finally:
+        consumer.close()
+    return found
+
+
+def _percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def measure(bootstrap: str, folder: Path, delays: Sequence[str], events: int,
+            rate: float) -> dict[str, Any]:
+    main = f"precision.{uuid.uuid4().hex[:8]}"
+    tiers = len(delays)
+    with DownstreamSimulator(FailurePlan(fail_first=tiers)) as sim:
+        config = write_config(folder, bootstrap=bootstrap, main=main, url=sim.events_url,
+                              delays=tuple(delays), partitions=3)
+        from tests.integration.harness import settings_for
+
+        settings = settings_for(config)
+        published = [new_event() for _ in range(events)]
+        longest_s = sum(parse_duration_ms(d) for d in delays) / 1000
+        with running_consumer(settings):
+            for event in published:
+                produce(bootstrap, main, [event])
+                time.sleep(1 / rate)  # pacing the publisher keeps the consumer mostly idle
+            ids = {str(e["event_id"]) for e in published}
+            sim.wait_for(lambda: ids <= set(sim.delivered_keys()), longest_s + events / rate + 30)
+        attempts: dict[tuple[str, int], int] = {}
+        for request in sim.requests():
+            if request.idempotency_key:
+                attempts[(request.idempotency_key, request.attempt)] = request.wall_ms
+    report: dict[str, Any] = {"events": events, "tiers": {}}
+    for index, tier in enumerate(settings.retry.tiers, start=1):
+        lateness: list[float] = []
+        for message in _read_all(bootstrap, tier.topic, events, 30):
+            headers = decode_headers(message_headers(message))
+            received = attempts.get((str(headers.event_id), index + 1))
+            if headers.due_at_ms is not None and received is not None:
+                lateness.append(received - headers.due_at_ms)
+        report["tiers"][tier.topic] = {
+            "samples": len(lateness),
+            "min_ms": min(lateness), "p50_ms": statistics.median(lateness),
+            "p99_ms": _percentile(lateness, 0.99), "max_ms": max(lateness),
+            "early": sum(1 for value in lateness if value < 0),
+        } if lateness else {"samples": 0}
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--delays", nargs="+", default=["1s", "5s"],
+                        help="retry tier delays to measure [default: 1s 5s]")
+    parser.add_argument("--events", type=int, default=40)
+    parser.add_argument("--rate", type=float, default=4.0, help="events published per second")
+    parser.add_argument("--bootstrap", default=None,
+                        help="an existing broker [default: start a local one]")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    logging.getLogger("clinic_events").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        broker = None if args.bootstrap else LocalKafka(folder / "kafka")
+        bootstrap = args.bootstrap or (broker.start(port=0) if broker else "")
+        try:
+            report = measure(bootstrap, folder, args.delays, args.events, args.rate)
+        finally:
+            if broker is not None:
+                broker.stop()
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"retry delay precision, {report['events']} events, one retry per tier each")
+    print(f"{'tier topic':<40} {'n':>4} {'min':>8} {'p50':>8} {'p99':>8} {'max':>8}  early")
+    for topic, row in report["tiers"].items():
+        if not row["samples"]:
+            print(f"{topic:<40} no samples")
+            continue
+        print(f"{topic:<40} {row['samples']:>4} {row['min_ms']:>6.0f}ms {row['p50_ms']:>6.0f}ms "
+              f"{row['p99_ms']:>6.0f}ms {row['max_ms']:>6.0f}ms  {row['early']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
