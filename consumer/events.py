@@ -60,7 +60,7 @@ def event_from_json(obj: object) -> EventRecord:
     event_type = obj.get("event_type")
     if event_type not in PAYLOAD_RECORD_BY_EVENT_TYPE:
         raise InvalidEvent(
-            f"must be one of {', '.join(EVENT_TYPES)}", field="event_type"
+            f"must be one of {', '.join(EVENT_TYPES)} (got {event_type!r})", field="event_type"
         )
     payload_schema = _payload_schemas()[PAYLOAD_RECORD_BY_EVENT_TYPE[event_type]]
     out: EventRecord = {}
