@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
@@ -49,7 +50,10 @@ from consumer.errors import ConfigError, HandlerError
 from retry_topics.classification import qualified_name
 from retry_topics.headers import TRACEPARENT, TRACESTATE, replace_header
 
-__all__ = ["EXPORTERS", "EventOutcome", "Telemetry", "configure_metrics", "configure_tracing"]
+__all__ = [
+    "EXPORTERS", "EventOutcome", "Telemetry", "configure_metrics", "configure_tracing",
+    "shutdown_providers",
+]
 
 INSTRUMENTATION_NAME = "clinic-events"
 EXPORTERS = ("otlp", "console", "none")
@@ -90,7 +94,7 @@ def configure_tracing(service_name: str = "clinic-events") -> TracerProvider:
     ``service_name``. With ``OTEL_SDK_DISABLED=true`` the provider hands out no-op tracers.
     Nothing connects at start-up: an absent collector only causes warnings at export time.
     """
-    provider = TracerProvider(resource=_resource(service_name))
+    provider = TracerProvider(resource=_resource(service_name), shutdown_on_exit=False)
     if _sdk_disabled():
         return provider
     names = _exporter_names("OTEL_TRACES_EXPORTER")
@@ -117,7 +121,7 @@ def configure_metrics(service_name: str = "clinic-events") -> MeterProvider:
     """
     resource = _resource(service_name)
     if _sdk_disabled():
-        return MeterProvider(resource=resource)
+        return MeterProvider(resource=resource, shutdown_on_exit=False)
     names = _exporter_names("OTEL_METRICS_EXPORTER")
     readers: list[MetricReader] = []
     for name in names:
@@ -129,7 +133,23 @@ def configure_metrics(service_name: str = "clinic-events") -> MeterProvider:
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
         elif name == "console":
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stdout)))
-    return MeterProvider(resource=resource, metric_readers=readers)
+    return MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+
+
+def shutdown_providers(*providers: TracerProvider | MeterProvider, timeout_s: float = 3.0) -> None:
+    """Flush and shut down telemetry providers, but never hold up an exit for long.
+
+    With no collector listening, the OTLP exporters retry for up to their timeout (10 s by
+    default) on shutdown; a consumer asked to stop should not wait on that. A reachable
+    collector is flushed well within ``timeout_s``; otherwise the last spans are dropped.
+    """
+    def shut_all() -> None:
+        for provider in providers:
+            provider.shutdown()
+
+    worker = threading.Thread(target=shut_all, name="telemetry-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
 
 
 def _error_type(exc: BaseException) -> str:

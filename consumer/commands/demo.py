@@ -72,7 +72,7 @@ from consumer.outcome_log import TextFormatter
 from consumer.publishing import EventPublisher, PublishSummary
 from consumer.runner import Runner
 from consumer.simulator import DownstreamSimulator, FailurePlan
-from consumer.telemetry import Telemetry, configure_tracing
+from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
 from retry_topics.durations import format_duration
 from retry_topics.naming import dlq_topic_name
 from retry_topics.provisioning import TopicLayoutError, ensure_topics
@@ -460,7 +460,7 @@ def _tracer_provider() -> Iterator[TracerProvider]:
     try:
         yield provider
     finally:
-        provider.shutdown()
+        shutdown_providers(provider)
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from rich.text import Text
 from consumer.commands.lag import Duration
 from consumer.commands.options import config_option, json_option, settings_from
 from consumer.publishing import EventPublisher, PublishSummary, TokenBucket
-from consumer.telemetry import Telemetry, configure_tracing
+from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
 from retry_topics.provisioning import TopicLayoutError
 
 _MAX_SHOWN_ERRORS = 50
@@ -76,7 +76,7 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(1)
     finally:
-        provider.shutdown()
+        shutdown_providers(provider)
     if as_json:
         click.echo(json.dumps(summary.to_json()))
     else:

@@ -13,7 +13,7 @@ from consumer.app import build_runner
 from consumer.commands.options import config_option, settings_from
 from consumer.outcome_log import configure_logging
 from consumer.runner import FatalError
-from consumer.telemetry import configure_metrics, configure_tracing
+from consumer.telemetry import configure_metrics, configure_tracing, shutdown_providers
 from retry_topics.provisioning import TopicLayoutError
 
 
@@ -55,6 +55,5 @@ def run_command(config_path: Path | None, log_level: str) -> None:
         sys.exit(1)
     finally:
         assembly.close()
-        provider.shutdown()
-        meters.shutdown()
+        shutdown_providers(provider, meters)
     click.echo(f"clinic-events: stopped cleanly ({dict(assembly.runner.stats)})", err=True)
