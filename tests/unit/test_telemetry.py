@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from consumer.errors import ConfigError, TransientError
-from consumer.telemetry import Telemetry, configure_tracing
+from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
 from tests.unit.sample_events import sample_event
 
 UPSTREAM_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -291,3 +291,23 @@ def test_no_collector_prints_nothing_at_start_up(
     provider = configure_tracing()
     provider.shutdown()
     assert capfd.readouterr() == ("", "")
+
+
+def test_shutdown_never_holds_up_an_exit_on_a_stuck_exporter() -> None:
+    """A provider whose flush hangs (no collector) is abandoned after the bound."""
+    release = threading.Event()
+    finished: list[str] = []
+
+    class StuckProvider(TracerProvider):
+        def shutdown(self) -> None:
+            release.wait(10)
+            finished.append("stuck")
+
+    class QuickProvider(TracerProvider):
+        def shutdown(self) -> None:
+            finished.append("quick")
+
+    shutdown_providers(QuickProvider(shutdown_on_exit=False), StuckProvider(shutdown_on_exit=False),
+                       timeout_s=0.05)
+    assert finished == ["quick"]
+    release.set()
