@@ -261,6 +261,10 @@ def pipeline_run(settings: Settings, count: int, *, loop: str, store_url: str,
     with probed_runner_consumer() as probes:
         assembly = consumer.app.build_runner(run_settings, handler=handler, store=store,
                                              tracer_provider=tracer_provider, ensure=False)
+    if not probes:
+        assembly.close()
+        raise BenchError("build_runner no longer builds its consumer through "
+                         "consumer.app.build_consumer; update probed_runner_consumer")
     runner = assembly.runner
     stats = runner.stats
     failure: list[BaseException] = []

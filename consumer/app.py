@@ -19,6 +19,7 @@ from consumer.dedup import DedupStore, open_dedup_store
 from consumer.delivery import DeliveryHandler, build_handler
 from consumer.kafka_io import KafkaPublisher, build_consumer, build_producer
 from consumer.lanes import Lanes
+from consumer.outcome_buffer import PendingOutcomes
 from consumer.processing import RecordProcessor
 from consumer.records import Republished
 from consumer.runner import Runner
@@ -57,16 +58,18 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     publisher = KafkaPublisher(producer)
     codec = EventCodec()
 
+    outcomes = PendingOutcomes(store)
+
     def lanes_factory(on_republished: Callable[[Republished, str | None], None]) -> Lanes:
         processor = RecordProcessor(
-            policy=settings.retry, handler=handler, store=store, publisher=publisher,
+            policy=settings.retry, handler=handler, outcomes=outcomes, publisher=publisher,
             telemetry=telemetry, clock=clock, rules=settings.classification,
             group_id=settings.kafka.group_id, on_republished=on_republished,
         )
         return Lanes(settings.delivery.concurrency, processor.process_chunk)
 
     runner = Runner(consumer=consumer, producer=producer, policy=settings.retry,
-                    lanes_factory=lanes_factory, store=store, clock=clock,
+                    lanes_factory=lanes_factory, outcomes=outcomes, clock=clock,
                     telemetry=telemetry, codec=codec,
                     drain_timeout_s=drain_timeout_s)
     return Assembly(runner=runner, handler=handler, store=store)

@@ -69,6 +69,9 @@ class KafkaPublisher:
                 self._producer.poll(0.05)  # local queue full: let acks drain, then retry
 
 
+NO_HEADERS = RecordHeaders()  # shared: most main-topic records carry no headers
+
+
 def message_headers(message: Message) -> tuple[Header, ...]:
     """A message's headers as (name, bytes or None) pairs, whatever form the client gave."""
     raw = message.headers() or ()
@@ -83,9 +86,9 @@ def to_inbound(message: Message, codec: EventCodec) -> InboundRecord:
     """Detach a consumed message from confluent-kafka and decode what can be decoded."""
     raw_headers = message_headers(message)
     try:
-        headers = decode_headers(raw_headers)
+        headers = decode_headers(raw_headers) if raw_headers else NO_HEADERS
     except HeaderError:
-        headers = RecordHeaders()  # malformed provenance must not make a record unprocessable
+        headers = NO_HEADERS  # malformed provenance must not make a record unprocessable
     value = message.value()
     event = None
     decode_error = None

@@ -10,8 +10,8 @@ For each chunk of records a lane hands it (records of one lane, in consumption o
    path; a ``Retry-After`` longer than the quick waits allow goes straight to a tier;
 4. decide where a failed record goes with the pure ``decide_next`` and republish it (retry
    tier or DLQ) with the next hop's headers and a fresh ``traceparent`` from a ``send`` span;
-5. record the chunk's delivered outcomes in the store before reporting them, so an offset
-   is only ever stored after the outcome is durable.
+5. stage the chunk's delivered outcomes (``PendingOutcomes``); the poll thread records
+   them durably, once per pass, before it stores any of their offsets.
 
 Republished records report their fate later, from the producer's delivery callback.
 """
@@ -26,9 +26,10 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.stop import stop_base
 
 from consumer.codec import EventRecord
-from consumer.dedup import DedupStore, Outcome
+from consumer.dedup import Outcome
 from consumer.delivery import DeliveryContext, DeliveryHandler
 from consumer.errors import HandlerError, PermanentError, TransientError
+from consumer.outcome_buffer import PendingOutcomes
 from consumer.records import Delivered, Duplicate, Fate, InboundRecord, Republished
 from consumer.telemetry import Telemetry
 from retry_topics.classification import ExceptionRules, qualified_name
@@ -79,13 +80,14 @@ class Failure:
 class RecordProcessor:
     """Runs chunks of records through dedup, the handler, and routing."""
 
-    def __init__(self, *, policy: RetryPolicy, handler: DeliveryHandler, store: DedupStore,
+    def __init__(self, *, policy: RetryPolicy, handler: DeliveryHandler,
+                 outcomes: PendingOutcomes,
                  publisher: Publisher, telemetry: Telemetry, clock: Clock,
                  rules: ExceptionRules, group_id: str,
                  on_republished: Callable[[Republished, str | None], None]) -> None:
         self._policy = policy
         self._handler = handler
-        self._store = store
+        self._outcomes = outcomes
         self._publisher = publisher
         self._telemetry = telemetry
         self._clock = clock
@@ -97,18 +99,17 @@ class RecordProcessor:
     def process_chunk(self, records: Sequence[InboundRecord]) -> list[Fate]:
         """Decide the fate of each record; republished ones are final only on ack."""
         ids = [r.event_id for r in records if r.event_id is not None]
-        known: dict[str, Outcome] = dict(self._store.lookup(ids)) if ids else {}
+        known: dict[str, Outcome] = self._outcomes.lookup(ids) if ids else {}
         fates: list[Fate] = []
-        delivered: list[tuple[str, Outcome]] = []
+        delivered: list[str] = []
         for record in records:
             fate = self._process_one(record, known)
             if isinstance(fate, Delivered) and record.event_id is not None:
                 known[record.event_id] = "delivered"
-                delivered.append((record.event_id, "delivered"))
+                delivered.append(record.event_id)
             if not isinstance(fate, Republished):
                 fates.append(fate)
-        if delivered:
-            self._store.record_many(delivered)
+        self._outcomes.stage(delivered)
         return fates
 
     def _process_one(self, record: InboundRecord, known: dict[str, Outcome]) -> Fate | Republished:

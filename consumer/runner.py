@@ -19,6 +19,7 @@ commits and closes.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -28,12 +29,12 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consumer.codec import EventCodec
-from consumer.dedup import DedupStore
 from consumer.kafka_io import to_inbound
 from consumer.lanes import LaneFailure, Lanes
 from consumer.offsets import OffsetBook, TopicPartitionKey
+from consumer.outcome_buffer import PendingOutcomes
 from consumer.outcome_log import log_outcome
-from consumer.records import Fate, InboundRecord, Republished
+from consumer.records import Delivered, Fate, InboundRecord, Republished
 from consumer.telemetry import Telemetry
 from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
@@ -61,13 +62,13 @@ class Runner:
 
     def __init__(self, *, consumer: Consumer, producer: Producer, policy: RetryPolicy,
                  lanes_factory: Callable[[Callable[[Republished, str | None], None]], Lanes],
-                 store: DedupStore, clock: Clock, telemetry: Telemetry,
+                 outcomes: PendingOutcomes, clock: Clock, telemetry: Telemetry,
                  codec: EventCodec | None = None,
                  max_in_flight: int = 5000, drain_timeout_s: float = 30.0) -> None:
         self._consumer = consumer
         self._producer = producer
         self._policy = policy
-        self._store = store
+        self._outcomes = outcomes
         self._clock = clock
         self._telemetry = telemetry
         self._codec = codec or EventCodec()
@@ -201,19 +202,31 @@ class Runner:
 
     def _finish_lane_results(self, advanced: dict[TopicPartitionKey, int], wait_s: float) -> None:
         results = self._lanes.results
+        fates: list[Fate] = []
         first = True
         while True:
             try:
                 result = results.get(timeout=wait_s) if first and wait_s else results.get_nowait()
-            except Exception:  # noqa: BLE001 - queue.Empty: nothing more right now
-                return
+            except queue.Empty:
+                break
             first = False
             if isinstance(result, LaneFailure):
                 LOG.error("a worker lane failed", exc_info=result.error)
                 self._fatal = self._fatal or result.error
                 continue
-            for fate in result:
-                self._finish(fate, advanced)
+            fates.extend(result)
+        if not fates:
+            return
+        delivered = [f.record.event_id for f in fates
+                     if isinstance(f, Delivered) and f.record.event_id is not None]
+        try:
+            self._outcomes.record_delivered(delivered)
+        except Exception as exc:
+            LOG.error("could not record delivered outcomes", exc_info=exc)
+            self._fatal = self._fatal or exc
+            return
+        for fate in fates:
+            self._finish(fate, advanced)
 
     def _finish(self, fate: Fate, advanced: dict[TopicPartitionKey, int]) -> None:
         record = fate.record
@@ -227,7 +240,7 @@ class Runner:
     ) -> None:
         record = fate.record
         if fate.kind == "dead_lettered" and record.event_id is not None:
-            self._store.record(record.event_id, "dead_lettered")
+            self._outcomes.store.record(record.event_id, "dead_lettered")
         destination = fate.destination
         key = f"retried:{destination.tier.index}" if isinstance(destination, RetryTo) else fate.kind
         self.stats[fate.kind] += 1

@@ -11,6 +11,7 @@ from consumer.codec import EventCodec
 from consumer.dedup import MemoryDedupStore, Outcome
 from consumer.delivery import DeliveryContext
 from consumer.errors import PermanentError, TransientError, UndecodableRecord
+from consumer.outcome_buffer import PendingOutcomes
 from consumer.processing import OnAck, RecordProcessor
 from consumer.records import Delivered, Duplicate, InboundRecord, Republished
 from consumer.telemetry import Telemetry
@@ -52,10 +53,10 @@ class CapturingPublisher:
 
 class Fixture:
     def __init__(self, handler: ScriptedHandler, *, quick_attempts: int = 1,
-                 rules: ExceptionRules | None = None,
-                 store: MemoryDedupStore | None = None) -> None:
+                 rules: ExceptionRules | None = None) -> None:
         self.clock = ManualClock()
-        self.store = store or MemoryDedupStore(self.clock)
+        self.store = MemoryDedupStore(self.clock)
+        self.outcomes = PendingOutcomes(self.store)
         self.publisher = CapturingPublisher()
         self.handler = handler
         self.acked: list[tuple[Republished, str | None]] = []
@@ -65,7 +66,8 @@ class Fixture:
                                       backoff="fixed", max_wait_ms=1_000),
         )
         self.processor = RecordProcessor(
-            policy=self.policy, handler=handler, store=self.store, publisher=self.publisher,
+            policy=self.policy, handler=handler, outcomes=self.outcomes,
+            publisher=self.publisher,
             telemetry=Telemetry(), clock=self.clock, rules=rules or ExceptionRules(),
             group_id="g", on_republished=lambda fate, err: self.acked.append((fate, err)),
         )
@@ -92,12 +94,16 @@ def record(event: dict[str, Any] | None = None, *, topic: str = MAIN, offset: in
                          decode_error=decode_error)
 
 
-def test_success_is_recorded_as_delivered_before_it_is_reported() -> None:
+def test_success_is_staged_as_delivered_until_the_poll_thread_records_it() -> None:
     fx = Fixture(ScriptedHandler())
     (fate,) = fx.run(record())
     assert isinstance(fate, Delivered)
-    assert fx.store.lookup(["evt-appointment.scheduled"]) == {
-        "evt-appointment.scheduled": "delivered"}
+    event_id = "evt-appointment.scheduled"
+    assert fx.store.lookup([event_id]) == {}
+    assert fx.outcomes.lookup([event_id]) == {event_id: "delivered"}
+    assert isinstance(fx.run(record(offset=1))[0], Duplicate)  # staged counts already
+    fx.outcomes.record_delivered([event_id])
+    assert fx.store.lookup([event_id]) == {event_id: "delivered"}
     assert fx.handler.calls[0].attempt == 1
 
 
@@ -207,11 +213,13 @@ def test_other_exceptions_follow_the_configured_rules(error: Exception,
     assert fx.publisher.sent[0][0] == expected_topic
 
 
-def test_store_failure_propagates_so_no_offset_is_stored() -> None:
+def test_a_failed_record_keeps_the_outcome_staged() -> None:
     class FullDisk(MemoryDedupStore):
         def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
             raise OSError("disk full")
 
-    fx = Fixture(ScriptedHandler(), store=FullDisk())
+    outcomes = PendingOutcomes(FullDisk())
+    outcomes.stage(["e1"])
     with pytest.raises(OSError, match="disk full"):
-        fx.run(record())
+        outcomes.record_delivered(["e1"])
+    assert outcomes.lookup(["e1"]) == {"e1": "delivered"}

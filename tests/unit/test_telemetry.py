@@ -311,3 +311,15 @@ def test_shutdown_never_holds_up_an_exit_on_a_stuck_exporter() -> None:
                        timeout_s=0.05)
     assert finished == ["quick"]
     release.set()
+
+
+def test_without_an_sdk_tracer_incoming_trace_context_is_still_passed_on() -> None:
+    """No SDK: no span is made for untraced records; a traced record keeps its trace."""
+    telemetry = Telemetry(trace.NoOpTracerProvider())
+    with telemetry.process_span("t", 0, 1, None, [], "e1", 1, "g") as span:
+        assert not span.get_span_context().is_valid
+        assert telemetry.current_traceparent() is None
+    upstream = f"00-{UPSTREAM_TRACE_ID}-b7ad6b7169203331-01"
+    headers = [("traceparent", upstream.encode())]
+    with telemetry.process_span("t", 0, 2, None, headers, "e2", 1, "g"):
+        assert telemetry.current_traceparent() == upstream
