@@ -252,6 +252,11 @@ def probed_runner_consumer() -> Iterator[list[FirstRecordProbe]]:
         yield built
 
 
+def _with_concurrency(settings: Settings, concurrency: int) -> Settings:
+    """The same settings with ``delivery.concurrency`` changed (1 = inline processing)."""
+    return replace(settings, delivery=replace(settings.delivery, concurrency=concurrency))
+
+
 def pipeline_run(settings: Settings, count: int, *, loop: str, store_url: str,
                  tracer_provider: TracerProvider | None = None) -> Sample:
     """The real runner with a no-op handler, until it has delivered ``count`` events."""
@@ -354,6 +359,7 @@ LABELS = {
     "decode": "consume + Avro decode",
     "pipeline": "pipeline, sqlite dedup",
     "pipeline_memory": "pipeline, memory:// dedup",
+    "pipeline_inline": "pipeline, sqlite, concurrency 1",
     "pipeline_sdk": "pipeline, sqlite, SDK tracer",
 }
 
@@ -420,6 +426,10 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "pipeline_memory": lambda _r: pipeline_run(
                 settings, args.events, loop="pipeline_memory", store_url="memory://"),
         }
+        inline = _with_concurrency(settings, 1)
+        runs["pipeline_inline"] = lambda r: pipeline_run(
+            inline, args.events, loop="pipeline_inline",
+            store_url=f"sqlite:///{folder / f'dedup-inline-{r}.sqlite3'}")
         if sdk_provider is not None:
             runs["pipeline_sdk"] = lambda r: pipeline_run(
                 settings, args.events, loop="pipeline_sdk", tracer_provider=sdk_provider,
@@ -460,7 +470,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                          "rounds_events_per_s": [round(x) for x in r.rates],
                          "join_s": [round(x, 2) for x in r.join_s]}
                   for name, r in results.items()},
-        "checks": [asdict(c) for pipeline in ("pipeline", "pipeline_memory")
+        "checks": [asdict(c) for pipeline in ("pipeline", "pipeline_memory", "pipeline_inline")
                    for c in checks(results, pipeline)],
     }
 

@@ -18,7 +18,7 @@ from consumer.config import Settings
 from consumer.dedup import DedupStore, open_dedup_store
 from consumer.delivery import DeliveryHandler, build_handler
 from consumer.kafka_io import KafkaPublisher, build_consumer, build_producer
-from consumer.lanes import Lanes
+from consumer.lanes import InlineLane, Lanes
 from consumer.outcome_buffer import PendingOutcomes
 from consumer.processing import RecordProcessor
 from consumer.records import Republished
@@ -60,12 +60,16 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
 
     outcomes = PendingOutcomes(store)
 
-    def lanes_factory(on_republished: Callable[[Republished, str | None], None]) -> Lanes:
+    def lanes_factory(
+        on_republished: Callable[[Republished, str | None], None],
+    ) -> Lanes | InlineLane:
         processor = RecordProcessor(
             policy=settings.retry, handler=handler, outcomes=outcomes, publisher=publisher,
             telemetry=telemetry, clock=clock, rules=settings.classification,
             group_id=settings.kafka.group_id, on_republished=on_republished,
         )
+        if settings.delivery.concurrency == 1:
+            return InlineLane(processor.process_chunk)
         return Lanes(settings.delivery.concurrency, processor.process_chunk)
 
     runner = Runner(consumer=consumer, producer=producer, policy=settings.retry,

@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from consumer.codec import EventCodec
 from consumer.kafka_io import to_inbound
-from consumer.lanes import LaneFailure, Lanes
+from consumer.lanes import InlineLane, LaneFailure, Lanes
 from consumer.offsets import OffsetBook, TopicPartitionKey
 from consumer.outcome_buffer import PendingOutcomes
 from consumer.outcome_log import log_outcome
@@ -61,7 +61,8 @@ class Runner:
     """Owns the consumer and producer for the lifetime of ``run``."""
 
     def __init__(self, *, consumer: Consumer, producer: Producer, policy: RetryPolicy,
-                 lanes_factory: Callable[[Callable[[Republished, str | None], None]], Lanes],
+                 lanes_factory: Callable[[Callable[[Republished, str | None], None]],
+                                         Lanes | InlineLane],
                  outcomes: PendingOutcomes, clock: Clock, telemetry: Telemetry,
                  codec: EventCodec | None = None,
                  max_in_flight: int = 5000, drain_timeout_s: float = 30.0) -> None:

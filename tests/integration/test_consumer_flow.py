@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import pairwise
 from pathlib import Path
 
+import pytest
 from confluent_kafka.admin import AdminClient
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -29,13 +30,18 @@ def _gaps(sim: DownstreamSimulator, key: str) -> list[float]:
     return [later - earlier for earlier, later in pairwise(times)]
 
 
+@pytest.mark.parametrize("concurrency", [4, 1])
 def test_event_is_delivered_on_first_try(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, concurrency: int
 ) -> None:
-    """A healthy downstream receives each event once, with its idempotency key and trace."""
+    """A healthy downstream receives each event once, with its idempotency key and trace.
+
+    Concurrency 1 processes on the poll thread itself (no lanes): same outcome.
+    """
     with DownstreamSimulator() as sim:
         settings = settings_for(write_config(tmp_path, bootstrap=kafka_bootstrap,
-                                             main=topic_prefix, url=sim.events_url))
+                                             main=topic_prefix, url=sim.events_url,
+                                             concurrency=concurrency))
         events = [new_event() for _ in range(5)]
         with running_consumer(settings, tracer_provider=TracerProvider()) as assembly:
             produce(kafka_bootstrap, topic_prefix, events)

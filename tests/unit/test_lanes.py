@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from consumer.lanes import LaneFailure, Lanes
+from consumer.lanes import InlineLane, LaneFailure, Lanes
 from consumer.records import Delivered, Fate, InboundRecord
 from retry_topics.headers import RecordHeaders
 
@@ -74,3 +74,23 @@ def test_a_failing_lane_reports_the_error() -> None:
     lanes.stop()
     assert isinstance(result, LaneFailure)
     assert "unreachable" in str(result.error)
+
+
+def test_inline_lane_processes_on_the_calling_thread_and_reports_failures() -> None:
+    threads: list[str] = []
+
+    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
+        threads.append(threading.current_thread().name)
+        if chunk[0].key == b"boom":
+            raise RuntimeError("store down")
+        return [Delivered(record) for record in chunk]
+
+    lane = InlineLane(process)
+    lane.dispatch([_record(b"a", 0), _record(b"b", 1)])
+    lane.dispatch([_record(b"boom", 2)])
+    lane.stop()
+    first, second = lane.results.get_nowait(), lane.results.get_nowait()
+    assert not isinstance(first, LaneFailure)
+    assert [fate.record.offset for fate in first] == [0, 1]
+    assert isinstance(second, LaneFailure)
+    assert threads == [threading.current_thread().name] * 2
