@@ -9,7 +9,7 @@ acknowledges it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from consumer.codec import EventRecord
@@ -33,13 +33,15 @@ class InboundRecord:
     event: EventRecord | None
     decode_error: UndecodableRecord | None = None
 
-    @property
-    def event_id(self) -> str | None:
-        return None if self.event is None else str(self.event["event_id"])
+    # Read many times per record on the hot path: computed once, not a property.
+    event_id: str | None = field(init=False)
+    event_type: str | None = field(init=False)
 
-    @property
-    def event_type(self) -> str | None:
-        return None if self.event is None else str(self.event["event_type"])
+    def __post_init__(self) -> None:
+        event = self.event
+        object.__setattr__(self, "event_id", None if event is None else str(event["event_id"]))
+        object.__setattr__(self, "event_type",
+                           None if event is None else str(event["event_type"]))
 
     @property
     def attempt(self) -> int:

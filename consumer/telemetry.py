@@ -169,7 +169,11 @@ class Telemetry:
         tracers = tracer_provider or trace.get_tracer_provider()
         meters = meter_provider or metrics.get_meter_provider()
         self._tracer = tracers.get_tracer(INSTRUMENTATION_NAME)
-        self._sdk_tracer = isinstance(self._tracer, SdkTracer)
+        # Decided once: asking the global provider per record reads the environment each
+        # time. A provider installed globally after this object was built is not seen.
+        self._sdk_tracer = isinstance(self._tracer, SdkTracer) or (
+            isinstance(self._tracer, trace.ProxyTracer)
+            and isinstance(trace.get_tracer_provider(), TracerProvider))
         self._propagator = TraceContextTextMapPropagator()
         meter = meters.get_meter(INSTRUMENTATION_NAME)
         self._events = meter.create_counter(
@@ -264,10 +268,7 @@ class Telemetry:
 
     def _tracing_live(self) -> bool:
         """Whether spans are recorded: an SDK tracer, directly or behind the global proxy."""
-        if self._sdk_tracer:
-            return True
-        return isinstance(self._tracer, trace.ProxyTracer) and isinstance(
-            trace.get_tracer_provider(), TracerProvider)
+        return self._sdk_tracer
 
     def headers_with_traceparent(self, headers: KafkaHeaders) -> list[tuple[str, bytes]]:
         """``headers`` with ``traceparent``/``tracestate`` replaced by the current span's.
