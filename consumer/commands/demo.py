@@ -53,8 +53,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 from consumer.app import build_runner
-from consumer.commands.lag import Duration
-from consumer.commands.options import json_option
+from consumer.commands.options import Duration, json_option
 from consumer.config import Settings, load_settings
 from consumer.demo_view import (
     DeadLetterLine,

@@ -21,7 +21,7 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from consumer.commands.options import config_option, json_option, settings_from
+from consumer.commands.options import Duration, config_option, json_option, settings_from
 from consumer.config import Settings
 from consumer.lag_history import HistoryFile, default_history_file
 from consumer.lag_model import (
@@ -35,27 +35,10 @@ from consumer.lag_model import (
 )
 from consumer.lag_probe import DEFAULT_SCAN_CAP, LagProbe, LagProbeError
 from consumer.lag_probe import Progress as OnProgress
-from retry_topics.durations import parse_duration_ms
-from retry_topics.errors import RetryTopicsError
 
 EXIT_UNREACHABLE = 4
 _STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.ERR: "red", Status.STOP: "bold red"}
 _PROGRESS_FROM = 2_000  # records to scan before a progress bar is worth showing
-
-
-class Duration(click.ParamType[int, object]):
-    """A duration such as ``30s``, ``5m`` or ``1m30s``, converted to milliseconds."""
-
-    name = "duration"
-
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_duration_ms(str(value))
-        except RetryTopicsError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 class _Trend:

@@ -9,6 +9,8 @@ from typing import TypeVar
 import click
 
 from consumer.config import Settings, load_settings
+from retry_topics.durations import parse_duration_ms
+from retry_topics.errors import RetryTopicsError
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -31,3 +33,18 @@ def json_option(func: F) -> F:
 
 def settings_from(config_path: Path | None) -> Settings:
     return load_settings(config_path)
+
+
+class Duration(click.ParamType[int, object]):
+    """A duration such as ``30s``, ``5m`` or ``1m30s``, converted to milliseconds."""
+
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration_ms(str(value))
+        except RetryTopicsError as exc:
+            self.fail(str(exc), param, ctx)

@@ -23,8 +23,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 from rich.text import Text
 
-from consumer.commands.lag import Duration
-from consumer.commands.options import config_option, json_option, settings_from
+from consumer.commands.options import Duration, config_option, json_option, settings_from
 from consumer.publishing import EventPublisher, PublishSummary, TokenBucket
 from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
 from retry_topics.provisioning import TopicLayoutError
