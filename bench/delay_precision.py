@@ -28,8 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message
-
 from consumer.kafka_io import message_headers
 from consumer.local_kafka import LocalKafka
 from consumer.simulator import DownstreamSimulator, FailurePlan
@@ -38,23 +36,10 @@ from retry_topics.headers import decode_headers
 from tests.integration.harness import (
     new_event,
     produce,
+    read_topic,
     running_consumer,
     write_config,
 )
-
-
-def _read_all(bootstrap: str, topic: str, count: int, timeout_s: float) -> list[Message]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"precision-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    found: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(found) < count and time.monotonic() < deadline:
-            found.extend(m for m in consumer.consume(200, 0.5) if m.error() is None)
-    finally:
-        consumer.close()
-    return found
 
 
 def _percentile(values: Sequence[float], share: float) -> float:
@@ -87,7 +72,7 @@ def measure(bootstrap: str, folder: Path, delays: Sequence[str], events: int,
     report: dict[str, Any] = {"events": events, "tiers": {}}
     for index, tier in enumerate(settings.retry.tiers, start=1):
         lateness: list[float] = []
-        for message in _read_all(bootstrap, tier.topic, events, 30):
+        for message in read_topic(bootstrap, tier.topic, events, 30):
             headers = decode_headers(message_headers(message))
             received = attempts.get((str(headers.event_id), index + 1))
             if headers.due_at_ms is not None and received is not None:
