@@ -88,6 +88,11 @@ class Runner:
         self._tiers = {tier.topic for tier in policy.tiers}
         self._tier_labels = {tier.topic: format_duration(tier.delay_ms) for tier in policy.tiers}
 
+    @property
+    def assignment(self) -> frozenset[TopicPartitionKey]:
+        """The (topic, partition) pairs this instance owns right now."""
+        return frozenset(self._assigned)
+
     def stop(self) -> None:
         """Ask the loop to finish (signal handlers call this)."""
         self._stop.set()

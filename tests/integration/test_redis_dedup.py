@@ -1,77 +1,20 @@
-"""The Redis dedup store against a real redis-server started for this module."""
+"""The Redis dedup store against a real redis-server (the ``redis_url`` fixture)."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from consumer.dedup import REDIS_KEY_PREFIX, Outcome, RedisDedupStore, open_dedup_store
 from consumer.errors import ConfigError
+from tests.integration.conftest import free_port
 
-START_DEADLINE_S = 15.0
 TTL_MS = 60_000
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for_ping(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_DEADLINE_S
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"redis-server exited with {server.returncode}: {log.read_text()}")
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not answer PING within {START_DEADLINE_S}s")
-            time.sleep(0.05)
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a throw-away redis-server on a free port; stopped when the module is done."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    workdir = tmp_path_factory.mktemp("redis")
-    port = _free_port()
-    log = workdir / "redis.log"
-    with log.open("wb") as log_file:
-        server = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        _wait_for_ping(url, server, log)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
 
 
 @pytest.fixture
@@ -187,7 +130,7 @@ def test_open_dedup_store_connects_to_redis(redis_url: str) -> None:
 
 def test_unreachable_redis_is_a_config_error() -> None:
     """Opening a Redis URL nobody listens on fails fast with a ConfigError naming the setting."""
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     started = time.monotonic()
     with pytest.raises(ConfigError, match=r"dedup\.store") as caught:
         open_dedup_store(url, TTL_MS)
