@@ -127,14 +127,14 @@ class MemoryDedupStore:
         self._rows.clear()
 
 
-# WITHOUT ROWID: the event id *is* the table's key, so an insert writes one B-tree instead of
-# a rowid table plus a separate primary-key index.
+# A rowid table: measured here, WITHOUT ROWID made each upsert about twice as slow, because
+# the expiry index then repeats the 36-byte event id instead of an 8-byte rowid.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dedup (
     event_id TEXT PRIMARY KEY,
     outcome TEXT NOT NULL,
     recorded_at_ms INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS dedup_recorded_at ON dedup (recorded_at_ms);
 """
 
@@ -167,6 +167,11 @@ class SqliteDedupStore:
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            # Random event ids touch pages all over the table: a larger cache, and fewer,
+            # larger WAL checkpoints (each page written back once, not once per 1000 pages),
+            # halved the cost per recorded outcome on this machine.
+            self._conn.execute("PRAGMA cache_size=-65536")
+            self._conn.execute("PRAGMA wal_autocheckpoint=10000")
             self._conn.executescript(_SCHEMA)
             self._purge(self._clock.now_ms())
         except sqlite3.Error:
