@@ -34,7 +34,6 @@ from consumer.records import Delivered, Duplicate, Fate, InboundRecord, Republis
 from consumer.telemetry import Telemetry
 from retry_topics.classification import ExceptionRules, qualified_name
 from retry_topics.clock import Clock
-from retry_topics.durations import format_duration
 from retry_topics.headers import (
     REPLAY_FORCE,
     DlqReason,
@@ -43,7 +42,7 @@ from retry_topics.headers import (
     encode_headers,
 )
 from retry_topics.hops import next_hop_headers
-from retry_topics.policy import RetryPolicy
+from retry_topics.policy import RetryPolicy, tier_labels
 from retry_topics.routing import DeadLetter, RetryTo, dead_letter_undecodable, decide_next
 
 OnAck = Callable[[str | None], None]
@@ -94,7 +93,7 @@ class RecordProcessor:
         self._rules = rules
         self._group_id = group_id
         self._on_republished = on_republished
-        self._tier_labels = {t.topic: format_duration(t.delay_ms) for t in policy.tiers}
+        self._tier_labels = tier_labels(policy)
 
     def process_chunk(self, records: Sequence[InboundRecord]) -> list[Fate]:
         """Decide the fate of each record; republished ones are final only on ack."""
@@ -120,16 +119,15 @@ class RecordProcessor:
             if record.event is None:
                 reason = record.decode_error.reason if record.decode_error else "undecodable"
                 self._telemetry.record_error(span, "undecodable")
-                failure = Failure("permanent", "undecodable", reason)
+                undecodable = Failure("permanent", "undecodable", reason)
                 return self._republish(record, dead_letter_undecodable(
-                    self._policy, record.attempt), failure, "undecodable")
+                    self._policy, record.attempt), undecodable, "undecodable")
             prior = known.get(str(record.event_id))
             if prior is not None and not self._may_process_again(record, prior):
                 return Duplicate(record, prior)
-            delivery_failure = self._deliver(record)
-            if delivery_failure is None:
+            failure = self._deliver(record, record.event)
+            if failure is None:
                 return Delivered(record)
-            failure = delivery_failure
             self._telemetry.record_error(span, failure.error_class)
             decision = decide_next(
                 self._policy, record.topic, record.attempt,
@@ -147,15 +145,13 @@ class RecordProcessor:
             return True
         return prior == "dead_lettered" and record.replayed
 
-    def _deliver(self, record: InboundRecord) -> Failure | None:
+    def _deliver(self, record: InboundRecord, event: EventRecord) -> Failure | None:
         """Call the handler; retry transient failures briefly in-process."""
-        assert record.event is not None
         context = DeliveryContext(
             event_id=str(record.event_id), event_type=str(record.event_type),
             topic=record.topic, partition=record.partition, offset=record.offset,
             attempt=record.attempt, traceparent=self._telemetry.current_traceparent(),
         )
-        event = record.event
         try:
             self._timed_deliver(event, context)
         except Exception as first:  # noqa: BLE001 - every failure is classified below

@@ -38,8 +38,7 @@ from consumer.records import Delivered, Fate, InboundRecord, Republished
 from consumer.telemetry import Telemetry
 from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
-from retry_topics.durations import format_duration
-from retry_topics.policy import RetryPolicy
+from retry_topics.policy import RetryPolicy, tier_labels
 from retry_topics.routing import RetryTo
 
 LOG = logging.getLogger("clinic_events.runner")
@@ -85,8 +84,8 @@ class Runner:
         self._fatal: BaseException | None = None
         self.stats: Counter[str] = Counter()
         self._lanes = lanes_factory(self._on_republished)
-        self._tiers = {tier.topic for tier in policy.tiers}
-        self._tier_labels = {tier.topic: format_duration(tier.delay_ms) for tier in policy.tiers}
+        self._tier_by_topic = {tier.topic: tier for tier in policy.tiers}
+        self._tier_labels = tier_labels(policy)
 
     @property
     def assignment(self) -> frozenset[TopicPartitionKey]:
@@ -144,10 +143,9 @@ class Runner:
             if tp in self._paused or tp not in self._assigned:
                 continue  # behind a paused head (re-fetched after resume), or revoked
             record = to_inbound(message, self._codec)
-            if record.topic in self._tiers:
-                tier = self._policy.tier_for_topic(record.topic)
-                gate = due_gate(record.headers.due_at_ms, now,
-                                tier.delay_ms if tier is not None else None)
+            tier = self._tier_by_topic.get(record.topic)
+            if tier is not None:
+                gate = due_gate(record.headers.due_at_ms, now, tier.delay_ms)
                 if not isinstance(gate, Ready):
                     self._pause_until(tp, record.offset, now + gate.ms)
                     continue

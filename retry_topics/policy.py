@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Literal, get_args
 
+from retry_topics.durations import format_duration
 from retry_topics.errors import PolicyError
 from retry_topics.naming import dlq_topic_name, retry_topic_name, validate_topic_name
 
-__all__ = ["BACKOFF_NAMES", "BackoffName", "InProcessRetry", "RetryPolicy", "RetryTier"]
+__all__ = [
+    "BACKOFF_NAMES", "BackoffName", "InProcessRetry", "RetryPolicy", "RetryTier", "tier_labels",
+]
 
 BackoffName = Literal["immediate", "fixed", "exponential", "exponential_jitter"]
 BACKOFF_NAMES: tuple[BackoffName, ...] = get_args(BackoffName)
@@ -214,3 +217,11 @@ class RetryPolicy:
             if tier.delay_ms >= delay_ms:
                 return tier
         return None
+
+
+def tier_labels(policy: RetryPolicy) -> dict[str, str]:
+    """Retry topic -> its delay as written in topic names and metrics (``"30s"``).
+
+    Built once by callers that label every event, so labelling is a dict lookup.
+    """
+    return {tier.topic: format_duration(tier.delay_ms) for tier in policy.tiers}

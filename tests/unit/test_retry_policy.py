@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from retry_topics.errors import PolicyError
-from retry_topics.policy import BACKOFF_NAMES, BackoffName, InProcessRetry, RetryPolicy, RetryTier
+from retry_topics.policy import (
+    BACKOFF_NAMES,
+    BackoffName,
+    InProcessRetry,
+    RetryPolicy,
+    RetryTier,
+    tier_labels,
+)
 
 
 def make_policy(*delays_ms: int) -> RetryPolicy:
@@ -265,3 +272,12 @@ def test_from_generated_validation(kwargs: dict[str, float], message: str) -> No
             max_ms=int(arguments["max_ms"]),
             tiers=int(arguments["tiers"]),
         )
+
+
+def test_tier_labels_name_each_retry_topic_by_its_delay() -> None:
+    policy = RetryPolicy(main_topic="clinic.events", delays_ms=(1_500, 30_000, 600_000))
+    assert tier_labels(policy) == {
+        "clinic.events.retry.1500ms": "1500ms",
+        "clinic.events.retry.30s": "30s",
+        "clinic.events.retry.10m": "10m",
+    }
