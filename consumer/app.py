@@ -70,7 +70,8 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
         )
         if settings.delivery.concurrency == 1:
             return InlineLane(processor.process_chunk)
-        return Lanes(settings.delivery.concurrency, processor.process_chunk)
+        return Lanes(settings.delivery.concurrency, processor.process_chunk,
+                     processor.process_until)
 
     runner = Runner(consumer=consumer, producer=producer, policy=settings.retry,
                     lanes_factory=lanes_factory, outcomes=outcomes, clock=clock,

@@ -12,13 +12,9 @@ operator replayed the event from the DLQ and it went through). Outcomes expire a
 
 Implementations, chosen by URL in :func:`open_dedup_store`:
 
-* :class:`SqliteDedupStore` (``sqlite:///relative.sqlite3``, ``sqlite:////abs/path``): one
-  file, WAL journal with ``synchronous=NORMAL``: a commit survives any process crash (what
-  the SIGKILL test proves); on power loss the last commits may roll back, which cannot
-  cause a redelivery by itself (their offsets were committed to Kafka only afterwards) and
-  a re-published copy is still caught downstream by its ``Idempotency-Key``. FULL cost an
-  fsync per commit, about a third of the pipeline's time. One connection behind a lock,
-  shared by the worker threads.
+* :class:`~consumer.dedup_sqlite.SqliteDedupStore` (``sqlite:///relative.sqlite3``,
+  ``sqlite:////abs/path``): the embedded default for one consumer process, an append-only
+  log with an in-memory index (see that module for why, and for its durability).
 * :class:`RedisDedupStore` (``redis://host:port/db``, ``rediss://``): shared by several
   consumer instances; server-side expiry (``PX``); a Lua script makes "dead-letter unless
   delivered" atomic. Durability is that of the server (use AOF with ``appendfsync always``
@@ -32,23 +28,23 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol, get_args
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import redis
 
+from consumer.dedup_rules import OUTCOMES, Outcome, check_outcomes, check_ttl
+from consumer.dedup_sqlite import SqliteDedupStore
 from consumer.errors import ConfigError
 from retry_topics.clock import Clock, SystemClock
 
 __all__ = ["OUTCOMES", "DedupStore", "MemoryDedupStore", "Outcome", "RedisDedupStore",
            "SqliteDedupStore", "open_dedup_store"]
 
-Outcome = Literal["delivered", "dead_lettered"]
-OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 _OUTCOME_BY_VALUE: dict[bytes, Outcome] = {outcome.encode(): outcome for outcome in OUTCOMES}
 
-LOOKUP_CHUNK = 500  # ids per SQL ``IN (...)`` / Redis MGET; well under SQLite's variable limit
-PURGE_EVERY_WRITES, REDIS_KEY_PREFIX = 1000, "clinic-events:dedup:"
+LOOKUP_CHUNK = 500  # ids per Redis MGET
+REDIS_KEY_PREFIX = "clinic-events:dedup:"
 REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S = 2.0, 5.0
 
 
@@ -71,27 +67,16 @@ class DedupStore(Protocol):
         """Release connections; the store is unusable afterwards."""
 
 
-def _check_outcomes(items: Sequence[tuple[str, str]]) -> None:
-    for _, outcome in items:
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown dedup outcome {outcome!r}; valid: {', '.join(OUTCOMES)}")
-
-
 def _chunks(event_ids: Sequence[str]) -> list[list[str]]:
     unique = list(dict.fromkeys(event_ids))
     return [unique[i : i + LOOKUP_CHUNK] for i in range(0, len(unique), LOOKUP_CHUNK)]
-
-
-def _check_ttl(ttl_ms: int) -> None:
-    if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms <= 0:
-        raise ConfigError(f"dedup.ttl must be a positive duration, got {ttl_ms!r} ms")
 
 
 class MemoryDedupStore:
     """In-process store with the same rules and expiry as the real ones; for tests."""
 
     def __init__(self, clock: Clock | None = None, *, ttl_ms: int = 7 * 24 * 3_600_000) -> None:
-        _check_ttl(ttl_ms)
+        check_ttl(ttl_ms)
         self._clock: Clock = clock or SystemClock()
         self._ttl_ms = ttl_ms
         self._lock = threading.Lock()
@@ -111,7 +96,7 @@ class MemoryDedupStore:
         self.record_many([(event_id, outcome)])
 
     def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
-        _check_outcomes(items)
+        check_outcomes(items)
         now_ms = self._clock.now_ms()
         with self._lock:
             for event_id, outcome in items:
@@ -127,101 +112,6 @@ class MemoryDedupStore:
         self._rows.clear()
 
 
-# A rowid table: measured here, WITHOUT ROWID made each upsert about twice as slow, because
-# the expiry index then repeats the 36-byte event id instead of an 8-byte rowid.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dedup (
-    event_id TEXT PRIMARY KEY,
-    outcome TEXT NOT NULL,
-    recorded_at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dedup_recorded_at ON dedup (recorded_at_ms);
-"""
-
-# {marks} is only ever a run of '?' placeholders, one per id of the chunk.
-_LOOKUP = "SELECT event_id, outcome FROM dedup WHERE event_id IN ({marks}) AND recorded_at_ms > ?"
-
-# An existing row is replaced unless it is an unexpired "delivered" and the new outcome is
-# "dead_lettered". ?4 is the expiry cutoff: rows recorded at or before it count as absent.
-_UPSERT = """
-INSERT INTO dedup (event_id, outcome, recorded_at_ms) VALUES (?1, ?2, ?3)
-ON CONFLICT (event_id) DO UPDATE SET outcome = excluded.outcome,
-                                     recorded_at_ms = excluded.recorded_at_ms
-WHERE excluded.outcome = 'delivered' OR dedup.outcome <> 'delivered'
-   OR dedup.recorded_at_ms <= ?4
-"""
-
-
-class SqliteDedupStore:
-    """Outcomes in one SQLite file; one connection guarded by a lock for all threads."""
-
-    def __init__(self, path: Path, ttl_ms: int, clock: Clock | None = None) -> None:
-        _check_ttl(ttl_ms)
-        self._clock: Clock = clock or SystemClock()
-        self._ttl_ms = ttl_ms
-        self._lock = threading.Lock()
-        self._writes = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None,
-                                     check_same_thread=False)
-        try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            # Random event ids touch pages all over the table: a larger cache, and fewer,
-            # larger WAL checkpoints (each page written back once, not once per 1000 pages),
-            # halved the cost per recorded outcome on this machine.
-            self._conn.execute("PRAGMA cache_size=-65536")
-            self._conn.execute("PRAGMA wal_autocheckpoint=10000")
-            self._conn.executescript(_SCHEMA)
-            self._purge(self._clock.now_ms())
-        except sqlite3.Error:
-            self._conn.close()
-            raise
-
-    def _purge(self, now_ms: int) -> None:
-        self._conn.execute("DELETE FROM dedup WHERE recorded_at_ms <= ?", (now_ms - self._ttl_ms,))
-
-    def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
-        cutoff = self._clock.now_ms() - self._ttl_ms
-        found: dict[str, Outcome] = {}
-        with self._lock:
-            for chunk in _chunks(event_ids):
-                sql = _LOOKUP.format(marks=",".join("?" * len(chunk)))
-                rows = self._conn.execute(sql, (*chunk, cutoff))
-                found.update((eid, outcome) for eid, outcome in rows if outcome in OUTCOMES)
-        return found
-
-    def record(self, event_id: str, outcome: Outcome) -> None:
-        self.record_many([(event_id, outcome)])
-
-    def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
-        _check_outcomes(items)
-        if not items:
-            return
-        now_ms = self._clock.now_ms()
-        rows = [(event_id, outcome, now_ms, now_ms - self._ttl_ms) for event_id, outcome in items]
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(_UPSERT, rows)
-                self._writes += len(items)
-                if self._writes >= PURGE_EVERY_WRITES:
-                    self._writes = 0
-                    self._purge(now_ms)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def forget(self, event_id: str) -> None:
-        with self._lock:
-            self._conn.execute("DELETE FROM dedup WHERE event_id = ?", (event_id,))
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
 # KEYS[1] = the event's key, ARGV[1] = ttl in ms. Leaves an existing "delivered" untouched.
 _DEAD_LETTER_UNLESS_DELIVERED = """
 if redis.call('GET', KEYS[1]) == 'delivered' then return 0 end
@@ -234,7 +124,7 @@ class RedisDedupStore:
     """Outcomes in Redis, shared by every consumer instance; the server expires them."""
 
     def __init__(self, url: str, ttl_ms: int) -> None:
-        _check_ttl(ttl_ms)
+        check_ttl(ttl_ms)
         self._ttl_ms = ttl_ms
         self._client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
                                             socket_timeout=REDIS_SOCKET_TIMEOUT_S)
@@ -264,7 +154,7 @@ class RedisDedupStore:
         self.record_many([(event_id, outcome)])
 
     def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
-        _check_outcomes(items)
+        check_outcomes(items)
         if not items:
             return
         pipe = self._client.pipeline(transaction=False)
@@ -288,16 +178,21 @@ def _masked(url: str) -> str:
     return url if not password else url.replace(f":{password}@", ":****@", 1)
 
 
-def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None) -> DedupStore:
-    """Open the store named by ``url``; raise ConfigError naming ``dedup.store`` if it fails."""
-    _check_ttl(ttl_ms)
+def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
+                     read_only: bool = False) -> DedupStore:
+    """Open the store named by ``url``; raise ConfigError naming ``dedup.store`` if it fails.
+
+    ``read_only`` is for tools that only look outcomes up next to a running consumer (a
+    SQLite store then takes no writer lock); it changes nothing for Redis or memory.
+    """
+    check_ttl(ttl_ms)
     try:
         if url.startswith("sqlite:///"):
             raw_path = url.removeprefix("sqlite:///")
             if not raw_path or raw_path == "/":
                 raise ConfigError(f"dedup.store {url!r} names no file; use "
                                   "sqlite:///relative/path.sqlite3 or sqlite:////abs/path")
-            return SqliteDedupStore(Path(raw_path), ttl_ms, clock)
+            return SqliteDedupStore(Path(raw_path), ttl_ms, clock, read_only=read_only)
         if url.startswith(("redis://", "rediss://")):
             return RedisDedupStore(url, ttl_ms)
         if url == "memory://":

@@ -60,9 +60,12 @@ def user_agent() -> str:
         return "clinic-events/0+unknown"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class DeliveryContext:
-    """Where an event came from and which attempt this is; ``attempt`` is 1 on the main topic."""
+    """Where an event came from and which attempt this is; ``attempt`` is 1 on the main topic.
+
+    Built for every handler call, so not frozen (that doubles its cost); handlers read it.
+    """
 
     event_id: str
     event_type: str

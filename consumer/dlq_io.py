@@ -297,7 +297,7 @@ def _replay_ranges(settings: Settings, request: ReplayRequest, reader: DlqReader
                    ranges: list[OffsetRange], publisher: ReplayPublisher | None,
                    run: ReplayRun, on_record: Callable[[DlqRecord, Decision], None]) -> None:
     store = None if request.force else open_dedup_store(
-        settings.dedup.store, settings.dedup.ttl_ms)
+        settings.dedup.store, settings.dedup.ttl_ms, read_only=True)
     next_send = time.monotonic()
     try:
         for chunk in reader.read(ranges):

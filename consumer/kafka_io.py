@@ -9,6 +9,7 @@ promptly instead of up to 500 ms later.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
@@ -74,7 +75,11 @@ NO_HEADERS = RecordHeaders()  # shared: most main-topic records carry no headers
 
 def message_headers(message: Message) -> tuple[Header, ...]:
     """A message's headers as (name, bytes or None) pairs, whatever form the client gave."""
-    raw = message.headers() or ()
+    raw = message.headers()
+    return _header_pairs(raw) if raw else ()
+
+
+def _header_pairs(raw: Any) -> tuple[Header, ...]:
     pairs = raw.items() if isinstance(raw, dict) else raw
     return tuple(
         (name, value.encode("utf-8") if isinstance(value, str) else value)
@@ -82,25 +87,31 @@ def message_headers(message: Message) -> tuple[Header, ...]:
     )
 
 
-def to_inbound(message: Message, codec: EventCodec) -> InboundRecord:
-    """Detach a consumed message from confluent-kafka and decode what can be decoded."""
-    raw_headers = message_headers(message)
-    try:
-        headers = decode_headers(raw_headers) if raw_headers else NO_HEADERS
-    except HeaderError:
-        headers = NO_HEADERS  # malformed provenance must not make a record unprocessable
+def to_inbound(message: Message, codec: EventCodec, topic: str, partition: int) -> InboundRecord:
+    """Detach a consumed message from confluent-kafka and decode what can be decoded.
+
+    ``topic`` and ``partition`` are the message's own, which the caller has already read.
+    Runs once per consumed record, so it is written for speed: a record without headers
+    (most main-topic records) skips header decoding, and the record is built positionally.
+    """
+    raw = message.headers()
+    raw_headers: tuple[Header, ...] = ()
+    headers = NO_HEADERS
+    if raw:
+        raw_headers = _header_pairs(raw)
+        # malformed provenance must not make a record unprocessable
+        with suppress(HeaderError):
+            headers = decode_headers(raw_headers)
     value = message.value()
-    event = None
-    decode_error = None
+    timestamp_type, timestamp = message.timestamp()
     try:
         event = codec.decode(value)
     except UndecodableRecord as exc:
-        decode_error = exc
-    timestamp_type, timestamp = message.timestamp()
+        return InboundRecord(
+            topic, partition, message.offset() or 0,
+            timestamp if timestamp_type and timestamp >= 0 else None,
+            message.key(), value, raw_headers, headers, None, exc)
     return InboundRecord(
-        topic=str(message.topic()), partition=int(message.partition() or 0),
-        offset=int(message.offset() or 0),
-        timestamp_ms=timestamp if timestamp_type and timestamp >= 0 else None,
-        key=message.key(), value=value, raw_headers=raw_headers, headers=headers,
-        event=event, decode_error=decode_error,
-    )
+        topic, partition, message.offset() or 0,
+        timestamp if timestamp_type and timestamp >= 0 else None,
+        message.key(), value, raw_headers, headers, event)

@@ -59,6 +59,11 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
     root.propagate = False
 
 
+def outcome_logging_enabled(level: int = logging.INFO) -> bool:
+    """Whether outcome lines at ``level`` are written (asked once per batch, not per event)."""
+    return LOGGER.isEnabledFor(level)
+
+
 def log_outcome(outcome: str, record: InboundRecord, *, error_class: str | None = None,
                 destination: str | None = None, level: int = logging.INFO) -> None:
     """Log what happened to one record (delivered, duplicate, retried, dead_lettered)."""

@@ -11,7 +11,9 @@ For each chunk of records a lane hands it (records of one lane, in consumption o
 4. decide where a failed record goes with the pure ``decide_next`` and republish it (retry
    tier or DLQ) with the next hop's headers and a fresh ``traceparent`` from a ``send`` span;
 5. stage the chunk's delivered outcomes (``PendingOutcomes``); the poll thread records
-   them durably, once per pass, before it stores any of their offsets.
+   them durably, once per pass, before it stores any of their offsets;
+6. drop each record's decoded event as soon as its fate is decided (only ids, offsets and
+   the raw bytes are needed afterwards).
 
 Republished records report their fate later, from the producer's delivery callback.
 """
@@ -31,7 +33,7 @@ from consumer.delivery import DeliveryContext, DeliveryHandler
 from consumer.errors import HandlerError, PermanentError, TransientError
 from consumer.outcome_buffer import PendingOutcomes
 from consumer.records import Delivered, Duplicate, Fate, InboundRecord, Republished
-from consumer.telemetry import Telemetry
+from consumer.telemetry import INVALID_SPAN, NO_SPAN, Telemetry
 from retry_topics.classification import ExceptionRules, qualified_name
 from retry_topics.clock import Clock
 from retry_topics.headers import (
@@ -97,35 +99,57 @@ class RecordProcessor:
 
     def process_chunk(self, records: Sequence[InboundRecord]) -> list[Fate]:
         """Decide the fate of each record; republished ones are final only on ack."""
+        return self.process_until(records, None)[0]
+
+    def process_until(self, records: Sequence[InboundRecord],
+                      deadline: float | None) -> tuple[list[Fate], int]:
+        """``process_chunk`` that stops after the first record finished past ``deadline``.
+
+        ``deadline`` is on the clock's monotonic scale; returns the fates and how many
+        records (a prefix of ``records``) were processed. Lets the poll thread run quick
+        work itself without ever being held up for more than one handler call past it.
+        """
         ids = [r.event_id for r in records if r.event_id is not None]
         known: dict[str, Outcome] = self._outcomes.lookup(ids) if ids else {}
         fates: list[Fate] = []
         delivered: list[str] = []
+        monotonic = self._clock.monotonic
+        processed = 0
         for record in records:
             fate = self._process_one(record, known)
-            if isinstance(fate, Delivered) and record.event_id is not None:
+            processed += 1
+            # Nothing downstream reads the decoded event again: free it now, while it is
+            # still in the CPU cache, rather than a whole batch later on the poll thread.
+            record.event = None
+            if fate.kind == "delivered" and record.event_id is not None:
                 known[record.event_id] = "delivered"
                 delivered.append(record.event_id)
             if not isinstance(fate, Republished):
                 fates.append(fate)
+            if deadline is not None and monotonic() > deadline:
+                break
         self._outcomes.stage(delivered)
-        return fates
+        return fates, processed
 
     def _process_one(self, record: InboundRecord, known: dict[str, Outcome]) -> Fate | Republished:
-        with self._telemetry.process_span(
+        telemetry = self._telemetry
+        # Most records carry no headers: unless spans are recorded, skip building the call.
+        span_scope = telemetry.process_span(
             record.topic, record.partition, record.offset, record.key, record.raw_headers,
             record.event_id, record.attempt, self._group_id,
-        ) as span:
+        ) if telemetry.tracing_live or record.raw_headers else NO_SPAN
+        with span_scope as span:
             if record.event is None:
                 reason = record.decode_error.reason if record.decode_error else "undecodable"
                 self._telemetry.record_error(span, "undecodable")
                 undecodable = Failure("permanent", "undecodable", reason)
                 return self._republish(record, dead_letter_undecodable(
                     self._policy, record.attempt), undecodable, "undecodable")
-            prior = known.get(str(record.event_id))
+            prior = known.get(record.event_id or "") if known else None
             if prior is not None and not self._may_process_again(record, prior):
                 return Duplicate(record, prior)
-            failure = self._deliver(record, record.event)
+            traceparent = None if span is INVALID_SPAN else telemetry.current_traceparent()
+            failure = self._deliver(record, record.event, traceparent)
             if failure is None:
                 return Delivered(record)
             self._telemetry.record_error(span, failure.error_class)
@@ -145,15 +169,19 @@ class RecordProcessor:
             return True
         return prior == "dead_lettered" and record.replayed
 
-    def _deliver(self, record: InboundRecord, event: EventRecord) -> Failure | None:
+    def _deliver(self, record: InboundRecord, event: EventRecord,
+                 traceparent: str | None) -> Failure | None:
         """Call the handler; retry transient failures briefly in-process."""
         context = DeliveryContext(
             event_id=str(record.event_id), event_type=str(record.event_type),
             topic=record.topic, partition=record.partition, offset=record.offset,
-            attempt=record.attempt, traceparent=self._telemetry.current_traceparent(),
+            attempt=record.attempt, traceparent=traceparent,
         )
         try:
-            self._timed_deliver(event, context)
+            if self._telemetry.metrics_live:
+                self._timed_deliver(event, context)
+            else:
+                self._handler.deliver(event, context)
         except Exception as first:  # noqa: BLE001 - every failure is classified below
             failure = self._normalise(first)
         else:
@@ -193,7 +221,7 @@ class RecordProcessor:
 
     def _call_normalised(self, event: EventRecord, context: DeliveryContext) -> None:
         try:
-            self._timed_deliver(event, context)
+            self._timed_deliver(event, context)  # a retry is slow anyway: always timed
         except HandlerError:
             raise
         except Exception as exc:

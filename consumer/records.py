@@ -2,7 +2,9 @@
 
 ``InboundRecord`` is a consumed Kafka record with its decoded event (or the decode error)
 and its decoded wire headers, detached from confluent-kafka's ``Message`` so processing can
-be tested without Kafka. A record's fate is one of ``Delivered``, ``Duplicate`` or
+be tested without Kafka. It is built once per consumed record, so it is a plain slotted class
+(a frozen dataclass costs twice as much to build); nothing mutates it after construction.
+A record's fate is one of ``Delivered``, ``Duplicate`` or
 ``Republished`` (to a retry tier or the DLQ; its fate is durable only when the broker
 acknowledges it).
 """
@@ -18,9 +20,9 @@ from retry_topics.headers import Header, RecordHeaders
 from retry_topics.routing import DeadLetter, RetryTo
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, eq=False)
 class InboundRecord:
-    """One consumed record, decoded as far as it could be."""
+    """One consumed record, decoded as far as it could be (fields in wire order)."""
 
     topic: str
     partition: int
@@ -33,20 +35,20 @@ class InboundRecord:
     event: EventRecord | None
     decode_error: UndecodableRecord | None = None
 
-    # Read many times per record on the hot path: computed once, not a property.
+    # Read many times per record on the hot path: computed once, not properties.
     event_id: str | None = field(init=False)
     event_type: str | None = field(init=False)
+    attempt: int = field(init=False)
+    """This topic attempt's number: 1 on the main topic, k+1 in retry tier k."""
 
     def __post_init__(self) -> None:
         event = self.event
-        object.__setattr__(self, "event_id", None if event is None else str(event["event_id"]))
-        object.__setattr__(self, "event_type",
-                           None if event is None else str(event["event_type"]))
-
-    @property
-    def attempt(self) -> int:
-        """This topic attempt's number: 1 on the main topic, k+1 in retry tier k."""
-        return (self.headers.attempts or 0) + 1
+        if event is None:
+            self.event_id = self.event_type = None
+        else:
+            self.event_id = str(event["event_id"])
+            self.event_type = str(event["event_type"])
+        self.attempt = (self.headers.attempts or 0) + 1
 
     @property
     def replayed(self) -> bool:
@@ -54,13 +56,13 @@ class InboundRecord:
         return (self.headers.replay_count or 0) > 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivered:
     record: InboundRecord
     kind: Literal["delivered"] = "delivered"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Duplicate:
     record: InboundRecord
     prior: str  # the outcome recorded earlier: delivered | dead_lettered

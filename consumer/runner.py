@@ -33,9 +33,9 @@ from consumer.kafka_io import to_inbound
 from consumer.lanes import InlineLane, LaneFailure, Lanes
 from consumer.offsets import OffsetBook, TopicPartitionKey
 from consumer.outcome_buffer import PendingOutcomes
-from consumer.outcome_log import log_outcome
-from consumer.records import Delivered, Fate, InboundRecord, Republished
-from consumer.telemetry import Telemetry
+from consumer.outcome_log import log_outcome, outcome_logging_enabled
+from consumer.records import Fate, InboundRecord, Republished
+from consumer.telemetry import EventOutcome, Telemetry
 from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
 from retry_topics.policy import RetryPolicy, tier_labels
@@ -131,26 +131,40 @@ class Runner:
         return [first, *self._consumer.consume(BATCH_SIZE - 1, 0)]
 
     def _accept(self, messages: list[Message]) -> None:
+        """Decode a batch, hold back records not yet due, track and dispatch the rest.
+
+        Runs once per consumed record, so the loop reads everything it needs into locals and
+        tracks offsets once per partition per batch.
+        """
         runnable: list[InboundRecord] = []
+        tracked: dict[TopicPartitionKey, list[int]] = {}
         now = self._clock.now_ms()
+        paused, assigned = self._paused, self._assigned
+        tier_by_topic, codec = self._tier_by_topic, self._codec
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     LOG.warning("consumer error: %s", error)
                 continue
-            tp = (str(message.topic()), int(message.partition() or 0))
-            if tp in self._paused or tp not in self._assigned:
+            topic, partition = str(message.topic()), message.partition() or 0
+            tp = (topic, partition)
+            if tp in paused or tp not in assigned:
                 continue  # behind a paused head (re-fetched after resume), or revoked
-            record = to_inbound(message, self._codec)
-            tier = self._tier_by_topic.get(record.topic)
+            record = to_inbound(message, codec, topic, partition)
+            tier = tier_by_topic.get(topic)
             if tier is not None:
                 gate = due_gate(record.headers.due_at_ms, now, tier.delay_ms)
                 if not isinstance(gate, Ready):
                     self._pause_until(tp, record.offset, now + gate.ms)
                     continue
-            self._book.track(tp, record.offset)
+            offsets = tracked.get(tp)
+            if offsets is None:
+                offsets = tracked[tp] = []
+            offsets.append(record.offset)
             runnable.append(record)
+        for tp, offsets in tracked.items():
+            self._book.track(tp, offsets)
         if runnable:
             self._lanes.dispatch(runnable)
 
@@ -222,22 +236,38 @@ class Runner:
         if not fates:
             return
         delivered = [f.record.event_id for f in fates
-                     if isinstance(f, Delivered) and f.record.event_id is not None]
+                     if f.kind == "delivered" and f.record.event_id is not None]
         try:
             self._outcomes.record_delivered(delivered)
         except Exception as exc:
             LOG.error("could not record delivered outcomes", exc_info=exc)
             self._fatal = self._fatal or exc
             return
-        for fate in fates:
-            self._finish(fate, advanced)
+        self._finish_many(fates, advanced)
 
-    def _finish(self, fate: Fate, advanced: dict[TopicPartitionKey, int]) -> None:
-        record = fate.record
-        self.stats[fate.kind] += 1
-        self._telemetry.count_event(fate.kind, tier=self._tier_labels.get(record.topic, "main"))
-        log_outcome(fate.kind, record)
-        self._complete(record, advanced)
+    def _finish_many(self, fates: list[Fate], advanced: dict[TopicPartitionKey, int]) -> None:
+        """Count, log and complete durable fates: per pass, not per record, where possible."""
+        counts: Counter[tuple[EventOutcome, str]] = Counter()
+        completed: dict[TopicPartitionKey, list[int]] = {}
+        logging_outcomes = outcome_logging_enabled()
+        for fate in fates:
+            record = fate.record
+            counts[(fate.kind, record.topic)] += 1
+            if logging_outcomes:
+                log_outcome(fate.kind, record)
+            tp = (record.topic, record.partition)
+            offsets = completed.get(tp)
+            if offsets is None:
+                offsets = completed[tp] = []
+            offsets.append(record.offset)
+        for (kind, topic), count in counts.items():
+            self.stats[kind] += count
+            self._telemetry.count_event(kind, tier=self._tier_labels.get(topic, "main"),
+                                        count=count)
+        for tp, offsets in completed.items():
+            moved = self._book.complete(tp, offsets)
+            if moved is not None:
+                advanced[tp] = moved
 
     def _finish_republished(
         self, fate: Republished, advanced: dict[TopicPartitionKey, int]
@@ -254,11 +284,8 @@ class Runner:
         log_outcome(fate.kind, record, error_class=fate.error_class,
                     destination=destination.topic,
                     level=logging.WARNING if fate.kind == "dead_lettered" else logging.INFO)
-        self._complete(record, advanced)
-
-    def _complete(self, record: InboundRecord, advanced: dict[TopicPartitionKey, int]) -> None:
         tp = (record.topic, record.partition)
-        moved = self._book.complete(tp, record.offset)
+        moved = self._book.complete(tp, (record.offset,))
         if moved is not None:
             advanced[tp] = moved
 

@@ -13,7 +13,12 @@ from consumer.app import build_runner
 from consumer.commands.options import config_option, settings_from
 from consumer.outcome_log import configure_logging
 from consumer.runner import FatalError
-from consumer.telemetry import configure_metrics, configure_tracing, shutdown_providers
+from consumer.telemetry import (
+    configure_metrics,
+    configure_tracing,
+    exports,
+    shutdown_providers,
+)
 from retry_topics.provisioning import TopicLayoutError
 
 
@@ -34,7 +39,10 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     provider = configure_tracing()
     meters = configure_metrics()
     try:
-        assembly = build_runner(settings, tracer_provider=provider, meter_provider=meters)
+        # A provider that exports nothing would still build a span per record: leave it out.
+        assembly = build_runner(
+            settings, tracer_provider=provider if exports("OTEL_TRACES_EXPORTER") else None,
+            meter_provider=meters if exports("OTEL_METRICS_EXPORTER") else None)
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(1)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+from consumer.dedup_sqlite import SqliteDedupStore
 from consumer.simulator import DownstreamSimulator
 from retry_topics.provisioning import ensure_topics
 from tests.integration.harness import new_event, produce, settings_for, write_config
 
 EVENTS = 1000
+TTL_MS = 7 * 24 * 3_600_000
 
 
 def _start(config: Path, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
@@ -26,10 +27,14 @@ def _start(config: Path, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
         )
 
 
-def _recorded(database: Path) -> set[str]:
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute("SELECT event_id FROM dedup WHERE outcome = 'delivered'")
-        return {row[0] for row in rows}
+def _recorded(database: Path, ids: set[str]) -> set[str]:
+    """The ids of ``ids`` the store on disk records as delivered (read beside the writer)."""
+    store = SqliteDedupStore(database, TTL_MS, read_only=True)
+    try:
+        return {eid for eid, outcome in store.lookup(sorted(ids)).items()
+                if outcome == "delivered"}
+    finally:
+        store.close()
 
 
 def test_sigkill_mid_stream_then_restart_loses_nothing_and_repeats_nothing_recorded(
@@ -52,7 +57,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_repeats_nothing_recor
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
-        recorded_before_restart = _recorded(database)
+        recorded_before_restart = _recorded(database, ids)
         delivered_before_restart = len(sim.delivered_keys())
         assert 0 < delivered_before_restart < EVENTS, "the kill must land mid-stream"
 
@@ -72,4 +77,4 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_repeats_nothing_recor
         assert all(sim.attempts_for(key) == 1 for key in recorded_before_restart)
         # Only events delivered but not yet recorded at the kill may have been re-sent.
         assert len(repeated) <= delivered_before_restart - len(recorded_before_restart)
-        assert _recorded(database) == ids
+        assert _recorded(database, ids) == ids

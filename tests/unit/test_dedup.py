@@ -1,8 +1,10 @@
-"""Dedup stores: the outcome rules, expiry, batching and URL parsing (SQLite and in-memory)."""
+"""Dedup stores: the outcome rules, expiry, batching and URL parsing (SQLite and in-memory).
+
+SQLite-only behaviour (the log, the writer lock, migration) is in ``test_dedup_sqlite``.
+"""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +13,6 @@ import pytest
 
 from consumer.dedup import (
     LOOKUP_CHUNK,
-    PURGE_EVERY_WRITES,
     DedupStore,
     MemoryDedupStore,
     SqliteDedupStore,
@@ -138,44 +139,6 @@ def test_concurrent_worker_threads(make_store: StoreFactory) -> None:
         thread.join()
     assert errors == []
     assert len(store.lookup([f"w{w}-{n}" for w in range(8) for n in range(50)])) == 400
-
-
-def test_sqlite_outcomes_survive_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "dedup.sqlite3"
-    clock = ManualClock()
-    first = SqliteDedupStore(path, TTL_MS, clock)
-    first.record("evt-1", "delivered")
-    first.close()
-    second = SqliteDedupStore(path, TTL_MS, clock)
-    try:
-        assert second.lookup(["evt-1"]) == {"evt-1": "delivered"}
-    finally:
-        second.close()
-
-
-def _row_count(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        (count,) = conn.execute("SELECT COUNT(*) FROM dedup").fetchone()
-        return int(count)
-    finally:
-        conn.close()
-
-
-def test_sqlite_uses_wal_with_normal_sync_and_purges_expired_rows(tmp_path: Path) -> None:
-    path = tmp_path / "dedup.sqlite3"
-    clock = ManualClock()
-    store = SqliteDedupStore(path, TTL_MS, clock)
-    try:
-        conn = store._conn  # inspecting the pragmas this store promises
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL (see module doc)
-        store.record_many([(f"old-{n}", "delivered") for n in range(10)])
-        clock.advance(TTL_MS)
-        store.record_many([(f"new-{n}", "delivered") for n in range(PURGE_EVERY_WRITES)])
-        assert _row_count(path) == PURGE_EVERY_WRITES
-    finally:
-        store.close()
 
 
 def test_open_parses_relative_and_absolute_sqlite_urls(

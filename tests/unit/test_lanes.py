@@ -1,4 +1,5 @@
-"""Worker lanes: same key never concurrent and in order; lane failures are reported."""
+"""Worker lanes: same key never concurrent and in order; the caller runs quick work; lane
+failures are reported."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from consumer.lanes import InlineLane, LaneFailure, Lanes
+from consumer.lanes import INLINE_SLICE, BoundedChunkProcessor, InlineLane, LaneFailure, Lanes
 from consumer.records import Delivered, Fate, InboundRecord
 from retry_topics.headers import RecordHeaders
 
@@ -94,3 +95,100 @@ def test_inline_lane_processes_on_the_calling_thread_and_reports_failures() -> N
     assert [fate.record.offset for fate in first] == [0, 1]
     assert isinstance(second, LaneFailure)
     assert threads == [threading.current_thread().name] * 2
+
+
+def _delivered_on(threads: list[str]) -> BoundedChunkProcessor:
+    """A bounded processor that notes the thread it ran on and finishes every record."""
+    def process_until(chunk: Sequence[InboundRecord],
+                      _deadline: float | None) -> tuple[list[Fate], int]:
+        threads.append(threading.current_thread().name)
+        return [Delivered(record) for record in chunk], len(chunk)
+    return process_until
+
+
+def test_quick_work_runs_on_the_calling_thread() -> None:
+    threads: list[str] = []
+    lanes = Lanes(4, lambda chunk: [Delivered(r) for r in chunk], _delivered_on(threads))
+    lanes.dispatch([_record(b"a", 0), _record(b"b", 1), _record(b"c", 2)])
+    fates = _collect(lanes, 3)
+    lanes.stop()
+    assert sorted(f.record.offset for f in fates) == [0, 1, 2]
+    assert set(threads) == {threading.current_thread().name}
+
+
+def test_a_lane_with_queued_work_is_never_overtaken_by_the_caller() -> None:
+    """Per-key order: while lane k has a chunk queued or running, new work queues behind it."""
+    release = threading.Event()
+    order: list[int] = []
+
+    def slow_process(chunk: Sequence[InboundRecord]) -> list[Fate]:
+        release.wait(10)
+        order.extend(r.offset for r in chunk)
+        return [Delivered(r) for r in chunk]
+
+    def process_until(chunk: Sequence[InboundRecord],
+                      _deadline: float | None) -> tuple[list[Fate], int]:
+        order.extend(r.offset for r in chunk)
+        return [Delivered(r) for r in chunk], len(chunk)
+
+    lanes = Lanes(1, slow_process, process_until)
+    lanes._quick = False  # the first chunk goes to the (slow) lane thread
+    lanes.dispatch([_record(b"a", 0)])
+    lanes._quick = True  # quick again, but lane 0 is busy: the next chunk must queue
+    lanes.dispatch([_record(b"a", 1)])
+    release.set()
+    assert len(_collect(lanes, 2)) == 2
+    lanes.stop()
+    assert order == [0, 1]
+
+
+def test_work_past_the_budget_goes_to_the_lane_thread_and_comes_back_when_quick() -> None:
+    caller = threading.current_thread().name
+    ran_on: list[tuple[str, int]] = []
+
+    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
+        ran_on.extend((threading.current_thread().name, r.offset) for r in chunk)
+        return [Delivered(r) for r in chunk]
+
+    def process_until(chunk: Sequence[InboundRecord],
+                      _deadline: float | None) -> tuple[list[Fate], int]:
+        first = chunk[0]  # a slow handler call: the deadline passes after the first record
+        ran_on.append((threading.current_thread().name, first.offset))
+        return [Delivered(first)], 1
+
+    lanes = Lanes(1, process, process_until)
+    lanes.dispatch([_record(b"a", n) for n in range(3)])
+    assert len(_collect(lanes, 3)) == 3
+    assert ran_on[0] == (caller, 0)
+    assert [(name != caller, offset) for name, offset in ran_on[1:]] == [(True, 1), (True, 2)]
+    deadline = time.monotonic() + 10
+    while not lanes._quick and time.monotonic() < deadline:  # the lane saw a quick chunk
+        time.sleep(0.001)
+    lanes.dispatch([_record(b"a", 3)])
+    assert len(_collect(lanes, 1)) == 1
+    lanes.stop()
+    assert ran_on[-1] == (caller, 3)
+
+
+def test_a_failure_on_the_calling_thread_is_reported_like_a_lane_failure() -> None:
+    def process_until(_chunk: Sequence[InboundRecord],
+                      _deadline: float | None) -> tuple[list[Fate], int]:
+        raise RuntimeError("store down")
+
+    lanes = Lanes(2, lambda chunk: [], process_until)
+    lanes.dispatch([_record(b"x", 0)])
+    result = lanes.results.get(timeout=5)
+    lanes.stop()
+    assert isinstance(result, LaneFailure)
+
+
+def test_inline_lane_processes_a_batch_in_slices() -> None:
+    sizes: list[int] = []
+
+    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
+        sizes.append(len(chunk))
+        return [Delivered(record) for record in chunk]
+
+    lane = InlineLane(process)
+    lane.dispatch([_record(b"k", n) for n in range(INLINE_SLICE * 2 + 1)])
+    assert sizes == [INLINE_SLICE, INLINE_SLICE, 1]

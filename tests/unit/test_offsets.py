@@ -9,38 +9,48 @@ from consumer.offsets import OffsetBook, PartitionOffsets
 
 def test_offset_advances_only_over_a_contiguous_done_prefix() -> None:
     offsets = PartitionOffsets()
-    for offset in (10, 11, 12, 13):
-        offsets.track(offset)
-    assert offsets.complete(12) is None
-    assert offsets.complete(11) is None
-    assert offsets.complete(10) == 13  # 10, 11, 12 done: commit position 13
+    offsets.track([10, 11, 12, 13])
+    assert offsets.complete([12]) is None
+    assert offsets.complete([11]) is None
+    assert offsets.complete([10]) == 13  # 10, 11, 12 done: commit position 13
     assert offsets.committable == 13
-    assert offsets.complete(13) == 14
+    assert offsets.complete([13]) == 14
     assert offsets.in_flight == 0
+
+
+def test_batches_complete_in_any_order_and_across_track_calls() -> None:
+    offsets = PartitionOffsets()
+    offsets.track([1, 2, 3])
+    offsets.track([4, 5])
+    assert offsets.complete([5, 2]) is None
+    assert offsets.complete([1, 4]) == 3
+    assert offsets.complete([3]) == 6
+    assert offsets.complete([]) is None
 
 
 def test_gaps_in_offsets_are_fine() -> None:
     """Compacted topics and transaction markers leave gaps; only tracked offsets count."""
     offsets = PartitionOffsets()
-    for offset in (5, 9):
-        offsets.track(offset)
-    assert offsets.complete(9) is None
-    assert offsets.complete(5) == 10
+    offsets.track([5, 9])
+    assert offsets.complete([9]) is None
+    assert offsets.complete([5]) == 10
 
 
-def test_tracking_out_of_order_is_a_bug_and_refused() -> None:
+@pytest.mark.parametrize("second", [[3], [2], [4, 4], [6, 5]])
+def test_tracking_out_of_order_is_a_bug_and_refused(second: list[int]) -> None:
     offsets = PartitionOffsets()
-    offsets.track(3)
-    with pytest.raises(ValueError, match="tracked after"):
-        offsets.track(3)
+    offsets.track([3])
+    with pytest.raises(ValueError, match="out of order"):
+        offsets.track(second)
+    assert offsets.in_flight == 1
 
 
 def test_book_ignores_completions_of_forgotten_partitions() -> None:
     book = OffsetBook()
-    book.track(("t", 0), 1)
-    book.track(("t", 1), 1)
+    book.track(("t", 0), [1])
+    book.track(("t", 1), [1])
     assert book.in_flight() == 2
     book.forget(("t", 0))
-    assert book.complete(("t", 0), 1) is None
-    assert book.complete(("t", 1), 1) == 2
+    assert book.complete(("t", 0), [1]) is None
+    assert book.complete(("t", 1), [1]) == 2
     assert book.in_flight() == 0

@@ -223,3 +223,38 @@ def test_a_failed_record_keeps_the_outcome_staged() -> None:
     with pytest.raises(OSError, match="disk full"):
         outcomes.record_delivered(["e1"])
     assert outcomes.lookup(["e1"]) == {"e1": "delivered"}
+
+
+class ClockAdvancingHandler(ScriptedHandler):
+    """Each call takes ``call_ms`` on the fixture's manual clock."""
+
+    def __init__(self, clock: ManualClock, call_ms: int) -> None:
+        super().__init__()
+        self.clock = clock
+        self.call_ms = call_ms
+
+    def deliver(self, event: dict[str, Any], context: DeliveryContext) -> None:
+        super().deliver(event, context)
+        self.clock.advance(self.call_ms)
+
+
+def test_process_until_stops_after_the_first_record_past_the_deadline() -> None:
+    fx = Fixture(ScriptedHandler())
+    slow = ClockAdvancingHandler(fx.clock, call_ms=3)
+    fx.processor._handler = slow
+    records = [record(sample_event("appointment.scheduled", event_id=f"evt-{n}"), offset=n)
+               for n in range(5)]
+    deadline = fx.clock.monotonic() + 0.005  # 5 ms: the second call ends past it
+    fates, processed = fx.processor.process_until(records, deadline)
+    assert processed == 2
+    assert [fate.record.offset for fate in fates] == [0, 1]
+    assert len(slow.calls) == 2
+    assert records[2].event is not None  # untouched: it goes to a lane as it is
+
+
+def test_a_processed_record_lets_go_of_its_decoded_event() -> None:
+    fx = Fixture(ScriptedHandler())
+    processed = record()
+    (fate,) = fx.run(processed)
+    assert fate.record.event is None
+    assert fate.record.event_id == sample_event("appointment.scheduled")["event_id"]
