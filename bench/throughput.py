@@ -456,7 +456,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "batch_size": BATCH_SIZE, "lanes": settings.delivery.concurrency,
             "retry_tiers": [tier.topic for tier in settings.retry.tiers],
             "sqlite_dedup": "a fresh file per run in a temporary folder (product defaults: "
-                            "WAL, synchronous=FULL)",
+                            "append-only log, WAL, synchronous=NORMAL)",
             "tracing": "SDK TracerProvider, ALWAYS_ON, no exporter (pipeline_sdk row only); "
                        "otherwise no SDK provider (OpenTelemetry API no-op tracer)"
                        if sdk_provider else "no SDK tracer provider (OpenTelemetry API no-op)",

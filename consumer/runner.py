@@ -38,7 +38,7 @@ from consumer.records import Fate, InboundRecord, Republished
 from consumer.telemetry import EventOutcome, Telemetry
 from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
-from retry_topics.policy import RetryPolicy, tier_labels
+from retry_topics.policy import RetryPolicy, RetryTier, tier_labels
 from retry_topics.routing import RetryTo
 
 LOG = logging.getLogger("clinic_events.runner")
@@ -141,30 +141,36 @@ class Runner:
         now = self._clock.now_ms()
         paused, assigned = self._paused, self._assigned
         tier_by_topic, codec = self._tier_by_topic, self._codec
+        # A batch holds runs of records from one partition: look a partition up once a run.
+        last: tuple[object, object] = (None, None)
+        tp: TopicPartitionKey = ("", 0)
+        offsets: list[int] = []
+        tier: RetryTier | None = None
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     LOG.warning("consumer error: %s", error)
                 continue
-            topic, partition = str(message.topic()), message.partition() or 0
-            tp = (topic, partition)
+            raw_topic, raw_partition = message.topic(), message.partition()
+            if (raw_topic, raw_partition) != last:
+                last = (raw_topic, raw_partition)
+                tp = (str(raw_topic), raw_partition or 0)
+                tier = tier_by_topic.get(tp[0])
+                offsets = tracked.setdefault(tp, [])
             if tp in paused or tp not in assigned:
                 continue  # behind a paused head (re-fetched after resume), or revoked
-            record = to_inbound(message, codec, topic, partition)
-            tier = tier_by_topic.get(topic)
+            record = to_inbound(message, codec, tp[0], tp[1])
             if tier is not None:
                 gate = due_gate(record.headers.due_at_ms, now, tier.delay_ms)
                 if not isinstance(gate, Ready):
                     self._pause_until(tp, record.offset, now + gate.ms)
                     continue
-            offsets = tracked.get(tp)
-            if offsets is None:
-                offsets = tracked[tp] = []
             offsets.append(record.offset)
             runnable.append(record)
-        for tp, offsets in tracked.items():
-            self._book.track(tp, offsets)
+        for partition_key, consumed in tracked.items():
+            if consumed:
+                self._book.track(partition_key, consumed)
         if runnable:
             self._lanes.dispatch(runnable)
 
@@ -233,33 +239,38 @@ class Runner:
                 self._fatal = self._fatal or result.error
                 continue
             fates.extend(result)
-        if not fates:
-            return
-        delivered = [f.record.event_id for f in fates
-                     if f.kind == "delivered" and f.record.event_id is not None]
+        if fates:
+            self._finish_many(fates, advanced)
+
+    def _finish_many(self, fates: list[Fate], advanced: dict[TopicPartitionKey, int]) -> None:
+        """Record delivered outcomes in one write, then count, log and complete the fates.
+
+        Per pass, not per record, where possible: one loop gathers the ids, counts and
+        offsets; nothing is completed unless the write succeeded.
+        """
+        counts: Counter[tuple[EventOutcome, str]] = Counter()
+        completed: dict[TopicPartitionKey, list[int]] = {}
+        delivered: list[str] = []
+        for fate in fates:
+            record = fate.record
+            kind = fate.kind
+            counts[(kind, record.topic)] += 1
+            if kind == "delivered" and record.event_id is not None:
+                delivered.append(record.event_id)
+            tp = (record.topic, record.partition)
+            offsets = completed.get(tp)
+            if offsets is None:
+                offsets = completed[tp] = []
+            offsets.append(record.offset)
         try:
             self._outcomes.record_delivered(delivered)
         except Exception as exc:
             LOG.error("could not record delivered outcomes", exc_info=exc)
             self._fatal = self._fatal or exc
             return
-        self._finish_many(fates, advanced)
-
-    def _finish_many(self, fates: list[Fate], advanced: dict[TopicPartitionKey, int]) -> None:
-        """Count, log and complete durable fates: per pass, not per record, where possible."""
-        counts: Counter[tuple[EventOutcome, str]] = Counter()
-        completed: dict[TopicPartitionKey, list[int]] = {}
-        logging_outcomes = outcome_logging_enabled()
-        for fate in fates:
-            record = fate.record
-            counts[(fate.kind, record.topic)] += 1
-            if logging_outcomes:
-                log_outcome(fate.kind, record)
-            tp = (record.topic, record.partition)
-            offsets = completed.get(tp)
-            if offsets is None:
-                offsets = completed[tp] = []
-            offsets.append(record.offset)
+        if outcome_logging_enabled():
+            for fate in fates:
+                log_outcome(fate.kind, fate.record)
         for (kind, topic), count in counts.items():
             self.stats[kind] += count
             self._telemetry.count_event(kind, tier=self._tier_labels.get(topic, "main"),
