@@ -66,7 +66,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
         processor = RecordProcessor(
             policy=settings.retry, handler=handler, outcomes=outcomes, publisher=publisher,
             telemetry=telemetry, clock=clock, rules=settings.classification,
-            group_id=settings.kafka.group_id, on_republished=on_republished,
+            group_id=settings.kafka.group_id, on_republished=on_republished, codec=codec,
         )
         if settings.delivery.concurrency == 1:
             return InlineLane(processor.process_chunk)
@@ -75,6 +75,6 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
 
     runner = Runner(consumer=consumer, producer=producer, policy=settings.retry,
                     lanes_factory=lanes_factory, outcomes=outcomes, clock=clock,
-                    telemetry=telemetry, codec=codec,
+                    telemetry=telemetry,
                     drain_timeout_s=drain_timeout_s)
     return Assembly(runner=runner, handler=handler, store=store)

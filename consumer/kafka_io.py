@@ -14,9 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from consumer.codec import EventCodec
 from consumer.config import Settings
-from consumer.errors import UndecodableRecord
 from consumer.processing import OnAck
 from consumer.records import InboundRecord
 from retry_topics.errors import HeaderError
@@ -87,8 +85,8 @@ def _header_pairs(raw: Any) -> tuple[Header, ...]:
     )
 
 
-def to_inbound(message: Message, codec: EventCodec, topic: str, partition: int) -> InboundRecord:
-    """Detach a consumed message from confluent-kafka and decode what can be decoded.
+def to_inbound(message: Message, topic: str, partition: int) -> InboundRecord:
+    """Detach a consumed message from confluent-kafka; its value is decoded later.
 
     ``topic`` and ``partition`` are the message's own, which the caller has already read.
     Runs once per consumed record, so it is written for speed: a record without headers
@@ -102,16 +100,8 @@ def to_inbound(message: Message, codec: EventCodec, topic: str, partition: int) 
         # malformed provenance must not make a record unprocessable
         with suppress(HeaderError):
             headers = decode_headers(raw_headers)
-    value = message.value()
     timestamp_type, timestamp = message.timestamp()
-    try:
-        event = codec.decode(value)
-    except UndecodableRecord as exc:
-        return InboundRecord(
-            topic, partition, message.offset() or 0,
-            timestamp if timestamp_type and timestamp >= 0 else None,
-            message.key(), value, raw_headers, headers, None, exc)
     return InboundRecord(
         topic, partition, message.offset() or 0,
         timestamp if timestamp_type and timestamp >= 0 else None,
-        message.key(), value, raw_headers, headers, event)
+        message.key(), message.value(), raw_headers, headers)

@@ -2,6 +2,8 @@
 
 For each chunk of records a lane hands it (records of one lane, in consumption order):
 
+0. decode the chunk's values (here, not on the poll thread: the chunk's events are then
+   still in the CPU cache when they are handled, which measured several µs per event);
 1. look up every event id in the dedup store at once (one round trip per chunk);
 2. skip events already delivered, and events already dead-lettered unless they come back
    through a DLQ replay (``clinic.replay-count`` > 0) or a forced replay;
@@ -24,16 +26,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from opentelemetry.trace import Span
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.stop import stop_base
 
-from consumer.codec import EventRecord
+from consumer.codec import EventCodec, EventRecord
 from consumer.dedup import Outcome
 from consumer.delivery import DeliveryContext, DeliveryHandler
 from consumer.errors import HandlerError, PermanentError, TransientError
 from consumer.outcome_buffer import PendingOutcomes
 from consumer.records import Delivered, Duplicate, Fate, InboundRecord, Republished
-from consumer.telemetry import INVALID_SPAN, NO_SPAN, Telemetry
+from consumer.telemetry import INVALID_SPAN, Telemetry
 from retry_topics.classification import ExceptionRules, qualified_name
 from retry_topics.clock import Clock
 from retry_topics.headers import (
@@ -85,7 +88,8 @@ class RecordProcessor:
                  outcomes: PendingOutcomes,
                  publisher: Publisher, telemetry: Telemetry, clock: Clock,
                  rules: ExceptionRules, group_id: str,
-                 on_republished: Callable[[Republished, str | None], None]) -> None:
+                 on_republished: Callable[[Republished, str | None], None],
+                 codec: EventCodec | None = None) -> None:
         self._policy = policy
         self._handler = handler
         self._outcomes = outcomes
@@ -96,6 +100,7 @@ class RecordProcessor:
         self._group_id = group_id
         self._on_republished = on_republished
         self._tier_labels = tier_labels(policy)
+        self._codec = codec or EventCodec()
 
     def process_chunk(self, records: Sequence[InboundRecord]) -> list[Fate]:
         """Decide the fate of each record; republished ones are final only on ack."""
@@ -108,15 +113,24 @@ class RecordProcessor:
         ``deadline`` is on the clock's monotonic scale; returns the fates and how many
         records (a prefix of ``records``) were processed. Lets the poll thread run quick
         work itself without ever being held up for more than one handler call past it.
+        With a deadline nothing sleeps: a record whose first call failed and is due for
+        quick retries ends the prefix, carrying that failure, so a lane thread makes the
+        retries (the handler is still called exactly ``in_process_attempts`` times).
         """
+        codec = self._codec
+        for record in records:
+            record.decode(codec)
         ids = [r.event_id for r in records if r.event_id is not None]
         known: dict[str, Outcome] = self._outcomes.lookup(ids) if ids else {}
         fates: list[Fate] = []
         delivered: list[str] = []
         monotonic = self._clock.monotonic
         processed = 0
+        may_wait = deadline is None
         for record in records:
-            fate = self._process_one(record, known)
+            fate = self._process_one(record, known, may_wait)
+            if fate is None:
+                break  # handed over to a lane for its quick retries
             processed += 1
             # Nothing downstream reads the decoded event again: free it now, while it is
             # still in the CPU cache, rather than a whole batch later on the poll thread.
@@ -131,35 +145,45 @@ class RecordProcessor:
         self._outcomes.stage(delivered)
         return fates, processed
 
-    def _process_one(self, record: InboundRecord, known: dict[str, Outcome]) -> Fate | Republished:
+    def _process_one(self, record: InboundRecord, known: dict[str, Outcome],
+                     may_wait: bool) -> Fate | Republished | None:
+        """The record's fate, or None if it must wait for quick retries and may not."""
         telemetry = self._telemetry
-        # Most records carry no headers: unless spans are recorded, skip building the call.
-        span_scope = telemetry.process_span(
-            record.topic, record.partition, record.offset, record.key, record.raw_headers,
-            record.event_id, record.attempt, self._group_id,
-        ) if telemetry.tracing_live or record.raw_headers else NO_SPAN
-        with span_scope as span:
-            if record.event is None:
-                reason = record.decode_error.reason if record.decode_error else "undecodable"
-                self._telemetry.record_error(span, "undecodable")
-                undecodable = Failure("permanent", "undecodable", reason)
-                return self._republish(record, dead_letter_undecodable(
-                    self._policy, record.attempt), undecodable, "undecodable")
-            prior = known.get(record.event_id or "") if known else None
-            if prior is not None and not self._may_process_again(record, prior):
-                return Duplicate(record, prior)
-            traceparent = None if span is INVALID_SPAN else telemetry.current_traceparent()
-            failure = self._deliver(record, record.event, traceparent)
-            if failure is None:
-                return Delivered(record)
-            self._telemetry.record_error(span, failure.error_class)
-            decision = decide_next(
-                self._policy, record.topic, record.attempt,
-                "permanent" if failure.classification == "permanent" else "transient",
-                self._clock.now_ms(), failure.retry_after_ms,
-            )
-            dlq_reason = decision.reason if isinstance(decision, DeadLetter) else None
-            return self._republish(record, decision, failure, dlq_reason)
+        # Most records carry no headers: unless spans are recorded, no span scope at all.
+        if telemetry.tracing_live or record.raw_headers:
+            with telemetry.process_span(
+                record.topic, record.partition, record.offset, record.key, record.raw_headers,
+                record.event_id, record.attempt, self._group_id,
+            ) as span:
+                return self._decide(record, known, span, may_wait)
+        return self._decide(record, known, INVALID_SPAN, may_wait)
+
+    def _decide(self, record: InboundRecord, known: dict[str, Outcome],
+                span: Span, may_wait: bool) -> Fate | Republished | None:
+        """Skip, deliver or route ``record``; ``span`` is its ``process`` span (or invalid)."""
+        if record.event is None:
+            reason = record.decode_error.reason if record.decode_error else "undecodable"
+            self._telemetry.record_error(span, "undecodable")
+            undecodable = Failure("permanent", "undecodable", reason)
+            return self._republish(record, dead_letter_undecodable(
+                self._policy, record.attempt), undecodable, "undecodable")
+        prior = known.get(record.event_id or "") if known else None
+        if prior is not None and not self._may_process_again(record, prior):
+            return Duplicate(record, prior)
+        traceparent = None if span is INVALID_SPAN else self._telemetry.current_traceparent()
+        failure = self._deliver(record, record.event, traceparent, may_wait)
+        if failure is None:
+            return Delivered(record)
+        self._telemetry.record_error(span, failure.error_class)
+        if failure is record.carried_failure:
+            return None  # handed over: a lane makes the quick retries
+        decision = decide_next(
+            self._policy, record.topic, record.attempt,
+            "permanent" if failure.classification == "permanent" else "transient",
+            self._clock.now_ms(), failure.retry_after_ms,
+        )
+        dlq_reason = decision.reason if isinstance(decision, DeadLetter) else None
+        return self._republish(record, decision, failure, dlq_reason)
 
     @staticmethod
     def _may_process_again(record: InboundRecord, prior: Outcome) -> bool:
@@ -170,25 +194,38 @@ class RecordProcessor:
         return prior == "dead_lettered" and record.replayed
 
     def _deliver(self, record: InboundRecord, event: EventRecord,
-                 traceparent: str | None) -> Failure | None:
-        """Call the handler; retry transient failures briefly in-process."""
+                 traceparent: str | None, may_wait: bool = True) -> Failure | None:
+        """Call the handler; retry transient failures briefly in-process.
+
+        If the first call failed on a thread that ``may_wait`` not, the failure is kept on
+        the record (``carried_failure``) and returned as it is; the lane that processes the
+        record next starts from it with the quick retries.
+        """
         context = DeliveryContext(
             event_id=str(record.event_id), event_type=str(record.event_type),
             topic=record.topic, partition=record.partition, offset=record.offset,
             attempt=record.attempt, traceparent=traceparent,
         )
-        try:
-            if self._telemetry.metrics_live:
-                self._timed_deliver(event, context)
-            else:
-                self._handler.deliver(event, context)
-        except Exception as first:  # noqa: BLE001 - every failure is classified below
-            failure = self._normalise(first)
+        carried = record.carried_failure
+        if isinstance(carried, Failure):
+            failure = carried
+            record.carried_failure = None
         else:
-            return None
+            try:
+                if self._telemetry.metrics_live:
+                    self._timed_deliver(event, context)
+                else:
+                    self._handler.deliver(event, context)
+            except Exception as first:  # noqa: BLE001 - every failure is classified below
+                failure = self._normalise(first)
+            else:
+                return None
         quick = self._policy.in_process
         if failure.classification == "permanent" or quick.attempts <= 1 or \
                 not self._retry_after_fits(failure):
+            return failure
+        if not may_wait:
+            record.carried_failure = failure
             return failure
 
         def wait(state: RetryCallState) -> float:

@@ -1,12 +1,13 @@
 """The records the runner hands around, and the fates they can meet.
 
-``InboundRecord`` is a consumed Kafka record with its decoded event (or the decode error)
-and its decoded wire headers, detached from confluent-kafka's ``Message`` so processing can
-be tested without Kafka. It is built once per consumed record, so it is a plain slotted class
-(a frozen dataclass costs twice as much to build); nothing mutates it after construction.
-A record's fate is one of ``Delivered``, ``Duplicate`` or
-``Republished`` (to a retry tier or the DLQ; its fate is durable only when the broker
-acknowledges it).
+``InboundRecord`` is a consumed Kafka record with its decoded wire headers, detached from
+confluent-kafka's ``Message`` so processing can be tested without Kafka. Its value is
+decoded by whoever processes it (``decode``), right before processing, so a chunk's decoded
+events are still in the CPU cache when they are handled; once its fate is decided the
+processor drops the event again. It is built once per consumed record, so it is a plain
+slotted class (a frozen dataclass costs twice as much to build). A record's fate is one of
+``Delivered``, ``Duplicate`` or ``Republished`` (to a retry tier or the DLQ; its fate is
+durable only when the broker acknowledges it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from consumer.codec import EventRecord
+from consumer.codec import EventCodec, EventRecord
 from consumer.errors import UndecodableRecord
 from retry_topics.headers import Header, RecordHeaders
 from retry_topics.routing import DeadLetter, RetryTo
@@ -32,7 +33,7 @@ class InboundRecord:
     value: bytes | None
     raw_headers: tuple[Header, ...]
     headers: RecordHeaders
-    event: EventRecord | None
+    event: EventRecord | None = None  # None: not decoded (yet), undecodable, or released
     decode_error: UndecodableRecord | None = None
 
     # Read many times per record on the hot path: computed once, not properties.
@@ -40,15 +41,32 @@ class InboundRecord:
     event_type: str | None = field(init=False)
     attempt: int = field(init=False)
     """This topic attempt's number: 1 on the main topic, k+1 in retry tier k."""
+    carried_failure: object = field(init=False, default=None)
+    """The processor's failure of a first call made where retries could not wait (the
+    poll thread); the lane that takes the record over retries from it."""
 
     def __post_init__(self) -> None:
-        event = self.event
+        self._identify(self.event)
+        self.attempt = (self.headers.attempts or 0) + 1
+
+    def _identify(self, event: EventRecord | None) -> None:
         if event is None:
             self.event_id = self.event_type = None
         else:
             self.event_id = str(event["event_id"])
             self.event_type = str(event["event_type"])
-        self.attempt = (self.headers.attempts or 0) + 1
+
+    def decode(self, codec: EventCodec) -> None:
+        """Decode ``value`` into ``event`` (or ``decode_error``), unless that was done."""
+        if self.event is not None or self.decode_error is not None:
+            return
+        try:
+            event = codec.decode(self.value)
+        except UndecodableRecord as exc:
+            self.decode_error = exc
+            return
+        self.event = event
+        self._identify(event)
 
     @property
     def replayed(self) -> bool:

@@ -1,12 +1,13 @@
 """The poll loop of ``clinic-events run``: consume, gate by due time, dispatch, commit.
 
-One consumer reads the main topic and every retry tier. On the poll thread, each batch is
-decoded, and every record of a retry tier is checked against its due time with the pure
-``due_gate``: the first record of a partition that is not yet due pauses that partition and
-seeks back to it, so the head of the partition is fetched again when it is due. Because a
-tier has one fixed delay, the head is always the next record due, and nothing behind it is
-delayed for longer than its own delay. The loop's poll timeout is the time to the earliest
-resume, so an idle wait costs no CPU, and other partitions and the main topic keep flowing.
+One consumer reads the main topic and every retry tier. On the poll thread, every record of
+a retry tier is checked against its due time with the pure ``due_gate`` (values are decoded
+later, by whoever processes the record): the first record of a partition that is not yet
+due pauses that partition and seeks back to it, so the head of the partition is fetched
+again when it is due. Because a tier has one fixed delay, the head is always the next
+record due, and nothing behind it is delayed for longer than its own delay. The loop's poll
+timeout is the time to the earliest resume, so an idle wait costs no CPU, and other
+partitions and the main topic keep flowing.
 
 Records that may run go to the lanes (bounded concurrency, one key at a time). Their fates
 come back on a queue; a republished record's fate arrives with the producer's ack. Offsets
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumer.codec import EventCodec
 from consumer.kafka_io import to_inbound
 from consumer.lanes import InlineLane, LaneFailure, Lanes
 from consumer.offsets import OffsetBook, TopicPartitionKey
@@ -63,7 +63,6 @@ class Runner:
                  lanes_factory: Callable[[Callable[[Republished, str | None], None]],
                                          Lanes | InlineLane],
                  outcomes: PendingOutcomes, clock: Clock, telemetry: Telemetry,
-                 codec: EventCodec | None = None,
                  max_in_flight: int = 5000, drain_timeout_s: float = 30.0) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -71,7 +70,6 @@ class Runner:
         self._outcomes = outcomes
         self._clock = clock
         self._telemetry = telemetry
-        self._codec = codec or EventCodec()
         self._max_in_flight = max_in_flight
         self._drain_timeout_s = drain_timeout_s
         self._book = OffsetBook()
@@ -140,12 +138,13 @@ class Runner:
         tracked: dict[TopicPartitionKey, list[int]] = {}
         now = self._clock.now_ms()
         paused, assigned = self._paused, self._assigned
-        tier_by_topic, codec = self._tier_by_topic, self._codec
+        tier_by_topic = self._tier_by_topic
         # A batch holds runs of records from one partition: look a partition up once a run.
         last: tuple[object, object] = (None, None)
         tp: TopicPartitionKey = ("", 0)
         offsets: list[int] = []
         tier: RetryTier | None = None
+        wanted = False
         for message in messages:
             error = message.error()
             if error is not None:
@@ -158,13 +157,16 @@ class Runner:
                 tp = (str(raw_topic), raw_partition or 0)
                 tier = tier_by_topic.get(tp[0])
                 offsets = tracked.setdefault(tp, [])
-            if tp in paused or tp not in assigned:
-                continue  # behind a paused head (re-fetched after resume), or revoked
-            record = to_inbound(message, codec, tp[0], tp[1])
+                # behind a paused head (re-fetched after resume), or revoked: skipped
+                wanted = tp not in paused and tp in assigned
+            if not wanted:
+                continue
+            record = to_inbound(message, tp[0], tp[1])
             if tier is not None:
                 gate = due_gate(record.headers.due_at_ms, now, tier.delay_ms)
                 if not isinstance(gate, Ready):
                     self._pause_until(tp, record.offset, now + gate.ms)
+                    wanted = False  # the rest of this partition's run waits behind it
                     continue
             offsets.append(record.offset)
             runnable.append(record)

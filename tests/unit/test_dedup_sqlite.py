@@ -1,4 +1,4 @@
-"""The SQLite dedup store's own promises: a durable log, one writer, read-only snapshots."""
+"""The SQLite dedup store's own promises: a durable log that several processes share."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from consumer.dedup import open_dedup_store
 from consumer.dedup_sqlite import PURGE_INTERVAL_MS, SqliteDedupStore
-from consumer.errors import ConfigError
 from retry_topics.clock import ManualClock
 
 TTL_MS = 60 * 60_000
@@ -127,36 +126,54 @@ def test_row_times_never_go_backwards(tmp_path: Path) -> None:
     assert [at for at, _, _ in _log_rows(path)] == [1_000_000, 1_000_000]
 
 
-def test_a_second_writer_is_refused_until_the_first_closes(tmp_path: Path) -> None:
+def test_stores_sharing_a_file_see_each_others_outcomes_and_rules(tmp_path: Path) -> None:
+    """Two consumer processes may share one file: each index follows the other's rows."""
     path = tmp_path / "dedup.sqlite3"
-    first = SqliteDedupStore(path, TTL_MS, ManualClock())
-    with pytest.raises(ConfigError, match=r"in use by pid \d+.*redis://"):
-        open_dedup_store(f"sqlite:///{path}", TTL_MS)
-    first.close()
-    SqliteDedupStore(path, TTL_MS, ManualClock()).close()
+    clock = ManualClock()
+    first = SqliteDedupStore(path, TTL_MS, clock)
+    second = SqliteDedupStore(path, TTL_MS, clock)
+    try:
+        first.record_many([("a", "delivered"), ("b", "dead_lettered")])
+        assert second.lookup(["a", "b"]) == {"a": "delivered", "b": "dead_lettered"}
+        second.record("a", "dead_lettered")  # refused: first delivered it
+        second.record("b", "delivered")
+        first.forget("a")
+        assert first.lookup(["a", "b"]) == {"b": "delivered"}
+        assert second.lookup(["a", "b"]) == {"b": "delivered"}
+        first.record("c", "delivered")
+        second.record("c", "dead_lettered")  # caught up inside the write: still refused
+        assert first.lookup(["c"]) == second.lookup(["c"]) == {"c": "delivered"}
+    finally:
+        first.close()
+        second.close()
 
 
-def test_a_writer_in_another_process_is_refused(tmp_path: Path) -> None:
+def test_a_store_in_another_process_sees_outcomes_recorded_after_it_opened(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "dedup.sqlite3"
-    holder = subprocess.Popen(
+    other = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, pathlib\n"
          "from consumer.dedup_sqlite import SqliteDedupStore\n"
          f"s = SqliteDedupStore(pathlib.Path({str(path)!r}), {TTL_MS})\n"
          "print('open', flush=True)\n"
-         "sys.stdin.read()\n"],
+         "sys.stdin.readline()\n"
+         "print(sorted(s.lookup(['evt-1', 'evt-2']).items()), flush=True)\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path.cwd())
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "open\n"
-        with pytest.raises(ConfigError, match=f"in use by pid {holder.pid}"):
-            SqliteDedupStore(path, TTL_MS, ManualClock())
+        assert other.stdout is not None
+        assert other.stdout.readline() == "open\n"
+        store = SqliteDedupStore(path, TTL_MS)
+        store.record("evt-1", "delivered")
+        store.close()
+        out, _ = other.communicate("go\n", timeout=30)
     finally:
-        holder.communicate("", timeout=30)
-    SqliteDedupStore(path, TTL_MS, ManualClock()).close()  # released when the process ended
+        other.kill()
+    assert out.strip() == "[('evt-1', 'delivered')]"
 
 
-def test_read_only_stores_see_a_snapshot_beside_the_writer_and_cannot_write(
+def test_read_only_stores_follow_the_writer_and_cannot_write(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "dedup.sqlite3"
@@ -167,6 +184,8 @@ def test_read_only_stores_see_a_snapshot_beside_the_writer_and_cannot_write(
         reader = open_dedup_store(f"sqlite:///{path}", TTL_MS, clock, read_only=True)
         try:
             assert reader.lookup(["evt-1"]) == {"evt-1": "delivered"}
+            writer.record("evt-2", "dead_lettered")
+            assert reader.lookup(["evt-2"]) == {"evt-2": "dead_lettered"}
             with pytest.raises(PermissionError, match="read-only"):
                 reader.record("evt-2", "delivered")
         finally:

@@ -258,3 +258,23 @@ def test_a_processed_record_lets_go_of_its_decoded_event() -> None:
     (fate,) = fx.run(processed)
     assert fate.record.event is None
     assert fate.record.event_id == sample_event("appointment.scheduled")["event_id"]
+
+
+def test_with_a_deadline_nothing_sleeps_and_quick_retries_are_handed_over() -> None:
+    """The poll thread never waits out a quick retry; the lane retries without a new call."""
+    fx = Fixture(ScriptedHandler(TransientError("503", error_class="http.503")),
+                 quick_attempts=3)
+    first, second = (record(sample_event("appointment.scheduled", event_id=f"evt-{n}"),
+                            offset=n) for n in range(2))
+    started = fx.clock.monotonic()
+    fates, processed = fx.processor.process_until([first, second], started + 10)
+    assert (fates, processed) == ([], 0)
+    assert fx.clock.monotonic() == started  # no quick wait on the calling thread
+    assert len(fx.handler.calls) == 1
+    assert first.event is not None  # not processed yet: a lane takes it from here
+    (fate, other) = fx.run(first, second)  # the lane: retries, then the rest
+    assert isinstance(fate, Delivered)
+    assert isinstance(other, Delivered)
+    assert len(fx.handler.calls) == 3  # first call, one quick retry, the second event
+    assert fx.clock.monotonic() - started == pytest.approx(0.1)  # the first quick wait
+    assert first.carried_failure is None

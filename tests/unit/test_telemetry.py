@@ -23,7 +23,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from consumer.errors import ConfigError, TransientError
-from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
+from consumer.telemetry import (
+    INVALID_SPAN,
+    NO_SPAN,
+    Telemetry,
+    configure_tracing,
+    exports,
+    shutdown_providers,
+)
 from tests.unit.sample_events import sample_event
 
 UPSTREAM_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -323,3 +330,32 @@ def test_without_an_sdk_tracer_incoming_trace_context_is_still_passed_on() -> No
     headers = [("traceparent", upstream.encode())]
     with telemetry.process_span("t", 0, 2, None, headers, "e2", 1, "g"):
         assert telemetry.current_traceparent() == upstream
+
+
+@pytest.mark.parametrize(("value", "disabled", "expected"), [
+    (None, False, True), ("otlp", False, True), ("console,none", False, True),
+    ("none", False, False), ("otlp", True, False),
+])
+def test_exports_tells_whether_any_exporter_is_selected(
+    clean_otel_env: pytest.MonkeyPatch, value: str | None, disabled: bool, expected: bool,
+) -> None:
+    """``run`` leaves a provider that exports nothing out of the hot path."""
+    if value is not None:
+        clean_otel_env.setenv("OTEL_TRACES_EXPORTER", value)
+    if disabled:
+        clean_otel_env.setenv("OTEL_SDK_DISABLED", "true")
+    assert exports("OTEL_TRACES_EXPORTER") is expected
+
+
+def test_without_sdk_providers_nothing_is_recorded_and_no_span_is_built() -> None:
+    quiet = Telemetry(trace.NoOpTracerProvider())
+    assert not quiet.tracing_live
+    assert not quiet.metrics_live
+    assert quiet.process_span("t", 0, 1, None, [], "evt", 1, "g") is NO_SPAN
+    with quiet.process_span("t", 0, 1, None, [], "evt", 1, "g") as span:
+        assert span is INVALID_SPAN
+    with quiet.process_span("t", 0, 1, None, [("traceparent", UPSTREAM.encode())], "evt", 1,
+                            "g") as carried:
+        assert carried.get_span_context().trace_id == int(UPSTREAM_TRACE_ID, 16)
+    metered = Telemetry(trace.NoOpTracerProvider(), MeterProvider())
+    assert metered.metrics_live

@@ -1,0 +1,63 @@
+"""Consumed messages become records on the poll thread; values are decoded by the processor."""
+
+from __future__ import annotations
+
+from confluent_kafka import Message
+
+from consumer.codec import EventCodec
+from consumer.kafka_io import NO_HEADERS, to_inbound
+from retry_topics.headers import RecordHeaders, encode_headers
+from tests.unit.sample_events import sample_event
+
+CODEC = EventCodec()
+
+
+def _message(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Message:
+    wire: list[tuple[str, str | bytes | None]] | None = None if headers is None else [*headers]
+    return Message(topic="clinic.events.retry.5s", partition=3, offset=41, key=b"appt-1",
+                   value=value, headers=wire, timestamp=(1, 1_700_000_000_000))
+
+
+def test_a_record_is_detached_with_its_headers_and_left_undecoded() -> None:
+    headers = encode_headers(RecordHeaders(attempts=2, due_at_ms=1_700_000_005_000))
+    record = to_inbound(_message(b"not avro", headers), "clinic.events.retry.5s", 3)
+    assert (record.topic, record.partition, record.offset) == ("clinic.events.retry.5s", 3, 41)
+    assert record.timestamp_ms == 1_700_000_000_000
+    assert record.headers.due_at_ms == 1_700_000_005_000
+    assert record.attempt == 3
+    assert record.event is None
+    assert record.decode_error is None  # nothing decoded on the poll thread
+
+
+def test_a_record_without_headers_shares_the_empty_headers() -> None:
+    record = to_inbound(_message(b""), "clinic.events", 0)
+    assert record.raw_headers == ()
+    assert record.headers is NO_HEADERS
+    assert record.attempt == 1
+
+
+def test_malformed_provenance_headers_do_not_make_a_record_unprocessable() -> None:
+    record = to_inbound(_message(b"", [("clinic.attempts", b"two")]), "clinic.events", 0)
+    assert record.headers is NO_HEADERS
+    assert record.raw_headers == (("clinic.attempts", b"two"),)
+
+
+def test_decode_sets_the_event_and_its_identity_once() -> None:
+    event = sample_event("appointment.scheduled")
+    record = to_inbound(_message(CODEC.encode(event)), "clinic.events", 0)
+    record.decode(CODEC)
+    assert record.event is not None
+    assert (record.event_id, record.event_type) == (event["event_id"], "appointment.scheduled")
+    decoded = record.event
+    record.decode(CODEC)
+    assert record.event is decoded
+
+
+def test_undecodable_values_keep_their_error_and_bytes() -> None:
+    record = to_inbound(_message(b"\x00garbage"), "clinic.events", 0)
+    record.decode(CODEC)
+    assert record.event is None
+    assert record.event_id is None
+    assert record.decode_error is not None
+    assert record.decode_error.raw == b"\x00garbage"
+    assert record.value == b"\x00garbage"
