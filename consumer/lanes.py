@@ -10,13 +10,15 @@ down without storing offsets for unfinished records.
 
 **Caller runs quick work.** Threads only pay off while handlers wait (on HTTP, say): under
 the GIL, waking a lane for a chunk of fast, CPU-only work costs more than the work (measured
-here: the pipeline's own cost per event doubled). So while recent chunks ran at under
-``QUICK_RECORD_S`` per record, the poll thread processes a lane's chunk itself, provided
-that lane has nothing queued or running (so per-key order holds), within a budget of
-``CALLER_BUDGET_S``: it stops after the first record that ends past the budget, hands the
-rest to the lane's thread and stops running work itself until a lane thread sees chunks
-run quickly again. The poll thread is thus never held up for more than one handler call
-past the budget, whatever the handler does.
+here: the pipeline's own cost per event doubled). So while chunks run at under
+``QUICK_RECORD_S`` per record (decoding included), the poll thread processes a lane's chunk
+itself, provided that lane has nothing queued or running (so per-key order holds), within a
+budget of ``CALLER_BUDGET_S``: it stops after the first record that ends past the budget,
+hands the rest to the lane's thread, and leaves work to the threads until it tries again
+after a probe interval: ``FIRST_PROBE_S``, doubled after each probe that finds work still
+slow, up to ``LAST_PROBE_S`` (a stray slow chunk, from a GC pause say, costs little; a slow
+downstream costs the poll thread one budget every few seconds). The poll thread is never
+held up for more than one handler call past the budget, whatever the handler does.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ BoundedChunkProcessor = Callable[[Sequence[InboundRecord], float | None],
 """Processes a prefix of a chunk, stopping after the first record that ends past the
 deadline (``time.monotonic`` scale); returns the fates and the prefix's length."""
 
-QUICK_RECORD_S = 50e-6
+QUICK_RECORD_S = 200e-6
 CALLER_BUDGET_S = 0.005
+FIRST_PROBE_S, LAST_PROBE_S = 0.05, 3.2
 INLINE_SLICE = 64
 
 
@@ -87,6 +90,8 @@ class Lanes:
         self._backlog = [0] * count
         self._backlog_lock = threading.Lock()
         self._quick = process_until is not None
+        self._probe_at = 0.0  # when, if not quick, the caller tries running work again
+        self._probe_interval = FIRST_PROBE_S
         self.results: queue.SimpleQueue[LaneResult] = queue.SimpleQueue()
         self._queues: list[queue.SimpleQueue[Sequence[InboundRecord] | None]] = [
             queue.SimpleQueue() for _ in range(count)
@@ -116,11 +121,16 @@ class Lanes:
                 chunk = chunks[lane] = []
             chunk.append(record)
         process_until = self._process_until
+        probing = False
+        if not self._quick and process_until is not None and time.monotonic() >= self._probe_at:
+            self._quick = probing = True  # the budget bounds what a slow handler costs
         for lane, chunk in chunks.items():
             if process_until is not None and self._quick and self._backlog[lane] == 0:
                 self._run_here(process_until, lane, chunk)
             else:
                 self._enqueue(lane, chunk)
+        if probing and self._quick:
+            self._probe_interval = FIRST_PROBE_S  # quick again: the next slip is forgiven fast
 
     def _run_here(self, process_until: BoundedChunkProcessor, lane: int,
                   chunk: list[InboundRecord]) -> None:
@@ -129,14 +139,21 @@ class Lanes:
         try:
             fates, done = process_until(chunk, started + CALLER_BUDGET_S)
         except Exception as exc:  # noqa: BLE001 - reported like a lane failure
-            self._quick = False
+            self._leave_to_threads()
             self.results.put(LaneFailure(exc))
             return
         self.results.put(fates)
         if done < len(chunk) or time.monotonic() - started > done * QUICK_RECORD_S:
-            self._quick = False
+            self._leave_to_threads()
         if done < len(chunk):
             self._enqueue(lane, chunk[done:])
+
+    def _leave_to_threads(self) -> None:
+        if not self._quick:
+            return
+        self._quick = False
+        self._probe_at = time.monotonic() + self._probe_interval
+        self._probe_interval = min(self._probe_interval * 2, LAST_PROBE_S)
 
     def _enqueue(self, lane: int, chunk: Sequence[InboundRecord]) -> None:
         with self._backlog_lock:
@@ -162,15 +179,11 @@ class Lanes:
                 return
             if self._discard:
                 continue
-            started = time.monotonic()
             try:
                 fates = self._process(chunk)
             except BaseException as exc:  # noqa: BLE001 - reported to the poll thread
                 self.results.put(LaneFailure(exc))
                 return
-            quick = time.monotonic() - started <= len(chunk) * QUICK_RECORD_S
             self.results.put(fates)
             with self._backlog_lock:
                 self._backlog[lane] -= 1
-            if quick and self._process_until is not None:
-                self._quick = True

@@ -142,7 +142,7 @@ def test_a_lane_with_queued_work_is_never_overtaken_by_the_caller() -> None:
     assert order == [0, 1]
 
 
-def test_work_past_the_budget_goes_to_the_lane_thread_and_comes_back_when_quick() -> None:
+def test_work_past_the_budget_goes_to_the_lane_thread_until_the_next_probe() -> None:
     caller = threading.current_thread().name
     ran_on: list[tuple[str, int]] = []
 
@@ -161,13 +161,14 @@ def test_work_past_the_budget_goes_to_the_lane_thread_and_comes_back_when_quick(
     assert len(_collect(lanes, 3)) == 3
     assert ran_on[0] == (caller, 0)
     assert [(name != caller, offset) for name, offset in ran_on[1:]] == [(True, 1), (True, 2)]
-    deadline = time.monotonic() + 10
-    while not lanes._quick and time.monotonic() < deadline:  # the lane saw a quick chunk
-        time.sleep(0.001)
-    lanes.dispatch([_record(b"a", 3)])
+    lanes.dispatch([_record(b"a", 3)])  # within the probe interval: the lane thread
+    assert len(_collect(lanes, 1)) == 1
+    assert ran_on[-1][0] != caller
+    lanes._probe_at = time.monotonic()  # the probe interval has passed
+    lanes.dispatch([_record(b"a", 4)])
     assert len(_collect(lanes, 1)) == 1
     lanes.stop()
-    assert ran_on[-1] == (caller, 3)
+    assert ran_on[-1] == (caller, 4)
 
 
 def test_a_failure_on_the_calling_thread_is_reported_like_a_lane_failure() -> None:
