@@ -13,12 +13,13 @@ the GIL, waking a lane for a chunk of fast, CPU-only work costs more than the wo
 here: the pipeline's own cost per event doubled). So while chunks run at under
 ``QUICK_RECORD_S`` per record (decoding included), the poll thread processes a lane's chunk
 itself, provided that lane has nothing queued or running (so per-key order holds), within a
-budget of ``CALLER_BUDGET_S``: it stops after the first record that ends past the budget,
-hands the rest to the lane's thread, and leaves work to the threads until it tries again
-after a probe interval: ``FIRST_PROBE_S``, doubled after each probe that finds work still
-slow, up to ``LAST_PROBE_S`` (a stray slow chunk, from a GC pause say, costs little; a slow
-downstream costs the poll thread one budget every few seconds). The poll thread is never
-held up for more than one handler call past the budget, whatever the handler does.
+budget of ``CALLER_BUDGET_S``: it stops after the first record that ends past the budget
+and hands the rest to the lane's thread. After ``SLOW_RUNS_TO_LEAVE`` slow runs in a row it
+leaves work to the threads until it tries again after a probe interval: ``FIRST_PROBE_S``,
+doubled after each probe that finds work still slow, up to ``LAST_PROBE_S`` (a stray slow
+chunk, from a GC pause or a busy core, costs little; a slow downstream costs the poll thread
+a few budgets every few seconds). The poll thread is never held up for more than one
+handler call past the budget, whatever the handler does.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ BoundedChunkProcessor = Callable[[Sequence[InboundRecord], float | None],
 deadline (``time.monotonic`` scale); returns the fates and the prefix's length."""
 
 QUICK_RECORD_S = 200e-6
-CALLER_BUDGET_S = 0.005
+CALLER_BUDGET_S = 0.010  # two GIL switch intervals: a chunk preempted once still fits
+SLOW_RUNS_TO_LEAVE = 3  # in a row: one slow run is as often a GC pause or a busy core
 FIRST_PROBE_S, LAST_PROBE_S = 0.05, 3.2
 INLINE_SLICE = 64
 
@@ -92,6 +94,7 @@ class Lanes:
         self._quick = process_until is not None
         self._probe_at = 0.0  # when, if not quick, the caller tries running work again
         self._probe_interval = FIRST_PROBE_S
+        self._slow_runs = 0
         self.results: queue.SimpleQueue[LaneResult] = queue.SimpleQueue()
         self._queues: list[queue.SimpleQueue[Sequence[InboundRecord] | None]] = [
             queue.SimpleQueue() for _ in range(count)
@@ -144,11 +147,16 @@ class Lanes:
             return
         self.results.put(fates)
         if done < len(chunk) or time.monotonic() - started > done * QUICK_RECORD_S:
-            self._leave_to_threads()
+            self._slow_runs += 1
+            if self._slow_runs >= SLOW_RUNS_TO_LEAVE:
+                self._leave_to_threads()
+        else:
+            self._slow_runs = 0
         if done < len(chunk):
             self._enqueue(lane, chunk[done:])
 
     def _leave_to_threads(self) -> None:
+        self._slow_runs = 0
         if not self._quick:
             return
         self._quick = False

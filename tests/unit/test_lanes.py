@@ -7,7 +7,14 @@ import threading
 import time
 from collections.abc import Sequence
 
-from consumer.lanes import INLINE_SLICE, BoundedChunkProcessor, InlineLane, LaneFailure, Lanes
+from consumer.lanes import (
+    INLINE_SLICE,
+    SLOW_RUNS_TO_LEAVE,
+    BoundedChunkProcessor,
+    InlineLane,
+    LaneFailure,
+    Lanes,
+)
 from consumer.records import Delivered, Fate, InboundRecord
 from retry_topics.headers import RecordHeaders
 
@@ -157,18 +164,22 @@ def test_work_past_the_budget_goes_to_the_lane_thread_until_the_next_probe() -> 
         return [Delivered(first)], 1
 
     lanes = Lanes(1, process, process_until)
-    lanes.dispatch([_record(b"a", n) for n in range(3)])
-    assert len(_collect(lanes, 3)) == 3
-    assert ran_on[0] == (caller, 0)
-    assert [(name != caller, offset) for name, offset in ran_on[1:]] == [(True, 1), (True, 2)]
-    lanes.dispatch([_record(b"a", 3)])  # within the probe interval: the lane thread
+    offset = 0
+    for _ in range(SLOW_RUNS_TO_LEAVE):  # each run: one record here, the rest to the lane
+        lanes.dispatch([_record(b"a", offset), _record(b"a", offset + 1)])
+        assert len(_collect(lanes, 2)) == 2
+        assert [(name == caller, o) for name, o in ran_on[-2:]] == [
+            (True, offset), (False, offset + 1)]
+        offset += 2
+    lanes.dispatch([_record(b"a", offset)])  # slow runs in a row: left to the lane thread
     assert len(_collect(lanes, 1)) == 1
+    assert ran_on[-1] == (ran_on[-2][0], offset)
     assert ran_on[-1][0] != caller
     lanes._probe_at = time.monotonic()  # the probe interval has passed
-    lanes.dispatch([_record(b"a", 4)])
+    lanes.dispatch([_record(b"a", offset + 1)])
     assert len(_collect(lanes, 1)) == 1
     lanes.stop()
-    assert ran_on[-1] == (caller, 4)
+    assert ran_on[-1] == (caller, offset + 1)
 
 
 def test_a_failure_on_the_calling_thread_is_reported_like_a_lane_failure() -> None:
