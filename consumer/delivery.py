@@ -60,11 +60,12 @@ def user_agent() -> str:
         return "clinic-events/0+unknown"
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class DeliveryContext:
     """Where an event came from and which attempt this is; ``attempt`` is 1 on the main topic.
 
-    Built for every handler call, so not frozen (that doubles its cost); handlers read it.
+    Built for every handler call, so not frozen and built positionally (together a third of
+    the cost of a frozen, keyword-built one); handlers only read it.
     """
 
     event_id: str

@@ -201,11 +201,9 @@ class RecordProcessor:
         the record (``carried_failure``) and returned as it is; the lane that processes the
         record next starts from it with the quick retries.
         """
-        context = DeliveryContext(
-            event_id=str(record.event_id), event_type=str(record.event_type),
-            topic=record.topic, partition=record.partition, offset=record.offset,
-            attempt=record.attempt, traceparent=traceparent,
-        )
+        context = DeliveryContext(  # event_id, event_type, topic, partition, offset, ...
+            record.event_id or "", record.event_type or "", record.topic, record.partition,
+            record.offset, record.attempt, traceparent)
         carried = record.carried_failure
         if isinstance(carried, Failure):
             failure = carried
