@@ -230,21 +230,6 @@ class Telemetry:
         if not self.tracing_live and not any(
                 name in (TRACEPARENT, TRACESTATE) for name, _ in headers or ()):
             return NO_SPAN
-        return self._process_span(topic, partition, offset, key, headers, event_id, attempt,
-                                  group)
-
-    @contextmanager
-    def _process_span(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        headers: KafkaHeaders,
-        event_id: str | None,
-        attempt: int,
-        group: str,
-    ) -> Iterator[Span]:
         carrier: dict[str, str] = {}
         for name, value in headers or ():
             lowered = name.lower()
@@ -265,8 +250,7 @@ class Telemetry:
             attributes["messaging.message.id"] = event_id
         if key is not None:
             attributes["messaging.kafka.message.key"] = key.decode("utf-8", errors="replace")
-        with self._span(f"process {topic}", SpanKind.CONSUMER, attributes, parent) as span:
-            yield span
+        return self._span(f"process {topic}", SpanKind.CONSUMER, attributes, parent)
 
     @contextmanager
     def send_span(self, topic: str, event_id: str | None) -> Iterator[Span]:
