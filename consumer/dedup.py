@@ -60,6 +60,9 @@ class DedupStore(Protocol):
     def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
         """Record several outcomes in one round-trip, with the rules of :meth:`record`."""
 
+    def record_delivered(self, event_ids: Sequence[str]) -> None:
+        """Record ``delivered`` for every id in one round-trip (the consumer's hot path)."""
+
     def forget(self, event_id: str) -> None:
         """Drop the outcome of ``event_id`` (operator-forced redelivery)."""
 
@@ -103,6 +106,9 @@ class MemoryDedupStore:
                 if outcome == "dead_lettered" and self._live(event_id, now_ms) == "delivered":
                     continue
                 self._rows[event_id] = (outcome, now_ms)
+
+    def record_delivered(self, event_ids: Sequence[str]) -> None:
+        self.record_many([(event_id, "delivered") for event_id in event_ids])
 
     def forget(self, event_id: str) -> None:
         with self._lock:
@@ -164,6 +170,9 @@ class RedisDedupStore:
             else:
                 pipe.eval(_DEAD_LETTER_UNLESS_DELIVERED, 1, self._key(event_id), self._ttl_ms)
         pipe.execute()
+
+    def record_delivered(self, event_ids: Sequence[str]) -> None:
+        self.record_many([(event_id, "delivered") for event_id in event_ids])
 
     def forget(self, event_id: str) -> None:
         self._client.delete(self._key(event_id))

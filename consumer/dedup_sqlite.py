@@ -153,6 +153,14 @@ class SqliteDedupStore:
 
         self._append(rows)
 
+    def record_delivered(self, event_ids: Sequence[str]) -> None:
+        """``record_many`` of ``delivered`` outcomes without building and checking pairs."""
+        if not event_ids:
+            return
+        self._check_writable()
+        ids = list(dict.fromkeys(event_ids))
+        self._append(lambda _now_ms: [("delivered", ids)])
+
     def forget(self, event_id: str) -> None:
         self._check_writable()
         self._append(lambda _now_ms: [("forgotten", [event_id])])

@@ -45,6 +45,6 @@ class PendingOutcomes:
         """Write staged outcomes durably (one write), then unstage them; raises on failure."""
         if not event_ids:
             return
-        self.store.record_many([(event_id, "delivered") for event_id in event_ids])
+        self.store.record_delivered(event_ids)
         with self._lock:
             self._staged.difference_update(event_ids)

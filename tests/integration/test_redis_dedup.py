@@ -47,7 +47,7 @@ def test_record_then_lookup_in_one_batch(store: RedisDedupStore, redis_url: str)
 def test_large_batches_span_several_chunks(store: RedisDedupStore) -> None:
     """A lookup of more ids than one MGET chunk still returns every recorded outcome."""
     ids = _ids(1_234)
-    store.record_many([(event_id, "delivered") for event_id in ids[::3]])
+    store.record_delivered(ids[::3])
     assert store.lookup(ids) == {event_id: "delivered" for event_id in ids[::3]}
 
 

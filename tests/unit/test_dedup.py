@@ -97,6 +97,15 @@ def test_recording_again_refreshes_the_ttl(make_store: StoreFactory) -> None:
     assert store.lookup(["evt-1"]) == {"evt-1": "delivered"}
 
 
+def test_record_delivered_follows_the_rules_of_record_many(make_store: StoreFactory) -> None:
+    store = make_store(ManualClock())
+    store.record("evt-1", "dead_lettered")
+    store.record_delivered(["evt-1", "evt-2", "evt-2"])
+    store.record_delivered([])
+    store.record("evt-2", "dead_lettered")
+    assert store.lookup(["evt-1", "evt-2"]) == {"evt-1": "delivered", "evt-2": "delivered"}
+
+
 def test_forget_allows_redelivery(make_store: StoreFactory) -> None:
     store = make_store(ManualClock())
     store.record("evt-1", "delivered")

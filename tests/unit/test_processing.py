@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from consumer.codec import EventCodec
-from consumer.dedup import MemoryDedupStore, Outcome
+from consumer.dedup import MemoryDedupStore
 from consumer.delivery import DeliveryContext
 from consumer.errors import PermanentError, TransientError, UndecodableRecord
 from consumer.outcome_buffer import PendingOutcomes
@@ -215,7 +215,7 @@ def test_other_exceptions_follow_the_configured_rules(error: Exception,
 
 def test_a_failed_record_keeps_the_outcome_staged() -> None:
     class FullDisk(MemoryDedupStore):
-        def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
+        def record_delivered(self, event_ids: Sequence[str]) -> None:
             raise OSError("disk full")
 
     outcomes = PendingOutcomes(FullDisk())
