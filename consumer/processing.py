@@ -127,8 +127,12 @@ class RecordProcessor:
         monotonic = self._clock.monotonic
         processed = 0
         may_wait = deadline is None
+        spans = self._telemetry.tracing_live
         for record in records:
-            fate = self._process_one(record, known, may_wait)
+            # Straight to the decision unless a span is recorded or context carried.
+            fate = self._process_one(record, known, may_wait) \
+                if spans or record.raw_headers else \
+                self._decide(record, known, INVALID_SPAN, may_wait)
             if fate is None:
                 break  # handed over to a lane for its quick retries
             processed += 1
@@ -147,20 +151,20 @@ class RecordProcessor:
 
     def _process_one(self, record: InboundRecord, known: dict[str, Outcome],
                      may_wait: bool) -> Fate | Republished | None:
-        """The record's fate, or None if it must wait for quick retries and may not."""
-        telemetry = self._telemetry
-        # Most records carry no headers: unless spans are recorded, no span scope at all.
-        if telemetry.tracing_live or record.raw_headers:
-            with telemetry.process_span(
-                record.topic, record.partition, record.offset, record.key, record.raw_headers,
-                record.event_id, record.attempt, self._group_id,
-            ) as span:
-                return self._decide(record, known, span, may_wait)
-        return self._decide(record, known, INVALID_SPAN, may_wait)
+        """``_decide`` inside the record's ``process`` span (or none, if nothing records it)."""
+        with self._telemetry.process_span(
+            record.topic, record.partition, record.offset, record.key, record.raw_headers,
+            record.event_id, record.attempt, self._group_id,
+        ) as span:
+            return self._decide(record, known, span, may_wait)
 
     def _decide(self, record: InboundRecord, known: dict[str, Outcome],
                 span: Span, may_wait: bool) -> Fate | Republished | None:
-        """Skip, deliver or route ``record``; ``span`` is its ``process`` span (or invalid)."""
+        """Skip, deliver or route ``record``; ``span`` is its ``process`` span (or invalid).
+
+        None: the record's first call failed where quick retries may not wait (see
+        ``process_until``); it is not processed yet.
+        """
         if record.event is None:
             reason = record.decode_error.reason if record.decode_error else "undecodable"
             self._telemetry.record_error(span, "undecodable")

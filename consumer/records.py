@@ -66,7 +66,8 @@ class InboundRecord:
             self.decode_error = exc
             return
         self.event = event
-        self._identify(event)
+        self.event_id = str(event["event_id"])
+        self.event_type = str(event["event_type"])
 
     @property
     def replayed(self) -> bool:
