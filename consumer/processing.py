@@ -2,8 +2,8 @@
 
 For each chunk of records a lane hands it (records of one lane, in consumption order):
 
-0. decode the chunk's values (here, not on the poll thread: the chunk's events are then
-   still in the CPU cache when they are handled, which measured several µs per event);
+0. decode the chunk's values (here, not on the poll thread: a chunk's events are then still
+   in the CPU cache when they are handled, rather than a whole batch's);
 1. look up every event id in the dedup store at once (one round trip per chunk);
 2. skip events already delivered, and events already dead-lettered unless they come back
    through a DLQ replay (``clinic.replay-count`` > 0) or a forced replay;
