@@ -106,13 +106,11 @@ class Lanes:
         for thread in self._threads:
             thread.start()
 
-    def lane_of(self, record: InboundRecord) -> int:
-        """The lane of a record: by key, or by partition+offset for key-less records."""
-        key = record.key if record.key else f"{record.partition}:{record.offset}".encode()
-        return zlib.crc32(key) % len(self._queues)
-
     def dispatch(self, records: Sequence[InboundRecord]) -> None:
-        """Hand a batch to the lanes: one chunk per lane, consumption order kept."""
+        """Hand a batch to the lanes: one chunk per lane, consumption order kept.
+
+        A record's lane is the CRC32 of its key, or of partition:offset for key-less records.
+        """
         chunks: dict[int, list[InboundRecord]] = {}
         lanes = len(self._queues)
         crc32 = zlib.crc32

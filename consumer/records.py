@@ -66,8 +66,7 @@ class InboundRecord:
             self.decode_error = exc
             return
         self.event = event
-        self.event_id = str(event["event_id"])
-        self.event_type = str(event["event_type"])
+        self._identify(event)
 
     @property
     def replayed(self) -> bool:

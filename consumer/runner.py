@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -278,9 +278,7 @@ class Runner:
             self._telemetry.count_event(kind, tier=self._tier_labels.get(topic, "main"),
                                         count=count)
         for tp, offsets in completed.items():
-            moved = self._book.complete(tp, offsets)
-            if moved is not None:
-                advanced[tp] = moved
+            self._complete(tp, offsets, advanced)
 
     def _finish_republished(
         self, fate: Republished, advanced: dict[TopicPartitionKey, int]
@@ -297,8 +295,12 @@ class Runner:
         log_outcome(fate.kind, record, error_class=fate.error_class,
                     destination=destination.topic,
                     level=logging.WARNING if fate.kind == "dead_lettered" else logging.INFO)
-        tp = (record.topic, record.partition)
-        moved = self._book.complete(tp, (record.offset,))
+        self._complete((record.topic, record.partition), (record.offset,), advanced)
+
+    def _complete(self, tp: TopicPartitionKey, offsets: Sequence[int],
+                  advanced: dict[TopicPartitionKey, int]) -> None:
+        """Complete records of ``tp``; note the next offset to store if it advanced."""
+        moved = self._book.complete(tp, offsets)
         if moved is not None:
             advanced[tp] = moved
 
