@@ -26,6 +26,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,19 @@ def default_state_dir() -> Path:
     """The project-local state folder (data, log, pid) of the local broker."""
     base = os.environ.get("CLINIC_EVENTS_STATE_DIR", ".clinic-events")
     return Path(base) / "kafka"
+
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Why not any such string: one in 64 starts with ``-``, which the storage tool's argument
+    parser takes for an option (``--cluster-id: expected one argument``), so those are
+    drawn again, as Kafka's own ``Uuid.randomUuid`` does.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +335,7 @@ class LocalKafka:
         return path
 
     def _format(self, java: str, classpath: str, props: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             [java, "-Xmx256m",
              f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from consumer.cli import main
 from consumer.errors import MissingToolError
-from consumer.local_kafka import LocalKafka, require_tools
+from consumer.local_kafka import LocalKafka, new_cluster_id, require_tools
 
 
 def _fake_java(folder: Path, version_line: str) -> None:
@@ -77,3 +77,10 @@ def test_environment_state_dir_is_used(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("CLINIC_EVENTS_STATE_DIR", str(tmp_path))
     assert LocalKafka().state_dir == (tmp_path / "kafka").resolve()
     assert os.fspath(LocalKafka().log_file).endswith("broker.log")
+
+
+def test_cluster_id_never_starts_with_a_dash_the_storage_tool_would_read_as_an_option() -> None:
+    draws = iter([b"\xf8" + bytes(15), b"\x01" * 16])  # the first encodes to "-A..."
+    cluster_id = new_cluster_id(lambda: next(draws))
+    assert cluster_id == "AQEBAQEBAQEBAQEBAQEBAQ"
+    assert len(new_cluster_id()) == 22
