@@ -43,9 +43,11 @@ class EventCodec:
 
     def __init__(self, store: SchemaStore | None = None) -> None:
         self._store = store or default_store()
-        current = self._store.current
+        current = self._current = self._store.current
         self._writer = current.parsed
         self._prefix = MAGIC + current.fingerprint
+        # decode runs once per consumed record: the fingerprint lookup is one dict get
+        self._by_fingerprint = self._store.by_fingerprint()
 
     @property
     def store(self) -> SchemaStore:
@@ -76,14 +78,14 @@ class EventCodec:
             raise UndecodableRecord("record has no value (tombstone)", data)
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise UndecodableRecord("not Avro single-object encoding (bad marker)", data)
-        writer = self._store.by_fingerprint(data[2:HEADER_SIZE])
+        writer = self._by_fingerprint.get(data[2:HEADER_SIZE])
         if writer is None:
             raise UndecodableRecord(
                 f"unknown schema fingerprint {data[2:HEADER_SIZE].hex()}", data
             )
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
-        reader = None if writer is self._store.current else self._store.current.parsed
+        reader = None if writer is self._current else self._current.parsed
         try:
             decoded = schemaless_reader(body, writer.parsed, reader, return_record_name=True)
         except Exception as exc:

@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -42,6 +43,8 @@ from retry_topics.policy import RetryPolicy, RetryTier, tier_labels
 from retry_topics.routing import RetryTo
 
 LOG = logging.getLogger("clinic_events.runner")
+_TOPIC_OF = attrgetter("topic")
+_EVENT_ID_OF = attrgetter("event_id")
 BATCH_SIZE = 500
 IDLE_POLL_S = 0.25
 
@@ -252,20 +255,26 @@ class Runner:
         """
         counts: Counter[tuple[EventOutcome, str]] = Counter()
         completed: dict[TopicPartitionKey, list[int]] = {}
-        delivered: list[str] = []
+        delivered: list[InboundRecord] = []
+        # Fates come in runs of one partition (a lane's chunk keeps consumption order):
+        # look the partition's list up once a run.
+        run: tuple[str, int] = ("", -1)
+        offsets: list[int] = []
         for fate in fates:
             record = fate.record
-            kind = fate.kind
-            counts[(kind, record.topic)] += 1
-            if kind == "delivered" and record.event_id is not None:
-                delivered.append(record.event_id)
-            tp = (record.topic, record.partition)
-            offsets = completed.get(tp)
-            if offsets is None:
-                offsets = completed[tp] = []
+            if record.partition != run[1] or record.topic != run[0]:
+                run = (record.topic, record.partition)
+                offsets = completed.setdefault(run, [])
             offsets.append(record.offset)
+            if fate.kind == "delivered":
+                delivered.append(record)
+            else:
+                counts[(fate.kind, record.topic)] += 1
+        for topic, count in Counter(map(_TOPIC_OF, delivered)).items():
+            counts[("delivered", topic)] = count
         try:
-            self._outcomes.record_delivered(delivered)
+            self._outcomes.record_delivered(
+                [eid for eid in map(_EVENT_ID_OF, delivered) if eid is not None])
         except Exception as exc:
             LOG.error("could not record delivered outcomes", exc_info=exc)
             self._fatal = self._fatal or exc

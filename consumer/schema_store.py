@@ -41,11 +41,9 @@ class SchemaStore:
     def current(self) -> SchemaVersion:
         return self.versions[-1]
 
-    def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
-        for version in self.versions:
-            if version.fingerprint == fp:
-                return version
-        return None
+    def by_fingerprint(self) -> dict[bytes, SchemaVersion]:
+        """Every version by its fingerprint (readers build this once, then look up)."""
+        return {version.fingerprint: version for version in self.versions}
 
 
 def load_version(version: int, raw: dict[str, Any]) -> SchemaVersion:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from consumer.dedup import open_dedup_store
-from consumer.dedup_sqlite import PURGE_INTERVAL_MS, SqliteDedupStore
+from consumer.dedup_sqlite import PURGE_INTERVAL_MS, SqliteDedupStore, decode_ids, encode_ids
 from retry_topics.clock import ManualClock
 
 TTL_MS = 60 * 60_000
@@ -40,7 +40,7 @@ def _log_rows(path: Path) -> list[tuple[int, str, list[str]]]:
                             "ORDER BY seq").fetchall()
     finally:
         conn.close()
-    return [(int(at), str(outcome), json.loads(ids)) for at, outcome, ids in rows]
+    return [(int(at), str(outcome), decode_ids(ids)) for at, outcome, ids in rows]
 
 
 def test_outcomes_and_their_rules_survive_reopening(tmp_path: Path) -> None:
@@ -83,6 +83,40 @@ def test_any_event_id_round_trips_through_the_log(tmp_path: Path) -> None:
         assert reopened.lookup(odd) == dict.fromkeys(odd, "delivered")
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize("ids", [
+    ["a"], ["", "b", ""], ["[1]", "x"], ['"q"', "new\nline"], ["unit\x1fseparator", "y"],
+    ["\x1fled"],
+])
+def test_row_text_round_trips_any_ids(ids: list[str]) -> None:
+    assert decode_ids(encode_ids(ids)) == ids
+
+
+def test_rows_are_joined_text_unless_an_id_holds_the_separator() -> None:
+    assert encode_ids(["a", "b"]) == "\x1fa\x1fb"
+    assert json.loads(encode_ids(["a\x1f", "b"])) == ["a\x1f", "b"]
+
+
+def test_json_rows_of_earlier_versions_are_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.sqlite3"
+    SqliteDedupStore(path, TTL_MS, ManualClock()).close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO dedup_log (recorded_at_ms, outcome, event_ids) VALUES (?, ?, ?)",
+                 (ManualClock().now_ms(), "delivered", json.dumps(["old-1", "old-2"])))
+    conn.commit()
+    conn.close()
+    store = SqliteDedupStore(path, TTL_MS, ManualClock())
+    try:
+        assert store.lookup(["old-1", "old-2", "new"]) == {"old-1": "delivered",
+                                                            "old-2": "delivered"}
+    finally:
+        store.close()
+
+
+def test_a_row_that_is_not_ids_is_an_error_not_an_empty_row() -> None:
+    with pytest.raises(ValueError, match="neither joined ids nor a JSON array"):
+        decode_ids('{"a": 1}')
 
 
 def test_uses_wal_with_normal_sync(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
 
 from consumer.codec import EventCodec
 from consumer.dedup import MemoryDedupStore
@@ -53,7 +54,8 @@ class CapturingPublisher:
 
 class Fixture:
     def __init__(self, handler: ScriptedHandler, *, quick_attempts: int = 1,
-                 rules: ExceptionRules | None = None) -> None:
+                 rules: ExceptionRules | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         self.clock = ManualClock()
         self.store = MemoryDedupStore(self.clock)
         self.outcomes = PendingOutcomes(self.store)
@@ -68,7 +70,8 @@ class Fixture:
         self.processor = RecordProcessor(
             policy=self.policy, handler=handler, outcomes=self.outcomes,
             publisher=self.publisher,
-            telemetry=Telemetry(), clock=self.clock, rules=rules or ExceptionRules(),
+            telemetry=telemetry or Telemetry(), clock=self.clock,
+            rules=rules or ExceptionRules(),
             group_id="g", on_republished=lambda fate, err: self.acked.append((fate, err)),
         )
 
@@ -134,6 +137,31 @@ def test_quick_retries_recover_a_brief_outage_without_a_retry_topic() -> None:
     assert len(fx.handler.calls) == 3
     assert fx.clock.monotonic() - start == pytest.approx(0.2)  # two fixed 100 ms waits
     assert fx.publisher.sent == []
+
+
+@pytest.mark.parametrize(("errors", "expected_kind", "expected_calls"), [
+    ([], "delivered", 1),
+    ([TransientError("503"), TransientError("503")], "delivered", 3),
+    ([TransientError("503")] * 3, "retried", 3),
+    ([PermanentError("422")], "dead_lettered", 1),
+    ([ValueError("bug")] * 3, "retried", 3),  # default rule: transient
+])
+def test_inlined_common_path_decides_like_the_general_one(
+    errors: list[Exception], expected_kind: str, expected_calls: int,
+) -> None:
+    """Without spans or timing the decision is inlined; with a meter it is not: same fates."""
+    seen: list[tuple[str, int, float]] = []
+    for telemetry in (Telemetry(), Telemetry(meter_provider=MeterProvider())):
+        assert telemetry.metrics_live == (len(seen) == 1)
+        fx = Fixture(ScriptedHandler(*errors), quick_attempts=3, telemetry=telemetry)
+        start = fx.clock.monotonic()
+        fates = fx.run(record())
+        kind = fates[0].kind if fates else (
+            "retried" if fx.publisher.sent[0][0].startswith(f"{MAIN}.retry.") else
+            "dead_lettered")
+        seen.append((kind, len(fx.handler.calls), fx.clock.monotonic() - start))
+    assert seen[0] == seen[1]
+    assert seen[0][:2] == (expected_kind, expected_calls)
 
 
 def test_exhausted_quick_retries_go_to_the_first_tier_with_due_time_and_headers() -> None:
