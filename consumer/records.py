@@ -37,8 +37,8 @@ class InboundRecord:
     decode_error: UndecodableRecord | None = None
 
     # Read many times per record on the hot path: computed once, not properties.
-    event_id: str | None = field(init=False)
-    event_type: str | None = field(init=False)
+    event_id: str | None = field(init=False, default=None)
+    event_type: str | None = field(init=False, default=None)
     attempt: int = field(init=False)
     """This topic attempt's number: 1 on the main topic, k+1 in retry tier k."""
     carried_failure: object = field(init=False, default=None)
@@ -46,15 +46,13 @@ class InboundRecord:
     poll thread); the lane that takes the record over retries from it."""
 
     def __post_init__(self) -> None:
-        self._identify(self.event)
+        if self.event is not None:  # built decoded (tests, tools); the runner decodes later
+            self._identify(self.event)
         self.attempt = (self.headers.attempts or 0) + 1
 
-    def _identify(self, event: EventRecord | None) -> None:
-        if event is None:
-            self.event_id = self.event_type = None
-        else:
-            self.event_id = str(event["event_id"])
-            self.event_type = str(event["event_type"])
+    def _identify(self, event: EventRecord) -> None:
+        self.event_id = str(event["event_id"])
+        self.event_type = str(event["event_type"])
 
     def decode(self, codec: EventCodec) -> None:
         """Decode ``value`` into ``event`` (or ``decode_error``), unless that was done."""

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from consumer.dedup import open_dedup_store
-from consumer.dedup_sqlite import PURGE_INTERVAL_MS, SqliteDedupStore, decode_ids, encode_ids
+from consumer.dedup_sqlite import (
+    LOOKUP_CATCH_UP_MS,
+    PURGE_INTERVAL_MS,
+    SqliteDedupStore,
+    decode_ids,
+    encode_ids,
+)
 from retry_topics.clock import ManualClock
 
 TTL_MS = 60 * 60_000
@@ -161,25 +167,52 @@ def test_row_times_never_go_backwards(tmp_path: Path) -> None:
 
 
 def test_stores_sharing_a_file_see_each_others_outcomes_and_rules(tmp_path: Path) -> None:
-    """Two consumer processes may share one file: each index follows the other's rows."""
+    """Two consumer processes may share one file: each index follows the other's rows.
+
+    Writes catch up at once (so the rules see every row); lookups within
+    ``LOOKUP_CATCH_UP_MS``; a store's own outcomes are in its index as soon as written.
+    """
     path = tmp_path / "dedup.sqlite3"
     clock = ManualClock()
     first = SqliteDedupStore(path, TTL_MS, clock)
     second = SqliteDedupStore(path, TTL_MS, clock)
     try:
         first.record_many([("a", "delivered"), ("b", "dead_lettered")])
+        assert first.lookup(["a", "b"]) == {"a": "delivered", "b": "dead_lettered"}
+        clock.advance(LOOKUP_CATCH_UP_MS)
         assert second.lookup(["a", "b"]) == {"a": "delivered", "b": "dead_lettered"}
         second.record("a", "dead_lettered")  # refused: first delivered it
         second.record("b", "delivered")
         first.forget("a")
+        clock.advance(LOOKUP_CATCH_UP_MS)
         assert first.lookup(["a", "b"]) == {"b": "delivered"}
         assert second.lookup(["a", "b"]) == {"b": "delivered"}
         first.record("c", "delivered")
         second.record("c", "dead_lettered")  # caught up inside the write: still refused
+        clock.advance(LOOKUP_CATCH_UP_MS)
         assert first.lookup(["c"]) == second.lookup(["c"]) == {"c": "delivered"}
     finally:
         first.close()
         second.close()
+
+
+def test_a_lookup_sees_another_stores_outcome_at_most_the_catch_up_interval_late(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "dedup.sqlite3"
+    clock = ManualClock()
+    reader = SqliteDedupStore(path, TTL_MS, clock)
+    writer = SqliteDedupStore(path, TTL_MS, clock)
+    try:
+        assert reader.lookup(["evt"]) == {}
+        writer.record("evt", "delivered")
+        clock.advance(LOOKUP_CATCH_UP_MS - 1)
+        assert reader.lookup(["evt"]) == {}  # answered from the index
+        clock.advance(1)
+        assert reader.lookup(["evt"]) == {"evt": "delivered"}
+    finally:
+        reader.close()
+        writer.close()
 
 
 def test_a_store_in_another_process_sees_outcomes_recorded_after_it_opened(
@@ -188,11 +221,14 @@ def test_a_store_in_another_process_sees_outcomes_recorded_after_it_opened(
     path = tmp_path / "dedup.sqlite3"
     other = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, pathlib\n"
+         "import sys, pathlib, time\n"
          "from consumer.dedup_sqlite import SqliteDedupStore\n"
          f"s = SqliteDedupStore(pathlib.Path({str(path)!r}), {TTL_MS})\n"
          "print('open', flush=True)\n"
          "sys.stdin.readline()\n"
+         "deadline = time.monotonic() + 10\n"
+         "while not s.lookup(['evt-1', 'evt-2']) and time.monotonic() < deadline:\n"
+         "    time.sleep(0.01)\n"
          "print(sorted(s.lookup(['evt-1', 'evt-2']).items()), flush=True)\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path.cwd())
     try:
@@ -219,6 +255,7 @@ def test_read_only_stores_follow_the_writer_and_cannot_write(
         try:
             assert reader.lookup(["evt-1"]) == {"evt-1": "delivered"}
             writer.record("evt-2", "dead_lettered")
+            clock.advance(LOOKUP_CATCH_UP_MS)
             assert reader.lookup(["evt-2"]) == {"evt-2": "dead_lettered"}
             with pytest.raises(PermissionError, match="read-only"):
                 reader.record("evt-2", "delivered")
