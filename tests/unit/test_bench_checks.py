@@ -1,0 +1,46 @@
+"""The throughput benchmark's verdicts: per-round ratios, decode bracketing the round."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.throughput import Sample, checks, loop_result
+
+
+def _pass(rate: float, decoding_us: float = 0.0) -> Sample:
+    return Sample("loop", 1000, 1000 / rate, 0.1, decode_s=decoding_us * 1000 / 1e6)
+
+
+def test_a_rounds_decode_cost_is_the_mean_of_its_two_passes() -> None:
+    result = loop_result("decode", [[_pass(50_000), _pass(25_000)]])
+    assert result.round_us == [pytest.approx(30.0)]  # (20 us + 40 us) / 2
+    assert result.rates == [50_000, 25_000]
+
+
+def test_targets_compare_each_round_with_itself_and_keep_the_median() -> None:
+    """A machine twice as fast in round 2 changes no ratio: each round is paired."""
+    decode = loop_result("decode", [[_pass(40_000)] * 2, [_pass(80_000)] * 2,
+                                    [_pass(40_000)] * 2])
+    pipeline = loop_result("pipeline", [[_pass(30_000)], [_pass(60_000)], [_pass(20_000)]])
+    raw = loop_result("raw", [[_pass(500_000)], [_pass(1_000_000)], [_pass(500_000)]])
+    vs_decode, vs_raw, own, _ = checks({"pipeline": pipeline, "decode": decode, "raw": raw},
+                                    "pipeline")
+    assert vs_decode.rounds == pytest.approx([0.75, 0.75, 0.5])
+    assert vs_decode.value == pytest.approx(0.75)
+    assert vs_decode.passed
+    assert vs_raw.value == pytest.approx(0.06)
+    assert not vs_raw.passed
+    assert own.rounds == pytest.approx([1e6 / 30_000 - 25, 1e6 / 60_000 - 12.5, 25.0])
+    assert own.value == pytest.approx(1e6 / 30_000 - 25)  # 8.33 us
+    assert own.passed
+
+
+def test_own_cost_with_decoding_timed_subtracts_each_pass_decoding_inside_that_pass() -> None:
+    """Round 1: decode loop 25 us (20 decoding), pipeline 40 us (28 decoding): 12 - 5 = 7."""
+    decode = loop_result("decode", [[_pass(40_000, 20.0), _pass(40_000, 20.0)]])
+    pipeline = loop_result("pipeline", [[_pass(25_000, 28.0)]])
+    raw = loop_result("raw", [[_pass(500_000)]])
+    timed = checks({"pipeline": pipeline, "decode": decode, "raw": raw}, "pipeline")[3]
+    assert timed.name == "pipeline own cost, decode timed"
+    assert timed.rounds == pytest.approx([7.0])
+    assert timed.passed
