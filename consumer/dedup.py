@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from consumer.dedup_rules import OUTCOMES, Outcome, check_outcomes, check_ttl
+from consumer.dedup_rules import OUTCOMES, Outcome, check_outcomes, check_ttl, live_outcomes
 from consumer.dedup_sqlite import SqliteDedupStore
 from consumer.errors import ConfigError
 from retry_topics.clock import Clock, SystemClock
@@ -90,10 +90,9 @@ class MemoryDedupStore:
         return None if row is None or row[1] <= now_ms - self._ttl_ms else row[0]
 
     def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
-        now_ms = self._clock.now_ms()
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
         with self._lock:
-            live = ((event_id, self._live(event_id, now_ms)) for event_id in event_ids)
-            return {event_id: outcome for event_id, outcome in live if outcome is not None}
+            return live_outcomes(self._rows, event_ids, cutoff_ms)
 
     def record(self, event_id: str, outcome: Outcome) -> None:
         self.record_many([(event_id, outcome)])
@@ -108,7 +107,9 @@ class MemoryDedupStore:
                 self._rows[event_id] = (outcome, now_ms)
 
     def record_delivered(self, event_ids: Sequence[str]) -> None:
-        self.record_many([(event_id, "delivered") for event_id in event_ids])
+        entry: tuple[Outcome, int] = ("delivered", self._clock.now_ms())  # always overwrites
+        with self._lock:
+            self._rows.update(dict.fromkeys(event_ids, entry))
 
     def forget(self, event_id: str) -> None:
         with self._lock:

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from consumer.dedup_rules import OUTCOMES, Outcome, check_outcomes, check_ttl
+from consumer.dedup_rules import OUTCOMES, Outcome, check_outcomes, check_ttl, live_outcomes
 from retry_topics.clock import Clock, SystemClock
 
 __all__ = ["LOOKUP_CATCH_UP_MS", "PURGE_INTERVAL_MS", "SqliteDedupStore", "decode_ids",
@@ -135,14 +135,7 @@ class SqliteDedupStore:
         with self._lock:
             if self._clock.monotonic() - self._looked_at >= LOOKUP_CATCH_UP_MS / 1000:
                 self._catch_up()
-            cutoff = self._clock.now_ms() - self._ttl_ms
-            index = self._index
-            found: dict[str, Outcome] = {}
-            for event_id in event_ids:
-                entry = index.get(event_id)
-                if entry is not None and entry[1] > cutoff:
-                    found[event_id] = entry[0]
-            return found
+            return live_outcomes(self._index, event_ids, self._clock.now_ms() - self._ttl_ms)
 
     def _catch_up(self) -> None:
         """Apply the unexpired rows appended since the index last looked (lock held).
