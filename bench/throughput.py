@@ -170,9 +170,9 @@ class DecodeTimer:
     """While open, every ``EventCodec.decode`` call adds its wall time to ``seconds``.
 
     Installed on the class around every pass of every loop, so the decode loop and the
-    pipelines pay the same wrapper and two clock reads per event. Wall time, not thread CPU time (a syscall per
-    read): with the runner's caller-runs lanes, decoding runs on one thread at a time
-    almost always, so a decode is rarely interrupted by another thread's work.
+    pipelines pay the same wrapper and two clock reads per event. Wall time, not thread CPU
+    time (a syscall per read): with the runner's caller-runs lanes, decoding runs on one
+    thread at a time almost always, so a decode is rarely interrupted by another thread.
     """
 
     def __init__(self) -> None:

@@ -14,6 +14,7 @@ secret are masked whenever settings are shown.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from retry_topics.errors import RetryTopicsError
 from retry_topics.policy import BACKOFF_NAMES, InProcessRetry, RetryPolicy
 
 ENV_PREFIX = "CLINIC_EVENTS_"
+KAFKA_CLIENT_LOGGER = "clinic_events.kafka"  # librdkafka's log lines
 DEFAULT_FILE = "clinic-events.toml"
 SECRET_MARKERS = ("password", "secret", "token", "key")
 
@@ -97,11 +99,21 @@ class Settings:
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka properties for a consumer, with the pass-through client settings."""
-        return {"bootstrap.servers": self.kafka.bootstrap_servers, **self.kafka.client,
-                **overrides}
+        return self._client_config(overrides)
 
     def producer_config(self, **overrides: Any) -> dict[str, Any]:
-        return {"bootstrap.servers": self.kafka.bootstrap_servers, **self.kafka.client,
+        """librdkafka properties for a producer or an admin client."""
+        return self._client_config(overrides)
+
+    def _client_config(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """Broker, the ``[kafka.client]`` pass-through, then ``overrides``.
+
+        librdkafka's own log lines go to the ``clinic_events.kafka`` logger (confluent-kafka's
+        ``logger`` property) rather than raw to stderr, so they are formatted like every
+        other line (JSON when not on a terminal) and log shippers can parse them all.
+        """
+        return {"bootstrap.servers": self.kafka.bootstrap_servers,
+                "logger": logging.getLogger(KAFKA_CLIENT_LOGGER), **self.kafka.client,
                 **overrides}
 
 

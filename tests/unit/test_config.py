@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from confluent_kafka import Producer
 
 from consumer.cli import main
-from consumer.config import load_settings
+from consumer.config import KAFKA_CLIENT_LOGGER, load_settings
 from consumer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +127,29 @@ def test_run_refuses_to_start_on_an_unreachable_dedup_store(
     result = CliRunner().invoke(main, ["run", "--config", str(path)])
     assert result.exit_code == 2
     assert "dedup.store" in result.output
+
+
+def test_librdkafka_log_lines_go_through_python_logging(
+    caplog: pytest.LogCaptureFixture, free_tcp_port: int,
+) -> None:
+    """A client built from the settings logs to ``clinic_events.kafka``, not raw to stderr."""
+    settings = load_settings(env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_tcp_port}"})
+    producer = Producer(settings.producer_config(**{"message.timeout.ms": 1000}))
+    deadline = time.monotonic() + 10
+    with caplog.at_level(logging.WARNING, logger=KAFKA_CLIENT_LOGGER):
+        producer.produce("t", b"x")
+        while time.monotonic() < deadline and not any(
+                r.name == KAFKA_CLIENT_LOGGER for r in caplog.records):
+            producer.poll(0.1)
+    producer.flush(0)
+    assert any("Connection refused" in r.getMessage() for r in caplog.records
+               if r.name == KAFKA_CLIENT_LOGGER)
+    assert settings.consumer_config()["logger"].name == KAFKA_CLIENT_LOGGER
+
+
+@pytest.fixture
+def free_tcp_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
