@@ -102,15 +102,28 @@ class Settings:
         return self._client_config(overrides)
 
     def producer_config(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka properties for a producer or an admin client."""
+        """librdkafka properties for a producer."""
         return self._client_config(overrides)
+
+    def admin_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka properties for an admin client, whose log lines stay on stderr.
+
+        An admin client's logs reach a ``logger`` only when it is polled, and its calls
+        (list topics, offsets) block without polling: an unreachable broker would say
+        nothing until the call times out.
+        """
+        config = self._client_config(overrides)
+        del config["logger"]
+        return config
 
     def _client_config(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Broker, the ``[kafka.client]`` pass-through, then ``overrides``.
 
         librdkafka's own log lines go to the ``clinic_events.kafka`` logger (confluent-kafka's
         ``logger`` property) rather than raw to stderr, so they are formatted like every
-        other line (JSON when not on a terminal) and log shippers can parse them all.
+        other line (JSON when not on a terminal) and log shippers can parse them all. They
+        are served by the client's ``poll``/``consume``, which consumers and producers call
+        all the time.
         """
         return {"bootstrap.servers": self.kafka.bootstrap_servers,
                 "logger": logging.getLogger(KAFKA_CLIENT_LOGGER), **self.kafka.client,

@@ -90,7 +90,7 @@ class LagProbe:
         self._scan_cap = scan_cap
         self._timeout = timeout_s
         try:
-            self._admin = AdminClient(settings.consumer_config())
+            self._admin = AdminClient(settings.admin_config())
         except KafkaException as exc:
             raise ConfigError(f"Kafka client settings: {exc}") from exc
         self._reader: Consumer | None = None

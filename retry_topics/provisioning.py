@@ -46,7 +46,7 @@ class ProvisioningSettings(Protocol):
     def retry(self) -> RetryPolicy: ...
     @property
     def topics(self) -> _TopicCounts: ...
-    def producer_config(self, **overrides: Any) -> dict[str, Any]: ...
+    def admin_config(self, **overrides: Any) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ def planned_topics(policy: RetryPolicy, partitions: int) -> dict[str, tuple[int,
 
 def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) -> TopicReport:
     """Create whatever topics are missing and check the partition counts of the rest."""
-    admin = AdminClient(_admin_config(settings.producer_config()))
+    admin = AdminClient(_admin_config(settings.admin_config()))
     plan = planned_topics(settings.retry, settings.topics.partitions)
     try:
         metadata = admin.list_topics(timeout=timeout_s)

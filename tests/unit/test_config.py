@@ -145,6 +145,7 @@ def test_librdkafka_log_lines_go_through_python_logging(
     assert any("Connection refused" in r.getMessage() for r in caplog.records
                if r.name == KAFKA_CLIENT_LOGGER)
     assert settings.consumer_config()["logger"].name == KAFKA_CLIENT_LOGGER
+    assert "logger" not in settings.admin_config()  # not polled: its lines stay on stderr
 
 
 @pytest.fixture
