@@ -25,7 +25,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -35,6 +34,7 @@ from consumer.lanes import InlineLane, LaneFailure, Lanes
 from consumer.offsets import OffsetBook, TopicPartitionKey
 from consumer.outcome_buffer import PendingOutcomes
 from consumer.outcome_log import log_outcome, outcome_logging_enabled
+from consumer.pauses import PausedPartitions
 from consumer.records import Fate, InboundRecord, Republished
 from consumer.telemetry import EventOutcome, Telemetry
 from retry_topics.clock import Clock
@@ -47,12 +47,6 @@ _TOPIC_OF = attrgetter("topic")
 _EVENT_ID_OF = attrgetter("event_id")
 BATCH_SIZE = 500
 IDLE_POLL_S = 0.25
-
-
-@dataclass(slots=True)
-class PausedPartition:
-    due_at_ms: int
-    head_offset: int
 
 
 class FatalError(RuntimeError):
@@ -76,7 +70,7 @@ class Runner:
         self._max_in_flight = max_in_flight
         self._drain_timeout_s = drain_timeout_s
         self._book = OffsetBook()
-        self._paused: dict[TopicPartitionKey, PausedPartition] = {}
+        self._paused = PausedPartitions()
         self._throttled = False
         self._assigned: set[TopicPartitionKey] = set()
         self._acks: list[tuple[Republished, str | None]] = []
@@ -183,23 +177,17 @@ class Runner:
         partition = TopicPartition(tp[0], tp[1], head_offset)
         self._consumer.pause([partition])
         self._consumer.seek(partition)
-        self._paused[tp] = PausedPartition(due_at_ms, head_offset)
+        self._paused.hold(tp, due_at_ms)
 
     def _resume_due(self) -> None:
         if not self._paused:
             return
-        now = self._clock.now_ms()
-        due = [tp for tp, paused in self._paused.items() if paused.due_at_ms <= now]
-        for tp in due:
-            del self._paused[tp]
+        due = self._paused.take_due(self._clock.now_ms())
         if due and not self._throttled:
             self._consumer.resume([TopicPartition(t, p) for t, p in due])
 
     def _poll_timeout_s(self) -> float:
-        if not self._paused:
-            return IDLE_POLL_S
-        wait_ms = min(p.due_at_ms for p in self._paused.values()) - self._clock.now_ms()
-        return max(0.0, min(IDLE_POLL_S, wait_ms / 1000))
+        return self._paused.wait_s(self._clock.now_ms(), IDLE_POLL_S)
 
     def _apply_backpressure(self) -> None:
         """Stop fetching while too many records are in flight; fetch again when below half."""
@@ -337,7 +325,7 @@ class Runner:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         for tp in revoked:
-            self._paused.pop(tp, None)  # never resume a partition that is going away
+            self._paused.forget(tp)  # never resume a partition that is going away
         self._drain(revoked, self._drain_timeout_s)
         self._commit()
         self._forget(revoked)
@@ -349,7 +337,7 @@ class Runner:
 
     def _forget(self, partitions: set[TopicPartitionKey]) -> None:
         for tp in partitions:
-            self._paused.pop(tp, None)
+            self._paused.forget(tp)
             self._book.forget(tp)
             self._assigned.discard(tp)
 
