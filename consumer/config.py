@@ -30,6 +30,7 @@ from retry_topics.policy import BACKOFF_NAMES, InProcessRetry, RetryPolicy
 
 ENV_PREFIX = "CLINIC_EVENTS_"
 KAFKA_CLIENT_LOGGER = "clinic_events.kafka"  # librdkafka's log lines
+PRODUCER_ONLY = frozenset({"enable.idempotence", "acks", "linger.ms", "compression.type"})
 DEFAULT_FILE = "clinic-events.toml"
 SECRET_MARKERS = ("password", "secret", "token", "key")
 
@@ -110,11 +111,12 @@ class Settings:
 
         An admin client's logs reach a ``logger`` only when it is polled, and its calls
         (list topics, offsets) block without polling: an unreachable broker would say
-        nothing until the call times out.
+        nothing until the call times out. Producer-only pass-through properties are left
+        out too: the admin client would warn about each.
         """
         config = self._client_config(overrides)
         del config["logger"]
-        return config
+        return {key: value for key, value in config.items() if key not in PRODUCER_ONLY}
 
     def _client_config(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Broker, the ``[kafka.client]`` pass-through, then ``overrides``.

@@ -46,7 +46,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -217,8 +218,7 @@ class SqliteDedupStore:
         before this one, by any process.
         """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._immediate_transaction():
                 self._catch_up()
                 now_ms = self._last_at_ms = max(self._last_at_ms, self._clock.now_ms())
                 rows = rows_at(now_ms)
@@ -230,10 +230,6 @@ class SqliteDedupStore:
                 if purge:
                     self._conn.execute("DELETE FROM dedup_log WHERE recorded_at_ms <= ?",
                                        (now_ms - self._ttl_ms,))
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
             for outcome, ids in rows:
                 self._apply(outcome, ids, now_ms)
             self._seen_seq = last_seq  # ours are the newest rows: the write lock was held
@@ -255,14 +251,20 @@ class SqliteDedupStore:
         if exists is None:
             return
         cutoff = self._clock.now_ms() - self._ttl_ms
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate_transaction():
             self._conn.execute(
                 f"INSERT INTO dedup_log (recorded_at_ms, outcome, event_ids) "  # noqa: S608
                 f"SELECT recorded_at_ms, outcome, json_array(event_id) FROM {_LEGACY_TABLE} "
                 f"WHERE recorded_at_ms > ? AND outcome IN ({','.join('?' * len(OUTCOMES))}) "
                 f"ORDER BY recorded_at_ms", (cutoff, *OUTCOMES))
             self._conn.execute(f"DROP TABLE {_LEGACY_TABLE}")
+
+    @contextmanager
+    def _immediate_transaction(self) -> Iterator[None]:
+        """A write transaction holding SQLite's write lock from its start; rolled back on error."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise

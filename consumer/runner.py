@@ -126,7 +126,7 @@ class Runner:
         return [first, *self._consumer.consume(BATCH_SIZE - 1, 0)]
 
     def _accept(self, messages: list[Message]) -> None:
-        """Decode a batch, hold back records not yet due, track and dispatch the rest.
+        """Hold back records not yet due, track and dispatch the rest (decoded later).
 
         Runs once per consumed record, so the loop reads everything it needs into locals and
         tracks offsets once per partition per batch.

@@ -11,7 +11,6 @@ kept four weeks so people have time to review it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,7 +45,8 @@ class ProvisioningSettings(Protocol):
     def retry(self) -> RetryPolicy: ...
     @property
     def topics(self) -> _TopicCounts: ...
-    def admin_config(self, **overrides: Any) -> dict[str, Any]: ...
+    def admin_config(self, **overrides: Any) -> dict[str, Any]:
+        """Admin-client properties, without producer-only ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ def planned_topics(policy: RetryPolicy, partitions: int) -> dict[str, tuple[int,
 
 def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) -> TopicReport:
     """Create whatever topics are missing and check the partition counts of the rest."""
-    admin = AdminClient(_admin_config(settings.admin_config()))
+    admin = AdminClient(settings.admin_config())
     plan = planned_topics(settings.retry, settings.topics.partitions)
     try:
         metadata = admin.list_topics(timeout=timeout_s)
@@ -110,9 +110,3 @@ def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) ->
         created=tuple(n for n in plan if n in created),
         existing=tuple(n for n in plan if n not in created),
     )
-
-
-def _admin_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop producer-only properties the AdminClient would warn about."""
-    producer_only = {"enable.idempotence", "acks", "linger.ms", "compression.type"}
-    return {key: value for key, value in config.items() if key not in producer_only}

@@ -154,3 +154,13 @@ def free_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_admin_clients_get_no_producer_only_or_logger_properties(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[kafka.client]\nacks = "all"\n"socket.timeout.ms" = "5000"\n')
+    settings = load_settings(path, env={})
+    admin = settings.admin_config()
+    assert "acks" not in admin
+    assert "logger" not in admin
+    assert admin["socket.timeout.ms"] == "5000"
+    assert settings.producer_config()["acks"] == "all"
