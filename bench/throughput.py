@@ -25,6 +25,9 @@ first record for all loops; for the runner it is slipped in by swapping
 
 The pipeline runs with the ``clinic_events`` logger at WARNING (no per-event outcome lines)
 and without an SDK tracer provider (the OpenTelemetry API's no-op tracer); both are printed.
+The whole process runs with ``clinic-events run``'s garbage-collector setting
+(``consumer.gc_tuning``), and every pass reports the collections made during it;
+``--gc-comparison`` adds a pipeline row with CPython's default threshold, side by side.
 Reported: the median rate of each loop, and against the targets the two ratios and the
 framework's own cost per event, ``1/pipeline - 1/decode``, each computed *per round* and the
 median of the rounds kept.
@@ -70,6 +73,7 @@ from consumer.dedup import open_dedup_store
 from consumer.delivery import DeliveryContext
 from consumer.errors import ClinicEventsError
 from consumer.events import ENTITY_KEY_FIELD, entity_key, event_from_json
+from consumer.gc_tuning import tune_for_streaming
 from consumer.kafka_io import build_consumer
 from consumer.local_kafka import KAFKA_VERSION, LocalKafka
 from consumer.runner import BATCH_SIZE
@@ -78,6 +82,7 @@ from retry_topics.provisioning import ensure_topics
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "examples" / "events.jsonl"
 PIPELINE_VS_DECODE_TARGET = 0.60
+CPYTHON_YOUNG_GENERATION_THRESHOLD = 700
 PIPELINE_VS_RAW_TARGET = 0.10
 FRAMEWORK_COST_TARGET_US = 10.0
 STALL_TIMEOUT_S = 60.0  # no progress for this long is an error, not a slow measurement
@@ -160,6 +165,7 @@ class Sample:
     seconds: float  # first record handed back by the client -> last record processed
     join_s: float  # start (subscribe / runner start) -> first record
     decode_s: float = 0.0  # of ``seconds``, spent inside EventCodec.decode (DecodeTimer)
+    gc_collections: int = 0  # garbage collections during the pass (GcCounter)
 
     @property
     def rate(self) -> float:
@@ -197,6 +203,36 @@ class DecodeTimer:
 
         with mock.patch.object(EventCodec, "decode", timed):
             yield self
+
+
+class GcCounter:
+    """While open, counts the garbage collector's collections (any generation, any thread)."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+
+    def _on_gc(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "stop":
+            self.collections += 1
+
+    @contextmanager
+    def installed(self) -> Iterator[GcCounter]:
+        gc.callbacks.append(self._on_gc)
+        try:
+            yield self
+        finally:
+            gc.callbacks.remove(self._on_gc)
+
+
+@contextmanager
+def cpython_default_gc() -> Iterator[None]:
+    """CPython's own young-generation threshold (700) for a pass, to compare with the tuned one."""
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(CPYTHON_YOUNG_GENERATION_THRESHOLD, middle, old)
+    try:
+        yield
+    finally:
+        gc.set_threshold(young, middle, old)
 
 
 class FirstRecordProbe:
@@ -341,6 +377,11 @@ def pipeline_run(settings: Settings, count: int, *, loop: str, store_url: str,
     return Sample(loop, count, finished - first, first - started)
 
 
+def _with_cpython_gc(run: Callable[[], Sample]) -> Sample:
+    with cpython_default_gc():
+        return run()
+
+
 def _run_capturing(run: Callable[[], None], failure: list[BaseException]) -> None:
     try:
         run()
@@ -379,6 +420,7 @@ class LoopResult:
     join_s: list[float]
     round_us: list[float]  # per round: microseconds per event (mean of the round's passes)
     round_other_us: list[float]  # the same, less the time spent inside EventCodec.decode
+    gc_collections: list[int]  # every pass, in order
 
     @property
     def rate(self) -> float:
@@ -396,7 +438,8 @@ def loop_result(label: str, rounds: Sequence[Sequence[Sample]]) -> LoopResult:
         label, [s.rate for s in passes], [s.join_s for s in passes],
         [statistics.fmean(1e6 / s.rate for s in got) for got in rounds],
         [statistics.fmean(1e6 * (s.seconds - s.decode_s) / s.events for s in got)
-         for got in rounds])
+         for got in rounds],
+        [s.gc_collections for s in passes])
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +460,9 @@ LABELS = {
     "pipeline_memory": "pipeline, memory:// dedup",
     "pipeline_inline": "pipeline, sqlite, concurrency 1",
     "pipeline_sdk": "pipeline, sqlite, SDK tracer",
+    "pipeline_default_gc": "pipeline, sqlite, CPython gc",
 }
+PIPELINES = ("pipeline", "pipeline_memory", "pipeline_inline", "pipeline_default_gc")
 
 
 def checks(results: dict[str, LoopResult], pipeline: str) -> list[Check]:
@@ -501,6 +546,10 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         runs["pipeline_inline"] = lambda r: pipeline_run(
             inline, args.events, loop="pipeline_inline",
             store_url=f"sqlite:///{folder / f'dedup-inline-{r}.sqlite3'}")
+        if args.gc_comparison:
+            runs["pipeline_default_gc"] = lambda r: _with_cpython_gc(lambda: pipeline_run(
+                settings, args.events, loop="pipeline_default_gc",
+                store_url=f"sqlite:///{folder / f'dedup-default-gc-{r}.sqlite3'}"))
         if sdk_provider is not None:
             runs["pipeline_sdk"] = lambda r: pipeline_run(
                 settings, args.events, loop="pipeline_sdk", tracer_provider=sdk_provider,
@@ -513,9 +562,10 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             for got in samples.values():
                 got.append([])
             for name in order:
-                with DecodeTimer().installed() as timer:
+                with DecodeTimer().installed() as timer, GcCounter().installed() as counter:
                     sample = runs[name](round_index)
-                sample = replace(sample, decode_s=timer.seconds)
+                sample = replace(sample, decode_s=timer.seconds,
+                                 gc_collections=counter.collections)
                 samples[name][-1].append(sample)
                 if not args.json:
                     print(f"  round {round_index + 1}: {LABELS[name]:<29} {sample.rate:>11,.0f} "
@@ -543,14 +593,19 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                             "round's decode cost is the mean of its two passes",
             "decode_timing": "every EventCodec.decode call is timed (perf_counter) in every "
                              "loop that decodes, the same wrapper in each",
+            "gc": f"young-generation threshold {gc.get_threshold()[0]:,} as set by "
+                  "consumer.gc_tuning for clinic-events run"
+                  + (f" ({CPYTHON_YOUNG_GENERATION_THRESHOLD} in the CPython gc row)"
+                     if args.gc_comparison else ""),
         },
         "loops": {name: {"label": r.label, "median_events_per_s": round(r.rate),
                          "us_per_event": round(r.us_per_event, 2),
                          "passes_events_per_s": [round(x) for x in r.rates],
                          "rounds_us_per_event": [round(x, 2) for x in r.round_us],
-                         "join_s": [round(x, 2) for x in r.join_s]}
+                         "join_s": [round(x, 2) for x in r.join_s],
+                         "gc_collections": r.gc_collections}
                   for name, r in results.items()},
-        "checks": [asdict(c) for pipeline in ("pipeline", "pipeline_memory", "pipeline_inline")
+        "checks": [asdict(c) for pipeline in PIPELINES if pipeline in results
                    for c in checks(results, pipeline)],
     }
 
@@ -570,15 +625,17 @@ def render(report: dict[str, Any]) -> str:
         f"clock:    {setup['clock']}",
         f"rounds:   {setup['rounds_order']}",
         f"decode:   {setup['decode_timing']}",
+        f"gc:       {setup['gc']}",
         "",
         f"{'loop (median of passes)':<30} {'events/s':>10} {'us/event':>9}  "
-        f"{'passes (events/s)':<28} join s",
+        f"{'passes (events/s)':<28} join s / gc collections",
     ]
     for loop in loops.values():
         rounds = " ".join(f"{x:,}" for x in loop["passes_events_per_s"])
         joins = " ".join(f"{x:.2f}" for x in loop["join_s"])
+        collections = " ".join(str(x) for x in loop["gc_collections"])
         lines.append(f"{loop['label']:<30} {loop['median_events_per_s']:>10,} "
-                     f"{loop['us_per_event']:>9.2f}  {rounds:<28} {joins}")
+                     f"{loop['us_per_event']:>9.2f}  {rounds:<28} {joins} / {collections}")
     lines += ["", "against the targets, median of the rounds (each round's value in brackets):"]
     for check in report["checks"]:
         verdict = "PASS" if check["passed"] else "MISS"
@@ -605,6 +662,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sdk-tracing", action="store_true",
                         help="add a pipeline row with an SDK tracer provider (ALWAYS_ON, no "
                              "exporter)")
+    parser.add_argument("--gc-comparison", action="store_true",
+                        help="add a pipeline row run with CPython's default garbage-collector "
+                             "threshold instead of clinic-events run's")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     for name in ("events", "partitions", "rounds"):
@@ -616,6 +676,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger("clinic_events").setLevel(logging.WARNING)
+    tune_for_streaming()  # the process runs as clinic-events run's does
     try:
         with tempfile.TemporaryDirectory(prefix="clinic-events-bench-") as tmp:
             report = measure(args, Path(tmp))

@@ -66,6 +66,7 @@ from consumer.demo_view import (
 )
 from consumer.dlq_io import DlqIoError, scan
 from consumer.dlq_model import DlqFilter
+from consumer.gc_tuning import tune_for_streaming
 from consumer.local_kafka import LocalKafka
 from consumer.outcome_log import TextFormatter
 from consumer.publishing import EventPublisher, PublishSummary
@@ -232,6 +233,7 @@ def _run(base: Settings | None, broker: _Broker, plan: FailurePlan, lines: list[
         say(f"topics ready: {main}, retry tiers {', '.join(delays)}, {dlq_topic_name(main)}")
         log_file = _state_base() / "demo.log"
         with _logs_to(log_file), _tracer_provider() as provider:
+            tune_for_streaming()
             assembly = build_runner(settings, tracer_provider=provider, ensure=False,
                                     drain_timeout_s=10)
             try:

@@ -11,6 +11,7 @@ import click
 
 from consumer.app import build_runner
 from consumer.commands.options import config_option, settings_from
+from consumer.gc_tuning import tune_for_streaming
 from consumer.outcome_log import configure_logging
 from consumer.runner import FatalError
 from consumer.telemetry import (
@@ -36,6 +37,7 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     """
     settings = settings_from(config_path)
     configure_logging(log_level)
+    tune_for_streaming()
     provider = configure_tracing()
     meters = configure_metrics()
     try:

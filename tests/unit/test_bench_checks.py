@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+from dataclasses import replace
+
 import pytest
 
-from bench.throughput import Sample, checks, loop_result
+from bench.throughput import GcCounter, Sample, checks, cpython_default_gc, loop_result
 
 
 def _pass(rate: float, decoding_us: float = 0.0) -> Sample:
@@ -44,3 +47,29 @@ def test_own_cost_with_decoding_timed_subtracts_each_pass_decoding_inside_that_p
     assert timed.name == "pipeline own cost, decode timed"
     assert timed.rounds == pytest.approx([7.0])
     assert timed.passed
+
+
+def test_gc_counter_counts_collections_only_while_installed() -> None:
+    counter = GcCounter()
+    with counter.installed():
+        gc.collect()
+        gc.collect()
+    gc.collect()
+    assert counter.collections == 2
+
+
+def test_cpython_default_gc_restores_the_tuned_threshold() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(10_000, 10, 10)
+        with cpython_default_gc():
+            assert gc.get_threshold() == (700, 10, 10)
+        assert gc.get_threshold() == (10_000, 10, 10)
+    finally:
+        gc.set_threshold(*saved)
+
+
+def test_loop_result_keeps_every_pass_gc_count() -> None:
+    got = loop_result("pipeline", [[replace(_pass(1000), gc_collections=3)],
+                                   [replace(_pass(1000), gc_collections=0)]])
+    assert got.gc_collections == [3, 0]
