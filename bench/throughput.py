@@ -6,8 +6,10 @@ same topic and the same records, in the same process.
 
 Mechanism: one topic set (main topic ``bench.<uuid>`` plus its retry tiers, DLQ and audit
 topic, created by ``ensure_topics``) is filled with N realistic Avro events (the templates of
-``examples/events.jsonl`` with a unique event id and entity key each) by an idempotent,
-lingering producer, flushed before anything is measured. Then each loop reads all N records
+``examples/events.jsonl`` with a unique event id and entity key each, and the headers
+``clinic-events publish`` stamps: ``clinic.event-id`` and ``clinic.event-type``, without a
+``traceparent`` as from a publisher that does not trace) by an idempotent, lingering
+producer, flushed before anything is measured. Then each loop reads all N records
 from the beginning with its own fresh consumer group, ``--rounds`` times. A round runs the
 decode loop first and last, and the other loops in between in an order rotated every round:
 
@@ -76,6 +78,7 @@ from consumer.events import ENTITY_KEY_FIELD, entity_key, event_from_json
 from consumer.gc_tuning import tune_for_streaming
 from consumer.kafka_io import build_consumer
 from consumer.local_kafka import KAFKA_VERSION, LocalKafka
+from consumer.publishing import published_headers
 from consumer.runner import BATCH_SIZE
 from retry_topics.errors import RetryTopicsError
 from retry_topics.provisioning import ensure_topics
@@ -143,7 +146,8 @@ def produce_events(bootstrap: str, topic: str, count: int) -> ProducedSet:
         key_bytes += len(key)
         while True:
             try:
-                producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                producer.produce(topic, key=key, value=value, headers=published_headers(
+                    event, None), on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -578,6 +582,8 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "events": produced.events, "partitions": args.partitions, "rounds": args.rounds,
             "avg_value_bytes": round(produced.value_bytes / produced.events, 1),
             "avg_key_bytes": round(produced.key_bytes / produced.events, 1),
+            "record_headers": "as clinic-events publish stamps them (clinic.event-id, "
+                              "clinic.event-type), no traceparent",
             "batch_size": BATCH_SIZE, "lanes": settings.delivery.concurrency,
             "retry_tiers": [tier.topic for tier in settings.retry.tiers],
             "sqlite_dedup": "a fresh file per run in a temporary folder (product defaults: "
@@ -616,6 +622,7 @@ def render(report: dict[str, Any]) -> str:
         f"clinic-events consume throughput: {setup['events']:,} events "
         f"(avg value {setup['avg_value_bytes']:.0f} B, key {setup['avg_key_bytes']:.0f} B), "
         f"{setup['partitions']} partitions, {setup['rounds']} round(s)",
+        f"headers:  {setup['record_headers']}",
         f"broker:   {report['broker']['bootstrap']} ({report['broker']['source']})",
         f"pipeline: {setup['lanes']} lanes, batch {setup['batch_size']}, "
         f"{len(setup['retry_tiers'])} retry tiers subscribed, no-op handler",

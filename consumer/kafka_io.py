@@ -9,7 +9,6 @@ promptly instead of up to 500 ms later.
 
 from __future__ import annotations
 
-from contextlib import suppress
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
@@ -17,8 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from consumer.config import Settings
 from consumer.processing import OnAck
 from consumer.records import InboundRecord
-from retry_topics.errors import HeaderError
-from retry_topics.headers import Header, RecordHeaders, decode_headers
+from retry_topics.headers import Header
 
 
 def build_consumer(settings: Settings, **overrides: Any) -> Consumer:
@@ -68,9 +66,6 @@ class KafkaPublisher:
                 self._producer.poll(0.05)  # local queue full: let acks drain, then retry
 
 
-NO_HEADERS = RecordHeaders()  # shared: most main-topic records carry no headers
-
-
 def message_headers(message: Message) -> tuple[Header, ...]:
     """A message's headers as (name, bytes or None) pairs, whatever form the client gave."""
     raw = message.headers()
@@ -86,22 +81,16 @@ def _header_pairs(raw: Any) -> tuple[Header, ...]:
 
 
 def to_inbound(message: Message, topic: str, partition: int) -> InboundRecord:
-    """Detach a consumed message from confluent-kafka; its value is decoded later.
+    """Detach a consumed message from confluent-kafka; its value and headers are decoded later.
 
     ``topic`` and ``partition`` are the message's own, which the caller has already read.
-    Runs once per consumed record, so it is written for speed: a record without headers
-    (most main-topic records) skips header decoding, and the record is built positionally.
+    Runs once per consumed record, so it is written for speed: the record is built
+    positionally, and its headers are decoded only when something reads them (see
+    ``consumer.records``).
     """
     raw = message.headers()
-    raw_headers: tuple[Header, ...] = ()
-    headers = NO_HEADERS
-    if raw:
-        raw_headers = _header_pairs(raw)
-        # malformed provenance must not make a record unprocessable
-        with suppress(HeaderError):
-            headers = decode_headers(raw_headers)
     timestamp_type, timestamp = message.timestamp()
     return InboundRecord(
         topic, partition, message.offset() or 0,
         timestamp if timestamp_type and timestamp >= 0 else None,
-        message.key(), message.value(), raw_headers, headers)
+        message.key(), message.value(), _header_pairs(raw) if raw else ())

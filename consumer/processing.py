@@ -129,11 +129,12 @@ class RecordProcessor:
         may_wait = deadline is None
         spans = self._telemetry.tracing_live
         # The common case (no span, no context carried, not seen before, no timing) is
-        # ``_decide`` and ``_deliver`` inlined: two calls fewer per event.
+        # ``_decide`` and ``_deliver`` inlined: two calls fewer per event. Headers without a
+        # trace context (the event id and type a publisher stamps) need no span either.
         quick_deliver = None if spans or self._telemetry.metrics_live else self._handler.deliver
         for record in records:
             event = record.event
-            if quick_deliver is not None and event is not None and not record.raw_headers \
+            if quick_deliver is not None and event is not None and not record.trace_context \
                     and record.carried_failure is None \
                     and not (known and record.event_id in known):
                 try:
@@ -145,7 +146,7 @@ class RecordProcessor:
                     fate = self._decide(record, known, INVALID_SPAN, may_wait)
                 else:
                     fate = Delivered(record)
-            elif spans or record.raw_headers:
+            elif spans or record.trace_context:
                 fate = self._process_one(record, known, may_wait)
             else:
                 fate = self._decide(record, known, INVALID_SPAN, may_wait)

@@ -177,6 +177,14 @@ class ProducerPort(Protocol):
     def close(self) -> bool: ...
 
 
+def published_headers(event: EventRecord,
+                      traceparent: str | None) -> list[tuple[str, str | bytes | None]]:
+    """The headers a published event carries: its (non-PHI) id and type, and its trace."""
+    return [*encode_headers(RecordHeaders(event_id=event["event_id"],
+                                          event_type=event["event_type"],
+                                          traceparent=traceparent))]
+
+
 class EventPublisher:
     """Validates and sends events to the main topic; a context manager that flushes on exit."""
 
@@ -230,9 +238,7 @@ class EventPublisher:
         value = self._codec.encode(record)
         key = entity_key(record)
         with self._telemetry.send_span(self.topic, record["event_id"]):
-            headers: list[tuple[str, str | bytes | None]] = [*encode_headers(RecordHeaders(
-                event_id=record["event_id"], event_type=record["event_type"],
-                traceparent=self._telemetry.current_traceparent()))]
+            headers = published_headers(record, self._telemetry.current_traceparent())
             while True:
                 try:
                     producer.produce(self.topic, value=value, key=key, headers=headers,

@@ -1,24 +1,45 @@
 """The records the runner hands around, and the fates they can meet.
 
-``InboundRecord`` is a consumed Kafka record with its decoded wire headers, detached from
+``InboundRecord`` is a consumed Kafka record with its wire headers, detached from
 confluent-kafka's ``Message`` so processing can be tested without Kafka. Its value is
 decoded by whoever processes it (``decode``), right before processing, so a chunk's decoded
 events are still in the CPU cache when they are handled; once its fate is decided the
 processor drops the event again. It is built once per consumed record, so it is a plain
-slotted class (a frozen dataclass costs twice as much to build). A record's fate is one of
+slotted class (a frozen dataclass costs twice as much to build).
+
+Its headers are decoded into ``RecordHeaders`` on first use of ``headers``, not when it is
+built. Why: a main-topic record from ``clinic-events publish`` carries the event id and type
+(and possibly a ``traceparent``), which processing never reads from the headers, and building
+a ``RecordHeaders`` costs ~6 µs, as much again as the rest of the framework's work on such a
+record. What every record needs is read off the raw pairs in one scan: its attempt number (a
+record without ``clinic.attempts`` is attempt 1 whatever else it carries) and whether it
+carries a trace context (which decides whether processing needs a span). Retry-tier records
+carry ``clinic.attempts``, so theirs are decoded at once. A record's fate is one of
 ``Delivered``, ``Duplicate`` or ``Republished`` (to a retry tier or the DLQ; its fate is
 durable only when the broker acknowledges it).
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Literal
 
 from consumer.codec import EventCodec, EventRecord
 from consumer.errors import UndecodableRecord
-from retry_topics.headers import Header, RecordHeaders
+from retry_topics.errors import HeaderError
+from retry_topics.headers import (
+    ATTEMPTS,
+    TRACEPARENT,
+    TRACESTATE,
+    Header,
+    RecordHeaders,
+    decode_headers,
+)
 from retry_topics.routing import DeadLetter, RetryTo
+
+NO_HEADERS = RecordHeaders()
+"""The decoded form of no headers, shared by every record whose headers decode to nothing."""
 
 
 @dataclass(slots=True, eq=False)
@@ -32,7 +53,7 @@ class InboundRecord:
     key: bytes | None
     value: bytes | None
     raw_headers: tuple[Header, ...]
-    headers: RecordHeaders
+    decoded_headers: RecordHeaders | None = None  # None: not decoded yet (see ``headers``)
     event: EventRecord | None = None  # None: not decoded (yet), undecodable, or released
     decode_error: UndecodableRecord | None = None
 
@@ -41,6 +62,8 @@ class InboundRecord:
     event_type: str | None = field(init=False, default=None)
     attempt: int = field(init=False)
     """This topic attempt's number: 1 on the main topic, k+1 in retry tier k."""
+    trace_context: bool = field(init=False, default=False)
+    """A ``traceparent`` or ``tracestate`` header is present (processing then makes a span)."""
     carried_failure: object = field(init=False, default=None)
     """The processor's failure of a first call made where retries could not wait (the
     poll thread); the lane that takes the record over retries from it."""
@@ -48,7 +71,29 @@ class InboundRecord:
     def __post_init__(self) -> None:
         if self.event is not None:  # built decoded (tests, tools); the runner decodes later
             self._identify(self.event)
-        self.attempt = (self.headers.attempts or 0) + 1
+        counted = self.decoded_headers is not None
+        for name, _ in self.raw_headers:
+            if name == ATTEMPTS:
+                counted = True
+            elif name in (TRACEPARENT, TRACESTATE):
+                self.trace_context = True
+        self.attempt = (self.headers.attempts or 0) + 1 if counted else 1
+
+    @property
+    def headers(self) -> RecordHeaders:
+        """The decoded headers; malformed known headers count as none at all (``NO_HEADERS``).
+
+        Malformed provenance must not make a record unprocessable: it is processed as a
+        first attempt, and its raw headers still travel on unchanged.
+        """
+        decoded = self.decoded_headers
+        if decoded is None:
+            decoded = NO_HEADERS
+            if self.raw_headers:
+                with suppress(HeaderError):
+                    decoded = decode_headers(self.raw_headers)
+            self.decoded_headers = decoded
+        return decoded
 
     def _identify(self, event: EventRecord) -> None:
         self.event_id = str(event["event_id"])

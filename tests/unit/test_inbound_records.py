@@ -5,7 +5,8 @@ from __future__ import annotations
 from confluent_kafka import Message
 
 from consumer.codec import EventCodec
-from consumer.kafka_io import NO_HEADERS, to_inbound
+from consumer.kafka_io import to_inbound
+from consumer.records import NO_HEADERS
 from retry_topics.headers import RecordHeaders, encode_headers
 from tests.unit.sample_events import sample_event
 
@@ -61,3 +62,29 @@ def test_undecodable_values_keep_their_error_and_bytes() -> None:
     assert record.decode_error is not None
     assert record.decode_error.raw == b"\x00garbage"
     assert record.value == b"\x00garbage"
+
+
+def test_a_publishers_headers_are_kept_raw_until_read() -> None:
+    """Event id and type (what ``publish`` stamps) steer nothing: decoding waits for a reader."""
+    identity = encode_headers(RecordHeaders(event_id="evt-1", event_type="intake.submitted"))
+    record = to_inbound(_message(b"", identity), "clinic.events", 0)
+    assert record.decoded_headers is None
+    assert record.attempt == 1
+    assert not record.trace_context
+    assert record.headers.event_id == "evt-1"
+    assert record.decoded_headers is record.headers
+
+
+def test_a_trace_context_is_noticed_without_decoding() -> None:
+    for name in ("traceparent", "tracestate"):
+        record = to_inbound(_message(b"", [(name, b"x")]), "clinic.events", 0)
+        assert record.trace_context
+        assert record.decoded_headers is None
+
+
+def test_a_malformed_header_beside_no_attempts_still_makes_a_first_attempt() -> None:
+    """As when headers were decoded eagerly: malformed known headers count as none at all."""
+    record = to_inbound(_message(b"", [("clinic.replay-count", b"many"),
+                                       ("clinic.event-id", b"evt-1")]), "clinic.events", 0)
+    assert record.attempt == 1
+    assert record.headers is NO_HEADERS

@@ -21,7 +21,7 @@ from retry_topics.headers import RecordHeaders
 
 def _record(key: bytes, offset: int) -> InboundRecord:
     return InboundRecord(topic="t", partition=0, offset=offset, timestamp_ms=None, key=key,
-                         value=b"", raw_headers=(), headers=RecordHeaders(), event=None)
+                         value=b"", raw_headers=(), decoded_headers=RecordHeaders(), event=None)
 
 
 def _collect(lanes: Lanes, count: int) -> list[Fate]:

@@ -80,7 +80,8 @@ class Fixture:
 
 
 def record(event: dict[str, Any] | None = None, *, topic: str = MAIN, offset: int = 0,
-           headers: RecordHeaders | None = None, value: bytes | None = None) -> InboundRecord:
+           headers: RecordHeaders | None = None, value: bytes | None = None,
+           raw_headers: tuple[tuple[str, bytes | None], ...] = ()) -> InboundRecord:
     codec = EventCodec()
     event = event if event is not None or value is not None else sample_event(
         "appointment.scheduled")
@@ -92,8 +93,8 @@ def record(event: dict[str, Any] | None = None, *, topic: str = MAIN, offset: in
     except UndecodableRecord as exc:
         decode_error = exc
     return InboundRecord(topic=topic, partition=0, offset=offset, timestamp_ms=1_000,
-                         key=b"appt-2001", value=raw, raw_headers=(),
-                         headers=headers or RecordHeaders(), event=decoded,
+                         key=b"appt-2001", value=raw, raw_headers=raw_headers,
+                         decoded_headers=headers, event=decoded,
                          decode_error=decode_error)
 
 
@@ -162,6 +163,31 @@ def test_inlined_common_path_decides_like_the_general_one(
         seen.append((kind, len(fx.handler.calls), fx.clock.monotonic() - start))
     assert seen[0] == seen[1]
     assert seen[0][:2] == (expected_kind, expected_calls)
+
+
+UPSTREAM_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_publishers_identity_headers_are_never_decoded_and_need_no_span() -> None:
+    """``clinic.event-id``/``-type`` headers: delivered on the inlined path, no trace context."""
+    fx = Fixture(ScriptedHandler())
+    identity = (("clinic.event-id", b"evt-appointment.scheduled"),
+                ("clinic.event-type", b"appointment.scheduled"))
+    got = record(raw_headers=identity)
+    (fate,) = fx.run(got)
+    assert isinstance(fate, Delivered)
+    assert fx.handler.calls[0].traceparent is None
+    assert fx.handler.calls[0].attempt == 1
+    assert got.decoded_headers is None  # processing never needed them
+    assert got.headers.event_id == "evt-appointment.scheduled"  # decoded when read
+
+
+def test_an_upstream_trace_context_reaches_the_handler_without_an_sdk() -> None:
+    """A ``traceparent`` header is propagated even when nothing records spans."""
+    fx = Fixture(ScriptedHandler())
+    (fate,) = fx.run(record(raw_headers=(("traceparent", UPSTREAM_TRACEPARENT.encode()),)))
+    assert isinstance(fate, Delivered)
+    assert fx.handler.calls[0].traceparent == UPSTREAM_TRACEPARENT
 
 
 def test_exhausted_quick_retries_go_to_the_first_tier_with_due_time_and_headers() -> None:
