@@ -30,8 +30,10 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import Token
 from typing import Literal
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
@@ -176,6 +178,30 @@ NO_SPAN: AbstractContextManager[Span] = _NoSpan()
 """The scope of a span not made: records nothing, carries no context."""
 
 
+class PropagatedContext(AbstractContextManager[Span]):
+    """``with``: a record's incoming trace context made current, with no span of our own.
+
+    Inside it, the current span is the parent's non-recording span, exactly as under the
+    API's no-op tracer: ``current_traceparent`` and ``headers_with_traceparent`` hand the
+    upstream trace on, and spans started inside are no-ops too.
+    """
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, parent: Context) -> None:
+        self._context = parent
+        self._token: Token[Context] | None = None
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(self._context)
+        return trace.get_current_span(self._context)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
+            self._token = None
+
+
 def _error_type(exc: BaseException) -> str:
     """``error.type`` for an exception: a handler's error class, else the dotted class path."""
     return exc.error_class if isinstance(exc, HandlerError) else qualified_name(type(exc))
@@ -222,20 +248,21 @@ class Telemetry:
     ) -> AbstractContextManager[Span]:
         """A CONSUMER span, child of the record's trace context and current inside ``with``.
 
-        Fast path: with no SDK tracer and no trace context on the record there is nothing to
-        record or propagate, so no span is made at all: a shared context manager yielding
-        ``INVALID_SPAN`` is returned (a span cost ~20 us per record, a generator-based
-        context manager ~2 us).
+        Without an SDK tracer nothing is recorded, so no span is made at all:
+
+        * no trace context on the record: nothing to propagate either; a shared context
+          manager yielding ``INVALID_SPAN`` is returned (a span cost ~20 us per record, a
+          generator-based context manager ~2 us);
+        * a trace context: it is made current as it came (``PropagatedContext``), which is
+          all the API's no-op tracer would have done, for a third of the cost (measured
+          ~12 us against ~36 us with ``current_traceparent``). The handler's context and
+          every republished record's headers carry it on exactly as before.
         """
-        if not self.tracing_live and not any(
-                name in (TRACEPARENT, TRACESTATE) for name, _ in headers or ()):
-            return NO_SPAN
-        carrier: dict[str, str] = {}
-        for name, value in headers or ():
-            lowered = name.lower()
-            if lowered in (TRACEPARENT, TRACESTATE) and value is not None:
-                carrier[lowered] = value.decode("utf-8", errors="replace")
-        parent = self._propagator.extract(carrier)
+        if not self.tracing_live:
+            if not any(name in (TRACEPARENT, TRACESTATE) for name, _ in headers or ()):
+                return NO_SPAN
+            return PropagatedContext(self._extract(headers))
+        parent = self._extract(headers)
         attributes: dict[str, str | int] = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
@@ -251,6 +278,18 @@ class Telemetry:
         if key is not None:
             attributes["messaging.kafka.message.key"] = key.decode("utf-8", errors="replace")
         return self._span(f"process {topic}", SpanKind.CONSUMER, attributes, parent)
+
+    def _extract(self, headers: KafkaHeaders) -> Context:
+        """The W3C trace context in ``headers`` (an empty context if none is valid).
+
+        Kafka header names are case-sensitive: only ``traceparent`` and ``tracestate``, as
+        written by OpenTelemetry's Kafka instrumentations and by clinic-events, count.
+        """
+        carrier: dict[str, str] = {}
+        for name, value in headers or ():
+            if name in (TRACEPARENT, TRACESTATE) and value is not None:
+                carrier[name] = value.decode("utf-8", errors="replace")
+        return self._propagator.extract(carrier)
 
     @contextmanager
     def send_span(self, topic: str, event_id: str | None) -> Iterator[Span]:

@@ -190,6 +190,16 @@ def test_an_upstream_trace_context_reaches_the_handler_without_an_sdk() -> None:
     assert fx.handler.calls[0].traceparent == UPSTREAM_TRACEPARENT
 
 
+def test_without_an_sdk_a_dead_lettered_record_keeps_its_upstream_trace() -> None:
+    fx = Fixture(ScriptedHandler(PermanentError("422")))
+    fx.run(record(raw_headers=(("traceparent", UPSTREAM_TRACEPARENT.encode()),
+                               ("tracestate", b"vendor=a"))))
+    (topic, _key, _value, headers) = fx.publisher.sent[0]
+    assert topic == f"{MAIN}.dlq"
+    assert [value for name, value in headers if name in ("traceparent", "tracestate")] == [
+        UPSTREAM_TRACEPARENT.encode(), b"vendor=a"]
+
+
 def test_exhausted_quick_retries_go_to_the_first_tier_with_due_time_and_headers() -> None:
     fx = Fixture(ScriptedHandler(*[TransientError("503", error_class="http.503")] * 3),
                  quick_attempts=3)

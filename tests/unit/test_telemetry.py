@@ -359,3 +359,37 @@ def test_without_sdk_providers_nothing_is_recorded_and_no_span_is_built() -> Non
         assert carried.get_span_context().trace_id == int(UPSTREAM_TRACE_ID, 16)
     metered = Telemetry(trace.NoOpTracerProvider(), MeterProvider())
     assert metered.metrics_live
+
+
+@pytest.mark.parametrize("incoming", [
+    [("traceparent", UPSTREAM.encode())],
+    [("traceparent", UPSTREAM.encode()), ("tracestate", b"vendor=a,other=b")],
+    [("traceparent", UPSTREAM.upper().encode()), ("tracestate", b"vendor=a")],  # invalid
+    [("traceparent", b"00-" + b"0" * 32 + b"-b7ad6b7169203331-01")],  # all-zero trace id
+    [("traceparent", b"garbage"), ("tracestate", b"vendor=a")],
+    [("tracestate", b"vendor=a")],
+    [("Traceparent", UPSTREAM.encode())],  # not the header name: nothing to propagate
+])
+def test_without_an_sdk_a_trace_context_travels_as_under_the_apis_no_op_tracer(
+    incoming: list[tuple[str, bytes | None]],
+) -> None:
+    """Handler context, hop headers and spans inside: the same as a no-op tracer's span."""
+    telemetry = Telemetry(trace.NoOpTracerProvider())
+    hop: list[tuple[str, bytes | None]] = [("clinic.attempts", b"1"), *incoming]
+
+    def observed() -> tuple[str | None, list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+        traceparent = telemetry.current_traceparent()
+        outer = telemetry.headers_with_traceparent(hop)
+        with telemetry.send_span("clinic.events.dlq", "evt-7"):
+            inner = telemetry.headers_with_traceparent(hop)
+        return traceparent, outer, inner
+
+    with trace.NoOpTracer().start_as_current_span(
+            "process clinic.events", context=telemetry._extract(incoming)):
+        expected = observed()
+    with _process(telemetry, incoming):
+        got = observed()
+    assert got == expected
+    assert trace.get_current_span() is INVALID_SPAN  # the scope is left again
+    if incoming[0][0] != "traceparent":
+        assert got[0] is None
