@@ -51,6 +51,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -107,6 +108,11 @@ class ProducedSet:
     key_bytes: int
 
 
+def random_traceparent() -> str:
+    """A valid, sampled W3C ``traceparent`` with random (never all-zero) ids."""
+    return f"00-{secrets.randbits(127) + 1:032x}-{secrets.randbits(63) + 1:016x}-01"
+
+
 def load_templates(path: Path = TEMPLATES) -> list[EventRecord]:
     """The example events, in the codec's Avro-native form."""
     try:
@@ -126,8 +132,13 @@ def bench_events(count: int, templates: Sequence[EventRecord]) -> Iterator[Event
         yield {**template, "event_id": str(uuid.uuid4()), "payload": payload}
 
 
-def produce_events(bootstrap: str, topic: str, count: int) -> ProducedSet:
-    """Write ``count`` encoded events with an idempotent, batching producer; wait for acks."""
+def produce_events(bootstrap: str, topic: str, count: int, *,
+                   traced: bool = False) -> ProducedSet:
+    """Write ``count`` encoded events with an idempotent, batching producer; wait for acks.
+
+    ``traced``: each record also carries a ``traceparent`` of its own, as from a publisher
+    that traces (``clinic-events publish`` with an exporter configured).
+    """
     codec = EventCodec()
     producer = Producer({
         "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
@@ -147,7 +158,7 @@ def produce_events(bootstrap: str, topic: str, count: int) -> ProducedSet:
         while True:
             try:
                 producer.produce(topic, key=key, value=value, headers=published_headers(
-                    event, None), on_delivery=delivered)
+                    event, random_traceparent() if traced else None), on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -535,7 +546,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         main = f"bench.{uuid.uuid4().hex[:12]}"
         settings = load_settings(write_config(folder, bootstrap, main, args.partitions), env={})
         ensure_topics(settings)
-        produced = produce_events(bootstrap, main, args.events)
+        produced = produce_events(bootstrap, main, args.events, traced=args.traceparent)
         sdk_provider = TracerProvider(sampler=ALWAYS_ON) if args.sdk_tracing else None
         runs: dict[str, Callable[[int], Sample]] = {
             "raw": lambda _r: consume_loop(settings, args.events, decode=False),
@@ -583,7 +594,11 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "avg_value_bytes": round(produced.value_bytes / produced.events, 1),
             "avg_key_bytes": round(produced.key_bytes / produced.events, 1),
             "record_headers": "as clinic-events publish stamps them (clinic.event-id, "
-                              "clinic.event-type), no traceparent",
+                              "clinic.event-type) "
+                              + ("and a traceparent each, as from a publisher that traces"
+                                 if args.traceparent else
+                                 "without a traceparent, as from a publisher that does not "
+                                 "trace"),
             "batch_size": BATCH_SIZE, "lanes": settings.delivery.concurrency,
             "retry_tiers": [tier.topic for tier in settings.retry.tiers],
             "sqlite_dedup": "a fresh file per run in a temporary folder (product defaults: "
@@ -669,6 +684,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sdk-tracing", action="store_true",
                         help="add a pipeline row with an SDK tracer provider (ALWAYS_ON, no "
                              "exporter)")
+    parser.add_argument("--traceparent", action="store_true",
+                        help="records also carry a traceparent each, as from a publisher that "
+                             "traces (the pipeline then passes the trace context on)")
     parser.add_argument("--gc-comparison", action="store_true",
                         help="add a pipeline row run with CPython's default garbage-collector "
                              "threshold instead of clinic-events run's")

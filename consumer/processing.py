@@ -128,22 +128,27 @@ class RecordProcessor:
         processed = 0
         may_wait = deadline is None
         spans = self._telemetry.tracing_live
-        # The common case (no span, no context carried, not seen before, no timing) is
-        # ``_decide`` and ``_deliver`` inlined: two calls fewer per event. Headers without a
-        # trace context (the event id and type a publisher stamps) need no span either.
+        # The common case (nothing records spans, no failure carried, not seen before, no
+        # timing) is ``_decide`` and ``_deliver`` inlined: two calls fewer per event. An
+        # incoming trace context is handed to the handler as ``process_span`` would (its
+        # scope is only entered if the first call fails, for the retries and the next hop).
         quick_deliver = None if spans or self._telemetry.metrics_live else self._handler.deliver
+        incoming_traceparent = self._telemetry.incoming_traceparent
         for record in records:
             event = record.event
-            if quick_deliver is not None and event is not None and not record.trace_context \
+            if quick_deliver is not None and event is not None \
                     and record.carried_failure is None \
                     and not (known and record.event_id in known):
+                traced = record.trace_context
                 try:
                     quick_deliver(event, DeliveryContext(
                         record.event_id or "", record.event_type or "", record.topic,
-                        record.partition, record.offset, record.attempt, None))
+                        record.partition, record.offset, record.attempt,
+                        incoming_traceparent(record.raw_headers) if traced else None))
                 except Exception as first:  # noqa: BLE001 - classified like any failure
                     record.carried_failure = self._normalise(first)  # retried from there
-                    fate = self._decide(record, known, INVALID_SPAN, may_wait)
+                    fate = self._process_one(record, known, may_wait) if traced else \
+                        self._decide(record, known, INVALID_SPAN, may_wait)
                 else:
                     fate = Delivered(record)
             elif spans or record.trace_context:

@@ -26,6 +26,7 @@ environment variables; the caller shuts it down at exit so the last spans are fl
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from consumer.errors import ConfigError, HandlerError
@@ -164,6 +165,18 @@ def shutdown_providers(*providers: TracerProvider | MeterProvider, timeout_s: fl
     worker.join(timeout_s)
 
 
+_CANONICAL_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = "0" * 32, "0" * 16
+
+
+def _format_traceparent(context: SpanContext) -> str | None:
+    """W3C ``traceparent`` of ``context`` (version 00), or ``None`` if it is not valid."""
+    if not context.is_valid:
+        return None
+    return (f"00-{context.trace_id:032x}-{context.span_id:016x}-"
+            f"{int(context.trace_flags):02x}")
+
+
 class _NoSpan(AbstractContextManager[Span]):
     """``with`` over nothing: yields ``INVALID_SPAN``; stateless, so one instance is shared."""
 
@@ -279,6 +292,29 @@ class Telemetry:
             attributes["messaging.kafka.message.key"] = key.decode("utf-8", errors="replace")
         return self._span(f"process {topic}", SpanKind.CONSUMER, attributes, parent)
 
+    def incoming_traceparent(self, headers: KafkaHeaders) -> str | None:
+        """The ``traceparent`` a record with ``headers`` hands on when no span is recorded.
+
+        The same value ``current_traceparent`` gives inside the record's ``process_span``
+        without an SDK tracer, without making anything current: the last ``traceparent``
+        header, normalised by the W3C propagator, or ``None`` if it is not valid. A value
+        already in canonical form (version 00, lowercase, non-zero ids, nothing after the
+        flags), which is what every OpenTelemetry SDK writes, is its own normal form and
+        skips the propagator.
+        """
+        raw: bytes | None = None
+        for name, value in headers or ():
+            if name == TRACEPARENT and value is not None:
+                raw = value
+        if raw is None:
+            return None
+        text = raw.decode("utf-8", errors="replace")
+        if _CANONICAL_TRACEPARENT.fullmatch(text) and text[3:35] != _ZERO_TRACE_ID \
+                and text[36:52] != _ZERO_SPAN_ID:
+            return text
+        span = trace.get_current_span(self._extract(headers))
+        return _format_traceparent(span.get_span_context())
+
     def _extract(self, headers: KafkaHeaders) -> Context:
         """The W3C trace context in ``headers`` (an empty context if none is valid).
 
@@ -324,11 +360,7 @@ class Telemetry:
 
     def current_traceparent(self) -> str | None:
         """The ``traceparent`` of the current span, or ``None`` outside any valid span."""
-        context = trace.get_current_span().get_span_context()
-        if not context.is_valid:
-            return None
-        return (f"00-{context.trace_id:032x}-{context.span_id:016x}-"
-                f"{int(context.trace_flags):02x}")
+        return _format_traceparent(trace.get_current_span().get_span_context())
 
     def headers_with_traceparent(self, headers: KafkaHeaders) -> list[tuple[str, bytes]]:
         """``headers`` with ``traceparent``/``tracestate`` replaced by the current span's.

@@ -6,8 +6,17 @@ import gc
 from dataclasses import replace
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from bench.throughput import GcCounter, Sample, checks, cpython_default_gc, loop_result
+from bench.throughput import (
+    GcCounter,
+    Sample,
+    checks,
+    cpython_default_gc,
+    loop_result,
+    random_traceparent,
+)
 
 
 def _pass(rate: float, decoding_us: float = 0.0) -> Sample:
@@ -73,3 +82,11 @@ def test_loop_result_keeps_every_pass_gc_count() -> None:
     got = loop_result("pipeline", [[replace(_pass(1000), gc_collections=3)],
                                    [replace(_pass(1000), gc_collections=0)]])
     assert got.gc_collections == [3, 0]
+
+
+def test_bench_traceparents_are_valid_w3c_and_distinct() -> None:
+    values = {random_traceparent() for _ in range(50)}
+    assert len(values) == 50
+    for value in values:
+        context = TraceContextTextMapPropagator().extract({"traceparent": value})
+        assert trace.get_current_span(context).get_span_context().is_valid

@@ -190,6 +190,15 @@ def test_an_upstream_trace_context_reaches_the_handler_without_an_sdk() -> None:
     assert fx.handler.calls[0].traceparent == UPSTREAM_TRACEPARENT
 
 
+def test_without_an_sdk_every_quick_retry_carries_the_upstream_trace() -> None:
+    """The first call is made on the inlined path; the retries inside the record's scope."""
+    fx = Fixture(ScriptedHandler(TransientError("503"), TransientError("503")),
+                 quick_attempts=3)
+    (fate,) = fx.run(record(raw_headers=(("traceparent", UPSTREAM_TRACEPARENT.encode()),)))
+    assert isinstance(fate, Delivered)
+    assert [call.traceparent for call in fx.handler.calls] == [UPSTREAM_TRACEPARENT] * 3
+
+
 def test_without_an_sdk_a_dead_lettered_record_keeps_its_upstream_trace() -> None:
     fx = Fixture(ScriptedHandler(PermanentError("422")))
     fx.run(record(raw_headers=(("traceparent", UPSTREAM_TRACEPARENT.encode()),
