@@ -66,6 +66,8 @@ from typing import Any
 from unittest import mock
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
@@ -351,14 +353,16 @@ def _with_concurrency(settings: Settings, concurrency: int) -> Settings:
 
 
 def pipeline_run(settings: Settings, count: int, *, loop: str, store_url: str,
-                 tracer_provider: TracerProvider | None = None) -> Sample:
+                 tracer_provider: TracerProvider | None = None,
+                 meter_provider: MeterProvider | None = None) -> Sample:
     """The real runner with a no-op handler, until it has delivered ``count`` events."""
     run_settings = _with_group(settings, loop)
     handler = NoOpHandler(count)
     store = open_dedup_store(store_url, settings.dedup.ttl_ms)
     with probed_runner_consumer() as probes:
         assembly = consumer.app.build_runner(run_settings, handler=handler, store=store,
-                                             tracer_provider=tracer_provider, ensure=False)
+                                             tracer_provider=tracer_provider,
+                                             meter_provider=meter_provider, ensure=False)
     if not probes:
         assembly.close()
         raise BenchError("build_runner no longer builds its consumer through "
@@ -475,9 +479,11 @@ LABELS = {
     "pipeline_memory": "pipeline, memory:// dedup",
     "pipeline_inline": "pipeline, sqlite, concurrency 1",
     "pipeline_sdk": "pipeline, sqlite, SDK tracer",
+    "pipeline_metrics": "pipeline, sqlite, SDK metrics",
     "pipeline_default_gc": "pipeline, sqlite, CPython gc",
 }
-PIPELINES = ("pipeline", "pipeline_memory", "pipeline_inline", "pipeline_default_gc")
+PIPELINES = ("pipeline", "pipeline_memory", "pipeline_inline", "pipeline_default_gc",
+             "pipeline_metrics", "pipeline_sdk")
 
 
 def checks(results: dict[str, LoopResult], pipeline: str) -> list[Check]:
@@ -565,6 +571,11 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             runs["pipeline_default_gc"] = lambda r: _with_cpython_gc(lambda: pipeline_run(
                 settings, args.events, loop="pipeline_default_gc",
                 store_url=f"sqlite:///{folder / f'dedup-default-gc-{r}.sqlite3'}"))
+        if args.sdk_metrics:
+            runs["pipeline_metrics"] = lambda r: pipeline_run(
+                settings, args.events, loop="pipeline_metrics",
+                meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+                store_url=f"sqlite:///{folder / f'dedup-metrics-{r}.sqlite3'}")
         if sdk_provider is not None:
             runs["pipeline_sdk"] = lambda r: pipeline_run(
                 settings, args.events, loop="pipeline_sdk", tracer_provider=sdk_provider,
@@ -687,6 +698,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--traceparent", action="store_true",
                         help="records also carry a traceparent each, as from a publisher that "
                              "traces (the pipeline then passes the trace context on)")
+    parser.add_argument("--sdk-metrics", action="store_true",
+                        help="add a pipeline row with an SDK meter provider (in-memory reader, "
+                             "no export): the counter and the per-call duration histogram")
     parser.add_argument("--gc-comparison", action="store_true",
                         help="add a pipeline row run with CPython's default garbage-collector "
                              "threshold instead of clinic-events run's")
