@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from confluent_kafka import Message
 
 from consumer.codec import EventCodec
-from consumer.kafka_io import to_inbound
+from consumer.kafka_io import message_headers, to_inbound
 from consumer.records import NO_HEADERS
 from retry_topics.headers import RecordHeaders, encode_headers
 from tests.unit.sample_events import sample_event
@@ -88,3 +91,16 @@ def test_a_malformed_header_beside_no_attempts_still_makes_a_first_attempt() -> 
                                        ("clinic.event-id", b"evt-1")]), "clinic.events", 0)
     assert record.attempt == 1
     assert record.headers is NO_HEADERS
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ([("a", b"x"), ("b", None)], (("a", b"x"), ("b", None))),  # as librdkafka hands them
+    ([("a", b"x"), ("b", "y")], (("a", b"x"), ("b", b"y"))),  # str values: UTF-8 encoded
+    ({"a": b"x", "b": "y"}, (("a", b"x"), ("b", b"y"))),  # the dict form
+])
+def test_header_values_are_bytes_or_none_whatever_form_the_client_gave(
+    given: Any, expected: tuple[tuple[str, bytes | None], ...],
+) -> None:
+    message = Message(topic="t", partition=0, offset=0, key=None, value=b"", headers=given)
+    assert message_headers(message) == expected
+    assert to_inbound(message, "t", 0).raw_headers == expected
