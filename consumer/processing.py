@@ -128,11 +128,14 @@ class RecordProcessor:
         processed = 0
         may_wait = deadline is None
         spans = self._telemetry.tracing_live
-        # The common case (nothing records spans, no failure carried, not seen before, no
-        # timing) is ``_decide`` and ``_deliver`` inlined: two calls fewer per event. An
-        # incoming trace context is handed to the handler as ``process_span`` would (its
-        # scope is only entered if the first call fails, for the retries and the next hop).
-        quick_deliver = None if spans or self._telemetry.metrics_live else self._handler.deliver
+        # The common case (nothing records spans, no failure carried, not seen before) is
+        # ``_decide`` and ``_deliver`` inlined: two calls fewer per event. An incoming trace
+        # context is handed to the handler as ``process_span`` would (its scope is only
+        # entered if the first call fails, for the retries and the next hop), so a call's
+        # duration is recorded outside it: no exemplar points at the upstream's span when
+        # this process records none of its own.
+        quick_deliver = None if spans else self._handler.deliver
+        timed = self._telemetry.metrics_live
         incoming_traceparent = self._telemetry.incoming_traceparent
         for record in records:
             event = record.event
@@ -140,16 +143,22 @@ class RecordProcessor:
                     and record.carried_failure is None \
                     and not (known and record.event_id in known):
                 traced = record.trace_context
+                context = DeliveryContext(
+                    record.event_id or "", record.event_type or "", record.topic,
+                    record.partition, record.offset, record.attempt,
+                    incoming_traceparent(record.raw_headers) if traced else None)
+                started = monotonic() if timed else 0.0
                 try:
-                    quick_deliver(event, DeliveryContext(
-                        record.event_id or "", record.event_type or "", record.topic,
-                        record.partition, record.offset, record.attempt,
-                        incoming_traceparent(record.raw_headers) if traced else None))
+                    quick_deliver(event, context)
                 except Exception as first:  # noqa: BLE001 - classified like any failure
-                    record.carried_failure = self._normalise(first)  # retried from there
+                    failure = record.carried_failure = self._normalise(first)  # retried from
+                    if timed:
+                        self._record_duration(record.topic, started, failure.error_class)
                     fate = self._process_one(record, known, may_wait) if traced else \
                         self._decide(record, known, INVALID_SPAN, may_wait)
                 else:
+                    if timed:
+                        self._record_duration(record.topic, started, None)
                     fate = Delivered(record)
             elif spans or record.trace_context:
                 fate = self._process_one(record, known, may_wait)
@@ -303,9 +312,13 @@ class RecordProcessor:
             error_type = qualified_name(type(exc))
             raise
         finally:
-            self._telemetry.record_delivery_duration(
-                (self._clock.monotonic() - started) * 1000,
-                tier=self._tier_labels.get(context.topic, "main"), error_type=error_type)
+            self._record_duration(context.topic, started, error_type)
+
+    def _record_duration(self, topic: str, started: float, error_type: str | None) -> None:
+        """A handler call that began at ``started`` (clock.monotonic), into the histogram."""
+        self._telemetry.record_delivery_duration(
+            (self._clock.monotonic() - started) * 1000,
+            tier=self._tier_labels.get(topic, "main"), error_type=error_type)
 
     def _retry_after_fits(self, failure: Failure) -> bool:
         """A Retry-After longer than one quick wait may be means: go to a tier instead."""

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
 
 from consumer.codec import EventCodec
 from consumer.dedup import MemoryDedupStore
@@ -150,19 +152,41 @@ def test_quick_retries_recover_a_brief_outage_without_a_retry_topic() -> None:
 def test_inlined_common_path_decides_like_the_general_one(
     errors: list[Exception], expected_kind: str, expected_calls: int,
 ) -> None:
-    """Without spans or timing the decision is inlined; with a meter it is not: same fates."""
-    seen: list[tuple[str, int, float]] = []
-    for telemetry in (Telemetry(), Telemetry(meter_provider=MeterProvider())):
-        assert telemetry.metrics_live == (len(seen) == 1)
+    """Without an SDK tracer the decision is inlined; with one it is not: same fates, calls,
+    waits and recorded call durations (the histogram's count per error type)."""
+    seen: list[tuple[str, int, float, dict[str | None, int]]] = []
+    for tracer in (None, TracerProvider()):
+        reader = InMemoryMetricReader()
+        telemetry = Telemetry(tracer, MeterProvider(metric_readers=[reader]))
+        assert telemetry.tracing_live == (tracer is not None)
         fx = Fixture(ScriptedHandler(*errors), quick_attempts=3, telemetry=telemetry)
         start = fx.clock.monotonic()
         fates = fx.run(record())
         kind = fates[0].kind if fates else (
             "retried" if fx.publisher.sent[0][0].startswith(f"{MAIN}.retry.") else
             "dead_lettered")
-        seen.append((kind, len(fx.handler.calls), fx.clock.monotonic() - start))
+        seen.append((kind, len(fx.handler.calls), fx.clock.monotonic() - start,
+                     _duration_counts(reader)))
     assert seen[0] == seen[1]
     assert seen[0][:2] == (expected_kind, expected_calls)
+    assert sum(seen[0][3].values()) == expected_calls
+
+
+def _duration_counts(reader: InMemoryMetricReader) -> dict[str | None, int]:
+    """Recorded handler calls by ``error.type`` (None: succeeded)."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    counts: dict[str | None, int] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "clinic_events.delivery.duration":
+                    continue
+                for point in metric.data.data_points:
+                    assert isinstance(point, HistogramDataPoint)
+                    error_type = (point.attributes or {}).get("error.type")
+                    counts[None if error_type is None else str(error_type)] = point.count
+    return counts
 
 
 UPSTREAM_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
