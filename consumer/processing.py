@@ -151,7 +151,8 @@ class RecordProcessor:
                 try:
                     quick_deliver(event, context)
                 except Exception as first:  # noqa: BLE001 - classified like any failure
-                    failure = record.carried_failure = self._normalise(first)  # retried from
+                    # carried: the quick retries start from this failure, without a new call
+                    failure = record.carried_failure = self._normalise(first)
                     if timed:
                         self._record_duration(record.topic, started, failure.error_class)
                     fate = self._process_one(record, known, may_wait) if traced else \

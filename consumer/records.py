@@ -63,7 +63,8 @@ class InboundRecord:
     attempt: int = field(init=False)
     """This topic attempt's number: 1 on the main topic, k+1 in retry tier k."""
     trace_context: bool = field(init=False, default=False)
-    """A ``traceparent`` or ``tracestate`` header is present (processing then makes a span)."""
+    """A ``traceparent`` or ``tracestate`` header is present: processing hands it on (and
+    makes its span a child of it when an SDK tracer records spans)."""
     carried_failure: object = field(init=False, default=None)
     """The processor's failure of a first call made where retries could not wait (the
     poll thread); the lane that takes the record over retries from it."""
