@@ -142,11 +142,10 @@ class RecordProcessor:
             if quick_deliver is not None and event is not None \
                     and record.carried_failure is None \
                     and not (known and record.event_id in known):
-                traced = record.trace_context
                 context = DeliveryContext(
                     record.event_id or "", record.event_type or "", record.topic,
                     record.partition, record.offset, record.attempt,
-                    incoming_traceparent(record.raw_headers) if traced else None)
+                    incoming_traceparent(record.raw_headers) if record.trace_context else None)
                 started = monotonic() if timed else 0.0
                 try:
                     quick_deliver(event, context)
@@ -155,16 +154,13 @@ class RecordProcessor:
                     failure = record.carried_failure = self._normalise(first)
                     if timed:
                         self._record_duration(record.topic, started, failure.error_class)
-                    fate = self._process_one(record, known, may_wait) if traced else \
-                        self._decide(record, known, INVALID_SPAN, may_wait)
+                    fate = self._process_one(record, known, may_wait)
                 else:
                     if timed:
                         self._record_duration(record.topic, started, None)
                     fate = Delivered(record)
-            elif spans or record.trace_context:
+            else:  # rare: undecodable, seen before, carried failure, or spans recorded
                 fate = self._process_one(record, known, may_wait)
-            else:
-                fate = self._decide(record, known, INVALID_SPAN, may_wait)
             if fate is None:
                 break  # handed over to a lane for its quick retries
             processed += 1
@@ -183,7 +179,11 @@ class RecordProcessor:
 
     def _process_one(self, record: InboundRecord, known: dict[str, Outcome],
                      may_wait: bool) -> Fate | Republished | None:
-        """``_decide`` inside the record's ``process`` span (or none, if nothing records it)."""
+        """``_decide`` inside the record's ``process`` span.
+
+        Without an SDK tracer ``process_span`` makes no span: it hands back a shared no-op
+        scope, or the record's incoming trace context made current.
+        """
         with self._telemetry.process_span(
             record.topic, record.partition, record.offset, record.key, record.raw_headers,
             record.event_id, record.attempt, self._group_id,
