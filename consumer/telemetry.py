@@ -51,6 +51,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Statu
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from consumer.errors import ConfigError, HandlerError
+from consumer.otlp import otlp_metric_exporter, otlp_span_exporter
 from retry_topics.classification import qualified_name
 from retry_topics.headers import TRACEPARENT, TRACESTATE, replace_header
 
@@ -101,7 +102,8 @@ def exports(variable: str) -> bool:
 def configure_tracing(service_name: str = "clinic-events") -> TracerProvider:
     """An SDK tracer provider configured from ``OTEL_*`` environment variables.
 
-    ``OTEL_TRACES_EXPORTER`` (comma-separated) picks ``otlp`` (the default: OTLP/HTTP, whose
+    ``OTEL_TRACES_EXPORTER`` (comma-separated) picks ``otlp`` (the default: OTLP over the
+    transport ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` names, see ``consumer.otlp``; the
     exporter reads ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` and friends itself), ``console``
     or ``none``. ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` override
     ``service_name``. With ``OTEL_SDK_DISABLED=true`` the provider hands out no-op tracers.
@@ -114,10 +116,7 @@ def configure_tracing(service_name: str = "clinic-events") -> TracerProvider:
     for name in names:
         exporter: SpanExporter | None = None
         if name == "otlp":
-            # Imported here: the OTLP stack is only loaded when it is used.
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter()
+            exporter = otlp_span_exporter()
         elif name == "console":
             exporter = ConsoleSpanExporter(service_name=service_name, out=sys.stdout)
         if exporter is not None:
@@ -129,8 +128,9 @@ def configure_metrics(service_name: str = "clinic-events") -> MeterProvider:
     """An SDK meter provider from ``OTEL_METRICS_EXPORTER``: ``otlp`` (default), console, none.
 
     Readers export every ``OTEL_METRIC_EXPORT_INTERVAL`` ms (SDK default 60 s); the OTLP
-    exporter reads ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` itself. The caller shuts the
-    provider down at exit so the last figures are exported.
+    exporter's transport comes from ``OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL`` (see
+    ``consumer.otlp``) and it reads ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` itself. The
+    caller shuts the provider down at exit so the last figures are exported.
     """
     resource = _resource(service_name)
     if _sdk_disabled():
@@ -139,11 +139,7 @@ def configure_metrics(service_name: str = "clinic-events") -> MeterProvider:
     readers: list[MetricReader] = []
     for name in names:
         if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                OTLPMetricExporter,
-            )
-
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+            readers.append(PeriodicExportingMetricReader(otlp_metric_exporter()))
         elif name == "console":
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stdout)))
     return MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -210,14 +209,6 @@ def test_metrics_count_outcomes_and_durations() -> None:
     assert sum(p.count for p in histogram) == 2
     assert {(p.attributes or {}).get("error.type") for p in histogram} == {None, "http.503"}
     meters.shutdown()
-
-
-@pytest.fixture
-def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
 
 
 def test_configure_tracing_names_the_service(clean_otel_env: pytest.MonkeyPatch) -> None:
