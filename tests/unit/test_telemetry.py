@@ -211,6 +211,19 @@ def test_metrics_count_outcomes_and_durations() -> None:
     meters.shutdown()
 
 
+def test_configure_tracing_samples_as_the_otel_sampler_variables_say(
+    clean_otel_env: pytest.MonkeyPatch,
+) -> None:
+    """Production runs sample traces (a recorded span costs ~100 us): the standard variables."""
+    clean_otel_env.setenv("OTEL_TRACES_EXPORTER", "none")
+    clean_otel_env.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    clean_otel_env.setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
+    provider = configure_tracing()
+    assert provider.sampler.get_description().startswith(
+        "ParentBased{root:TraceIdRatioBased{0.1}")
+    provider.shutdown()
+
+
 def test_configure_tracing_names_the_service(clean_otel_env: pytest.MonkeyPatch) -> None:
     clean_otel_env.setenv("OTEL_TRACES_EXPORTER", "none")
     provider = configure_tracing()
