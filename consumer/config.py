@@ -31,6 +31,9 @@ from retry_topics.policy import BACKOFF_NAMES, InProcessRetry, RetryPolicy
 ENV_PREFIX = "CLINIC_EVENTS_"
 KAFKA_CLIENT_LOGGER = "clinic_events.kafka"  # librdkafka's log lines
 PRODUCER_ONLY = frozenset({"enable.idempotence", "acks", "linger.ms", "compression.type"})
+#: An admin client's reconnect backoff: its first attempt is immediate, so a reachable
+#: broker is not slowed; an unreachable one is logged about once a second, not ~20 times.
+ADMIN_RECONNECT = {"reconnect.backoff.ms": 1000, "reconnect.backoff.max.ms": 10000}
 DEFAULT_FILE = "clinic-events.toml"
 SECRET_MARKERS = ("password", "secret", "token", "key")
 
@@ -112,9 +115,12 @@ class Settings:
         An admin client's logs reach a ``logger`` only when it is polled, and its calls
         (list topics, offsets) block without polling: an unreachable broker would say
         nothing until the call times out. Producer-only pass-through properties are left
-        out too: the admin client would warn about each.
+        out too: the admin client would warn about each. Its reconnect backoff is longer
+        than librdkafka's (``ADMIN_RECONNECT``, which ``[kafka.client]`` may override): an
+        unreachable broker otherwise fills the terminal with a connect failure every ~50 ms
+        until the call gives up.
         """
-        config = self._client_config(overrides)
+        config = {**ADMIN_RECONNECT, **self._client_config(overrides)}
         del config["logger"]
         return {key: value for key, value in config.items() if key not in PRODUCER_ONLY}
 

@@ -113,7 +113,8 @@ class LagProbe:
         try:
             metadata = self._admin.list_topics(timeout=self._timeout)
         except KafkaException as exc:
-            raise LagProbeError(f"cannot reach Kafka: {exc}") from exc
+            raise LagProbeError(f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: "
+                                f"{exc}") from exc
         counts = {name: len(meta.partitions) for name, meta in metadata.topics.items()
                   if meta.error is None}
         tps = [TopicPartition(name, p) for name, _ in topics for p in range(counts.get(name, 0))]

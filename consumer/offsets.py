@@ -51,6 +51,18 @@ class PartitionOffsets:
             self.committable = advanced
         return advanced
 
+    def step_over(self, position: int) -> bool:
+        """Move the committable offset up to ``position`` if nothing is pending before it.
+
+        For offsets the client skipped without delivering them (transaction markers, see
+        ``consumer.undelivered``): True if it moved, so ``position`` should be stored.
+        """
+        if self.pending or position <= (self.committable if self.committable is not None
+                                         else -1):
+            return False
+        self.committable = position
+        return True
+
     @property
     def in_flight(self) -> int:
         return len(self.pending)
@@ -73,6 +85,13 @@ class OffsetBook:
         """Complete records; None if that advanced nothing or the partition was revoked."""
         partition = self._partitions.get(tp)
         return None if partition is None else partition.complete(offsets)
+
+    def step_over(self, tp: TopicPartitionKey, position: int) -> bool:
+        """``PartitionOffsets.step_over`` for ``tp`` (tracked from now on if it was not)."""
+        partition = self._partitions.get(tp)
+        if partition is None:
+            partition = self._partitions[tp] = PartitionOffsets()
+        return partition.step_over(position)
 
     def forget(self, tp: TopicPartitionKey) -> None:
         """Drop a revoked partition: late completions for it are ignored."""

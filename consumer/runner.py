@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -37,6 +37,7 @@ from consumer.outcome_log import log_outcome, outcome_logging_enabled
 from consumer.pauses import PausedPartitions
 from consumer.records import Fate, InboundRecord, Republished
 from consumer.telemetry import EventOutcome, Telemetry
+from consumer.undelivered import CHECK_INTERVAL_S, SeekBacks
 from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
 from retry_topics.policy import RetryPolicy, RetryTier, tier_labels
@@ -71,6 +72,8 @@ class Runner:
         self._drain_timeout_s = drain_timeout_s
         self._book = OffsetBook()
         self._paused = PausedPartitions()
+        self._seek_backs = SeekBacks()
+        self._undelivered_checked_at = float("-inf")  # clock.monotonic() of the last check
         self._throttled = False
         self._assigned: set[TopicPartitionKey] = set()
         self._acks: list[tuple[Republished, str | None]] = []
@@ -103,6 +106,8 @@ class Runner:
                 messages = self._next_batch(self._poll_timeout_s())
                 if messages:
                     self._accept(messages)
+                if self._clock.monotonic() - self._undelivered_checked_at >= CHECK_INTERVAL_S:
+                    self._step_over_undelivered(self._assigned)
         finally:
             self._shutdown()
         if self._fatal is not None:
@@ -142,6 +147,8 @@ class Runner:
         offsets: list[int] = []
         tier: RetryTier | None = None
         wanted = False
+        seek_backs = self._seek_backs
+        sought_back = False  # the run's partition awaits its head after a seek back
         for message in messages:
             error = message.error()
             if error is not None:
@@ -156,6 +163,10 @@ class Runner:
                 offsets = tracked.setdefault(tp, [])
                 # behind a paused head (re-fetched after resume), or revoked: skipped
                 wanted = tp not in paused and tp in assigned
+                sought_back = bool(seek_backs) and tp in seek_backs
+            if sought_back:
+                seek_backs.delivered(tp, message.offset() or 0)
+                sought_back = tp in seek_backs
             if not wanted:
                 continue
             record = to_inbound(message, tp[0], tp[1])
@@ -177,6 +188,7 @@ class Runner:
         partition = TopicPartition(tp[0], tp[1], head_offset)
         self._consumer.pause([partition])
         self._consumer.seek(partition)
+        self._seek_backs.sought(tp, head_offset)
         self._paused.hold(tp, due_at_ms)
 
     def _resume_due(self) -> None:
@@ -216,6 +228,31 @@ class Runner:
         if advanced:
             self._store_offsets(advanced)
         self._resume_due()
+
+    def _step_over_undelivered(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Store idle partitions' positions past offsets never delivered (transaction markers).
+
+        See ``consumer.undelivered`` for why and when this is safe.
+        """
+        self._undelivered_checked_at = self._clock.monotonic()
+        idle = [TopicPartition(t, p) for t, p in partitions
+                if (t, p) in self._assigned and (t, p) not in self._paused
+                and (t, p) not in self._seek_backs and self._book.in_flight((t, p)) == 0]
+        if not idle:
+            return
+        try:
+            positions = self._consumer.position(idle)
+        except KafkaException as exc:
+            LOG.debug("could not read consumer positions: %s", exc)
+            return
+        advanced: dict[TopicPartitionKey, int] = {}
+        for position in positions:
+            tp = (position.topic, position.partition)
+            if position.error is None and position.offset >= 0 and \
+                    self._book.step_over(tp, position.offset):
+                advanced[tp] = position.offset
+        if advanced:
+            self._store_offsets(advanced)
 
     def _finish_lane_results(self, advanced: dict[TopicPartitionKey, int], wait_s: float) -> None:
         results = self._lanes.results
@@ -327,6 +364,7 @@ class Runner:
         for tp in revoked:
             self._paused.forget(tp)  # never resume a partition that is going away
         self._drain(revoked, self._drain_timeout_s)
+        self._step_over_undelivered(revoked)
         self._commit()
         self._forget(revoked)
         LOG.info("revoked %d partitions", len(partitions))
@@ -338,6 +376,7 @@ class Runner:
     def _forget(self, partitions: set[TopicPartitionKey]) -> None:
         for tp in partitions:
             self._paused.forget(tp)
+            self._seek_backs.forget(tp)
             self._book.forget(tp)
             self._assigned.discard(tp)
 
@@ -367,6 +406,7 @@ class Runner:
         self._drain(None, self._drain_timeout_s)
         self._producer.flush(self._drain_timeout_s)
         self._service()
+        self._step_over_undelivered(self._assigned)
         self._commit()
         self._consumer.close()
         self._lanes.stop()

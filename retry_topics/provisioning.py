@@ -69,12 +69,14 @@ def planned_topics(policy: RetryPolicy, partitions: int) -> dict[str, tuple[int,
 
 def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) -> TopicReport:
     """Create whatever topics are missing and check the partition counts of the rest."""
-    admin = AdminClient(settings.admin_config())
+    config = settings.admin_config()
+    admin = AdminClient(config)
     plan = planned_topics(settings.retry, settings.topics.partitions)
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise TopicLayoutError(f"cannot reach Kafka to list topics: {exc}") from exc
+        raise TopicLayoutError(f"cannot reach Kafka at {config.get('bootstrap.servers')} "
+                               f"to list topics: {exc}") from exc
     existing = {name: len(meta.partitions) for name, meta in metadata.topics.items()
                 if meta.error is None}
     too_small = [

@@ -165,10 +165,12 @@ def demo_command(config_path: Path | None, events_path: Path | None, transient_r
 
     with _sigterm_as_interrupt():
         broker = _find_broker(base, config_path, say)
+        broker_stops = broker.started is not None and not keep_broker
         try:
-            result = _run(base, broker, plan, lines, events_file, timeout_ms, as_json, say)
+            result = _run(base, broker, plan, lines, events_file, timeout_ms, as_json, say,
+                          broker_stops=broker_stops)
         finally:
-            if broker.started is not None and not keep_broker:
+            if broker_stops and broker.started is not None:
                 gc.collect()  # free the runner's Kafka clients first, or they log refusals
                 say("stopping the local Kafka broker the demo started (--keep-broker keeps it)")
                 broker.started.stop()
@@ -217,7 +219,7 @@ def _find_broker(base: Settings | None, config_path: Path | None,
 
 def _run(base: Settings | None, broker: _Broker, plan: FailurePlan, lines: list[bytes],
          events_file: Path, timeout_ms: int, as_json: bool,
-         say: Callable[[str], None]) -> DemoResult:
+         say: Callable[[str], None], *, broker_stops: bool) -> DemoResult:
     with DownstreamSimulator(plan) as simulator:
         settings, config_file = _settings(base, broker, simulator.events_url)
         say(f"Kafka at {settings.kafka.bootstrap_servers} ({broker.origin})")
@@ -247,8 +249,18 @@ def _run(base: Settings | None, broker: _Broker, plan: FailurePlan, lines: list[
         say(f"outcome log lines are in {log_file}")
         where = config_file if config_file is not None else "FILE"
         if result.dead_letters:
-            say(f"inspect the dead letters: clinic-events dlq list --config {where}")
+            say(f"inspect the dead letters: {inspect_dead_letters(where, broker_stops)}")
     return result
+
+
+def inspect_dead_letters(config: Path | str, broker_stops: bool) -> str:
+    """The commands that list the run's dead letters once the demo has ended.
+
+    A broker the demo started is stopped at the end, but its data is kept, and a restart
+    reuses its port: the listing works again after ``kafka start``.
+    """
+    listing = f"clinic-events dlq list --config {config}"
+    return f"clinic-events kafka start, then {listing}" if broker_stops else listing
 
 
 def _settings(base: Settings | None, broker: _Broker, url: str) -> tuple[Settings, Path | None]:

@@ -156,6 +156,19 @@ def free_tcp_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def test_admin_clients_reconnect_to_a_down_broker_about_once_a_second_unless_configured(
+    tmp_path: Path,
+) -> None:
+    """librdkafka's default backoff logs a connect failure every ~50 ms while a CLI waits."""
+    default = load_settings(_write(tmp_path, ""), env={}).admin_config()
+    assert (default["reconnect.backoff.ms"], default["reconnect.backoff.max.ms"]) == (1000, 10000)
+    tuned = load_settings(_write(tmp_path, '[kafka.client]\n"reconnect.backoff.ms" = "200"\n'),
+                          env={})
+    assert tuned.admin_config()["reconnect.backoff.ms"] == "200"
+    assert "reconnect.backoff.ms" not in load_settings(
+        _write(tmp_path, ""), env={}).consumer_config()  # the data path keeps reconnecting fast
+
+
 def test_admin_clients_get_no_producer_only_or_logger_properties(tmp_path: Path) -> None:
     path = _write(tmp_path, '[kafka.client]\nacks = "all"\n"socket.timeout.ms" = "5000"\n')
     settings = load_settings(path, env={})

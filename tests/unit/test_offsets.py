@@ -54,3 +54,26 @@ def test_book_ignores_completions_of_forgotten_partitions() -> None:
     assert book.complete(("t", 0), [1]) is None
     assert book.complete(("t", 1), [1]) == 2
     assert book.in_flight() == 0
+
+
+def test_stepping_over_undelivered_offsets_waits_for_every_pending_record() -> None:
+    """A position past a transaction marker is committable only once nothing is pending."""
+    offsets = PartitionOffsets()
+    offsets.track([10, 11])
+    assert offsets.step_over(13) is False  # 10 and 11 are not done: never past them
+    assert offsets.complete([10, 11]) == 12
+    assert offsets.step_over(13) is True  # 12 was a marker: 13 is the partition's end
+    assert offsets.committable == 13
+    assert offsets.step_over(13) is False  # nothing new to store
+    assert offsets.step_over(12) is False  # never backwards
+    offsets.track([13])
+    assert offsets.complete([13]) == 14
+
+
+def test_a_partition_nothing_was_consumed_from_may_step_over_to_its_position() -> None:
+    book = OffsetBook()
+    assert book.step_over(("t", 0), 4) is True
+    assert book.step_over(("t", 0), 4) is False
+    book.track(("t", 0), [4, 5])
+    assert book.step_over(("t", 0), 7) is False
+    assert book.complete(("t", 0), [4, 5]) == 6
