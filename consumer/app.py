@@ -7,6 +7,7 @@ unreachable store stops start-up with a configuration error before Kafka is touc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from consumer.runner import Runner
 from consumer.telemetry import Telemetry
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.provisioning import ensure_topics
+
+LOG = logging.getLogger("clinic_events.app")
 
 
 @dataclass(slots=True)
@@ -51,7 +54,11 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     store = store or open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, clock)
     handler = handler or build_handler(settings)
     if ensure:
-        ensure_topics(settings)
+        created = ensure_topics(settings).created
+        if created:
+            # A misspelt topics.main also lands here: say so, rather than consume quietly.
+            LOG.warning("created missing topics: %s (if %s should have existed, check "
+                        "topics.main)", ", ".join(created), settings.topics.main)
     telemetry = Telemetry(tracer_provider, meter_provider)
     producer = build_producer(settings)
     consumer = build_consumer(settings)

@@ -171,7 +171,11 @@ def _merge(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, dict[str, A
         for key, value in values.items():
             _check_key(section, key)
             merged[section][key] = value
-    if "delays_from" in raw.get("retry", {}) and "delays" not in raw.get("retry", {}):
+    file_retry = raw.get("retry", {})
+    if "delays_from" in file_retry:
+        if "delays" in file_retry:  # one would be silently ignored
+            raise ConfigError("retry.delays and retry.delays_from are both set; set one: "
+                              "delays lists the tier delays, delays_from generates them")
         merged["retry"]["delays"] = None
     if env.get("KAFKA_BOOTSTRAP_SERVERS"):
         merged["kafka"]["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
@@ -225,6 +229,14 @@ def _duration(section: str, key: str, value: Any) -> int:
         return parse_duration_ms(str(value))
     except RetryTopicsError as exc:
         raise ConfigError(f"{section}.{key}: {exc}") from exc
+
+
+def _positive_duration(section: str, key: str, value: Any) -> int:
+    """A duration of at least 1 ms: a delay of 0 would make a tier run its records at once."""
+    ms = _duration(section, key, value)
+    if ms < 1:
+        raise ConfigError(f"{section}.{key} must be at least 1ms, got {value!r}")
+    return ms
 
 
 def _int(section: str, key: str, value: Any, minimum: int) -> int:
@@ -282,11 +294,18 @@ def _build_policy(main: str, retry: dict[str, Any]) -> RetryPolicy:
                 "initial", "multiplier", "max", "tiers"}:
                 raise ConfigError("retry.delays_from must be a table with exactly initial, "
                                   "multiplier, max, tiers")
+            initial_ms = _positive_duration("retry", "delays_from.initial", generated["initial"])
+            max_ms = _positive_duration("retry", "delays_from.max", generated["max"])
+            if max_ms < initial_ms:
+                raise ConfigError(f"retry.delays_from.max ({generated['max']}) must be at "
+                                  f"least delays_from.initial ({generated['initial']})")
+            multiplier = generated["multiplier"]
+            if isinstance(multiplier, bool) or not isinstance(multiplier, int | float) \
+                    or not multiplier >= 1:
+                raise ConfigError("retry.delays_from.multiplier must be a number >= 1, "
+                                  f"got {multiplier!r}")
             return RetryPolicy.from_generated(
-                main_topic=main,
-                initial_ms=_duration("retry", "delays_from.initial", generated["initial"]),
-                multiplier=generated["multiplier"],
-                max_ms=_duration("retry", "delays_from.max", generated["max"]),
+                main_topic=main, initial_ms=initial_ms, multiplier=multiplier, max_ms=max_ms,
                 tiers=_int("retry", "delays_from.tiers", generated["tiers"], 1),
                 in_process=in_process,
             )
@@ -296,7 +315,7 @@ def _build_policy(main: str, retry: dict[str, Any]) -> RetryPolicy:
                               '["5s", "30s", "2m", "10m"]')
         return RetryPolicy(
             main_topic=main,
-            delays_ms=tuple(_duration("retry", "delays", d) for d in delays),
+            delays_ms=tuple(_positive_duration("retry", "delays", d) for d in delays),
             in_process=in_process,
         )
     except RetryTopicsError as exc:

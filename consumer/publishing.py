@@ -43,7 +43,7 @@ from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import PolicyError
 from retry_topics.headers import RecordHeaders, encode_headers
 from retry_topics.policy import RetryPolicy
-from retry_topics.provisioning import ensure_topics
+from retry_topics.provisioning import TopicLayoutError, ensure_topics
 
 DEFAULT_DELIVERY_TIMEOUT_MS = 30_000
 _EPSILON = 1e-6  # float error in token arithmetic must not cost an extra millisecond's sleep
@@ -175,6 +175,8 @@ class ProducerPort(Protocol):
     def flush(self, timeout: float) -> int: ...
     def purge(self, in_queue: bool, in_flight: bool, blocking: bool) -> None: ...
     def close(self) -> bool: ...
+    # ClusterMetadata, which confluent-kafka's stubs type as Any for producers
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
 
 
 def published_headers(event: EventRecord,
@@ -215,7 +217,30 @@ class EventPublisher:
                 "message.timeout.ms": self._timeout_ms, **self._extra}))
         except KafkaException as exc:
             raise ConfigError(f"Kafka producer settings: {exc}") from exc
+        if not self._create_topics:
+            self._require_topic(self._producer)
         return self
+
+    def _require_topic(self, producer: ProducerPort) -> None:
+        """Refuse a topic the broker says does not exist (topics are not created here).
+
+        Without this, every event would wait out the delivery timeout and fail as "Message
+        timed out", which does not say why. An unreachable broker is not judged here: the
+        deliveries fail and are counted as usual.
+        """
+        try:
+            metadata = producer.list_topics(self.topic, timeout=min(10.0, self._timeout_ms / 1000))
+        except KafkaException:
+            return
+        topic = metadata.topics.get(self.topic)
+        error = topic.error if topic is not None else None
+        if topic is None or (error is not None
+                             and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            producer.close()
+            self._producer = None
+            raise TopicLayoutError(
+                f"topic {self.topic} does not exist; create it with `clinic-events topics "
+                "ensure` (or publish without --no-create-topics)")
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:

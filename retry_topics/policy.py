@@ -174,9 +174,10 @@ class RetryPolicy:
         distinct = sorted(set(delays))
         if len(distinct) < tiers:
             raise PolicyError(
-                f"{tiers} tiers from initial_ms={initial_ms}, multiplier={multiplier}, "
-                f"max_ms={max_ms} collapse into {len(distinct)} distinct delays {distinct}; "
-                "each tier needs its own delay: raise max_ms or the multiplier, or lower tiers"
+                f"{tiers} tiers from initial {format_duration(initial_ms)}, multiplier "
+                f"{multiplier}, max {format_duration(max_ms)} collapse into {len(distinct)} "
+                f"distinct delays ({', '.join(map(format_duration, distinct))}); each tier "
+                "needs its own delay: raise max or the multiplier, or lower tiers"
             )
         return cls(
             main_topic=main_topic,

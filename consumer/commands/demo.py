@@ -141,7 +141,8 @@ class _RunnerThread:
 @click.option("--keep-broker", is_flag=True,
               help="Leave a local broker the demo started running (one it found is always "
               "left running).")
-@click.option("--timeout", "timeout_ms", type=Duration(), default="120s", show_default=True,
+@click.option("--timeout", "timeout_ms", type=Duration(minimum_ms=1), default="120s",
+              show_default=True,
               help="Give up if the events have not all settled after this long.")
 @json_option
 def demo_command(config_path: Path | None, events_path: Path | None, transient_rate: float,

@@ -66,17 +66,17 @@ class _Trend:
 @config_option
 @json_option
 @click.option("--watch", is_flag=True, help="Refresh in place until interrupted (or --count).")
-@click.option("--interval", type=Duration(), default="5s", show_default=True,
+@click.option("--interval", type=Duration(minimum_ms=1), default="5s", show_default=True,
               help="Time between samples with --watch.")
 @click.option("--count", type=click.IntRange(min=0), default=0,
               help="With --watch: stop after this many samples (0 = until Ctrl-C).")
-@click.option("--window", type=Duration(), default="5m", show_default=True,
+@click.option("--window", type=Duration(minimum_ms=1), default="5m", show_default=True,
               help="Samples this recent are compared to detect growth and stalls.")
 @click.option("--grace", type=Duration(), default="30s", show_default=True,
               help="How long past its due time a retry record may wait before it is ERR.")
 @click.option("--scan-cap", type=click.IntRange(min=1), default=DEFAULT_SCAN_CAP,
               show_default=True, help="Most retry records read per partition for due times.")
-@click.option("--timeout", type=Duration(), default="15s", show_default=True,
+@click.option("--timeout", type=Duration(minimum_ms=1), default="15s", show_default=True,
               help="Deadline for each Kafka request and for the record scan.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of lag-history.json [default: $CLINIC_EVENTS_STATE_DIR, "

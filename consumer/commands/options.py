@@ -9,7 +9,7 @@ from typing import TypeVar
 import click
 
 from consumer.config import Settings, load_settings
-from retry_topics.durations import parse_duration_ms
+from retry_topics.durations import format_duration, parse_duration_ms
 from retry_topics.errors import RetryTopicsError
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -36,15 +36,27 @@ def settings_from(config_path: Path | None) -> Settings:
 
 
 class Duration(click.ParamType[int, object]):
-    """A duration such as ``30s``, ``5m`` or ``1m30s``, converted to milliseconds."""
+    """A duration such as ``30s``, ``5m`` or ``1m30s``, converted to milliseconds.
+
+    ``minimum_ms`` refuses shorter values as usage errors: a timeout of ``0s`` would
+    otherwise fail later, blamed on the broker.
+    """
 
     name = "duration"
+
+    def __init__(self, minimum_ms: int = 0) -> None:
+        self.minimum_ms = minimum_ms
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> int:
         if isinstance(value, int):
-            return value
-        try:
-            return parse_duration_ms(str(value))
-        except RetryTopicsError as exc:
-            self.fail(str(exc), param, ctx)
+            ms = value
+        else:
+            try:
+                ms = parse_duration_ms(str(value))
+            except RetryTopicsError as exc:
+                self.fail(str(exc), param, ctx)
+        if ms < self.minimum_ms:
+            self.fail(f"must be at least {format_duration(self.minimum_ms)}, got {value!r}",
+                      param, ctx)
+        return ms

@@ -41,7 +41,7 @@ _MAX_SHOWN_ERRORS = 50
               help="Main topic to publish to [default: [topics] main of the configuration].")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
               help="At most this many events per second [default: no limit].")
-@click.option("--timeout", type=Duration(), default="30s", show_default=True,
+@click.option("--timeout", type=Duration(minimum_ms=1), default="30s", show_default=True,
               help="Give up on a record the broker has not acknowledged after this long "
               "(message.timeout.ms); it counts as failed.")
 @click.option("--no-create-topics", is_flag=True,

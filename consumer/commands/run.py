@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -66,4 +67,22 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     finally:
         assembly.close()
         shutdown_providers(provider, meters)
-    click.echo(f"clinic-events: stopped cleanly ({dict(assembly.runner.stats)})", err=True)
+    click.echo(f"clinic-events: stopped cleanly ({describe_stats(assembly.runner.stats)})",
+               err=True)
+
+
+def describe_stats(stats: Mapping[str, int]) -> str:
+    """The run's counts for people: ``delivered 20, duplicate 0, retried 1 (tier 1: 1), ...``.
+
+    The runner counts retries per tier under ``retried:<tier index>``.
+    """
+    tiers = sorted((int(key.partition(":")[2]), count) for key, count in stats.items()
+                   if key.startswith("retried:"))
+    parts = []
+    for outcome in ("delivered", "duplicate", "retried", "dead_lettered"):
+        count = stats.get(outcome, 0)
+        text = f"{outcome} {count}"  # the outcome names of the log lines and metrics
+        if outcome == "retried" and tiers:
+            text += " (" + ", ".join(f"tier {tier}: {n}" for tier, n in tiers) + ")"
+        parts.append(text)
+    return ", ".join(parts)

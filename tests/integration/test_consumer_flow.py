@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from opentelemetry.sdk.trace import TracerProvider
 
+from consumer.app import build_runner
 from consumer.codec import EventCodec
 from consumer.events import entity_key
 from consumer.kafka_io import message_headers
@@ -178,3 +179,21 @@ def test_garbage_bytes_go_to_the_dlq_unchanged_and_consumption_goes_on(
     assert decoded.dlq_reason == "undecodable"
     assert decoded.error_class == "undecodable"
     assert decoded.original_offset == 0
+
+
+def test_start_up_says_which_topics_it_had_to_create(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misspelt topics.main would otherwise be consumed quietly: creating topics is logged
+    as a warning naming them; a second start, with every topic there, logs nothing."""
+    settings = settings_for(write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix))
+    with caplog.at_level("WARNING", logger="clinic_events.app"):
+        build_runner(settings).close()
+    created = [r.getMessage() for r in caplog.records if r.name == "clinic_events.app"]
+    assert len(created) == 1
+    assert created[0].startswith(f"created missing topics: {topic_prefix}, ")
+    assert f"{topic_prefix}.dlq" in created[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="clinic_events.app"):
+        build_runner(settings).close()
+    assert [r for r in caplog.records if r.name == "clinic_events.app"] == []

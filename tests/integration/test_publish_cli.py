@@ -152,3 +152,22 @@ def test_an_unreachable_broker_counts_every_event_as_failed(tmp_path: Path) -> N
     report = json.loads(result.stdout)
     assert (report["sent"], report["rejected"], report["failed"]) == (0, 0, 3)
     assert time.monotonic() - began < 30
+
+
+def test_a_missing_topic_without_topic_creation_is_named_and_nothing_is_created(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, admin: AdminClient
+) -> None:
+    """--no-create-topics to a topic the broker does not have: exit 1 at once, saying which
+    topic is missing, rather than every event timing out."""
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix)
+    source = tmp_path / "events.jsonl"
+    source.write_text(_event_line(1) + "\n")
+
+    began = time.monotonic()
+    result = _cli(tmp_path, "publish", "--config", str(config), "--file", str(source),
+                  "--no-create-topics", "--timeout", "20s")
+
+    assert result.returncode == 1, result.stderr
+    assert f"topic {topic_prefix} does not exist" in result.stderr
+    assert time.monotonic() - began < 15
+    assert topic_prefix not in admin.list_topics(timeout=10).topics

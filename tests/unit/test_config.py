@@ -84,6 +84,20 @@ def test_handler_replaces_url(tmp_path: Path) -> None:
         ("", {"CLINIC_EVENTS_KAFKA_BOOTSTRAP": "x"}, r"CLINIC_EVENTS_KAFKA_BOOTSTRAP"),
         ("", {"CLINIC_EVENTS_DELIVERY_CONCURRENCY": "many"}, r"must be an integer"),
         ("[kafka\n", {}, r"not valid TOML"),
+        ("[retry]\ndelays = [\"0s\", \"5s\"]\n", {},
+         r"retry.delays must be at least 1ms, got '0s'"),
+        ("[retry]\ndelays = [\"5s\"]\ndelays_from = { initial = \"5s\", multiplier = 4, "
+         "max = \"10m\", tiers = 4 }\n", {},
+         r"retry.delays and retry.delays_from are both set; set one"),
+        ("[retry]\ndelays_from = { initial = \"5m\", multiplier = 4, max = \"10s\", "
+         "tiers = 4 }\n", {},
+         r"retry.delays_from.max \(10s\) must be at least delays_from.initial \(5m\)"),
+        ("[retry]\ndelays_from = { initial = \"0s\", multiplier = 4, max = \"10s\", "
+         "tiers = 4 }\n", {}, r"retry.delays_from.initial must be at least 1ms"),
+        ("[retry]\ndelays_from = { initial = \"5s\", multiplier = 0.5, max = \"10m\", "
+         "tiers = 4 }\n", {}, r"retry.delays_from.multiplier must be a number >= 1, got 0.5"),
+        ("[retry]\ndelays_from = { initial = \"5s\", multiplier = \"4\", max = \"10m\", "
+         "tiers = 4 }\n", {}, r"retry.delays_from.multiplier must be a number >= 1, got '4'"),
     ],
 )
 def test_bad_configuration_names_the_key_and_valid_values(

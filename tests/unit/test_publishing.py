@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from consumer.publishing import (
 from consumer.telemetry import Telemetry
 from retry_topics.clock import ManualClock
 from retry_topics.headers import EVENT_ID, EVENT_TYPE, TRACEPARENT
+from retry_topics.provisioning import TopicLayoutError
 from tests.unit.sample_events import sample_event, sample_events
 
 
@@ -164,6 +166,7 @@ class FakeProducer:
         self.records: list[dict[str, Any]] = []
         self._pending: list[Callable[[KafkaError | None, Message], None]] = []
         self.closed = False
+        self.missing_topics: set[str] = set()
 
     def produce(self, topic: str, *, value: bytes, key: bytes,
                 headers: list[tuple[str, str | bytes | None]],
@@ -189,10 +192,19 @@ class FakeProducer:
         self.closed = True
         return True
 
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        """Like a broker's metadata answer: a missing topic comes back with an error."""
+        missing = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
+        return SimpleNamespace(topics={
+            name: SimpleNamespace(error=missing if name in self.missing_topics else None)
+            for name in ([topic] if topic is not None else [])})
 
-def _publisher(fake: list[FakeProducer], *, fail: bool = False) -> EventPublisher:
+
+def _publisher(fake: list[FakeProducer], *, fail: bool = False,
+               missing: frozenset[str] = frozenset()) -> EventPublisher:
     def factory(config: dict[str, Any]) -> FakeProducer:
         fake.append(FakeProducer(config, fail))
+        fake[-1].missing_topics = set(missing)
         return fake[-1]
 
     return EventPublisher(load_settings(env={}), telemetry=Telemetry(TracerProvider()),
@@ -242,3 +254,15 @@ def test_delivery_failures_are_counted_as_failed() -> None:
     assert (summary.sent, summary.failed) == (0, 2)
     assert not summary.ok
     assert sum(summary.delivery_errors.values()) == 2
+
+
+def test_a_missing_topic_is_named_when_topics_are_not_created() -> None:
+    """--no-create-topics: a topic the broker does not know is refused before any send,
+    instead of every event failing later as "Message timed out"."""
+    made: list[FakeProducer] = []
+    publisher = _publisher(made, missing=frozenset({"clinic.events"}))
+    with pytest.raises(TopicLayoutError, match=r"topic clinic.events does not exist; create "
+                                               r"it with `clinic-events topics ensure`"):
+        publisher.__enter__()
+    assert made[0].closed
+    assert made[0].records == []

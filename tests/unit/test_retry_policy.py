@@ -232,7 +232,9 @@ def test_from_generated_rejects_tiers_collapsed_by_the_cap() -> None:
         RetryPolicy.from_generated(
             "clinic.events", initial_ms=5_000, multiplier=2, max_ms=20_000, tiers=5
         )
-    assert "raise max_ms" in str(caught.value)
+    assert "initial 5s, multiplier 2, max 20s" in str(caught.value)
+    assert "(5s, 10s, 20s)" in str(caught.value)
+    assert "raise max or the multiplier, or lower tiers" in str(caught.value)
 
 
 def test_from_generated_with_multiplier_one_needs_a_single_tier() -> None:

@@ -1,0 +1,41 @@
+"""CLI details: duration bounds that make an impossible value a usage error; run's summary."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from consumer.cli import main
+from consumer.commands.options import Duration
+from consumer.commands.run import describe_stats
+
+
+@pytest.mark.parametrize(("text", "ms"), [("30s", 30_000), ("1m30s", 90_000), ("250ms", 250)])
+def test_durations_convert_to_milliseconds(text: str, ms: int) -> None:
+    assert Duration(minimum_ms=1).convert(text, None, None) == ms
+
+
+def test_a_duration_below_the_minimum_is_refused() -> None:
+    with pytest.raises(click.BadParameter, match=r"must be at least 1ms, got '0s'"):
+        Duration(minimum_ms=1).convert("0s", None, None)
+    assert Duration().convert("0s", None, None) == 0
+
+
+@pytest.mark.parametrize("command", [
+    ["publish", "--file", "-", "--timeout", "0s"],
+    ["lag", "--timeout", "0s"],
+    ["lag", "--watch", "--interval", "0s"],
+    ["demo", "--timeout", "0s"],
+])
+def test_a_zero_timeout_is_a_usage_error_before_anything_connects(command: list[str]) -> None:
+    result = CliRunner().invoke(main, command, input="")
+    assert result.exit_code == 2
+    assert "must be at least 1ms, got '0s'" in result.output
+
+
+def test_run_reports_its_counts_in_words_with_retries_per_tier() -> None:
+    stats = {"delivered": 20, "retried": 3, "retried:2": 1, "retried:1": 2, "dead_lettered": 1}
+    assert describe_stats(stats) == (
+        "delivered 20, duplicate 0, retried 3 (tier 1: 2, tier 2: 1), dead_lettered 1")
+    assert describe_stats({}) == "delivered 0, duplicate 0, retried 0, dead_lettered 0"
