@@ -76,6 +76,9 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
         sys.exit(1)
     finally:
         shutdown_providers(provider)
+    if summary.sent + summary.rejected + summary.failed == 0:  # exit 0: nothing failed
+        click.echo(f"clinic-events: warning: no events in {'stdin' if source == '-' else source}"
+                   " (empty, or blank lines only)", err=True)
     if as_json:
         click.echo(json.dumps(summary.to_json()))
     else:

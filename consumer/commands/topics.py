@@ -23,13 +23,16 @@ def topics_group() -> None:
 def ensure(config_path: Path | None, as_json: bool) -> None:
     """Create missing topics (idempotent); refuse existing ones with too few partitions.
 
-    Exit code 0 when every topic exists afterwards, 1 when a topic is unusable.
+    Exit code 0 when every topic exists afterwards, 1 when a topic is unusable (or Kafka
+    cannot be reached); with --json a failure prints ``{"error": ...}`` too.
     """
     settings = settings_from(config_path)
     try:
         report = ensure_topics(settings)
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
+        if as_json:  # scripts parse stdout: an empty one is no answer
+            click.echo(json.dumps({"error": str(exc)}))
         sys.exit(1)
     if as_json:
         click.echo(json.dumps({"created": list(report.created), "existing": list(report.existing)}))

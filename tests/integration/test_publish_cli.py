@@ -171,3 +171,17 @@ def test_a_missing_topic_without_topic_creation_is_named_and_nothing_is_created(
     assert f"topic {topic_prefix} does not exist" in result.stderr
     assert time.monotonic() - began < 15
     assert topic_prefix not in admin.list_topics(timeout=10).topics
+
+
+def test_an_empty_file_is_a_warning_not_a_failure(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix)
+    source = tmp_path / "empty.jsonl"
+    source.write_text("\n\n")
+
+    result = _cli(tmp_path, "publish", "--config", str(config), "--file", str(source), "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["sent"] == 0
+    assert f"warning: no events in {source}" in result.stderr

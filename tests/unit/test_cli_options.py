@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -9,6 +11,7 @@ from click.testing import CliRunner
 from consumer.cli import main
 from consumer.commands.options import Duration
 from consumer.commands.run import describe_stats
+from retry_topics.provisioning import TopicLayoutError
 
 
 @pytest.mark.parametrize(("text", "ms"), [("30s", 30_000), ("1m30s", 90_000), ("250ms", 250)])
@@ -39,3 +42,16 @@ def test_run_reports_its_counts_in_words_with_retries_per_tier() -> None:
     assert describe_stats(stats) == (
         "delivered 20, duplicate 0, retried 3 (tier 1: 2, tier 2: 1), dead_lettered 1")
     assert describe_stats({}) == "delivered 0, duplicate 0, retried 0, dead_lettered 0"
+
+
+def test_topics_ensure_json_reports_a_failure_on_stdout_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(_settings: object) -> None:
+        raise TopicLayoutError("topic clinic.events has 3 partitions, the configuration needs 6")
+
+    monkeypatch.setattr("consumer.commands.topics.ensure_topics", refuse)
+    result = CliRunner().invoke(main, ["topics", "ensure", "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {
+        "error": "topic clinic.events has 3 partitions, the configuration needs 6"}
