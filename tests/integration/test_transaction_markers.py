@@ -39,8 +39,10 @@ def _produce_in_transactions(bootstrap: str, topic: str,
     producer.init_transactions(30)
     for events in transactions:
         producer.begin_transaction()
-        for event in events:
-            producer.produce(topic, key=entity_key(event), value=codec.encode(event))
+        for index, event in enumerate(events):
+            # every partition gets records, hence a marker (keys alone could miss one)
+            producer.produce(topic, key=entity_key(event), value=codec.encode(event),
+                             partition=index % PARTITIONS)
         producer.commit_transaction(30)
 
 
