@@ -22,6 +22,8 @@ hence the consumer; Java clients need ``isolation.level=read_committed``) never 
 copies. So each DLQ record is republished once in total, however often the replay is
 interrupted. Every run that is not a dry run ends by writing a JSON audit record to
 ``<main>.audit``, also when it is interrupted or fails; a run refuses to start without one.
+A missing DLQ, or a ``--partition`` it does not have, stops a run before anything else (no
+transaction, no audit record): nothing was examined.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from consumer.dlq_model import (
     Replay,
     ReplayTally,
     Skip,
+    check_partition,
     decide_replay,
     iso,
     parse_dlq_record,
@@ -143,7 +146,9 @@ class DlqReader:
 def scan(settings: Settings, topic: str, flt: DlqFilter) -> Generator[DlqRecord, None, None]:
     """Every DLQ record matching ``flt``, from the low to the high watermark seen at start."""
     with DlqReader(settings, topic, f"{settings.kafka.group_id}.dlq-inspect") as reader:
-        for chunk in reader.read(plan_ranges(reader.watermarks(), flt)):
+        watermarks = reader.watermarks()
+        check_partition(flt, topic, watermarks)
+        for chunk in reader.read(plan_ranges(watermarks, flt)):
             yield from (record for record in chunk if flt.matches(record))
 
 
@@ -273,13 +278,17 @@ def replay(settings: Settings, request: ReplayRequest, *,
     offsets seen at start; ``on_start`` gets the number of records to examine."""
     run, started = ReplayRun(), _now_iso()
     with DlqReader(settings, request.dlq_topic, request.group) as reader:
+        # The DLQ first: without it (or the partition asked for) nothing can be replayed, and
+        # that, not a missing audit topic, is what the operator has to fix.
+        watermarks = reader.watermarks()
+        check_partition(request.filter, request.dlq_topic, watermarks)
         publisher = None if request.dry_run else ReplayPublisher(
             settings, request.dlq_topic, request.group)
         outcome = "failed"
         try:
             if publisher is not None:
                 publisher.check_topic(request.audit_topic)  # no replay that cannot be audited
-            watermarks = reader.watermarks()
+            # Committed positions only after init_transactions aborted a killed run's leftovers.
             ranges = plan_ranges(watermarks, request.filter, reader.committed(list(watermarks)))
             on_start(sum(r.end - r.start for r in ranges))
             _replay_ranges(settings, request, reader, ranges, publisher, run, on_record)

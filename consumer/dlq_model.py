@@ -3,10 +3,11 @@
 A DLQ record keeps the original key and value bytes and carries its history in the headers of
 :mod:`retry_topics.headers`. :func:`parse_dlq_record` decodes both once and keeps problems on
 the record instead of raising, so one broken record never hides the others. The rules of the
-``clinic-events dlq`` commands live here: **filters** (:class:`DlqFilter`) and the offset
-ranges to read (:func:`plan_ranges`); **masking**, because a DLQ value is full of PHI:
-:func:`record_view` masks every patient-identifying field and shows undecodable bytes as a
-length and a short hex prefix unless the operator asks to reveal them; **grouping**
+``clinic-events dlq`` commands live here: **filters** (:class:`DlqFilter`, checked against
+the DLQ's partitions by :func:`check_partition`) and the offset ranges to read
+(:func:`plan_ranges`); **masking**, because a DLQ value is full of PHI: :func:`record_view`
+masks every patient-identifying field and shows undecodable bytes as a length and a short
+hex prefix unless the operator asks to reveal them; **grouping**
 (:class:`DlqSummary`); and **the replay decision** (:func:`decide_replay`): republish with
 reset headers, or skip with a reason (replayed too often, already delivered, no target).
 """
@@ -14,7 +15,7 @@ reset headers, or skip with a reason (replayed too often, already delivered, no 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -184,6 +185,21 @@ class OffsetRange:
     partition: int
     start: int
     end: int
+
+
+def check_partition(flt: DlqFilter, topic: str, partitions: Collection[int]) -> None:
+    """Refuse a filter partition the DLQ topic does not have.
+
+    Reading a partition that does not exist finds no records, which would look like an empty
+    DLQ; Kafka numbers a topic's partitions 0..N-1.
+    """
+    if flt.partition is None or flt.partition in partitions:
+        return
+    count = len(partitions)
+    numbers = "0" if count == 1 else f"0..{count - 1}"
+    raise DlqFilterError(
+        f"--partition {flt.partition}: the DLQ topic {topic} has {count} "
+        f"partition{'' if count == 1 else 's'} ({numbers})")
 
 
 def plan_ranges(

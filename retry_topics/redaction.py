@@ -8,7 +8,11 @@ tools far less protected than the record value, so before a message is put in
 
 1. **redacted**: bearer/basic credentials, ``password=...``-style pairs (also ``token``,
    ``secret``, ``api_key``, ``authorization``), credentials in URLs, e-mail addresses and runs
-   of seven or more digits (phone, member and record numbers, dates) become ``***``;
+   of seven or more digits (phone, member and record numbers, dates) become ``***``, except
+   the schema fingerprint of the codec's ``unknown schema fingerprint <16 hex digits>``: the
+   8 bytes after the Avro single-object marker ``C3 01`` (which no UTF-8 text starts with)
+   are a CRC-64 of a writer schema, not patient data, and the one clue to which producer
+   wrote the record;
 2. **capped** at :data:`MAX_ERROR_MESSAGE_BYTES` of UTF-8, cut on a character boundary (never
    in the middle of a multi-byte character) and ending in ``"…"`` when something was cut.
 
@@ -55,6 +59,10 @@ def _mask_parameter(match: re.Match[str]) -> str:
     return f"{name}{separator}{scheme or ''}***"
 
 
+def _mask_digits(match: re.Match[str]) -> str:
+    return match.group("fingerprint") or "***"
+
+
 # Every pattern starts with a literal or a look-behind that fails inside a run of the same
 # characters, and uses possessive quantifiers, so each scans its input in linear time.
 _REDACTIONS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
@@ -68,8 +76,16 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]],
     ),
     (re.compile(r"(://)[^/\s:@]++:[^/\s@]++@"), r"\1***@"),
     (re.compile(r"(?<![\w.+-])[\w.+-]++@[\w-]++(?:\.[\w-]++)++"), "***@***"),
-    # Seven or more digits, possibly split by spaces, dashes, dots, slashes or brackets.
-    (re.compile(r"(?<!\d)\d(?:[\s\-.()/]{0,2}\d){6,}"), "***"),
+    # Seven or more digits, possibly split by spaces, dashes, dots, slashes or brackets. A
+    # schema fingerprint is matched whole first and kept, so no digit run starts inside it;
+    # one that more digits continue is not a fingerprint's shape and is masked with them.
+    (
+        re.compile(
+            r"(?P<fingerprint>unknown schema fingerprint [0-9a-f]{16}\b(?![\s\-.()/]{0,2}\d))"
+            r"|(?<!\d)\d(?:[\s\-.()/]{0,2}\d){6,}"
+        ),
+        _mask_digits,
+    ),
 )
 # Only this much of a message is scanned; a cut message ends in the marker.
 _SCAN_CHARS = 64 * MAX_ERROR_MESSAGE_BYTES

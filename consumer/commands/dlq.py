@@ -28,10 +28,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from consumer.codec import EVENT_TYPES
 from consumer.commands.options import config_option, json_option, settings_from
 from consumer.dlq_io import Decision, DlqIoError, ReplayRequest, replay, scan
 from consumer.dlq_model import (
     DEFAULT_MAX_REPLAYS,
+    UNDECODABLE,
     DlqFilter,
     DlqFilterError,
     DlqRecord,
@@ -45,11 +47,17 @@ from retry_topics.naming import audit_topic_name, dlq_topic_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Columns rich is given when stdout is not a terminal. Rich would assume 80 there and fold
+#: event ids and error classes across lines, breaking grep and copy-paste of piped output; a
+#: table only takes the width its content needs.
+PIPED_WIDTH = 10_000
+
 _FILTER_OPTIONS = (
     click.option("--error-class", "error_classes", multiple=True,
                  help="Error class, dotted path or last part (repeatable)."),
     click.option("--event-type", "event_types", multiple=True,
-                 help="Event type, or '(undecodable)' (repeatable)."),
+                 type=click.Choice([*EVENT_TYPES, UNDECODABLE]), metavar="TYPE",
+                 help=f"Event type (repeatable): {', '.join(EVENT_TYPES)}, or '{UNDECODABLE}'."),
     click.option("--event-id", "event_ids", multiple=True, help="Event id (repeatable)."),
     click.option("--since", help="DLQ record time from: ISO 8601 or a duration ago (2h)."),
     click.option("--until", help="DLQ record time up to: ISO 8601 or a duration ago (30m)."),
@@ -85,9 +93,12 @@ def _filter(options: dict[str, Any]) -> DlqFilter:
 
 @contextlib.contextmanager
 def _kafka_errors() -> Iterator[None]:
-    """Kafka failures become one line on stderr and exit code 1."""
+    """Kafka failures become one line on stderr and exit code 1; a filter the DLQ topic
+    cannot satisfy (a partition it lacks) is a usage error, exit code 2, like a bad option."""
     try:
         yield
+    except DlqFilterError as exc:
+        raise click.UsageError(str(exc)) from exc
     except (DlqIoError, KafkaException) as exc:
         click.echo(f"clinic-events: dlq: {exc}", err=True)
         sys.exit(1)
@@ -99,6 +110,14 @@ def _table(title: str, *columns: str, **options: Any) -> Table:
     for column in columns:
         table.add_column(column, overflow="fold")
     return table
+
+
+def table_console() -> Console:
+    """A console for stdout: a terminal's own width, else one wide enough to wrap no id."""
+    console = Console()
+    if not console.is_terminal:
+        console.width = PIPED_WIDTH
+    return console
 
 
 def _echo_json(document: Any) -> None:
@@ -130,7 +149,7 @@ def list_command(config_path: Path | None, as_json: bool, **options: Any) -> Non
                    "oldest", "newest")
     for group in groups:
         table.add_row(*(str(value) for value in group.values()))
-    Console().print(table)
+    table_console().print(table)
 
 
 @dlq_group.command("show")
@@ -151,7 +170,7 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
     if as_json:
         _echo_json({"dlq_topic": topic, "revealed": reveal, "records": views})
         return
-    console = Console()
+    console = table_console()
     for view in views:
         body = view.pop("event", None) or view.pop("undecodable", None)
         table = _table(f"{topic} partition {view['dlq_partition']} offset {view['dlq_offset']}",
@@ -238,7 +257,7 @@ def _print_replay(request: ReplayRequest, counts: dict[str, Any],
     if as_json:
         _echo_json({**summary, "records": rows})
         return
-    console = Console()
+    console = table_console()
     shown = rows if request.dry_run else [row for row in rows if row["action"] == "skip"]
     if shown:
         table = _table("would do" if request.dry_run else "skipped", "partition", "offset",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from click.testing import CliRunner, Result
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -71,7 +72,7 @@ def _topics(admin: AdminClient, main_topic: str, partitions: int) -> None:
 
 def _seed(bootstrap: str, main_topic: str, specs: Sequence[dict[str, Any]],
           partitions: int) -> list[Seeded]:
-    """Dead-letter one record per spec (keys: type, error, replays; type None = garbage)."""
+    """Dead-letter one record per spec (keys: type, error, replays, id; type None = garbage)."""
     codec, seeded, outgoing = EventCodec(), [], []
     for index, spec in enumerate(specs):
         event_type = spec.get("type")
@@ -87,7 +88,7 @@ def _seed(bootstrap: str, main_topic: str, specs: Sequence[dict[str, Any]],
                               error_message="not Avro single-object encoding (bad marker)",
                               dlq_reason="undecodable")
         else:
-            event_id = f"evt-{index}"
+            event_id = spec.get("id", f"evt-{index}")
             event = sample_event(event_type, event_id)
             key, value = entity_key(event), codec.encode(event)
             error = spec.get("error", "consumer.errors.PermanentError")
@@ -108,9 +109,14 @@ def _seed(bootstrap: str, main_topic: str, specs: Sequence[dict[str, Any]],
     return seeded
 
 
-def _cli(config: Path, *args: str) -> Result:
-    result = CliRunner(env={"COLUMNS": "220"}).invoke(main, [*args[:2], "--config", str(config),
-                                                          *args[2:]])
+def _invoke(config: Path, *args: str, columns: str | None = "220") -> Result:
+    """Run ``clinic-events <args>`` with ``--config`` after the subcommand (COLUMNS None: unset)."""
+    return CliRunner(env={"COLUMNS": columns}).invoke(main, [*args[:2], "--config", str(config),
+                                                             *args[2:]])
+
+
+def _cli(config: Path, *args: str, columns: str | None = "220") -> Result:
+    result = _invoke(config, *args, columns=columns)
     assert result.exit_code == 0, result.output
     return result
 
@@ -338,3 +344,50 @@ def test_delivered_events_are_skipped_unless_forced(
     by_id = {decode_headers(h).event_id: h for _, _, h in _read_all(kafka_bootstrap, topic_prefix)}
     assert ("clinic.replay-force", b"1") in by_id["evt-0"]
     assert ("clinic.replay-force", b"1") not in by_id["evt-1"]
+
+
+@pytest.mark.parametrize("command", [("dlq", "list"), ("dlq", "show"), ("dlq", "replay")])
+def test_a_partition_the_dlq_lacks_is_a_usage_error(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+    command: tuple[str, str],
+) -> None:
+    """--partition beyond the DLQ's partitions is refused (exit 2) naming its partitions, not
+    answered with 0 records; a replay refused so writes no audit record."""
+    _topics(admin, topic_prefix, 3)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 3)
+    _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}], 3)
+    result = _invoke(config, *command, "--partition", "99")
+    assert result.exit_code == 2, result.output
+    assert (f"--partition 99: the DLQ topic {dlq_topic_name(topic_prefix)} has 3 partitions "
+            "(0..2)") in result.stderr
+    assert _read_all(kafka_bootstrap, audit_topic_name(topic_prefix)) == []
+    assert _cli_json(config, *command, "--partition", "2")  # the last one exists
+
+
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)], ids=["replay", "dry-run"])
+def test_replay_without_a_dlq_names_the_missing_dlq_topic(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, dry_run: tuple[str, ...],
+) -> None:
+    """A replay whose DLQ does not exist names the DLQ topic (exit 1), not the audit topic."""
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
+    result = _invoke(config, "dlq", "replay", *dry_run)
+    assert result.exit_code == 1, result.output
+    assert (f"clinic-events: dlq: topic {dlq_topic_name(topic_prefix)} does not exist"
+            in result.stderr)
+    assert audit_topic_name(topic_prefix) not in result.stderr
+
+
+def test_piped_tables_keep_long_ids_and_error_classes_on_one_line(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """Written to a pipe (no COLUMNS), list and replay --dry-run tables split no id or class."""
+    _topics(admin, topic_prefix, 1)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
+    event_id = "evt-2f6a0d3c-8e41-4b7a-9c55-0f1e2d3c4b5a.ehr-sync.north-clinic.attempt-0001"
+    error = "clinic_integrations.ehr.client.errors.PatientRecordLockedByAnotherSession"
+    _seed(kafka_bootstrap, topic_prefix, [
+        {"type": "appointment.rescheduled", "id": event_id, "error": error}], 1)
+    listing = _cli(config, "dlq", "list", columns=None).stdout.splitlines()
+    assert [line for line in listing if error in line and "appointment.rescheduled" in line]
+    dry_run = _cli(config, "dlq", "replay", "--dry-run", columns=None).stdout.splitlines()
+    assert [line for line in dry_run if event_id in line and error in line]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from consumer.codec import EventCodec
+from consumer.codec import MAGIC, EventCodec
 from consumer.dlq_model import (
     MASK,
     PATIENT_IDENTIFYING_FIELDS,
@@ -21,13 +21,22 @@ from consumer.dlq_model import (
     Replay,
     ReplayTally,
     Skip,
+    check_partition,
     decide_replay,
     parse_dlq_record,
     parse_time_ms,
     plan_ranges,
     record_view,
 )
-from retry_topics.headers import REPLAY_FORCE, RecordHeaders, decode_headers, encode_headers
+from consumer.errors import UndecodableRecord
+from retry_topics.headers import (
+    REPLAY_FORCE,
+    Provenance,
+    RecordHeaders,
+    decode_headers,
+    encode_headers,
+)
+from retry_topics.hops import next_hop_headers
 from tests.unit.sample_events import sample_event, sample_events
 
 CODEC = EventCodec()
@@ -188,6 +197,24 @@ def test_ranges_are_narrowed_by_partition_and_offsets() -> None:
     assert plan_ranges(marks, DlqFilter(partition=1, from_offset=20)) == []
 
 
+@pytest.mark.parametrize("flt", [DlqFilter(), DlqFilter(partition=0), DlqFilter(partition=2)])
+def test_a_partition_the_dlq_has_or_none_is_accepted(flt: DlqFilter) -> None:
+    check_partition(flt, "clinic.events.dlq", {0: (0, 1), 1: (0, 1), 2: (0, 1)})
+
+
+@pytest.mark.parametrize(("partition", "count", "message"), [
+    (99, 3, "--partition 99: the DLQ topic clinic.events.dlq has 3 partitions (0..2)"),
+    (3, 3, "--partition 3: the DLQ topic clinic.events.dlq has 3 partitions (0..2)"),
+    (1, 1, "--partition 1: the DLQ topic clinic.events.dlq has 1 partition (0)"),
+])
+def test_a_partition_the_dlq_lacks_is_refused_naming_the_valid_ones(
+    partition: int, count: int, message: str,
+) -> None:
+    with pytest.raises(DlqFilterError) as refused:
+        check_partition(DlqFilter(partition=partition), "clinic.events.dlq", range(count))
+    assert str(refused.value) == message
+
+
 # --- masking -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("event", sample_events(), ids=lambda e: e["event_type"])
@@ -222,6 +249,27 @@ def test_undecodable_bytes_show_length_and_short_prefix_unless_revealed() -> Non
     assert view["hex_prefix"] == raw[:8].hex()
     assert raw[8:].hex() not in json.dumps(view)
     assert record_view(record, reveal=True)["undecodable"]["hex"] == raw.hex()
+
+
+@pytest.mark.parametrize("fingerprint", ["1234567890123456", "0123456789abcdef"])
+def test_view_shows_the_unknown_schema_fingerprint_of_an_undecodable_record(
+    fingerprint: str,
+) -> None:
+    """The codec's reason goes through the redaction of the DLQ hop and still names the
+    fingerprint, even one that is all decimal digits (like a phone number)."""
+    value = MAGIC + bytes.fromhex(fingerprint) + b"\x02"
+    with pytest.raises(UndecodableRecord) as undecodable:
+        CODEC.decode(value)
+    headers = next_hop_headers(
+        RecordHeaders(), source=Provenance(topic="clinic.events", partition=0, offset=7,
+                                           timestamp_ms=T0),
+        attempts=1, now_ms=T0, error_class="undecodable", error_message=undecodable.value.reason,
+        classification="permanent", dlq_reason="undecodable")
+    record = parse_dlq_record(partition=0, offset=0, timestamp_ms=T0, key=None, value=value,
+                              headers=encode_headers(headers), codec=CODEC)
+    expected = f"unknown schema fingerprint {fingerprint}"
+    assert record_view(record)["error_message"] == expected
+    assert record_view(record)["undecodable"]["reason"] == expected
 
 
 def test_view_carries_provenance_and_failure_headers() -> None:

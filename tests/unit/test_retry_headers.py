@@ -316,6 +316,30 @@ def test_redact_keeps_useful_context() -> None:
     assert redact_message("Authorization: Bearer abc") == "Authorization: Bearer ***"
 
 
+@pytest.mark.parametrize("fingerprint", ["1234567890123456", "0123456789abcdef"])
+def test_redact_keeps_an_avro_schema_fingerprint(fingerprint: str) -> None:
+    # A CRC-64 of a writer schema, not a patient's number: the clue to the producer.
+    message = f"unknown schema fingerprint {fingerprint}"
+    assert redact_message(message) == message
+    assert redact_message(f"{message}; call 555-123-4567") == f"{message}; call ***"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "unknown schema fingerprint 5551234567",  # too short for a fingerprint
+        "unknown schema fingerprint 12345678901234567",  # too long
+        "unknown schema fingerprint 1234567890123456 7",  # more digits continue it
+        "unknown schema fingerprint 1234567890123456-12",
+        "schema fingerprint 1234567890123456",  # not the codec's message
+        "unknown schema fingerprint: 1234567890123456",
+    ],
+)
+def test_redact_masks_digits_not_shaped_like_the_codecs_fingerprint(text: str) -> None:
+    assert "1234567" not in redact_message(text)
+    assert "5551234567" not in redact_message(text)
+
+
 def test_redact_caps_after_masking() -> None:
     redacted = redact_message("password=" + "p" * 5000)
     assert redacted == "password=***"

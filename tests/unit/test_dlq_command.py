@@ -1,0 +1,64 @@
+"""``clinic-events dlq`` options and output that need no broker: event types, piped tables."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+from rich.table import Table
+
+from consumer.cli import main
+from consumer.codec import EVENT_TYPES
+from consumer.commands.dlq import dlq_group, table_console
+from consumer.dlq_model import UNDECODABLE
+
+SUBCOMMANDS = ("list", "show", "replay")
+LONG_ID = "evt-" + "3f2a9c1e-5b7d-4e2a-9f3c-1a2b3c4d5e6f" * 3
+ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_a_misspelled_event_type_is_a_usage_error_naming_the_valid_ones(subcommand: str) -> None:
+    # Refused while parsing, before any configuration is read or Kafka is asked.
+    result = CliRunner().invoke(main, ["dlq", subcommand, "--event-type", "intake.submited"])
+    assert result.exit_code == 2, result.output
+    assert "'intake.submited' is not one of" in result.stderr
+    assert all(valid in result.stderr for valid in (*EVENT_TYPES, UNDECODABLE))
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+@pytest.mark.parametrize("event_type", [*EVENT_TYPES, UNDECODABLE])
+def test_every_event_type_and_undecodable_are_accepted(subcommand: str, event_type: str) -> None:
+    command = dlq_group.commands[subcommand]
+    context = command.make_context(subcommand, ["--event-type", event_type])
+    assert context.params["event_types"] == (event_type,)
+
+
+def _printed_table(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    table = Table(title="would do")
+    for column in ("partition", "offset", "event id", "event type", "error class", "action"):
+        table.add_column(column, overflow="fold")
+    table.add_row("0", "12", LONG_ID, "appointment.rescheduled",
+                  "consumer.errors.PermanentError", "replay -> clinic.events")
+    table_console().print(table)
+    return ANSI_STYLE.sub("", capsys.readouterr().out).splitlines()
+
+
+def test_piped_tables_keep_ids_on_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # stdout is not a terminal
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert [line for line in _printed_table(capsys) if LONG_ID in line]
+
+
+def test_terminal_tables_keep_the_terminal_width(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    assert table_console().width == 100
+    lines = _printed_table(capsys)
+    assert not [line for line in lines if LONG_ID in line]  # folded to fit, as before
+    assert max(len(line) for line in lines) <= 100
