@@ -273,10 +273,16 @@ class ReplayRun:
 
 def replay(settings: Settings, request: ReplayRequest, *,
            on_start: Callable[[int], None] = lambda total: None,
-           on_record: Callable[[DlqRecord, Decision], None] = lambda r, d: None) -> ReplayRun:
+           on_record: Callable[[DlqRecord, Decision], None] = lambda r, d: None,
+           run: ReplayRun | None = None) -> ReplayRun:
     """Replay the DLQ records matching the request, from the group's position to the end
-    offsets seen at start; ``on_start`` gets the number of records to examine."""
-    run, started = ReplayRun(), _now_iso()
+    offsets seen at start; ``on_start`` gets the number of records to examine.
+
+    ``run`` (the caller's, if given) holds the committed counts also when the replay ends
+    in an exception, an interruption included, so the caller can report them.
+    """
+    run = run if run is not None else ReplayRun()
+    started = _now_iso()
     with DlqReader(settings, request.dlq_topic, request.group) as reader:
         # The DLQ first: without it (or the partition asked for) nothing can be replayed, and
         # that, not a missing audit topic, is what the operator has to fix.

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from consumer.codec import EVENT_TYPES
 from consumer.commands.options import config_option, json_option, settings_from
-from consumer.dlq_io import Decision, DlqIoError, ReplayRequest, replay, scan
+from consumer.dlq_io import Decision, DlqIoError, ReplayRequest, ReplayRun, replay, scan
 from consumer.dlq_model import (
     DEFAULT_MAX_REPLAYS,
     UNDECODABLE,
@@ -234,21 +234,27 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
 
     progress = Progress(console=Console(stderr=True), disable=as_json, transient=True)
     task = progress.add_task("dry run" if dry_run else "replaying", total=None)
+    run = ReplayRun()
     try:
         with _kafka_errors(), progress:
-            run = replay(settings, request, on_record=note,
-                         on_start=lambda total: progress.update(task, total=total))
+            replay(settings, request, on_record=note, run=run,
+                   on_start=lambda total: progress.update(task, total=total))
     except KeyboardInterrupt:
-        click.echo("clinic-events: dlq replay interrupted; what was committed stays "
-                   "committed, run it again to continue", err=True)
+        done = (f"{run.tally.examined} record(s) examined" if dry_run else
+                f"{run.tally.replayed} record(s) replayed and committed")
+        click.echo(f"clinic-events: dlq replay interrupted after {done}; what was committed "
+                   "stays committed, run it again to continue", err=True)
+        if as_json:  # what a script needs to know: how far the run got
+            _print_replay(request, run.tally.as_dict(), run.offsets, rows, as_json,
+                          outcome="interrupted")
         sys.exit(130)
     _print_replay(request, run.tally.as_dict(), run.offsets, rows, as_json)
 
 
 def _print_replay(request: ReplayRequest, counts: dict[str, Any],
                   offsets: dict[int, list[int]], rows: list[dict[str, Any]],
-                  as_json: bool) -> None:
-    summary = {"dry_run": request.dry_run, "dlq_topic": request.dlq_topic,
+                  as_json: bool, outcome: str = "completed") -> None:
+    summary = {"outcome": outcome, "dry_run": request.dry_run, "dlq_topic": request.dlq_topic,
                "group": request.group, "target_topic": request.target,
                "filters": request.filter.describe(), "counts": counts,
                "dlq_offsets": [{"partition": p, "from": first, "to": last}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -11,6 +12,7 @@ from rich.table import Table
 from consumer.cli import main
 from consumer.codec import EVENT_TYPES
 from consumer.commands.dlq import dlq_group, table_console
+from consumer.dlq_io import ReplayRun
 from consumer.dlq_model import UNDECODABLE
 
 SUBCOMMANDS = ("list", "show", "replay")
@@ -62,3 +64,23 @@ def test_terminal_tables_keep_the_terminal_width(
     lines = _printed_table(capsys)
     assert not [line for line in lines if LONG_ID in line]  # folded to fit, as before
     assert max(len(line) for line in lines) <= 100
+
+
+def test_an_interrupted_replay_reports_what_it_committed_in_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C mid-replay: exit 130, and --json still prints how far the run got (the counts
+    replay() left on the caller's run: the committed ones)."""
+    def interrupted(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
+        run.tally.examined, run.tally.replayed = 7, 5
+        run.offsets = {0: [10, 16]}
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("consumer.commands.dlq.replay", interrupted)
+    result = CliRunner().invoke(main, ["dlq", "replay", "--json"])
+    assert result.exit_code == 130
+    document = json.loads(result.stdout)
+    assert document["outcome"] == "interrupted"
+    assert (document["counts"]["examined"], document["counts"]["replayed"]) == (7, 5)
+    assert document["dlq_offsets"] == [{"partition": 0, "from": 10, "to": 16}]
+    assert "interrupted after 5 record(s) replayed and committed" in result.stderr
