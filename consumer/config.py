@@ -30,7 +30,30 @@ from retry_topics.policy import BACKOFF_NAMES, InProcessRetry, RetryPolicy
 
 ENV_PREFIX = "CLINIC_EVENTS_"
 KAFKA_CLIENT_LOGGER = "clinic_events.kafka"  # librdkafka's log lines
-PRODUCER_ONLY = frozenset({"enable.idempotence", "acks", "linger.ms", "compression.type"})
+#: librdkafka properties of one client kind (scope C or P in librdkafka's CONFIGURATION.md).
+#: ``[kafka.client]`` applies to every client; each kind gets only the properties it reads,
+#: since librdkafka logs a warning for every property of the other kind, at every start.
+CONSUMER_ONLY = frozenset({
+    "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms",
+    "heartbeat.interval.ms", "group.protocol.type", "group.protocol", "group.remote.assignor",
+    "coordinator.query.interval.ms", "max.poll.interval.ms", "enable.auto.commit",
+    "auto.commit.interval.ms", "auto.commit.enable", "enable.auto.offset.store",
+    "queued.min.messages", "queued.max.messages.kbytes", "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms", "fetch.message.max.bytes", "max.partition.fetch.bytes",
+    "fetch.max.bytes", "fetch.min.bytes", "fetch.error.backoff.ms", "offset.store.method",
+    "offset.store.path", "offset.store.sync.interval.ms", "isolation.level",
+    "enable.partition.eof", "check.crcs", "auto.offset.reset", "consume.callback.max.messages",
+})
+PRODUCER_ONLY = frozenset({
+    "transactional.id", "transaction.timeout.ms", "enable.idempotence",
+    "enable.gapless.guarantee", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms", "linger.ms", "message.send.max.retries", "retries",
+    "queue.buffering.backpressure.threshold", "compression.codec", "compression.type",
+    "compression.level", "batch.num.messages", "batch.size", "delivery.report.only.error",
+    "sticky.partitioning.linger.ms", "request.required.acks", "acks", "request.timeout.ms",
+    "message.timeout.ms", "delivery.timeout.ms", "queuing.strategy", "produce.offset.report",
+    "partitioner",
+})
 #: An admin client's reconnect backoff: its first attempt is immediate, so a reachable
 #: broker is not slowed; an unreachable one is logged about once a second, not ~20 times.
 ADMIN_RECONNECT = {"reconnect.backoff.ms": 1000, "reconnect.backoff.max.ms": 10000}
@@ -103,29 +126,31 @@ class Settings:
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka properties for a consumer, with the pass-through client settings."""
-        return self._client_config(overrides)
+        return self._client_config(overrides, leave_out=PRODUCER_ONLY)
 
     def producer_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka properties for a producer."""
-        return self._client_config(overrides)
+        return self._client_config(overrides, leave_out=CONSUMER_ONLY)
 
     def admin_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka properties for an admin client, whose log lines stay on stderr.
 
         An admin client's logs reach a ``logger`` only when it is polled, and its calls
         (list topics, offsets) block without polling: an unreachable broker would say
-        nothing until the call times out. Producer-only pass-through properties are left
-        out too: the admin client would warn about each. Its reconnect backoff is longer
+        nothing until the call times out. Pass-through properties of consumers or producers
+        are left out: the admin client would warn about each. Its reconnect backoff is longer
         than librdkafka's (``ADMIN_RECONNECT``, which ``[kafka.client]`` may override): an
         unreachable broker otherwise fills the terminal with a connect failure every ~50 ms
         until the call gives up.
         """
-        config = {**ADMIN_RECONNECT, **self._client_config(overrides)}
+        config = {**ADMIN_RECONNECT,
+                  **self._client_config(overrides, leave_out=CONSUMER_ONLY | PRODUCER_ONLY)}
         del config["logger"]
-        return {key: value for key, value in config.items() if key not in PRODUCER_ONLY}
+        return config
 
-    def _client_config(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """Broker, the ``[kafka.client]`` pass-through, then ``overrides``.
+    def _client_config(self, overrides: Mapping[str, Any],
+                       leave_out: frozenset[str]) -> dict[str, Any]:
+        """Broker, the ``[kafka.client]`` pass-through (but ``leave_out``), then ``overrides``.
 
         librdkafka's own log lines go to the ``clinic_events.kafka`` logger (confluent-kafka's
         ``logger`` property) rather than raw to stderr, so they are formatted like every
@@ -133,9 +158,10 @@ class Settings:
         are served by the client's ``poll``/``consume``, which consumers and producers call
         all the time.
         """
+        passed = {key: value for key, value in self.kafka.client.items()
+                  if key not in leave_out}
         return {"bootstrap.servers": self.kafka.bootstrap_servers,
-                "logger": logging.getLogger(KAFKA_CLIENT_LOGGER), **self.kafka.client,
-                **overrides}
+                "logger": logging.getLogger(KAFKA_CLIENT_LOGGER), **passed, **overrides}
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from consumer.cli import main
 from consumer.config import KAFKA_CLIENT_LOGGER, load_settings
@@ -141,6 +141,34 @@ def test_run_refuses_to_start_on_an_unreachable_dedup_store(
     result = CliRunner().invoke(main, ["run", "--config", str(path)])
     assert result.exit_code == 2
     assert "dedup.store" in result.output
+
+
+def test_each_client_kind_gets_only_the_pass_through_properties_it_reads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, free_tcp_port: int,
+) -> None:
+    """librdkafka warns at every start about a property of the other client kind; shared
+    ones (security, timeouts) reach every client."""
+    path = _write(tmp_path, f'[kafka]\nbootstrap_servers = "127.0.0.1:{free_tcp_port}"\n'
+                            '[kafka.client]\n"session.timeout.ms" = "10000"\n'
+                            '"linger.ms" = "20"\n"socket.timeout.ms" = "5000"\n')
+    settings = load_settings(path, env={})
+    producer_config = settings.producer_config()
+    consumer_config = settings.consumer_config(**{"group.id": "g"})
+    assert "session.timeout.ms" not in producer_config
+    assert producer_config["linger.ms"] == "20"
+    assert "linger.ms" not in consumer_config
+    assert consumer_config["session.timeout.ms"] == "10000"
+    admin_config = settings.admin_config()
+    assert not {"session.timeout.ms", "linger.ms"} & admin_config.keys()
+    assert {c["socket.timeout.ms"] for c in (producer_config, consumer_config, admin_config)} \
+        == {"5000"}
+    with caplog.at_level(logging.DEBUG, logger=KAFKA_CLIENT_LOGGER):
+        producer, consumer = Producer(producer_config), Consumer(consumer_config)
+        producer.poll(0.2)
+        consumer.poll(0.2)
+        consumer.close()
+        producer.flush(0)
+    assert [r.getMessage() for r in caplog.records if "CONFWARN" in r.getMessage()] == []
 
 
 def test_librdkafka_log_lines_go_through_python_logging(
