@@ -179,16 +179,32 @@ class RecordProcessor:
 
     def _process_one(self, record: InboundRecord, known: dict[str, Outcome],
                      may_wait: bool) -> Fate | Republished | None:
-        """``_decide`` inside the record's ``process`` span.
+        """``_decide`` inside the record's ``process`` span: one span per topic attempt.
 
         Without an SDK tracer ``process_span`` makes no span: it hands back a shared no-op
-        scope, or the record's incoming trace context made current.
+        scope, or the record's incoming trace context made current. With one, a record whose
+        first call failed where retries may not wait is handed to a lane with its span
+        (``carried_span``): the quick retries there continue the same span, which ends with
+        the attempt's fate.
         """
-        with self._telemetry.process_span(
+        telemetry = self._telemetry
+        if not telemetry.tracing_live:
+            with telemetry.process_span(
+                record.topic, record.partition, record.offset, record.key, record.raw_headers,
+                record.event_id, record.attempt, self._group_id,
+            ) as current:
+                return self._decide(record, known, current, may_wait)
+        span = record.carried_span or telemetry.start_process_span(
             record.topic, record.partition, record.offset, record.key, record.raw_headers,
-            record.event_id, record.attempt, self._group_id,
-        ) as span:
-            return self._decide(record, known, span, may_wait)
+            record.event_id, record.attempt, self._group_id)
+        record.carried_span = None
+        with telemetry.current_span(span):
+            fate = self._decide(record, known, span, may_wait)
+        if fate is None:
+            record.carried_span = span  # handed over: the lane's retries go on in it
+        else:
+            span.end()
+        return fate
 
     def _decide(self, record: InboundRecord, known: dict[str, Outcome],
                 span: Span, may_wait: bool) -> Fate | Republished | None:
@@ -210,9 +226,9 @@ class RecordProcessor:
         failure = self._deliver(record, record.event, traceparent, may_wait)
         if failure is None:
             return Delivered(record)
-        self._telemetry.record_error(span, failure.error_class)
         if failure is record.carried_failure:
-            return None  # handed over: a lane makes the quick retries
+            return None  # handed over: a lane makes the quick retries (in the same span)
+        self._telemetry.record_error(span, failure.error_class)
         decision = decide_next(
             self._policy, record.topic, record.attempt,
             "permanent" if failure.classification == "permanent" else "transient",

@@ -25,6 +25,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from opentelemetry.trace import Span
+
 from consumer.codec import EventCodec, EventRecord
 from consumer.errors import UndecodableRecord
 from retry_topics.errors import HeaderError
@@ -68,6 +70,9 @@ class InboundRecord:
     carried_failure: object = field(init=False, default=None)
     """The processor's failure of a first call made where retries could not wait (the
     poll thread); the lane that takes the record over retries from it."""
+    carried_span: Span | None = field(init=False, default=None)
+    """The ``process`` span of that first call, which the lane's retries continue (only
+    when an SDK tracer records spans)."""
 
     def __post_init__(self) -> None:
         if self.event is not None:  # built decoded (tests, tools); the runner decodes later

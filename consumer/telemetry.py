@@ -211,6 +211,27 @@ class PropagatedContext(AbstractContextManager[Span]):
             self._token = None
 
 
+def _process_attributes(topic: str, partition: int, offset: int, key: bytes | None,
+                        event_id: str | None, attempt: int,
+                        group: str) -> dict[str, str | int]:
+    """The messaging semantic-convention attributes of a record's ``process`` span."""
+    attributes: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+        "messaging.consumer.group.name": group,
+        "clinic_events.attempt": attempt,
+    }
+    if event_id is not None:
+        attributes["messaging.message.id"] = event_id
+    if key is not None:
+        attributes["messaging.kafka.message.key"] = key.decode("utf-8", errors="replace")
+    return attributes
+
+
 def _error_type(exc: BaseException) -> str:
     """``error.type`` for an exception: a handler's error class, else the dotted class path."""
     return exc.error_class if isinstance(exc, HandlerError) else qualified_name(type(exc))
@@ -271,22 +292,44 @@ class Telemetry:
             if not any(name in (TRACEPARENT, TRACESTATE) for name, _ in headers or ()):
                 return NO_SPAN
             return PropagatedContext(self._extract(headers))
-        parent = self._extract(headers)
-        attributes: dict[str, str | int] = {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.name": topic,
-            "messaging.destination.partition.id": str(partition),
-            "messaging.kafka.offset": offset,
-            "messaging.consumer.group.name": group,
-            "clinic_events.attempt": attempt,
-        }
-        if event_id is not None:
-            attributes["messaging.message.id"] = event_id
-        if key is not None:
-            attributes["messaging.kafka.message.key"] = key.decode("utf-8", errors="replace")
-        return self._span(f"process {topic}", SpanKind.CONSUMER, attributes, parent)
+        attributes = _process_attributes(topic, partition, offset, key, event_id, attempt, group)
+        return self._span(f"process {topic}", SpanKind.CONSUMER, attributes,
+                          self._extract(headers))
+
+    def start_process_span(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        headers: KafkaHeaders,
+        event_id: str | None,
+        attempt: int,
+        group: str,
+    ) -> Span:
+        """``process_span``'s span, started but neither current nor ended.
+
+        For a topic attempt that may go on in another thread: the poll thread makes a
+        record's first call and, if it fails, hands the record (and this span) to a lane for
+        the quick retries, so one attempt stays one span. Use it with ``current_span``; the
+        caller ends it.
+        """
+        attributes = _process_attributes(topic, partition, offset, key, event_id, attempt, group)
+        return self._tracer.start_span(
+            f"process {topic}", context=self._extract(headers), kind=SpanKind.CONSUMER,
+            attributes=attributes, record_exception=False, set_status_on_exception=False)
+
+    @contextmanager
+    def current_span(self, span: Span) -> Iterator[Span]:
+        """``span`` made current, not ended on the way out unless an exception ends it."""
+        with trace.use_span(span, end_on_exit=False, record_exception=False,
+                            set_status_on_exception=False):
+            try:
+                yield span
+            except Exception as exc:
+                self.record_error(span, _error_type(exc))
+                span.end()
+                raise
 
     def incoming_traceparent(self, headers: KafkaHeaders) -> str | None:
         """The ``traceparent`` a record with ``headers`` hands on when no span is recorded.

@@ -9,6 +9,8 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumer.codec import EventCodec
 from consumer.dedup import MemoryDedupStore
@@ -355,6 +357,35 @@ def test_a_processed_record_lets_go_of_its_decoded_event() -> None:
     (fate,) = fx.run(processed)
     assert fate.record.event is None
     assert fate.record.event_id == sample_event("appointment.scheduled")["event_id"]
+
+
+@pytest.mark.parametrize(("errors", "ok"), [
+    ((TransientError("503", error_class="http.503"),), True),
+    ((TransientError("503", error_class="http.503"),) * 3, False),
+])
+def test_a_handed_over_attempt_is_one_process_span(errors: tuple[Exception, ...],
+                                                   ok: bool) -> None:
+    """The poll thread's failed first call and the lane's quick retries are one topic
+    attempt: one ``process`` span, whose traceparent every call carried, failed only if the
+    attempt failed."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    fx = Fixture(ScriptedHandler(*errors), quick_attempts=3, telemetry=Telemetry(provider))
+    handed = record(sample_event("appointment.scheduled", event_id="evt-1"),
+                    topic=f"{MAIN}.retry.5s", headers=RecordHeaders(attempts=1))
+    assert fx.processor.process_until([handed], fx.clock.monotonic() + 10) == ([], 0)
+    assert exporter.get_finished_spans() == ()  # still open: it travels with the record
+    fates = fx.run(handed)  # the lane
+    if ok:
+        assert [type(fate) for fate in fates] == [Delivered]
+    else:  # republished to the next tier: its fate comes with the broker's ack
+        assert (fates, [topic for topic, *_ in fx.publisher.sent]) == ([], [f"{MAIN}.retry.30s"])
+    process = [s for s in exporter.get_finished_spans() if s.name.startswith("process ")]
+    assert len(process) == 1
+    assert len({call.traceparent for call in fx.handler.calls}) == 1
+    assert (process[0].attributes or {}).get("error.type") == (None if ok else "http.503")
+    assert handed.carried_span is None
 
 
 def test_with_a_deadline_nothing_sleeps_and_quick_retries_are_handed_over() -> None:
