@@ -12,8 +12,9 @@ are transient, honouring ``Retry-After``; any other status is permanent. One
 ``httpx.Client`` is shared by every worker (it is thread-safe), with a connection pool as
 large as the worker count so no worker waits for a connection.
 
-Error messages name the status, reason phrase and URL path only: request and response bodies
-may hold patient data, and messages travel in headers, logs and spans.
+Error messages name the status, its standard reason phrase and the URL path only: request
+and response bodies, and a server's own reason phrase ("Rejected for <patient name>"), may
+hold patient data, and messages travel in DLQ headers.
 
 :class:`CallableDelivery` runs ``package.module:function``; intent errors pass through, any
 other exception is classified by the configured :class:`ExceptionRules` and wrapped, with
@@ -26,6 +27,7 @@ import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
 
@@ -139,7 +141,7 @@ class HttpDelivery:
         classification = classify_http_status(status)
         if classification is None:
             return
-        message = f"{where} answered {status} {response.reason_phrase}".rstrip()
+        message = f"{where} answered {status} {_standard_phrase(status)}".rstrip()
         if classification == "permanent":
             raise PermanentError(message, error_class=f"http.{status}")
         retry_after = response.headers.get("Retry-After")
@@ -220,3 +222,11 @@ def build_handler(settings: Settings) -> DeliveryHandler:
                             max_connections=delivery.concurrency)
     raise ConfigError("set delivery.url (HTTP delivery) or delivery.handler "
                       "('package.module:function')")
+
+
+def _standard_phrase(status: int) -> str:
+    """The IANA reason phrase of ``status`` (empty if unregistered), never the server's."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -57,6 +57,12 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # The OpenTelemetry SDK and exporters warn through Python logging too ("Failed to
+    # export ..."): the same handler keeps stderr one format for log shippers.
+    otel = logging.getLogger("opentelemetry")
+    otel.handlers[:] = [handler]
+    otel.setLevel(logging.WARNING)
+    otel.propagate = False
 
 
 def outcome_logging_enabled(level: int = logging.INFO) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,3 +16,16 @@ def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         if name.startswith("OTEL_"):
             monkeypatch.delenv(name)
     return monkeypatch
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Commands configure the ``clinic_events`` and ``opentelemetry`` loggers (handler on the
+    stream of that moment, no propagation); undo it so no later test logs into a closed
+    CliRunner stream or misses records in ``caplog``."""
+    loggers = [logging.getLogger(name) for name in ("clinic_events", "opentelemetry")]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        lg.handlers[:], lg.propagate = handlers, propagate
+        lg.setLevel(level)

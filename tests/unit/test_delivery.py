@@ -105,6 +105,23 @@ def test_failing_statuses_are_classified(
         assert caught.value.retry_after_ms is None
 
 
+@pytest.mark.parametrize(("status", "expected"), [
+    (400, "POST /api/events answered 400 Bad Request"),
+    (503, "POST /api/events answered 503 Service Unavailable"),
+    (599, "POST /api/events answered 599"),
+])
+def test_a_servers_own_reason_phrase_never_reaches_the_error_message(
+    http: Callable[[Responder], HttpDelivery], status: int, expected: str
+) -> None:
+    """A downstream may put patient data in its reason phrase; the message travels in DLQ
+    headers, so it names the standard phrase of the status instead."""
+    reason = b"Rejected for Ada Testperson dob 1985-04-12"
+    handler = http(lambda _: httpx.Response(status, extensions={"reason_phrase": reason}))
+    with pytest.raises((TransientError, PermanentError)) as caught:
+        handler.deliver(EVENT, CONTEXT)
+    assert str(caught.value) == expected
+
+
 _IN_90_S = format_datetime(datetime.fromtimestamp(ManualClock().now_ms() / 1000 + 90, tz=UTC),
                            usegmt=True)
 
