@@ -21,6 +21,7 @@ from consumer.commands.run import run_command
 from consumer.commands.simulate import simulate_command
 from consumer.commands.topics import topics_group
 from consumer.errors import ConfigError, InvalidEvent, LocalKafkaError
+from consumer.outcome_log import configure_logging
 
 
 class _ErrorMappingGroup(click.Group):
@@ -41,6 +42,9 @@ class _ErrorMappingGroup(click.Group):
 @click.version_option(package_name="clinic-events", prog_name="clinic-events")
 def main() -> None:
     """Deliver clinic integration events from Kafka, surviving transient failures."""
+    # Every command's log lines, librdkafka's and the OpenTelemetry SDK's warnings included,
+    # in one format (JSON off a terminal); ``run`` sets its own level, the demo its own file.
+    configure_logging("WARNING")
 
 
 main.add_command(kafka_group)

@@ -292,9 +292,8 @@ class Telemetry:
             if not any(name in (TRACEPARENT, TRACESTATE) for name, _ in headers or ()):
                 return NO_SPAN
             return PropagatedContext(self._extract(headers))
-        attributes = _process_attributes(topic, partition, offset, key, event_id, attempt, group)
-        return self._span(f"process {topic}", SpanKind.CONSUMER, attributes,
-                          self._extract(headers))
+        return self._span(self.start_process_span(
+            topic, partition, offset, key, headers, event_id, attempt, group))
 
     def start_process_span(
         self,
@@ -314,10 +313,10 @@ class Telemetry:
         the quick retries, so one attempt stays one span. Use it with ``current_span``; the
         caller ends it.
         """
-        attributes = _process_attributes(topic, partition, offset, key, event_id, attempt, group)
-        return self._tracer.start_span(
-            f"process {topic}", context=self._extract(headers), kind=SpanKind.CONSUMER,
-            attributes=attributes, record_exception=False, set_status_on_exception=False)
+        return self._start(
+            f"process {topic}", SpanKind.CONSUMER,
+            _process_attributes(topic, partition, offset, key, event_id, attempt, group),
+            self._extract(headers))
 
     @contextmanager
     def current_span(self, span: Span) -> Iterator[Span]:
@@ -377,25 +376,27 @@ class Telemetry:
         }
         if event_id is not None:
             attributes["messaging.message.id"] = event_id
-        with self._span(f"send {topic}", SpanKind.PRODUCER, attributes, None) as span:
+        with self._span(self._start(f"send {topic}", SpanKind.PRODUCER, attributes, None)) \
+                as span:
             yield span
 
-    @contextmanager
-    def _span(
-        self, name: str, kind: SpanKind, attributes: dict[str, str | int],
-        parent: Context | None,
-    ) -> Iterator[Span]:
-        # The SDK's own exception recording would copy the exception message into a span
-        # event; it is switched off and replaced by record_error (type + redacted status).
-        with self._tracer.start_as_current_span(
+    def _start(self, name: str, kind: SpanKind, attributes: dict[str, str | int],
+               parent: Context | None) -> Span:
+        """A span started (child of ``parent``, or of the current span), not yet current.
+
+        The SDK's own exception recording would copy the exception message into a span
+        event; it is switched off and replaced by record_error (type + redacted status).
+        """
+        return self._tracer.start_span(
             name, context=parent, kind=kind, attributes=attributes,
-            record_exception=False, set_status_on_exception=False,
-        ) as span:
-            try:
-                yield span
-            except Exception as exc:
-                self.record_error(span, _error_type(exc))
-                raise
+            record_exception=False, set_status_on_exception=False)
+
+    @contextmanager
+    def _span(self, span: Span) -> Iterator[Span]:
+        """``span`` current inside ``with`` and ended after it (marked failed on an error)."""
+        with self.current_span(span):
+            yield span
+        span.end()
 
     def current_traceparent(self) -> str | None:
         """The ``traceparent`` of the current span, or ``None`` outside any valid span."""

@@ -46,7 +46,7 @@ class ProvisioningSettings(Protocol):
     @property
     def topics(self) -> _TopicCounts: ...
     def admin_config(self, **overrides: Any) -> dict[str, Any]:
-        """Admin-client properties, without producer-only ones."""
+        """Admin-client properties, without consumer- or producer-only ones."""
 
 
 @dataclass(frozen=True, slots=True)

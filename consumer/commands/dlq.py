@@ -43,7 +43,6 @@ from consumer.dlq_model import (
     parse_time_ms,
     record_view,
 )
-from consumer.outcome_log import configure_logging
 from retry_topics.naming import audit_topic_name, dlq_topic_name
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -137,7 +136,6 @@ def dlq_group() -> None:
 def list_command(config_path: Path | None, as_json: bool, **options: Any) -> None:
     """Count DLQ records by error class and event type, with the oldest and newest."""
     settings = settings_from(config_path)
-    configure_logging("WARNING")  # librdkafka's lines in the format of run's
     topic, summary = dlq_topic_name(settings.topics.main), DlqSummary()
     with _kafka_errors():
         for record in scan(settings, topic, _filter(options)):
@@ -166,7 +164,6 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
                  **options: Any) -> None:
     """Print DLQ records with their provenance and the decoded event (PHI masked)."""
     settings = settings_from(config_path)
-    configure_logging("WARNING")  # librdkafka's lines in the format of run's
     topic = dlq_topic_name(settings.topics.main)
     with _kafka_errors(), contextlib.closing(scan(settings, topic, _filter(options))) as found:
         views = [record_view(record, reveal=reveal) for record in itertools.islice(found, limit)]
@@ -215,7 +212,6 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
     <main>.audit unless --dry-run.
     """
     settings = settings_from(config_path)
-    configure_logging("WARNING")  # librdkafka's lines in the format of run's
     main = settings.topics.main
     request = ReplayRequest(
         dlq_topic=dlq_topic_name(main), audit_topic=audit_topic_name(main),

@@ -35,7 +35,6 @@ from consumer.lag_model import (
 )
 from consumer.lag_probe import DEFAULT_SCAN_CAP, LagProbe, LagProbeError
 from consumer.lag_probe import Progress as OnProgress
-from consumer.outcome_log import configure_logging
 
 EXIT_UNREACHABLE = 4
 _STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.ERR: "red", Status.STOP: "bold red"}
@@ -107,7 +106,6 @@ def lag_command(config_path: Path | None, as_json: bool, watch: bool, interval: 
     (2 is also used for invalid options or configuration.)
     """
     settings = settings_from(config_path)
-    configure_logging("WARNING")  # librdkafka's lines in the format of run's
     rules = LagRules(window_ms=window, grace_ms=grace)
     trend = _Trend(settings, state_dir, not no_history, window)
     console = Console()

@@ -24,7 +24,6 @@ from rich.table import Table
 from rich.text import Text
 
 from consumer.commands.options import Duration, config_option, json_option, settings_from
-from consumer.outcome_log import configure_logging
 from consumer.publishing import EventPublisher, PublishSummary, TokenBucket
 from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
 from retry_topics.provisioning import TopicLayoutError
@@ -59,7 +58,6 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
     Exit code: 0 all sent, 1 some line rejected or delivery failed, 2 bad configuration.
     """
     settings = settings_from(config_path)
-    configure_logging("WARNING")  # librdkafka's lines in the format of run's
     limiter = TokenBucket(rate) if rate else None
     provider = configure_tracing()
     try:
