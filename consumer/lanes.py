@@ -17,9 +17,16 @@ budget of ``CALLER_BUDGET_S``: it stops after the first record that ends past th
 and hands the rest to the lane's thread. After ``SLOW_RUNS_TO_LEAVE`` slow runs in a row it
 leaves work to the threads until it tries again after a probe interval: ``FIRST_PROBE_S``,
 doubled after each probe that finds work still slow, up to ``LAST_PROBE_S`` (a stray slow
-chunk, from a GC pause or a busy core, costs little; a slow downstream costs the poll thread
-a few budgets every few seconds). The poll thread is never held up for more than one
-handler call past the budget, whatever the handler does.
+chunk, from a GC pause or a busy core, costs little).
+
+**A slow handler call is left to the threads at once.** A run that took longer than
+``LONG_RUN_S`` (at least one call far past the budget: a slow or hanging downstream, not
+a GC pause or a preemption) hands work to the threads without waiting for more slow runs;
+otherwise one dispatch could run several such calls on the poll thread back to back, and
+retry partitions would resume late by that much. And the poll thread probes again only
+while the lanes' latest chunk ran at under ``PROBE_PACE_S`` per record: while the
+downstream stays slow no probe makes the poll thread call it. So the poll thread waits out
+at most one slow handler call each time the downstream turns slow, never one per probe.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ deadline (``time.monotonic`` scale); returns the fates and the prefix's length."
 QUICK_RECORD_S = 200e-6
 CALLER_BUDGET_S = 0.010  # two GIL switch intervals: a chunk preempted once still fits
 SLOW_RUNS_TO_LEAVE = 3  # in a row: one slow run is as often a GC pause or a busy core
+LONG_RUN_S = 2 * CALLER_BUDGET_S  # a run this long: a slow call, left to the threads at once
+PROBE_PACE_S = CALLER_BUDGET_S  # probe only while the lanes' work is this quick per record
 FIRST_PROBE_S, LAST_PROBE_S = 0.05, 3.2
 INLINE_SLICE = 64
 
@@ -95,6 +104,9 @@ class Lanes:
         self._probe_at = 0.0  # when, if not quick, the caller tries running work again
         self._probe_interval = FIRST_PROBE_S
         self._slow_runs = 0
+        # Wall time per record of the chunk a lane thread finished last (written by the
+        # lanes, read by the caller: one float, so no lock). 0.0: no evidence yet.
+        self._lane_pace_s = 0.0
         self.results: queue.SimpleQueue[LaneResult] = queue.SimpleQueue()
         self._queues: list[queue.SimpleQueue[Sequence[InboundRecord] | None]] = [
             queue.SimpleQueue() for _ in range(count)
@@ -123,8 +135,13 @@ class Lanes:
             chunk.append(record)
         process_until = self._process_until
         probing = False
-        if not self._quick and process_until is not None and time.monotonic() >= self._probe_at:
-            self._quick = probing = True  # the budget bounds what a slow handler costs
+        if not self._quick and process_until is not None:
+            now = time.monotonic()
+            if now >= self._probe_at:
+                if self._lane_pace_s < PROBE_PACE_S:
+                    self._quick = probing = True  # the budget bounds what a slow call costs
+                else:  # the lanes are still slow: probing would only wait on the downstream
+                    self._probe_at = now + self._probe_interval
         for lane, chunk in chunks.items():
             if process_until is not None and self._quick and self._backlog[lane] == 0:
                 self._run_here(process_until, lane, chunk)
@@ -144,7 +161,10 @@ class Lanes:
             self.results.put(LaneFailure(exc))
             return
         self.results.put(fates)
-        if done < len(chunk) or time.monotonic() - started > done * QUICK_RECORD_S:
+        elapsed = time.monotonic() - started
+        if elapsed > LONG_RUN_S:
+            self._leave_to_threads()
+        elif done < len(chunk) or elapsed > done * QUICK_RECORD_S:
             self._slow_runs += 1
             if self._slow_runs >= SLOW_RUNS_TO_LEAVE:
                 self._leave_to_threads()
@@ -185,11 +205,13 @@ class Lanes:
                 return
             if self._discard:
                 continue
+            started = time.monotonic()
             try:
                 fates = self._process(chunk)
             except BaseException as exc:  # noqa: BLE001 - reported to the poll thread
                 self.results.put(LaneFailure(exc))
                 return
+            self._lane_pace_s = (time.monotonic() - started) / max(len(chunk), 1)
             self.results.put(fates)
             with self._backlog_lock:
                 self._backlog[lane] -= 1

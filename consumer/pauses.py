@@ -24,6 +24,10 @@ class PausedPartitions:
     def __contains__(self, tp: object) -> bool:
         return tp in self._due_at_ms
 
+    def held(self) -> frozenset[TopicPartitionKey]:
+        """The partitions held right now."""
+        return frozenset(self._due_at_ms)
+
     def hold(self, tp: TopicPartitionKey, due_at_ms: int) -> None:
         """``tp`` is paused until ``due_at_ms`` (its head record's due time)."""
         self._due_at_ms[tp] = due_at_ms

@@ -90,6 +90,11 @@ class Runner:
         """The (topic, partition) pairs this instance owns right now."""
         return frozenset(self._assigned)
 
+    @property
+    def waiting(self) -> frozenset[TopicPartitionKey]:
+        """The retry partitions paused until their head record is due."""
+        return self._paused.held()
+
     def stop(self) -> None:
         """Ask the loop to finish (signal handlers call this)."""
         self._stop.set()
@@ -355,8 +360,22 @@ class Runner:
 
     # -- rebalancing and shutdown -----------------------------------------------------------
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the partitions on, fetching unless the whole consumer is throttled.
+
+        librdkafka keeps an application's pause on a partition across a revoke and a later
+        assignment of the same partition to the same client. A retry partition that was
+        waiting for its head when a rebalance took it away would come back paused, with no
+        due time left to resume it (``_on_revoke`` forgets it): its records would wait until
+        the process restarted. So every assigned partition is resumed here (or paused, while
+        back-pressure holds every partition).
+        """
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        if partitions:
+            if self._throttled:
+                consumer.pause(partitions)
+            else:
+                consumer.resume(partitions)
         LOG.info("assigned %d partitions", len(partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from consumer.lanes import (
     INLINE_SLICE,
+    LONG_RUN_S,
+    PROBE_PACE_S,
     SLOW_RUNS_TO_LEAVE,
     BoundedChunkProcessor,
     InlineLane,
@@ -180,6 +182,59 @@ def test_work_past_the_budget_goes_to_the_lane_thread_until_the_next_probe() -> 
     assert len(_collect(lanes, 1)) == 1
     lanes.stop()
     assert ran_on[-1] == (caller, offset + 1)
+
+
+def test_one_slow_handler_call_leaves_the_rest_of_the_dispatch_to_the_lane_threads() -> None:
+    """A call far past the budget is a slow downstream: the caller runs no further chunk."""
+    caller = threading.current_thread().name
+    ran_on: list[tuple[str, bytes | None]] = []
+
+    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
+        ran_on.extend((threading.current_thread().name, r.key) for r in chunk)
+        return [Delivered(r) for r in chunk]
+
+    def process_until(chunk: Sequence[InboundRecord],
+                      _deadline: float | None) -> tuple[list[Fate], int]:
+        time.sleep(LONG_RUN_S * 1.5)  # one slow handler call
+        ran_on.append((threading.current_thread().name, chunk[0].key))
+        return [Delivered(chunk[0])], 1
+
+    lanes = Lanes(16, process, process_until)
+    keys = [bytes([k]) for k in range(64)]  # spread over many lanes: many chunks
+    lanes.dispatch([_record(key, n) for n, key in enumerate(keys)])
+    assert len(_collect(lanes, len(keys))) == len(keys)
+    lanes.stop()
+    on_caller = [key for name, key in ran_on if name == caller]
+    assert len(on_caller) == 1, f"the caller waited out {len(on_caller)} slow calls"
+
+
+def test_no_probe_runs_on_the_caller_while_the_lanes_are_slow() -> None:
+    caller = threading.current_thread().name
+    ran_on: list[str] = []
+    lane_delay = [PROBE_PACE_S * 1.5]
+
+    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
+        time.sleep(lane_delay[0] * len(chunk))
+        ran_on.extend(threading.current_thread().name for _ in chunk)
+        return [Delivered(r) for r in chunk]
+
+    lanes = Lanes(1, process, _delivered_on(ran_on))
+    lanes._leave_to_threads()  # as after a slow run
+    lanes.dispatch([_record(b"a", 0)])  # the lane measures its (slow) pace
+    assert len(_collect(lanes, 1)) == 1
+    lanes._probe_at = time.monotonic()  # the probe interval has passed
+    lanes.dispatch([_record(b"a", 1)])
+    assert len(_collect(lanes, 1)) == 1
+    assert caller not in ran_on, "no probe while the lanes' work is slow"
+
+    lane_delay[0] = 0.0  # the downstream is quick again
+    lanes.dispatch([_record(b"a", n) for n in range(2, 6)])
+    assert len(_collect(lanes, 4)) == 4
+    lanes._probe_at = time.monotonic()
+    lanes.dispatch([_record(b"a", 6)])
+    assert len(_collect(lanes, 1)) == 1
+    lanes.stop()
+    assert ran_on[-1] == caller, "the lanes are quick again: the probe runs on the caller"
 
 
 def test_a_failure_on_the_calling_thread_is_reported_like_a_lane_failure() -> None:

@@ -16,9 +16,11 @@ def test_a_partition_is_held_until_its_due_time_and_handed_back_once() -> None:
     paused.hold(B, due_at_ms=2_000)
     assert A in paused
     assert B in paused
+    assert paused.held() == {A, B}
     assert paused.take_due(999) == []
     assert paused.take_due(1_000) == [A]
     assert A not in paused
+    assert paused.held() == {B}
     assert paused.take_due(1_500) == []
     assert paused.take_due(5_000) == [B]
     assert not paused
