@@ -172,6 +172,11 @@ class RecordProcessor:
                 delivered.append(record.event_id)
             if not isinstance(fate, Republished):
                 fates.append(fate)
+            elif fate.kind == "dead_lettered" and record.event_id is not None:
+                # a later copy of the event (in this chunk or the next) is a duplicate now,
+                # not a second dead letter; the poll thread records it once acknowledged
+                known[record.event_id] = "dead_lettered"
+                self._outcomes.stage_dead_lettered(record.event_id)
             if deadline is not None and monotonic() > deadline:
                 break
         self._outcomes.stage(delivered)

@@ -324,7 +324,7 @@ class Runner:
     ) -> None:
         record = fate.record
         if fate.kind == "dead_lettered" and record.event_id is not None:
-            self._outcomes.store.record(record.event_id, "dead_lettered")
+            self._outcomes.record_dead_lettered(record.event_id)
         destination = fate.destination
         key = f"retried:{destination.tier.index}" if isinstance(destination, RetryTo) else fate.kind
         self.stats[fate.kind] += 1

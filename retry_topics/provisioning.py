@@ -31,6 +31,14 @@ class TopicLayoutError(RetryTopicsError):
     """Topics exist but do not fit the configuration, or could not be created."""
 
 
+class PartitionCountError(TopicLayoutError):
+    """Existing topics have fewer partitions than ``[topics] partitions`` asks for.
+
+    The configuration does not fit the cluster: the commands treat it as bad configuration
+    (exit code 2), unlike a broker that cannot be reached or refuses a creation (exit 1).
+    """
+
+
 class _TopicCounts(Protocol):
     @property
     def partitions(self) -> int: ...
@@ -85,7 +93,7 @@ def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) ->
         if name in existing and existing[name] < wanted and wanted > 1
     ]
     if too_small:
-        raise TopicLayoutError(
+        raise PartitionCountError(
             "existing topics have too few partitions (raise them with kafka-topics --alter "
             "or lower [topics] partitions): " + "; ".join(too_small)
         )

@@ -11,6 +11,7 @@ import click
 from consumer.config import Settings, load_settings
 from retry_topics.durations import format_duration, parse_duration_ms
 from retry_topics.errors import RetryTopicsError
+from retry_topics.provisioning import PartitionCountError, TopicLayoutError
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -60,3 +61,8 @@ class Duration(click.ParamType[int, object]):
             self.fail(f"must be at least {format_duration(self.minimum_ms)}, got {value!r}",
                       param, ctx)
         return ms
+
+
+def layout_exit_code(error: TopicLayoutError) -> int:
+    """2 when the configuration asks for more partitions than the topics have, else 1."""
+    return 2 if isinstance(error, PartitionCountError) else 1

@@ -23,7 +23,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 from rich.text import Text
 
-from consumer.commands.options import Duration, config_option, json_option, settings_from
+from consumer.commands.options import (
+    Duration,
+    config_option,
+    json_option,
+    layout_exit_code,
+    settings_from,
+)
 from consumer.publishing import EventPublisher, PublishSummary, TokenBucket
 from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
 from retry_topics.provisioning import TopicLayoutError
@@ -73,7 +79,7 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
             summary = publisher.flush()
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(layout_exit_code(exc))
     finally:
         shutdown_providers(provider)
     if summary.sent + summary.rejected + summary.failed == 0:  # exit 0: nothing failed

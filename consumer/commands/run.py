@@ -11,7 +11,7 @@ from types import FrameType
 import click
 
 from consumer.app import build_runner
-from consumer.commands.options import config_option, settings_from
+from consumer.commands.options import config_option, layout_exit_code, settings_from
 from consumer.gc_tuning import tune_for_streaming
 from consumer.outcome_log import configure_logging
 from consumer.runner import FatalError
@@ -48,7 +48,7 @@ def run_command(config_path: Path | None, log_level: str) -> None:
             meter_provider=meters if exports("OTEL_METRICS_EXPORTER") else None)
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(layout_exit_code(exc))
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         click.echo(f"clinic-events: {signal.Signals(signum).name} received, draining", err=True)

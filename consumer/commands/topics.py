@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from consumer.commands.options import config_option, json_option, settings_from
+from consumer.commands.options import config_option, json_option, layout_exit_code, settings_from
 from retry_topics.provisioning import TopicLayoutError, ensure_topics
 
 
@@ -23,8 +23,9 @@ def topics_group() -> None:
 def ensure(config_path: Path | None, as_json: bool) -> None:
     """Create missing topics (idempotent); refuse existing ones with too few partitions.
 
-    Exit code 0 when every topic exists afterwards, 1 when a topic is unusable (or Kafka
-    cannot be reached); with --json a failure prints ``{"error": ...}`` too.
+    Exit code 0 when every topic exists afterwards, 2 when existing topics have fewer
+    partitions than the configuration asks for, 1 when Kafka cannot be reached or refuses a
+    creation; with --json a failure prints ``{"error": ...}`` too.
     """
     settings = settings_from(config_path)
     try:
@@ -33,7 +34,7 @@ def ensure(config_path: Path | None, as_json: bool) -> None:
         click.echo(f"clinic-events: {exc}", err=True)
         if as_json:  # scripts parse stdout: an empty one is no answer
             click.echo(json.dumps({"error": str(exc)}))
-        sys.exit(1)
+        sys.exit(layout_exit_code(exc))
     if as_json:
         click.echo(json.dumps({"created": list(report.created), "existing": list(report.existing)}))
         return

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from consumer.cli import main
 from consumer.commands.options import Duration
 from consumer.commands.run import describe_stats
-from retry_topics.provisioning import TopicLayoutError
+from retry_topics.provisioning import PartitionCountError, TopicLayoutError
 
 
 @pytest.mark.parametrize(("text", "ms"), [("30s", 30_000), ("1m30s", 90_000), ("250ms", 250)])
@@ -44,14 +44,18 @@ def test_run_reports_its_counts_in_words_with_retries_per_tier() -> None:
     assert describe_stats({}) == "delivered 0, duplicate 0, retried 0, dead_lettered 0"
 
 
+@pytest.mark.parametrize(("error", "exit_code"), [
+    (PartitionCountError("clinic.events has 3 partitions, configuration needs 6"), 2),
+    (TopicLayoutError("cannot reach Kafka at 127.0.0.1:9092 to list topics"), 1),
+])
 def test_topics_ensure_json_reports_a_failure_on_stdout_too(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, error: TopicLayoutError, exit_code: int,
 ) -> None:
+    """Too few partitions is bad configuration (2); an unreachable broker is not (1)."""
     def refuse(_settings: object) -> None:
-        raise TopicLayoutError("topic clinic.events has 3 partitions, the configuration needs 6")
+        raise error
 
     monkeypatch.setattr("consumer.commands.topics.ensure_topics", refuse)
     result = CliRunner().invoke(main, ["topics", "ensure", "--json"])
-    assert result.exit_code == 1
-    assert json.loads(result.stdout) == {
-        "error": "topic clinic.events has 3 partitions, the configuration needs 6"}
+    assert result.exit_code == exit_code
+    assert json.loads(result.stdout) == {"error": str(error)}

@@ -280,6 +280,35 @@ def test_permanent_failure_is_dead_lettered_without_retrying() -> None:
     assert fx.acked[0][0].kind == "dead_lettered"
 
 
+def test_copies_of_an_event_sent_to_the_dlq_are_duplicates_until_and_after_the_ack() -> None:
+    """One dead letter per event: a copy in the same chunk, or in a later one before the
+    DLQ write is acknowledged, is a duplicate, not a second handler call and dead letter."""
+    fx = Fixture(ScriptedHandler(*[PermanentError("422", error_class="http.422")] * 3))
+    fates = fx.run(record(offset=0), record(offset=1))
+    assert [type(f) for f in fates] == [Duplicate]
+    assert fates[0].prior == "dead_lettered"
+    assert isinstance(fx.run(record(offset=2))[0], Duplicate)  # not acknowledged yet
+    assert len(fx.handler.calls) == 1
+    assert [sent[0] for sent in fx.publisher.sent] == ["clinic.events.dlq"]
+    event_id = "evt-appointment.scheduled"
+    assert fx.store.lookup([event_id]) == {}
+    fx.outcomes.record_dead_lettered(event_id)  # what the poll thread does on the ack
+    assert fx.store.lookup([event_id]) == {event_id: "dead_lettered"}
+    assert isinstance(fx.run(record(offset=3))[0], Duplicate)
+    replayed = record(headers=RecordHeaders(replay_count=1), offset=4)
+    assert fx.run(replayed) == []  # an operator's replay still runs (and fails again)
+    assert len(fx.handler.calls) == 2
+    assert len(fx.publisher.sent) == 2
+
+
+def test_a_staged_dead_letter_never_hides_a_recorded_delivery() -> None:
+    outcomes = PendingOutcomes(MemoryDedupStore())
+    outcomes.store.record("e1", "delivered")
+    outcomes.stage_dead_lettered("e1")
+    outcomes.stage_dead_lettered("e2")
+    assert outcomes.lookup(["e1", "e2", "e3"]) == {"e1": "delivered", "e2": "dead_lettered"}
+
+
 def test_last_tier_failure_is_exhausted() -> None:
     fx = Fixture(ScriptedHandler(TransientError("503")))
     fx.run(record(topic="clinic.events.retry.2m", headers=RecordHeaders(attempts=3)))

@@ -1,0 +1,57 @@
+"""``clinic-events topics ensure`` against a real broker: creates, is idempotent, refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from retry_topics.naming import audit_topic_name, dlq_topic_name, retry_topic_name
+
+
+def _config(tmp_path: Path, bootstrap: str, main: str, partitions: int) -> Path:
+    path = tmp_path / f"topics-{partitions}.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{main}.group"\n'
+        f'[topics]\nmain = "{main}"\npartitions = {partitions}\n'
+        f'[retry]\ndelays = ["5s", "30s"]\n')
+    return path
+
+
+def _ensure(config: Path) -> tuple[int, dict[str, Any], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINIC_EVENTS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", "topics", "ensure", "--config", str(config), "--json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False)
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def test_ensure_creates_every_topic_once_and_refuses_too_few_partitions(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    main = topic_prefix
+    wanted = [main, retry_topic_name(main, 5_000), retry_topic_name(main, 30_000),
+              dlq_topic_name(main), audit_topic_name(main)]
+
+    code, report, _ = _ensure(_config(tmp_path, kafka_bootstrap, main, partitions=3))
+    assert code == 0
+    assert sorted(report["created"]) == sorted(wanted)
+    assert report["existing"] == []
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=30).topics
+    partitions = {name: len(topics[name].partitions) for name in wanted}
+    assert partitions == {**dict.fromkeys(wanted, 3), audit_topic_name(main): 1}
+
+    code, report, _ = _ensure(_config(tmp_path, kafka_bootstrap, main, partitions=3))
+    assert code == 0
+    assert (report["created"], sorted(report["existing"])) == ([], sorted(wanted))
+
+    code, report, stderr = _ensure(_config(tmp_path, kafka_bootstrap, main, partitions=6))
+    assert code == 2, "asking for more partitions than the topics have is bad configuration"
+    assert f"{main} has 3 partitions, configuration needs 6" in report["error"]
+    assert "too few partitions" in stderr
+    assert "[topics] partitions" in stderr
