@@ -76,9 +76,9 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
             group_id=settings.kafka.group_id, on_republished=on_republished, codec=codec,
         )
         if settings.delivery.concurrency == 1:
-            return InlineLane(processor.process_chunk)
+            return InlineLane(processor.process_chunk, abandon=processor.abandon)
         return Lanes(settings.delivery.concurrency, processor.process_chunk,
-                     processor.process_until)
+                     processor.process_until, abandon=processor.abandon)
 
     runner = Runner(consumer=consumer, producer=producer, policy=settings.retry,
                     lanes_factory=lanes_factory, outcomes=outcomes, clock=clock,

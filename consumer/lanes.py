@@ -24,9 +24,12 @@ chunk, from a GC pause or a busy core, costs little).
 a GC pause or a preemption) hands work to the threads without waiting for more slow runs;
 otherwise one dispatch could run several such calls on the poll thread back to back, and
 retry partitions would resume late by that much. And the poll thread probes again only
-while the lanes' latest chunk ran at under ``PROBE_PACE_S`` per record: while the
-downstream stays slow no probe makes the poll thread call it. So the poll thread waits out
-at most one slow handler call each time the downstream turns slow, never one per probe.
+when the lanes have shown no slowness for ``PROBE_QUIET_S``: no chunk that took
+``SLOW_CHUNK_S`` or more, or ``SLOW_PACE_S`` or more per record, finished in that time, and
+none has been running that long. One fast chunk is no evidence: with a downstream slow for
+some events only, the chunk that finished last is as often a quick one. So while the
+downstream stays slow, even in part, no probe makes the poll thread call it: the poll thread
+waits out at most one slow handler call each time the downstream turns slow.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ QUICK_RECORD_S = 200e-6
 CALLER_BUDGET_S = 0.010  # two GIL switch intervals: a chunk preempted once still fits
 SLOW_RUNS_TO_LEAVE = 3  # in a row: one slow run is as often a GC pause or a busy core
 LONG_RUN_S = 2 * CALLER_BUDGET_S  # a run this long: a slow call, left to the threads at once
-PROBE_PACE_S = CALLER_BUDGET_S  # probe only while the lanes' work is this quick per record
+SLOW_CHUNK_S = 0.1  # a lane chunk this long holds a slow call (31 quick records take ~2 ms)
+SLOW_PACE_S = CALLER_BUDGET_S  # or this long per record
+PROBE_QUIET_S = 3.2  # probe only after this long without a slow lane chunk
 FIRST_PROBE_S, LAST_PROBE_S = 0.05, 3.2
 INLINE_SLICE = 64
 
@@ -73,8 +78,9 @@ class InlineLane:
     delays polling itself, so keep a call well under ``max.poll.interval.ms`` / batch size.
     """
 
-    def __init__(self, process: ChunkProcessor) -> None:
+    def __init__(self, process: ChunkProcessor, abandon: Callable[[], None] | None = None) -> None:
         self._process = process
+        self._abandon = abandon
         self.results: queue.SimpleQueue[LaneResult] = queue.SimpleQueue()
 
     def dispatch(self, records: Sequence[InboundRecord]) -> None:
@@ -88,14 +94,25 @@ class InlineLane:
     def stop(self, timeout_s: float = 30.0, *, discard_pending: bool = True) -> None:
         """Nothing runs in the background: nothing to stop."""
 
+    def discard_pending(self) -> None:
+        """Start no further record of the batch being processed (``abandon``)."""
+        if self._abandon is not None:
+            self._abandon()
+
+    def idle(self) -> bool:
+        """Nothing runs in the background."""
+        return True
+
 
 class Lanes:
     """N threads, each owning a FIFO of record chunks; the caller runs quick work itself."""
 
     def __init__(self, count: int, process: ChunkProcessor,
-                 process_until: BoundedChunkProcessor | None = None) -> None:
+                 process_until: BoundedChunkProcessor | None = None,
+                 abandon: Callable[[], None] | None = None) -> None:
         self._process = process
         self._process_until = process_until
+        self._abandon = abandon  # makes running chunks start no further record
         self._discard = False
         # Chunks queued or running per lane: the poll thread adds, the lane subtracts.
         self._backlog = [0] * count
@@ -104,9 +121,10 @@ class Lanes:
         self._probe_at = 0.0  # when, if not quick, the caller tries running work again
         self._probe_interval = FIRST_PROBE_S
         self._slow_runs = 0
-        # Wall time per record of the chunk a lane thread finished last (written by the
-        # lanes, read by the caller: one float, so no lock). 0.0: no evidence yet.
-        self._lane_pace_s = 0.0
+        # Written by the lane threads, read by the caller (floats: no lock needed): when a
+        # slow chunk last finished, and when each lane's running chunk started (0.0: idle).
+        self._slow_chunk_at = float("-inf")
+        self._started_at = [0.0] * count
         self.results: queue.SimpleQueue[LaneResult] = queue.SimpleQueue()
         self._queues: list[queue.SimpleQueue[Sequence[InboundRecord] | None]] = [
             queue.SimpleQueue() for _ in range(count)
@@ -138,7 +156,7 @@ class Lanes:
         if not self._quick and process_until is not None:
             now = time.monotonic()
             if now >= self._probe_at:
-                if self._lane_pace_s < PROBE_PACE_S:
+                if not self._lanes_slow(now):
                     self._quick = probing = True  # the budget bounds what a slow call costs
                 else:  # the lanes are still slow: probing would only wait on the downstream
                     self._probe_at = now + self._probe_interval
@@ -149,6 +167,12 @@ class Lanes:
                 self._enqueue(lane, chunk)
         if probing and self._quick:
             self._probe_interval = FIRST_PROBE_S  # quick again: the next slip is forgiven fast
+
+    def _lanes_slow(self, now: float) -> bool:
+        """A lane chunk was slow within ``PROBE_QUIET_S``, or one has been running that long."""
+        if now - self._slow_chunk_at < PROBE_QUIET_S:
+            return True
+        return any(started and now - started >= SLOW_CHUNK_S for started in self._started_at)
 
     def _run_here(self, process_until: BoundedChunkProcessor, lane: int,
                   chunk: list[InboundRecord]) -> None:
@@ -186,6 +210,20 @@ class Lanes:
             self._backlog[lane] += 1
         self._queues[lane].put(chunk)
 
+    def discard_pending(self) -> None:
+        """Drop the chunks not started yet, and stop running ones after their current record.
+
+        Their records' offsets are never stored, so they are redelivered after a restart.
+        """
+        self._discard = True
+        if self._abandon is not None:
+            self._abandon()
+
+    def idle(self) -> bool:
+        """No chunk is queued or running on any lane thread."""
+        with self._backlog_lock:
+            return not any(self._backlog)
+
     def stop(self, timeout_s: float = 30.0, *, discard_pending: bool = True) -> None:
         """End the threads; chunks not yet started are dropped unless asked otherwise.
 
@@ -204,14 +242,22 @@ class Lanes:
             if chunk is None:
                 return
             if self._discard:
+                self._done(lane)
                 continue
-            started = time.monotonic()
+            started = self._started_at[lane] = time.monotonic()
             try:
                 fates = self._process(chunk)
             except BaseException as exc:  # noqa: BLE001 - reported to the poll thread
                 self.results.put(LaneFailure(exc))
                 return
-            self._lane_pace_s = (time.monotonic() - started) / max(len(chunk), 1)
+            finished = time.monotonic()
+            self._started_at[lane] = 0.0
+            took = finished - started
+            if took >= SLOW_CHUNK_S or took >= SLOW_PACE_S * len(chunk):
+                self._slow_chunk_at = finished
             self.results.put(fates)
-            with self._backlog_lock:
-                self._backlog[lane] -= 1
+            self._done(lane)
+
+    def _done(self, lane: int) -> None:
+        with self._backlog_lock:
+            self._backlog[lane] -= 1

@@ -101,6 +101,15 @@ class RecordProcessor:
         self._on_republished = on_republished
         self._tier_labels = tier_labels(policy)
         self._codec = codec or EventCodec()
+        self._abandoned = False
+
+    def abandon(self) -> None:
+        """Start no further record, in any chunk (an operator's second stop signal).
+
+        The record in progress finishes; the rest of its chunk is left unfinished, so those
+        records' offsets are never stored and they are redelivered after a restart.
+        """
+        self._abandoned = True
 
     def process_chunk(self, records: Sequence[InboundRecord]) -> list[Fate]:
         """Decide the fate of each record; republished ones are final only on ack."""
@@ -138,6 +147,8 @@ class RecordProcessor:
         timed = self._telemetry.metrics_live
         incoming_traceparent = self._telemetry.incoming_traceparent
         for record in records:
+            if self._abandoned:
+                break
             event = record.event
             if quick_deliver is not None and event is not None \
                     and record.carried_failure is None \

@@ -79,6 +79,7 @@ class Runner:
         self._acks: list[tuple[Republished, str | None]] = []
         self._acks_lock = threading.Lock()
         self._stop = threading.Event()
+        self._hurry = False
         self._fatal: BaseException | None = None
         self.stats: Counter[str] = Counter()
         self._lanes = lanes_factory(self._on_republished)
@@ -95,8 +96,17 @@ class Runner:
         """The retry partitions paused until their head record is due."""
         return self._paused.held()
 
-    def stop(self) -> None:
-        """Ask the loop to finish (signal handlers call this)."""
+    def stop(self, *, hurry: bool = False) -> None:
+        """Ask the loop to finish (signal handlers call this).
+
+        It drains first: every record already handed to the lanes is finished, for at most
+        the drain timeout. ``hurry`` (an operator's second signal) finishes only the handler
+        calls in progress; records still queued in the lanes are left uncommitted, so they
+        are redelivered after a restart.
+        """
+        if hurry:
+            self._hurry = True
+            self._lanes.discard_pending()
         self._stop.set()
 
     def run(self) -> None:
@@ -406,11 +416,14 @@ class Runner:
             pending = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
             if pending == 0:
                 return
+            if self._hurry and self._lanes.idle():
+                break  # queued chunks were discarded: nothing more will finish
             self._producer.poll(0.01)
             self._service(wait_s=0.05)
+        self._service()
         pending = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
         if pending:
-            LOG.warning("%d records still in flight at drain deadline; they will be "
+            LOG.warning("%d records still in flight when the drain ended; they will be "
                         "redelivered (at-least-once)", pending)
 
     def _commit(self) -> None:

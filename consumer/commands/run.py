@@ -50,9 +50,19 @@ def run_command(config_path: Path | None, log_level: str) -> None:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(layout_exit_code(exc))
 
+    signals_received: list[int] = []
+
     def request_stop(signum: int, _frame: FrameType | None) -> None:
-        click.echo(f"clinic-events: {signal.Signals(signum).name} received, draining", err=True)
-        assembly.runner.stop()
+        name = signal.Signals(signum).name
+        if signals_received:
+            click.echo(f"clinic-events: {name} received again: finishing only the calls in "
+                       "progress; queued records will be redelivered after a restart", err=True)
+            assembly.runner.stop(hurry=True)
+        else:
+            click.echo(f"clinic-events: {name} received, draining (send it again to stop "
+                       "sooner)", err=True)
+            assembly.runner.stop()
+        signals_received.append(signum)
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)

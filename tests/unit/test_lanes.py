@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 
 from consumer.lanes import (
     INLINE_SLICE,
     LONG_RUN_S,
-    PROBE_PACE_S,
+    PROBE_QUIET_S,
+    SLOW_CHUNK_S,
     SLOW_RUNS_TO_LEAVE,
     BoundedChunkProcessor,
     InlineLane,
@@ -208,33 +210,110 @@ def test_one_slow_handler_call_leaves_the_rest_of_the_dispatch_to_the_lane_threa
     assert len(on_caller) == 1, f"the caller waited out {len(on_caller)} slow calls"
 
 
-def test_no_probe_runs_on_the_caller_while_the_lanes_are_slow() -> None:
+def _keys_for_lanes(count: int) -> list[bytes]:
+    """One key per lane (lane = CRC32 of the key modulo the lane count)."""
+    keys: dict[int, bytes] = {}
+    n = 0
+    while len(keys) < count:
+        key = f"key-{n}".encode()
+        keys.setdefault(zlib.crc32(key) % count, key)
+        n += 1
+    return [keys[lane] for lane in range(count)]
+
+
+def test_no_probe_runs_on_the_caller_after_a_slow_lane_chunk_even_if_a_quick_one_followed(
+) -> None:
+    """A downstream slow for some events only: the chunk that finished last may be quick."""
     caller = threading.current_thread().name
-    ran_on: list[str] = []
-    lane_delay = [PROBE_PACE_S * 1.5]
+    slow_key, quick_key = _keys_for_lanes(2)
+    ran_on: list[tuple[str, bytes | None]] = []
 
     def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
-        time.sleep(lane_delay[0] * len(chunk))
-        ran_on.extend(threading.current_thread().name for _ in chunk)
+        if chunk[0].key == slow_key:
+            time.sleep(SLOW_CHUNK_S * 1.2)
+        ran_on.extend((threading.current_thread().name, r.key) for r in chunk)
         return [Delivered(r) for r in chunk]
 
-    lanes = Lanes(1, process, _delivered_on(ran_on))
+    def process_until(chunk: Sequence[InboundRecord],
+                      _deadline: float | None) -> tuple[list[Fate], int]:
+        ran_on.extend((threading.current_thread().name, r.key) for r in chunk)
+        return [Delivered(r) for r in chunk], len(chunk)
+
+    lanes = Lanes(2, process, process_until)
     lanes._leave_to_threads()  # as after a slow run
-    lanes.dispatch([_record(b"a", 0)])  # the lane measures its (slow) pace
+    lanes.dispatch([_record(slow_key, 0)])
+    assert len(_collect(lanes, 1)) == 1
+    lanes.dispatch([_record(quick_key, 1)])  # finishes last, quickly
     assert len(_collect(lanes, 1)) == 1
     lanes._probe_at = time.monotonic()  # the probe interval has passed
-    lanes.dispatch([_record(b"a", 1)])
+    lanes.dispatch([_record(quick_key, 2)])
     assert len(_collect(lanes, 1)) == 1
-    assert caller not in ran_on, "no probe while the lanes' work is slow"
+    assert ran_on[-1][0] != caller, "no probe within the quiet time after a slow chunk"
 
-    lane_delay[0] = 0.0  # the downstream is quick again
-    lanes.dispatch([_record(b"a", n) for n in range(2, 6)])
-    assert len(_collect(lanes, 4)) == 4
+    lanes._slow_chunk_at -= PROBE_QUIET_S  # quiet for long enough
     lanes._probe_at = time.monotonic()
-    lanes.dispatch([_record(b"a", 6)])
+    lanes.dispatch([_record(quick_key, 3)])
     assert len(_collect(lanes, 1)) == 1
     lanes.stop()
-    assert ran_on[-1] == caller, "the lanes are quick again: the probe runs on the caller"
+    assert ran_on[-1] == (caller, quick_key), "quiet again: the probe runs on the caller"
+
+
+def test_no_probe_runs_on_the_caller_while_a_lane_is_in_a_long_call() -> None:
+    caller = threading.current_thread().name
+    hung_key, other_key = _keys_for_lanes(2)
+    release = threading.Event()
+
+    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
+        if chunk[0].key == hung_key:
+            release.wait(10)
+        return [Delivered(r) for r in chunk]
+
+    ran_here: list[str] = []
+    lanes = Lanes(2, process, _delivered_on(ran_here))
+    lanes._leave_to_threads()
+    lanes.dispatch([_record(hung_key, 0)])  # a call that hangs on a lane thread
+    hung_lane = zlib.crc32(hung_key) % 2
+    deadline = time.monotonic() + 5
+    while not lanes._started_at[hung_lane] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert lanes._started_at[hung_lane], "the lane started the call"
+    lanes._started_at[hung_lane] -= SLOW_CHUNK_S  # as if it had been running that long
+    lanes._probe_at = time.monotonic()
+    lanes.dispatch([_record(other_key, 1)])
+    assert len(_collect(lanes, 1)) == 1
+    release.set()
+    assert len(_collect(lanes, 1)) == 1
+    lanes.stop()
+    assert caller not in ran_here, "no probe while a lane is stuck in a slow call"
+
+
+def test_discard_pending_drops_queued_chunks_abandons_running_ones_and_ends_idle() -> None:
+    """An operator's second stop signal: what has not started is left for redelivery."""
+    release = threading.Event()
+    processed: list[int] = []
+    abandoned: list[bool] = []
+
+    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
+        release.wait(10)
+        processed.extend(r.offset for r in chunk)
+        return [Delivered(r) for r in chunk]
+
+    lanes = Lanes(1, process, abandon=lambda: abandoned.append(True))
+    lanes.dispatch([_record(b"a", 0)])
+    lanes.dispatch([_record(b"a", 1)])
+    assert not lanes.idle()
+    deadline = time.monotonic() + 5
+    while not lanes._started_at[0] and time.monotonic() < deadline:
+        time.sleep(0.001)  # the lane has taken the first chunk
+    lanes.discard_pending()
+    assert abandoned == [True]  # the running chunk starts no further record
+    release.set()
+    deadline = time.monotonic() + 5
+    while not lanes.idle() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert lanes.idle()
+    lanes.stop()
+    assert processed == [0]
 
 
 def test_a_failure_on_the_calling_thread_is_reported_like_a_lane_failure() -> None:

@@ -309,6 +309,22 @@ def test_a_staged_dead_letter_never_hides_a_recorded_delivery() -> None:
     assert outcomes.lookup(["e1", "e2", "e3"]) == {"e1": "delivered", "e2": "dead_lettered"}
 
 
+def test_an_abandoned_processor_starts_no_further_record() -> None:
+    """The call in progress finishes; the rest of the chunk is left (redelivered later)."""
+    fx: Fixture
+
+    class AbandoningHandler(ScriptedHandler):
+        def deliver(self, event: dict[str, Any], context: DeliveryContext) -> None:
+            super().deliver(event, context)
+            fx.processor.abandon()  # a second stop signal arrives during the first call
+
+    fx = Fixture(AbandoningHandler())
+    events = [sample_event("appointment.scheduled", event_id=f"e{n}") for n in range(3)]
+    fates = fx.run(*(record(event, offset=n) for n, event in enumerate(events)))
+    assert [f.record.offset for f in fates] == [0]
+    assert len(fx.handler.calls) == 1
+
+
 def test_last_tier_failure_is_exhausted() -> None:
     fx = Fixture(ScriptedHandler(TransientError("503")))
     fx.run(record(topic="clinic.events.retry.2m", headers=RecordHeaders(attempts=3)))

@@ -1,0 +1,71 @@
+"""Stopping ``clinic-events run``: a second signal stops sooner, and nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from consumer.simulator import DownstreamSimulator
+from retry_topics.provisioning import ensure_topics
+from tests.integration.harness import new_event, produce, settings_for, write_config
+
+EVENTS = 40
+CALL_S = 0.3  # every downstream call: 40 queued calls on one lane take 12 s
+
+
+def _start(config: Path, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    with (tmp_path / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+
+
+def test_a_second_sigterm_leaves_queued_records_for_redelivery_and_exits_at_once(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    # One key: every event queues on the same lane behind a slow downstream.
+    events = [new_event(appointment_id="appt-one-key") for _ in range(EVENTS)]
+    ids = {str(e["event_id"]) for e in events}
+    with DownstreamSimulator(on_request=lambda _request: time.sleep(CALL_S)) as sim:
+        config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                              url=sim.events_url, concurrency=2)
+        ensure_topics(settings_for(config))
+        produce(kafka_bootstrap, topic_prefix, events)
+
+        first = _start(config, tmp_path, "first")
+        try:
+            assert sim.wait_for(lambda: len(sim.delivered_keys()) >= 2, 60), \
+                (tmp_path / "first.log").read_text()
+            first.send_signal(signal.SIGTERM)
+            # two signals at once would merge into one: send the second once the first is in
+            assert sim.wait_for(
+                lambda: "draining" in (tmp_path / "first.log").read_text(), 10)
+            first.send_signal(signal.SIGTERM)
+            hurried_at = time.monotonic()
+            code = first.wait(30)
+            took = time.monotonic() - hurried_at
+        finally:
+            if first.poll() is None:
+                first.kill()
+        log = (tmp_path / "first.log").read_text()
+        assert code == 0, log
+        assert "received again" in log
+        delivered_first = len(set(sim.delivered_keys()))
+        assert delivered_first < EVENTS, "the queued records were left, not delivered"
+        assert took < (EVENTS - delivered_first) * CALL_S / 2, \
+            f"stopped {took:.1f} s after the second signal"
+
+        second = _start(config, tmp_path, "second")
+        try:
+            assert sim.wait_for(lambda: set(sim.delivered_keys()) == ids, 60), \
+                (tmp_path / "second.log").read_text()
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(60) == 0
+        assert sim.duplicate_deliveries() == {}
