@@ -42,6 +42,7 @@ from consumer.config import Settings
 from consumer.dedup import open_dedup_store
 from consumer.dlq_model import (
     DlqFilter,
+    DlqFilterError,
     DlqRecord,
     OffsetRange,
     Replay,
@@ -86,6 +87,10 @@ class DlqReader:
 
     def __exit__(self, *exc: object) -> None:
         self._consumer.close()
+
+    def topic_exists(self, topic: str) -> bool:
+        found = self._consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+        return found is not None and found.error is None
 
     def watermarks(self) -> dict[int, tuple[int, int]]:
         """Low and high watermark of every partition, read from the broker now."""
@@ -288,6 +293,10 @@ def replay(settings: Settings, request: ReplayRequest, *,
         # that, not a missing audit topic, is what the operator has to fix.
         watermarks = reader.watermarks()
         check_partition(request.filter, request.dlq_topic, watermarks)
+        if request.target is not None and not reader.topic_exists(request.target):
+            # an operator's option, like a filter: a usage error, found before anything is sent
+            raise DlqFilterError(f"--to: topic {request.target} does not exist (a replay "
+                                 "never creates one)")
         publisher = None if request.dry_run else ReplayPublisher(
             settings, request.dlq_topic, request.group)
         outcome = "failed"

@@ -49,7 +49,7 @@ SkipReason = Literal["max-replays", "already-delivered", "no-target", "malformed
 
 
 class DlqFilterError(ClinicEventsError, ValueError):
-    """A DLQ filter or time given by the operator cannot be used."""
+    """A DLQ filter, time or replay target given by the operator cannot be used."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -377,6 +377,21 @@ def test_replay_without_a_dlq_names_the_missing_dlq_topic(
     assert audit_topic_name(topic_prefix) not in result.stderr
 
 
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)], ids=["replay", "dry-run"])
+def test_replay_to_a_missing_topic_is_a_usage_error_before_anything_is_sent(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, admin: AdminClient,
+    dry_run: tuple[str, ...],
+) -> None:
+    _topics(admin, topic_prefix, 1)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
+    _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}], 1)
+    missing = f"{topic_prefix}.typo"
+    result = _invoke(config, "dlq", "replay", "--to", missing, *dry_run)
+    assert result.exit_code == 2, result.output
+    assert f"--to: topic {missing} does not exist" in result.stderr
+    assert _read_all(kafka_bootstrap, audit_topic_name(topic_prefix)) == []
+
+
 def test_piped_tables_keep_long_ids_and_error_classes_on_one_line(
     kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
 ) -> None:
