@@ -6,6 +6,9 @@ own delivery handler on purpose.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -87,6 +90,17 @@ def running_consumer(settings: Settings, *, handler: DeliveryHandler | None = No
     assert not thread.is_alive(), "runner did not stop"
     if failure:
         raise failure[0]
+
+
+def start_run_process(config: Path, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
+    """``clinic-events run --config`` as its own process (signals, crashes), logging to
+    ``<tmp_path>/<name>.log``; no telemetry export, the broker from the config only."""
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    with (tmp_path / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
 
 
 def new_event(event_type: str = "appointment.scheduled", **payload: Any) -> dict[str, Any]:

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from consumer.dedup_sqlite import SqliteDedupStore
 from consumer.simulator import DownstreamSimulator
 from retry_topics.provisioning import ensure_topics
-from tests.integration.harness import new_event, produce, settings_for, write_config
+from tests.integration.harness import (
+    new_event,
+    produce,
+    settings_for,
+    start_run_process,
+    write_config,
+)
 
 EVENTS = 1000
 TTL_MS = 7 * 24 * 3_600_000
-
-
-def _start(config: Path, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    with (tmp_path / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-        )
 
 
 def _recorded(database: Path, ids: set[str]) -> set[str]:
@@ -50,7 +43,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_repeats_nothing_recor
         ensure_topics(settings_for(config))
         produce(kafka_bootstrap, topic_prefix, events)
 
-        first = _start(config, tmp_path, "first")
+        first = start_run_process(config, tmp_path, "first")
         try:
             assert sim.wait_for(lambda: len(sim.delivered_keys()) >= EVENTS // 4, 60), \
                 (tmp_path / "first.log").read_text()
@@ -61,7 +54,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_repeats_nothing_recor
         delivered_before_restart = len(sim.delivered_keys())
         assert 0 < delivered_before_restart < EVENTS, "the kill must land mid-stream"
 
-        second = _start(config, tmp_path, "second")
+        second = start_run_process(config, tmp_path, "second")
         try:
             assert sim.wait_for(lambda: set(sim.delivered_keys()) == ids, 90), \
                 (tmp_path / "second.log").read_text()[-3000:]

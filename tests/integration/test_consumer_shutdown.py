@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from consumer.simulator import DownstreamSimulator
 from retry_topics.provisioning import ensure_topics
-from tests.integration.harness import new_event, produce, settings_for, write_config
+from tests.integration.harness import (
+    new_event,
+    produce,
+    settings_for,
+    start_run_process,
+    write_config,
+)
 
 EVENTS = 40
 CALL_S = 0.3  # every downstream call: 40 queued calls on one lane take 12 s
-
-
-def _start(config: Path, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    with (tmp_path / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
 
 
 def test_a_second_sigterm_leaves_queued_records_for_redelivery_and_exits_at_once(
@@ -38,7 +32,7 @@ def test_a_second_sigterm_leaves_queued_records_for_redelivery_and_exits_at_once
         ensure_topics(settings_for(config))
         produce(kafka_bootstrap, topic_prefix, events)
 
-        first = _start(config, tmp_path, "first")
+        first = start_run_process(config, tmp_path, "first")
         try:
             assert sim.wait_for(lambda: len(sim.delivered_keys()) >= 2, 60), \
                 (tmp_path / "first.log").read_text()
@@ -61,7 +55,7 @@ def test_a_second_sigterm_leaves_queued_records_for_redelivery_and_exits_at_once
         assert took < (EVENTS - delivered_first) * CALL_S / 2, \
             f"stopped {took:.1f} s after the second signal"
 
-        second = _start(config, tmp_path, "second")
+        second = start_run_process(config, tmp_path, "second")
         try:
             assert sim.wait_for(lambda: set(sim.delivered_keys()) == ids, 60), \
                 (tmp_path / "second.log").read_text()
