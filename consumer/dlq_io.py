@@ -89,16 +89,20 @@ class DlqReader:
         self._consumer.close()
 
     def topic_exists(self, topic: str) -> bool:
+        return self._partitions(topic) is not None
+
+    def _partitions(self, topic: str) -> list[int] | None:
+        """The partitions of ``topic`` as the broker reports them; None if it does not exist."""
         found = self._consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
-        return found is not None and found.error is None
+        return None if found is None or found.error is not None else sorted(found.partitions)
 
     def watermarks(self) -> dict[int, tuple[int, int]]:
         """Low and high watermark of every partition, read from the broker now."""
-        found = self._consumer.list_topics(self.topic, timeout=TIMEOUT_S).topics.get(self.topic)
-        if found is None or found.error is not None or not found.partitions:
+        partitions = self._partitions(self.topic)
+        if not partitions:
             raise DlqIoError(f"topic {self.topic} does not exist (`clinic-events topics ensure`)")
         marks = {}
-        for partition in sorted(found.partitions):
+        for partition in partitions:
             low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(self.topic, partition), timeout=TIMEOUT_S, cached=False)
             marks[partition] = (low, high)
