@@ -125,12 +125,21 @@ class Settings:
     source: str = "defaults"  # where the file came from, for messages
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka properties for a consumer, with the pass-through client settings."""
-        return self._client_config(overrides, leave_out=PRODUCER_ONLY)
+        """librdkafka properties for a consumer, with the pass-through client settings.
+
+        librdkafka's own log lines go to the ``clinic_events.kafka`` logger (confluent-kafka's
+        ``logger`` property) rather than raw to stderr, so they are formatted like every
+        other line (JSON when not on a terminal) and log shippers can parse them all. They
+        are served by the client's ``poll``/``consume``, which consumers and producers call
+        all the time.
+        """
+        return {"logger": logging.getLogger(KAFKA_CLIENT_LOGGER),
+                **self._client_config(overrides, leave_out=PRODUCER_ONLY)}
 
     def producer_config(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka properties for a producer."""
-        return self._client_config(overrides, leave_out=CONSUMER_ONLY)
+        """librdkafka properties for a producer (logging as ``consumer_config`` says)."""
+        return {"logger": logging.getLogger(KAFKA_CLIENT_LOGGER),
+                **self._client_config(overrides, leave_out=CONSUMER_ONLY)}
 
     def admin_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka properties for an admin client, whose log lines stay on stderr.
@@ -143,25 +152,15 @@ class Settings:
         unreachable broker otherwise fills the terminal with a connect failure every ~50 ms
         until the call gives up.
         """
-        config = {**ADMIN_RECONNECT,
-                  **self._client_config(overrides, leave_out=CONSUMER_ONLY | PRODUCER_ONLY)}
-        del config["logger"]
-        return config
+        return {**ADMIN_RECONNECT,
+                **self._client_config(overrides, leave_out=CONSUMER_ONLY | PRODUCER_ONLY)}
 
     def _client_config(self, overrides: Mapping[str, Any],
                        leave_out: frozenset[str]) -> dict[str, Any]:
-        """Broker, the ``[kafka.client]`` pass-through (but ``leave_out``), then ``overrides``.
-
-        librdkafka's own log lines go to the ``clinic_events.kafka`` logger (confluent-kafka's
-        ``logger`` property) rather than raw to stderr, so they are formatted like every
-        other line (JSON when not on a terminal) and log shippers can parse them all. They
-        are served by the client's ``poll``/``consume``, which consumers and producers call
-        all the time.
-        """
+        """Broker, the ``[kafka.client]`` pass-through (but ``leave_out``), then ``overrides``."""
         passed = {key: value for key, value in self.kafka.client.items()
                   if key not in leave_out}
-        return {"bootstrap.servers": self.kafka.bootstrap_servers,
-                "logger": logging.getLogger(KAFKA_CLIENT_LOGGER), **passed, **overrides}
+        return {"bootstrap.servers": self.kafka.bootstrap_servers, **passed, **overrides}
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
