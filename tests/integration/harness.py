@@ -92,15 +92,38 @@ def running_consumer(settings: Settings, *, handler: DeliveryHandler | None = No
         raise failure[0]
 
 
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a ``clinic-events`` process started by a test.
+
+    The test's config file names the broker and everything else, so the caller's
+    ``CLINIC_EVENTS_*`` and ``KAFKA_BOOTSTRAP_SERVERS`` are left out (either would override
+    it), except ``CLINIC_EVENTS_CACHE_DIR`` (where this machine keeps the broker's jars);
+    nothing is exported over OTLP (no collector runs here); local state lives under
+    ``tmp_path``.
+    """
+    env = {name: value for name, value in os.environ.items()
+           if name == "CLINIC_EVENTS_CACHE_DIR" or not (
+               name.startswith("CLINIC_EVENTS_") or name == "KAFKA_BOOTSTRAP_SERVERS")}
+    env.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none",
+               CLINIC_EVENTS_STATE_DIR=str(tmp_path / "state"))
+    return env
+
+
+def run_cli(tmp_path: Path, *args: str, stdin: str | None = None,
+            timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """``clinic-events <args>`` run to its end in ``cli_env``, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "consumer", *args], input=stdin,
+                          capture_output=True, text=True, env=cli_env(tmp_path),
+                          timeout=timeout_s, check=False)
+
+
 def start_run_process(config: Path, tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
-    """``clinic-events run --config`` as its own process (signals, crashes), logging to
-    ``<tmp_path>/<name>.log``; no telemetry export, the broker from the config only."""
-    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    """``clinic-events run --config`` as its own process (signals, crashes) in ``cli_env``,
+    logging to ``<tmp_path>/<name>.log``."""
     with (tmp_path / f"{name}.log").open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "consumer", "run", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+            stdout=log, stderr=subprocess.STDOUT, env=cli_env(tmp_path), cwd=tmp_path)
 
 
 def new_event(event_type: str = "appointment.scheduled", **payload: Any) -> dict[str, Any]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,25 +16,14 @@ from consumer.events import event_to_json
 from consumer.publishing import publish_lines
 from retry_topics.headers import RecordHeaders, encode_headers
 from retry_topics.provisioning import ensure_topics
+from tests.integration.harness import run_cli, write_config
 from tests.unit.sample_events import sample_event
 
 PARTITIONS = 3
 
 
-def _config(tmp_path: Path, bootstrap: str, main: str) -> Path:
-    path = tmp_path / "clinic-events.toml"
-    path.write_text(
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{main}.group"\n'
-        f'[topics]\nmain = "{main}"\npartitions = {PARTITIONS}\n[retry]\ndelays = ["1s", "2s"]\n')
-    return path
-
-
 def _lag(tmp_path: Path, config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    env = {**os.environ, "CLINIC_EVENTS_STATE_DIR": str(tmp_path / "state")}
-    env.pop("CLINIC_EVENTS_CONFIG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "consumer", "lag", "--config", str(config), "--json", *extra],
-        capture_output=True, text=True, env=env, timeout=120, check=False)
+    result = run_cli(tmp_path, "lag", "--config", str(config), "--json", *extra)
     assert result.returncode in (0, 1, 2, 3), result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -56,8 +42,14 @@ def _lines(count: int) -> list[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Settings:
-    return load_settings(_config(tmp_path, kafka_bootstrap, topic_prefix), env={})
+def config(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Path:
+    return write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                        partitions=PARTITIONS)
+
+
+@pytest.fixture
+def settings(config: Path) -> Settings:
+    return load_settings(config, env={})
 
 
 def _expected(admin: AdminClient, bootstrap: str, group: str, topic: str) -> list[
@@ -100,11 +92,10 @@ def _consume_and_commit(settings: Settings, count: int) -> None:
 
 def test_lag_counts_unconsumed_records_and_drops_to_zero_once_committed(
     tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, admin: AdminClient,
-    settings: Settings,
+    config: Path, settings: Settings,
 ) -> None:
     """With nobody consuming, N published records are N records of lag aged at least as long
     as they have existed (STOP, exit 3); after the group commits everything, lag is 0 (OK)."""
-    config = _config(tmp_path, kafka_bootstrap, topic_prefix)
     summary = publish_lines(_lines(12), settings)
     assert summary.ok
     published_at_ms = time.time_ns() // 1_000_000
@@ -132,12 +123,12 @@ def test_lag_counts_unconsumed_records_and_drops_to_zero_once_committed(
 
 
 def test_retry_records_split_into_waiting_and_overdue_and_overdue_is_an_error(
-    tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, settings: Settings,
+    tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, config: Path,
+    settings: Settings,
 ) -> None:
     """On a retry topic, records due in the future count as waiting and those past due as
     overdue; with a live group member the overdue ones make the status ERR (exit 2), the
     DLQ's records make it WARN, and without members the lag is STOP (exit 3)."""
-    config = _config(tmp_path, kafka_bootstrap, topic_prefix)
     ensure_topics(settings)
     tier = settings.retry.retry_topics[0]
     now_ms = time.time_ns() // 1_000_000

@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from consumer.codec import EventCodec
 from consumer.events import entity_key, event_to_json
 from retry_topics.headers import EVENT_ID, EVENT_TYPE, TRACEPARENT
+from tests.integration.harness import read_topic, run_cli, write_config
 from tests.unit.sample_events import sample_event
 
 TRACEPARENT_FORMAT = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
-
-
-def _config(tmp_path: Path, bootstrap: str, main: str) -> Path:
-    path = tmp_path / "clinic-events.toml"
-    path.write_text(
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{main}.group"\n'
-        f'[topics]\nmain = "{main}"\npartitions = 3\n[retry]\ndelays = ["1s", "2s"]\n')
-    return path
-
-
-def _cli(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none",
-           "CLINIC_EVENTS_STATE_DIR": str(tmp_path / "state")}
-    env.pop("CLINIC_EVENTS_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "consumer", *args], input=stdin,
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 def _event_line(index: int, event_type: str = "appointment.scheduled") -> str:
@@ -43,22 +25,6 @@ def _event_line(index: int, event_type: str = "appointment.scheduled") -> str:
     if "appointment_id" in event["payload"]:
         event["payload"]["appointment_id"] = f"appt-{index}"
     return json.dumps(event)
-
-
-def _consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> list[Message]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}.reader",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    received: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(received) < count and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                received.append(message)
-    finally:
-        consumer.close()
-    return received
 
 
 def _records_held(bootstrap: str, topic: str) -> int:
@@ -85,9 +51,9 @@ def test_valid_lines_are_sent_and_invalid_ones_reported_by_line_and_field(
              _event_line(4, "eligibility.check_requested"), _event_line(5)]
     source = tmp_path / "events.jsonl"
     source.write_text("\n".join(lines) + "\n")
-    config = _config(tmp_path, kafka_bootstrap, topic_prefix)
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix)
 
-    result = _cli(tmp_path, "publish", "--config", str(config), "--file", str(source), "--json")
+    result = run_cli(tmp_path, "publish", "--config", str(config), "--file", str(source), "--json")
 
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
@@ -96,7 +62,7 @@ def test_valid_lines_are_sent_and_invalid_ones_reported_by_line_and_field(
         (4, None), (6, "payload.starts_at")]
     assert "next tuesday" not in result.stdout + result.stderr
 
-    received = _consume(kafka_bootstrap, topic_prefix, 5)
+    received = read_topic(kafka_bootstrap, topic_prefix, 5)
     codec = EventCodec()
     events = [codec.decode(message.value()) for message in received]
     assert sorted(e["event_id"] for e in events) == ["evt-1", "evt-2", "evt-3", "evt-4", "evt-5"]
@@ -116,17 +82,17 @@ def test_stdin_with_topic_override_creates_the_layout_and_exits_zero(
 ) -> None:
     """Events piped on stdin to ``--topic`` are all sent, the topic layout is created first,
     and the human summary says so with exit code 0."""
-    config = _config(tmp_path, kafka_bootstrap, f"{topic_prefix}.unused")
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=f"{topic_prefix}.unused")
     other = f"{topic_prefix}.other"
     stdin = "\n".join(_event_line(i) for i in range(10)) + "\n"
 
-    result = _cli(tmp_path, "publish", "--config", str(config), "--file", "-",
+    result = run_cli(tmp_path, "publish", "--config", str(config), "--file", "-",
                   "--topic", other, "--rate", "200", stdin=stdin)
 
     assert result.returncode == 0, result.stderr
     assert f"published to {other}" in result.stdout
     assert re.search(r"\b10\b", result.stdout)
-    received = _consume(kafka_bootstrap, other, 10)
+    received = read_topic(kafka_bootstrap, other, 10)
     assert len(received) == 10
     assert len({message.partition() for message in received}) > 1, "keys spread over partitions"
     topics = admin.list_topics(timeout=10).topics
@@ -140,12 +106,12 @@ def test_an_unreachable_broker_counts_every_event_as_failed(tmp_path: Path) -> N
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = _config(tmp_path, f"127.0.0.1:{port}", "t.nobroker")
+    config = write_config(tmp_path, bootstrap=f"127.0.0.1:{port}", main="t.nobroker")
     source = tmp_path / "events.jsonl"
     source.write_text("\n".join(_event_line(i) for i in range(3)) + "\n")
 
     began = time.monotonic()
-    result = _cli(tmp_path, "publish", "--config", str(config), "--file", str(source),
+    result = run_cli(tmp_path, "publish", "--config", str(config), "--file", str(source),
                   "--json", "--no-create-topics", "--timeout", "2s")
 
     assert result.returncode == 1, result.stderr
@@ -159,12 +125,12 @@ def test_a_missing_topic_without_topic_creation_is_named_and_nothing_is_created(
 ) -> None:
     """--no-create-topics to a topic the broker does not have: exit 1 at once, saying which
     topic is missing, rather than every event timing out."""
-    config = _config(tmp_path, kafka_bootstrap, topic_prefix)
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix)
     source = tmp_path / "events.jsonl"
     source.write_text(_event_line(1) + "\n")
 
     began = time.monotonic()
-    result = _cli(tmp_path, "publish", "--config", str(config), "--file", str(source),
+    result = run_cli(tmp_path, "publish", "--config", str(config), "--file", str(source),
                   "--no-create-topics", "--timeout", "20s")
 
     assert result.returncode == 1, result.stderr
@@ -176,11 +142,11 @@ def test_a_missing_topic_without_topic_creation_is_named_and_nothing_is_created(
 def test_an_empty_file_is_a_warning_not_a_failure(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    config = _config(tmp_path, kafka_bootstrap, topic_prefix)
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix)
     source = tmp_path / "empty.jsonl"
     source.write_text("\n\n")
 
-    result = _cli(tmp_path, "publish", "--config", str(config), "--file", str(source), "--json")
+    result = run_cli(tmp_path, "publish", "--config", str(config), "--file", str(source), "--json")
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["sent"] == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from consumer.kafka_io import message_headers
@@ -13,6 +11,7 @@ from tests.integration.harness import (
     new_event,
     produce,
     read_topic,
+    run_cli,
     running_consumer,
     settings_for,
     write_config,
@@ -36,11 +35,8 @@ def test_replayed_dead_letter_is_delivered_and_others_stay_put(
         config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
                               url=healthy.events_url)
         with running_consumer(settings_for(config)):
-            replay = subprocess.run(
-                [sys.executable, "-m", "consumer", "dlq", "replay", "--config", str(config),
-                 "--event-id", str(fixed_later["event_id"]), "--json"],
-                capture_output=True, text=True, timeout=120, check=False,
-            )
+            replay = run_cli(tmp_path, "dlq", "replay", "--config", str(config),
+                             "--event-id", str(fixed_later["event_id"]), "--json")
             assert replay.returncode == 0, replay.stderr
             assert healthy.wait_for(
                 lambda: str(fixed_later["event_id"]) in healthy.delivered_keys(), 30)

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
 from retry_topics.naming import audit_topic_name, dlq_topic_name, retry_topic_name
+from tests.integration.harness import run_cli, write_config
 
 
-def _config(tmp_path: Path, bootstrap: str, main: str, partitions: int) -> Path:
-    path = tmp_path / f"topics-{partitions}.toml"
-    path.write_text(
-        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ngroup_id = "{main}.group"\n'
-        f'[topics]\nmain = "{main}"\npartitions = {partitions}\n'
-        f'[retry]\ndelays = ["5s", "30s"]\n')
-    return path
-
-
-def _ensure(config: Path) -> tuple[int, dict[str, Any], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINIC_EVENTS_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "consumer", "topics", "ensure", "--config", str(config), "--json"],
-        capture_output=True, text=True, env=env, timeout=120, check=False)
+def _ensure(tmp_path: Path, bootstrap: str, main: str,
+            partitions: int) -> tuple[int, dict[str, Any], str]:
+    """``topics ensure --json`` for tiers of 5 s and 30 s and ``partitions`` partitions."""
+    config = write_config(tmp_path, bootstrap=bootstrap, main=main, delays=("5s", "30s"),
+                          partitions=partitions)
+    result = run_cli(tmp_path, "topics", "ensure", "--config", str(config), "--json")
     return result.returncode, json.loads(result.stdout), result.stderr
 
 
@@ -38,7 +28,7 @@ def test_ensure_creates_every_topic_once_and_refuses_too_few_partitions(
     wanted = [main, retry_topic_name(main, 5_000), retry_topic_name(main, 30_000),
               dlq_topic_name(main), audit_topic_name(main)]
 
-    code, report, _ = _ensure(_config(tmp_path, kafka_bootstrap, main, partitions=3))
+    code, report, _ = _ensure(tmp_path, kafka_bootstrap, main, partitions=3)
     assert code == 0
     assert sorted(report["created"]) == sorted(wanted)
     assert report["existing"] == []
@@ -46,11 +36,11 @@ def test_ensure_creates_every_topic_once_and_refuses_too_few_partitions(
     partitions = {name: len(topics[name].partitions) for name in wanted}
     assert partitions == {**dict.fromkeys(wanted, 3), audit_topic_name(main): 1}
 
-    code, report, _ = _ensure(_config(tmp_path, kafka_bootstrap, main, partitions=3))
+    code, report, _ = _ensure(tmp_path, kafka_bootstrap, main, partitions=3)
     assert code == 0
     assert (report["created"], sorted(report["existing"])) == ([], sorted(wanted))
 
-    code, report, stderr = _ensure(_config(tmp_path, kafka_bootstrap, main, partitions=6))
+    code, report, stderr = _ensure(tmp_path, kafka_bootstrap, main, partitions=6)
     assert code == 2, "asking for more partitions than the topics have is bad configuration"
     assert f"{main} has 3 partitions, configuration needs 6" in report["error"]
     assert "too few partitions" in stderr

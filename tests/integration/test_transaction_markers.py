@@ -8,9 +8,6 @@ shows lag that is not there.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from consumer.simulator import DownstreamSimulator
 from retry_topics.provisioning import ensure_topics
 from tests.integration.harness import (
     new_event,
+    run_cli,
     running_consumer,
     settings_for,
     wait_until,
@@ -83,11 +81,7 @@ def test_a_consumer_that_read_transactions_commits_past_their_markers(
     assert all(committed == end for committed, end in rows), rows
     assert sum(end for _, end in rows) > 12  # the markers: offsets no record was delivered for
 
-    env = {**os.environ, "CLINIC_EVENTS_STATE_DIR": str(tmp_path / "state"),
-           "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
-    result = subprocess.run(
-        [sys.executable, "-m", "consumer", "lag", "--config", str(config), "--json"],
-        capture_output=True, text=True, env=env, timeout=120, check=False)
+    result = run_cli(tmp_path, "lag", "--config", str(config), "--json")
     document = json.loads(result.stdout)
     main = next(t for t in document["topics"] if t["topic"] == topic_prefix)
     assert (result.returncode, document["status"], main["lag"]) == (0, "OK", 0), result.stderr
