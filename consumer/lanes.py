@@ -30,24 +30,41 @@ none has been running that long. One fast chunk is no evidence: with a downstrea
 some events only, the chunk that finished last is as often a quick one. So while the
 downstream stays slow, even in part, no probe makes the poll thread call it: the poll thread
 waits out at most one slow handler call each time the downstream turns slow.
+
+**Slow work stays short and reports early.** A lane thread hands back fates at least every
+``REPORT_EVERY_S`` (plus one call), so outcomes are recorded and offsets stored as calls
+finish rather than when a long chunk ends. A lane takes queued chunks of retry records
+before queued first attempts, and a chunk of first attempts steps aside between two reports
+when a retry chunk arrives. ``in_flight_limit`` tells the runner how many records to let in:
+about ``QUEUED_WORK_S`` of work at the recent pace (a slower sample is taken at once, a
+quicker one gradually), so a slow downstream never builds minutes of queued work ahead of a
+due retry or a shutdown.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from consumer.records import Fate, InboundRecord
 
 ChunkProcessor = Callable[[Sequence[InboundRecord]], list[Fate]]
-BoundedChunkProcessor = Callable[[Sequence[InboundRecord], float | None],
-                                 tuple[list[Fate], int]]
-"""Processes a prefix of a chunk, stopping after the first record that ends past the
-deadline (``time.monotonic`` scale); returns the fates and the prefix's length."""
+
+
+class BoundedChunkProcessor(Protocol):
+    """Processes a prefix of a chunk, stopping after the first record that ends past the
+    deadline (``time.monotonic`` scale); returns the fates and the prefix's length. Only a
+    caller that ``may_wait`` gets quick retries that sleep (see ``RecordProcessor``)."""
+
+    def __call__(self, records: Sequence[InboundRecord], deadline: float | None, /, *,
+                 may_wait: bool = False) -> tuple[list[Fate], int]: ...
+
 
 QUICK_RECORD_S = 200e-6
 CALLER_BUDGET_S = 0.010  # two GIL switch intervals: a chunk preempted once still fits
@@ -58,6 +75,9 @@ SLOW_PACE_S = CALLER_BUDGET_S  # or this long per record
 PROBE_QUIET_S = 3.2  # probe only after this long without a slow lane chunk
 FIRST_PROBE_S, LAST_PROBE_S = 0.05, 3.2
 INLINE_SLICE = 64
+REPORT_EVERY_S = 0.05  # a lane thread hands back its fates at least this often (+ one call)
+QUEUED_WORK_S = 1.0  # in-flight work the runner lets build up, at the recent pace
+PACE_DECAY = 0.3  # weight of a quicker pace sample (a slower one is taken at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +123,10 @@ class InlineLane:
         """Nothing runs in the background."""
         return True
 
+    def in_flight_limit(self, ceiling: int) -> int:
+        """Each batch is finished before the next is consumed: the ceiling never binds."""
+        return ceiling
+
 
 class Lanes:
     """N threads, each owning a FIFO of record chunks; the caller runs quick work itself."""
@@ -116,6 +140,7 @@ class Lanes:
         self._discard = False
         # Chunks queued or running per lane: the poll thread adds, the lane subtracts.
         self._backlog = [0] * count
+        self._retries_queued = [0] * count  # of those, chunks of retry records
         self._backlog_lock = threading.Lock()
         self._quick = process_until is not None
         self._probe_at = 0.0  # when, if not quick, the caller tries running work again
@@ -125,10 +150,14 @@ class Lanes:
         # slow chunk last finished, and when each lane's running chunk started (0.0: idle).
         self._slow_chunk_at = float("-inf")
         self._started_at = [0.0] * count
+        self._pace_s = 0.0  # recent seconds per record (see ``_note_pace``)
         self.results: queue.SimpleQueue[LaneResult] = queue.SimpleQueue()
-        self._queues: list[queue.SimpleQueue[Sequence[InboundRecord] | None]] = [
-            queue.SimpleQueue() for _ in range(count)
+        # (0 for retry records, 1 for first attempts; sequence; chunk or None to stop)
+        self._queues: list[queue.PriorityQueue[
+            tuple[int, int, Sequence[InboundRecord] | None]]] = [
+            queue.PriorityQueue() for _ in range(count)
         ]
+        self._enqueued = itertools.count()  # FIFO among chunks of one priority
         self._threads = [
             threading.Thread(target=self._work, args=(i, q), name=f"lane-{i}", daemon=True)
             for i, q in enumerate(self._queues)
@@ -146,7 +175,8 @@ class Lanes:
         crc32 = zlib.crc32
         for record in records:
             key = record.key if record.key else f"{record.partition}:{record.offset}".encode()
-            lane = crc32(key) % lanes
+            # retry records (attempt > 1) are chunked apart: a lane thread takes them first
+            lane = crc32(key) % lanes if record.attempt == 1 else crc32(key) % lanes + lanes
             chunk = chunks.get(lane)
             if chunk is None:
                 chunk = chunks[lane] = []
@@ -160,11 +190,13 @@ class Lanes:
                     self._quick = probing = True  # the budget bounds what a slow call costs
                 else:  # the lanes are still slow: probing would only wait on the downstream
                     self._probe_at = now + self._probe_interval
-        for lane, chunk in chunks.items():
+        # retry chunks first (slots from ``lanes`` on), first attempts in their order
+        for slot, chunk in sorted(chunks.items(), key=lambda item: item[0] < lanes):
+            lane = slot % lanes
             if process_until is not None and self._quick and self._backlog[lane] == 0:
                 self._run_here(process_until, lane, chunk)
             else:
-                self._enqueue(lane, chunk)
+                self._enqueue(lane, chunk, retry=slot >= lanes)
         if probing and self._quick:
             self._probe_interval = FIRST_PROBE_S  # quick again: the next slip is forgiven fast
 
@@ -186,6 +218,7 @@ class Lanes:
             return
         self.results.put(fates)
         elapsed = time.monotonic() - started
+        self._note_pace(elapsed / max(done, 1))
         if elapsed > LONG_RUN_S:
             self._leave_to_threads()
         elif done < len(chunk) or elapsed > done * QUICK_RECORD_S:
@@ -195,7 +228,7 @@ class Lanes:
         else:
             self._slow_runs = 0
         if done < len(chunk):
-            self._enqueue(lane, chunk[done:])
+            self._enqueue(lane, chunk[done:], retry=chunk[0].attempt > 1)
 
     def _leave_to_threads(self) -> None:
         self._slow_runs = 0
@@ -205,10 +238,43 @@ class Lanes:
         self._probe_at = time.monotonic() + self._probe_interval
         self._probe_interval = min(self._probe_interval * 2, LAST_PROBE_S)
 
-    def _enqueue(self, lane: int, chunk: Sequence[InboundRecord]) -> None:
+    def _enqueue(self, lane: int, chunk: Sequence[InboundRecord], *, retry: bool) -> None:
+        """Queue ``chunk`` on ``lane``; a chunk of retry records goes before first attempts.
+
+        Why first: a retry record reaches the lanes only once it is due, and first attempts
+        queued before it could hold it up for many handler calls when the downstream is
+        slow. Per-key order is not at stake: a retried event is already behind the later
+        events of its key, and both kinds stay in order among themselves.
+        """
         with self._backlog_lock:
             self._backlog[lane] += 1
-        self._queues[lane].put(chunk)
+            if retry:
+                self._retries_queued[lane] += 1
+        self._queues[lane].put((0 if retry else 1, next(self._enqueued), chunk))
+
+    def _note_pace(self, seconds_per_record: float) -> None:
+        """Follow the recent pace: a slower sample at once, a quicker one gradually.
+
+        Written by the lane threads and the caller alike (a float: a lost update only
+        delays the estimate by one chunk).
+        """
+        pace = self._pace_s
+        self._pace_s = seconds_per_record if seconds_per_record > pace else \
+            pace + PACE_DECAY * (seconds_per_record - pace)
+
+    def in_flight_limit(self, ceiling: int) -> int:
+        """How many records the runner should let be in flight: ``QUEUED_WORK_S`` of work.
+
+        At the recent pace, with every lane busy, at most ``ceiling`` and at least two per
+        lane. Why: with a slow downstream, thousands of queued first attempts would hold up
+        a due retry record (and a drain at shutdown) for minutes; with quick handlers the
+        ceiling binds as before.
+        """
+        lanes = len(self._queues)
+        pace = self._pace_s
+        if pace <= 0.0:
+            return ceiling
+        return max(2 * lanes, min(ceiling, int(lanes * QUEUED_WORK_S / pace)))
 
     def discard_pending(self) -> None:
         """Drop the chunks not started yet, and stop running ones after their current record.
@@ -231,33 +297,69 @@ class Lanes:
         """
         self._discard = discard_pending
         for lane_queue in self._queues:
-            lane_queue.put(None)
+            lane_queue.put((2, next(self._enqueued), None))  # after every queued chunk
         for thread in self._threads:
             thread.join(timeout_s)
 
-    def _work(self, lane: int,
-              lane_queue: queue.SimpleQueue[Sequence[InboundRecord] | None]) -> None:
+    def _work(self, lane: int, lane_queue: queue.PriorityQueue[
+            tuple[int, int, Sequence[InboundRecord] | None]]) -> None:
         while True:
-            chunk = lane_queue.get()
+            priority, sequence, chunk = lane_queue.get()
             if chunk is None:
                 return
+            retry = priority == 0
+            if retry:
+                with self._backlog_lock:
+                    self._retries_queued[lane] -= 1
             if self._discard:
                 self._done(lane)
                 continue
             started = self._started_at[lane] = time.monotonic()
             try:
-                fates = self._process(chunk)
+                rest = self._run_chunk(lane, chunk, yield_to_retries=not retry)
             except BaseException as exc:  # noqa: BLE001 - reported to the poll thread
                 self.results.put(LaneFailure(exc))
                 return
             finished = time.monotonic()
             self._started_at[lane] = 0.0
-            took = finished - started
-            if took >= SLOW_CHUNK_S or took >= SLOW_PACE_S * len(chunk):
+            took, ran = finished - started, len(chunk) - len(rest)
+            if took >= SLOW_CHUNK_S or took >= SLOW_PACE_S * ran:
                 self._slow_chunk_at = finished
-            self.results.put(fates)
-            self._done(lane)
+            self._note_pace(took / max(ran, 1))
+            if rest:  # a retry chunk came in: it runs first, then the rest in its old place
+                lane_queue.put((priority, sequence, rest))
+            else:
+                self._done(lane)
+
+    def _run_chunk(self, lane: int, chunk: Sequence[InboundRecord], *,
+                   yield_to_retries: bool) -> Sequence[InboundRecord]:
+        """Process ``chunk`` on a lane thread, handing back fates every ``REPORT_EVERY_S``.
+
+        Why not once at the end: with a slow downstream a chunk takes seconds, and until
+        its fates are back their outcomes are neither recorded nor logged nor committed; a
+        crash meanwhile would hand every event of it that the downstream had already
+        accepted to the handler again. For the same reason a chunk of first attempts
+        ``yield_to_retries``: it stops between two reports when a retry chunk is queued on
+        its lane, and returns what it did not process.
+        """
+        process_until = self._process_until
+        if process_until is None:
+            self.results.put(self._process(chunk))
+            return ()
+        rest = chunk
+        while rest:
+            fates, done = process_until(rest[:INLINE_SLICE], time.monotonic() + REPORT_EVERY_S,
+                                        may_wait=True)
+            if fates:
+                self.results.put(fates)
+            if done == 0:
+                return ()  # abandoned (a second stop signal): start no further record
+            rest = rest[done:]
+            if rest and yield_to_retries and self._retries_queued[lane]:
+                return rest
+        return ()
 
     def _done(self, lane: int) -> None:
         with self._backlog_lock:
             self._backlog[lane] -= 1
+

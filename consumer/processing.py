@@ -113,18 +113,20 @@ class RecordProcessor:
 
     def process_chunk(self, records: Sequence[InboundRecord]) -> list[Fate]:
         """Decide the fate of each record; republished ones are final only on ack."""
-        return self.process_until(records, None)[0]
+        return self.process_until(records, None, may_wait=True)[0]
 
-    def process_until(self, records: Sequence[InboundRecord],
-                      deadline: float | None) -> tuple[list[Fate], int]:
+    def process_until(self, records: Sequence[InboundRecord], deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
         """``process_chunk`` that stops after the first record finished past ``deadline``.
 
         ``deadline`` is on the clock's monotonic scale; returns the fates and how many
         records (a prefix of ``records``) were processed. Lets the poll thread run quick
-        work itself without ever being held up for more than one handler call past it.
-        With a deadline nothing sleeps: a record whose first call failed and is due for
-        quick retries ends the prefix, carrying that failure, so a lane thread makes the
-        retries (the handler is still called exactly ``in_process_attempts`` times).
+        work itself without ever being held up for more than one handler call past it, and
+        a lane thread report fates as they are decided rather than at the end of a long
+        chunk. Unless it ``may_wait`` (lane threads may), nothing sleeps: a record whose
+        first call failed and is due for quick retries ends the prefix, carrying that
+        failure, so a lane thread makes the retries (the handler is still called exactly
+        ``in_process_attempts`` times).
         """
         codec = self._codec
         for record in records:
@@ -135,7 +137,6 @@ class RecordProcessor:
         delivered: list[str] = []
         monotonic = self._clock.monotonic
         processed = 0
-        may_wait = deadline is None
         spans = self._telemetry.tracing_live
         # The common case (nothing records spans, no failure carried, not seen before) is
         # ``_decide`` and ``_deliver`` inlined: two calls fewer per event. An incoming trace

@@ -74,12 +74,14 @@ class Runner:
         self._paused = PausedPartitions()
         self._seek_backs = SeekBacks()
         self._undelivered_checked_at = float("-inf")  # clock.monotonic() of the last check
-        self._throttled = False
+        self._throttled = False  # back-pressure holds every partition (max_in_flight)
+        self._main_held = False  # back-pressure holds the main topic's (the lanes' limit)
         self._assigned: set[TopicPartitionKey] = set()
         self._acks: list[tuple[Republished, str | None]] = []
         self._acks_lock = threading.Lock()
         self._stop = threading.Event()
         self._hurry = False
+        self._drained = False  # the shutdown drain ran: closing's revoke need not drain again
         self._fatal: BaseException | None = None
         self.stats: Counter[str] = Counter()
         self._lanes = lanes_factory(self._on_republished)
@@ -117,8 +119,8 @@ class Runner:
         try:
             while not self._stop.is_set() and self._fatal is None:
                 self._service()
-                self._apply_backpressure()
-                messages = self._next_batch(self._poll_timeout_s())
+                room = self._apply_backpressure()
+                messages = self._next_batch(self._poll_timeout_s(), room)
                 if messages:
                     self._accept(messages)
                 if self._clock.monotonic() - self._undelivered_checked_at >= CHECK_INTERVAL_S:
@@ -130,20 +132,21 @@ class Runner:
 
     # -- the loop's steps -------------------------------------------------------------------
 
-    def _next_batch(self, timeout_s: float) -> list[Message]:
-        """Up to BATCH_SIZE records, waiting at most ``timeout_s`` for the first one.
+    def _next_batch(self, timeout_s: float, room: int) -> list[Message]:
+        """Up to ``room`` records (BATCH_SIZE at most), waiting ``timeout_s`` for the first.
 
         ``consume(n, timeout)`` waits for n records or the whole timeout, which would hold a
         lone record back; ``poll`` returns as soon as one arrives, then the rest is taken
         without waiting.
         """
-        messages: list[Message] = self._consumer.consume(BATCH_SIZE, 0)
+        size = max(1, min(BATCH_SIZE, room))
+        messages: list[Message] = self._consumer.consume(size, 0)
         if messages:
             return messages
         first = self._consumer.poll(timeout_s)
         if first is None:
             return []
-        return [first, *self._consumer.consume(BATCH_SIZE - 1, 0)]
+        return [first, *self._consumer.consume(size - 1, 0)] if size > 1 else [first]
 
     def _accept(self, messages: list[Message]) -> None:
         """Hold back records not yet due, track and dispatch the rest (decoded later).
@@ -216,15 +219,39 @@ class Runner:
     def _poll_timeout_s(self) -> float:
         return self._paused.wait_s(self._clock.now_ms(), IDLE_POLL_S)
 
-    def _apply_backpressure(self) -> None:
-        """Stop fetching while too many records are in flight; fetch again when below half."""
+    def _apply_backpressure(self) -> int:
+        """Hold fetching while too many records are in flight; fetch again below half.
+
+        Two limits. First attempts (the main topic) are held at the lanes' ``in_flight_limit``:
+        ``max_in_flight``, or less when the handler is slow (about a second of work), so a
+        slow downstream never builds minutes of queued work. Retry tiers are held only at
+        ``max_in_flight``: a retry record is fetched when it is due, and must not wait
+        behind first attempts (the lanes also take it before them). Returns how many more
+        records may be taken now.
+        """
         in_flight = self._book.in_flight()
-        if not self._throttled and in_flight >= self._max_in_flight:
-            self._throttled = True
-            self._consumer.pause([TopicPartition(t, p) for t, p in self._assigned])
-        elif self._throttled and in_flight < self._max_in_flight // 2:
-            self._throttled = False
-            self._consumer.resume([TopicPartition(t, p) for t, p in self._assigned
+        ceiling = self._max_in_flight
+        limit = self._lanes.in_flight_limit(ceiling)
+        hold_all = in_flight >= (ceiling // 2 if self._throttled else ceiling)
+        hold_main = in_flight >= (limit // 2 if self._main_held else limit)
+        main_was_held = self._throttled or self._main_held
+        tiers_were_held = self._throttled
+        self._throttled, self._main_held = hold_all, hold_main
+        if (hold_all or hold_main) != main_was_held:
+            self._hold(self._main_partitions(), hold_all or hold_main)
+        if hold_all != tiers_were_held:
+            self._hold([tp for tp in self._assigned if tp[0] in self._tier_by_topic], hold_all)
+        return (ceiling if hold_main else limit) - in_flight
+
+    def _main_partitions(self) -> list[TopicPartitionKey]:
+        return [tp for tp in self._assigned if tp[0] not in self._tier_by_topic]
+
+    def _hold(self, partitions: list[TopicPartitionKey], hold: bool) -> None:
+        """Pause ``partitions``, or resume those not waiting for a due head."""
+        if hold:
+            self._consumer.pause([TopicPartition(t, p) for t, p in partitions])
+        else:
+            self._consumer.resume([TopicPartition(t, p) for t, p in partitions
                                    if (t, p) not in self._paused])
 
     def _service(self, wait_s: float = 0.0) -> None:
@@ -377,22 +404,24 @@ class Runner:
         assignment of the same partition to the same client. A retry partition that was
         waiting for its head when a rebalance took it away would come back paused, with no
         due time left to resume it (``_on_revoke`` forgets it): its records would wait until
-        the process restarted. So every assigned partition is resumed here (or paused, while
-        back-pressure holds every partition).
+        the process restarted. So every assigned partition is resumed here, or paused while
+        back-pressure holds it (see ``_apply_backpressure``).
         """
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
-        if partitions:
-            if self._throttled:
-                consumer.pause(partitions)
-            else:
-                consumer.resume(partitions)
+        held = [tp for tp in partitions if self._throttled or (
+            self._main_held and tp.topic not in self._tier_by_topic)]
+        if held:
+            consumer.pause(held)
+        if len(held) < len(partitions):
+            consumer.resume([tp for tp in partitions if tp not in held])
         LOG.info("assigned %d partitions", len(partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         for tp in revoked:
             self._paused.forget(tp)  # never resume a partition that is going away
-        self._drain(revoked, self._drain_timeout_s)
+        if not self._drained:  # at shutdown the drain has run already (and said what is left)
+            self._drain(revoked, self._drain_timeout_s)
         self._step_over_undelivered(revoked)
         self._commit()
         self._forget(revoked)
@@ -436,6 +465,7 @@ class Runner:
 
     def _shutdown(self) -> None:
         self._drain(None, self._drain_timeout_s)
+        self._drained = True
         self._producer.flush(self._drain_timeout_s)
         self._service()
         self._step_over_undelivered(self._assigned)

@@ -12,6 +12,7 @@ from consumer.lanes import (
     INLINE_SLICE,
     LONG_RUN_S,
     PROBE_QUIET_S,
+    QUEUED_WORK_S,
     SLOW_CHUNK_S,
     SLOW_RUNS_TO_LEAVE,
     BoundedChunkProcessor,
@@ -23,9 +24,11 @@ from consumer.records import Delivered, Fate, InboundRecord
 from retry_topics.headers import RecordHeaders
 
 
-def _record(key: bytes, offset: int) -> InboundRecord:
+def _record(key: bytes, offset: int, attempts: int | None = None) -> InboundRecord:
+    """A record of topic attempt 1, or ``attempts + 1`` (a retry tier's record)."""
     return InboundRecord(topic="t", partition=0, offset=offset, timestamp_ms=None, key=key,
-                         value=b"", raw_headers=(), decoded_headers=RecordHeaders(), event=None)
+                         value=b"", raw_headers=(),
+                         decoded_headers=RecordHeaders(attempts=attempts), event=None)
 
 
 def _collect(lanes: Lanes, count: int) -> list[Fate]:
@@ -111,7 +114,8 @@ def test_inline_lane_processes_on_the_calling_thread_and_reports_failures() -> N
 def _delivered_on(threads: list[str]) -> BoundedChunkProcessor:
     """A bounded processor that notes the thread it ran on and finishes every record."""
     def process_until(chunk: Sequence[InboundRecord],
-                      _deadline: float | None) -> tuple[list[Fate], int]:
+                      _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
         threads.append(threading.current_thread().name)
         return [Delivered(record) for record in chunk], len(chunk)
     return process_until
@@ -132,17 +136,15 @@ def test_a_lane_with_queued_work_is_never_overtaken_by_the_caller() -> None:
     release = threading.Event()
     order: list[int] = []
 
-    def slow_process(chunk: Sequence[InboundRecord]) -> list[Fate]:
-        release.wait(10)
-        order.extend(r.offset for r in chunk)
-        return [Delivered(r) for r in chunk]
-
     def process_until(chunk: Sequence[InboundRecord],
-                      _deadline: float | None) -> tuple[list[Fate], int]:
+                      _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
+        if may_wait and chunk[0].offset == 0:  # slow on the lane thread
+            release.wait(10)
         order.extend(r.offset for r in chunk)
         return [Delivered(r) for r in chunk], len(chunk)
 
-    lanes = Lanes(1, slow_process, process_until)
+    lanes = Lanes(1, lambda chunk: [], process_until)
     lanes._quick = False  # the first chunk goes to the (slow) lane thread
     lanes.dispatch([_record(b"a", 0)])
     lanes._quick = True  # quick again, but lane 0 is busy: the next chunk must queue
@@ -162,7 +164,8 @@ def test_work_past_the_budget_goes_to_the_lane_thread_until_the_next_probe() -> 
         return [Delivered(r) for r in chunk]
 
     def process_until(chunk: Sequence[InboundRecord],
-                      _deadline: float | None) -> tuple[list[Fate], int]:
+                      _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
         first = chunk[0]  # a slow handler call: the deadline passes after the first record
         ran_on.append((threading.current_thread().name, first.offset))
         return [Delivered(first)], 1
@@ -196,7 +199,8 @@ def test_one_slow_handler_call_leaves_the_rest_of_the_dispatch_to_the_lane_threa
         return [Delivered(r) for r in chunk]
 
     def process_until(chunk: Sequence[InboundRecord],
-                      _deadline: float | None) -> tuple[list[Fate], int]:
+                      _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
         time.sleep(LONG_RUN_S * 1.5)  # one slow handler call
         ran_on.append((threading.current_thread().name, chunk[0].key))
         return [Delivered(chunk[0])], 1
@@ -228,18 +232,15 @@ def test_no_probe_runs_on_the_caller_after_a_slow_lane_chunk_even_if_a_quick_one
     slow_key, quick_key = _keys_for_lanes(2)
     ran_on: list[tuple[str, bytes | None]] = []
 
-    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
-        if chunk[0].key == slow_key:
-            time.sleep(SLOW_CHUNK_S * 1.2)
-        ran_on.extend((threading.current_thread().name, r.key) for r in chunk)
-        return [Delivered(r) for r in chunk]
-
     def process_until(chunk: Sequence[InboundRecord],
-                      _deadline: float | None) -> tuple[list[Fate], int]:
+                      _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
+        if may_wait and chunk[0].key == slow_key:  # slow on a lane thread
+            time.sleep(SLOW_CHUNK_S * 1.2)
         ran_on.extend((threading.current_thread().name, r.key) for r in chunk)
         return [Delivered(r) for r in chunk], len(chunk)
 
-    lanes = Lanes(2, process, process_until)
+    lanes = Lanes(2, lambda chunk: [], process_until)
     lanes._leave_to_threads()  # as after a slow run
     lanes.dispatch([_record(slow_key, 0)])
     assert len(_collect(lanes, 1)) == 1
@@ -263,13 +264,16 @@ def test_no_probe_runs_on_the_caller_while_a_lane_is_in_a_long_call() -> None:
     hung_key, other_key = _keys_for_lanes(2)
     release = threading.Event()
 
-    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
-        if chunk[0].key == hung_key:
-            release.wait(10)
-        return [Delivered(r) for r in chunk]
-
     ran_here: list[str] = []
-    lanes = Lanes(2, process, _delivered_on(ran_here))
+    on_caller = _delivered_on(ran_here)
+
+    def process_until(chunk: Sequence[InboundRecord], deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
+        if may_wait and chunk[0].key == hung_key:  # hangs on a lane thread
+            release.wait(10)
+        return on_caller(chunk, deadline, may_wait=may_wait)
+
+    lanes = Lanes(2, lambda chunk: [], process_until)
     lanes._leave_to_threads()
     lanes.dispatch([_record(hung_key, 0)])  # a call that hangs on a lane thread
     hung_lane = zlib.crc32(hung_key) % 2
@@ -318,7 +322,8 @@ def test_discard_pending_drops_queued_chunks_abandons_running_ones_and_ends_idle
 
 def test_a_failure_on_the_calling_thread_is_reported_like_a_lane_failure() -> None:
     def process_until(_chunk: Sequence[InboundRecord],
-                      _deadline: float | None) -> tuple[list[Fate], int]:
+                      _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
         raise RuntimeError("store down")
 
     lanes = Lanes(2, lambda chunk: [], process_until)
@@ -338,3 +343,69 @@ def test_inline_lane_processes_a_batch_in_slices() -> None:
     lane = InlineLane(process)
     lane.dispatch([_record(b"k", n) for n in range(INLINE_SLICE * 2 + 1)])
     assert sizes == [INLINE_SLICE, INLINE_SLICE, 1]
+
+
+def test_a_lane_thread_hands_back_fates_before_its_chunk_is_done() -> None:
+    """With a slow downstream a chunk takes seconds: outcomes must not wait for its end."""
+    release = threading.Event()
+
+    def process_until(chunk: Sequence[InboundRecord], _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
+        if chunk[0].offset > 0:
+            release.wait(10)  # every call after the first is slow
+        return [Delivered(chunk[0])], 1  # one call took it past the report deadline
+
+    lanes = Lanes(1, lambda chunk: [], process_until)
+    lanes._leave_to_threads()
+    lanes.dispatch([_record(b"a", 0), _record(b"a", 1), _record(b"a", 2)])
+    first = lanes.results.get(timeout=5)
+    assert not isinstance(first, LaneFailure)
+    assert [fate.record.offset for fate in first] == [0], "reported while 1 and 2 still run"
+    release.set()
+    assert [f.record.offset for f in _collect(lanes, 2)] == [1, 2]
+    lanes.stop()
+
+
+def test_a_lane_takes_queued_retry_records_before_queued_first_attempts() -> None:
+    """A due retry record is not held up behind first attempts queued before it."""
+    release = threading.Event()
+    order: list[int] = []
+
+    def process_until(chunk: Sequence[InboundRecord], _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
+        if chunk[0].offset == 0:
+            release.wait(10)  # the lane is busy while the next chunks queue up
+        order.extend(r.offset for r in chunk)
+        return [Delivered(r) for r in chunk], len(chunk)
+
+    lanes = Lanes(1, lambda chunk: [], process_until)
+    lanes._leave_to_threads()
+    lanes.dispatch([_record(b"a", 0)])
+    deadline = time.monotonic() + 5
+    while not lanes._started_at[0] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    lanes.dispatch([_record(b"a", 1), _record(b"b", 2)])  # first attempts
+    lanes.dispatch([_record(b"c", 3, attempts=1), _record(b"a", 4)])  # a retry, then a first
+    release.set()
+    assert len(_collect(lanes, 5)) == 5
+    lanes.stop()
+    assert order == [0, 3, 1, 2, 4]
+
+
+def test_the_in_flight_limit_follows_the_pace_of_the_lanes() -> None:
+    """Quick work: the ceiling. Slow calls: about QUEUED_WORK_S of work, two per lane at
+    least; the limit shrinks at the first slow chunk and grows back gradually."""
+    lanes = Lanes(4, lambda chunk: [])
+    assert lanes.in_flight_limit(5000) == 5000  # nothing measured yet
+    lanes._note_pace(20e-6)
+    assert lanes.in_flight_limit(5000) == 5000
+    lanes._note_pace(0.1)  # a downstream taking 100 ms a call
+    assert lanes.in_flight_limit(5000) == int(4 * QUEUED_WORK_S / 0.1)
+    lanes._note_pace(2.0)
+    assert lanes.in_flight_limit(5000) == 8  # two per lane
+    lanes._note_pace(20e-6)  # quick again: one sample does not undo it
+    assert lanes.in_flight_limit(5000) == 8
+    for _ in range(40):
+        lanes._note_pace(20e-6)
+    assert lanes.in_flight_limit(5000) == 5000
+    lanes.stop()

@@ -451,3 +451,21 @@ def test_with_a_deadline_nothing_sleeps_and_quick_retries_are_handed_over() -> N
     assert len(fx.handler.calls) == 3  # first call, one quick retry, the second event
     assert fx.clock.monotonic() - started == pytest.approx(0.1)  # the first quick wait
     assert first.carried_failure is None
+
+
+def test_a_lane_with_a_deadline_makes_the_quick_retries_itself_and_stops_past_it() -> None:
+    """A lane thread reports fates every few tens of ms: it passes a deadline but may wait,
+    so a failed first call is retried in place (not handed over) and the prefix ends after
+    the first record finished past the deadline."""
+    fx = Fixture(ScriptedHandler(TransientError("503", error_class="http.503")),
+                 quick_attempts=3)
+    first, second = (record(sample_event("appointment.scheduled", event_id=f"evt-{n}"),
+                            offset=n) for n in range(2))
+    started = fx.clock.monotonic()
+    fates, processed = fx.processor.process_until([first, second], started + 0.05,
+                                                  may_wait=True)
+    assert processed == 1  # the quick wait (100 ms) took it past the deadline
+    assert [type(fate) for fate in fates] == [Delivered]
+    assert len(fx.handler.calls) == 2  # first call and one quick retry, in place
+    assert first.carried_failure is None
+    assert second.event is not None  # not started: the lane goes on with it next
