@@ -90,6 +90,29 @@ class LaneFailure:
 LaneResult = list[Fate] | LaneFailure
 
 
+class RecentPace:
+    """Seconds per record lately, and how many records that makes ``QUEUED_WORK_S`` of work.
+
+    A slower sample is taken at once (a downstream turning slow must shrink the work let in
+    before minutes of it queue up), a quicker one gradually. Written by lane threads and
+    the poll thread alike: a float, so a lost update only delays the estimate by a chunk.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0  # 0.0: nothing measured yet
+
+    def note(self, seconds_per_record: float) -> None:
+        pace = self.seconds
+        self.seconds = seconds_per_record if seconds_per_record > pace else \
+            pace + PACE_DECAY * (seconds_per_record - pace)
+
+    def limit(self, workers: int, ceiling: int, floor: int) -> int:
+        """Records that ``workers`` get through in ``QUEUED_WORK_S``, within the bounds."""
+        if self.seconds <= 0.0:
+            return ceiling
+        return max(floor, min(ceiling, int(workers * QUEUED_WORK_S / self.seconds)))
+
+
 class InlineLane:
     """``delivery.concurrency = 1``: the poll thread processes each batch itself.
 
@@ -101,13 +124,17 @@ class InlineLane:
     def __init__(self, process: ChunkProcessor, abandon: Callable[[], None] | None = None) -> None:
         self._process = process
         self._abandon = abandon
+        self._pace = RecentPace()
         self.results: queue.SimpleQueue[LaneResult] = queue.SimpleQueue()
 
     def dispatch(self, records: Sequence[InboundRecord]) -> None:
         """Process ``records`` now, in slices (a slice's decoded events stay in cache)."""
         try:
             for start in range(0, len(records), INLINE_SLICE):
-                self.results.put(self._process(records[start:start + INLINE_SLICE]))
+                chunk = records[start:start + INLINE_SLICE]
+                began = time.monotonic()
+                self.results.put(self._process(chunk))
+                self._pace.note((time.monotonic() - began) / len(chunk))
         except Exception as exc:  # noqa: BLE001 - reported like a lane failure
             self.results.put(LaneFailure(exc))
 
@@ -124,8 +151,12 @@ class InlineLane:
         return True
 
     def in_flight_limit(self, ceiling: int) -> int:
-        """Each batch is finished before the next is consumed: the ceiling never binds."""
-        return ceiling
+        """How many records to take per batch: about ``QUEUED_WORK_S`` of work.
+
+        Why: a batch is processed before the poll loop records outcomes or fetches due
+        retries again, so with a slow handler a full batch would hold both up for minutes.
+        """
+        return self._pace.limit(1, ceiling, 1)
 
 
 class Lanes:
@@ -150,7 +181,7 @@ class Lanes:
         # slow chunk last finished, and when each lane's running chunk started (0.0: idle).
         self._slow_chunk_at = float("-inf")
         self._started_at = [0.0] * count
-        self._pace_s = 0.0  # recent seconds per record (see ``_note_pace``)
+        self._pace = RecentPace()
         self.results: queue.SimpleQueue[LaneResult] = queue.SimpleQueue()
         # (0 for retry records, 1 for first attempts; sequence; chunk or None to stop)
         self._queues: list[queue.PriorityQueue[
@@ -218,7 +249,7 @@ class Lanes:
             return
         self.results.put(fates)
         elapsed = time.monotonic() - started
-        self._note_pace(elapsed / max(done, 1))
+        self._pace.note(elapsed / max(done, 1))
         if elapsed > LONG_RUN_S:
             self._leave_to_threads()
         elif done < len(chunk) or elapsed > done * QUICK_RECORD_S:
@@ -252,16 +283,6 @@ class Lanes:
                 self._retries_queued[lane] += 1
         self._queues[lane].put((0 if retry else 1, next(self._enqueued), chunk))
 
-    def _note_pace(self, seconds_per_record: float) -> None:
-        """Follow the recent pace: a slower sample at once, a quicker one gradually.
-
-        Written by the lane threads and the caller alike (a float: a lost update only
-        delays the estimate by one chunk).
-        """
-        pace = self._pace_s
-        self._pace_s = seconds_per_record if seconds_per_record > pace else \
-            pace + PACE_DECAY * (seconds_per_record - pace)
-
     def in_flight_limit(self, ceiling: int) -> int:
         """How many records the runner should let be in flight: ``QUEUED_WORK_S`` of work.
 
@@ -271,10 +292,7 @@ class Lanes:
         ceiling binds as before.
         """
         lanes = len(self._queues)
-        pace = self._pace_s
-        if pace <= 0.0:
-            return ceiling
-        return max(2 * lanes, min(ceiling, int(lanes * QUEUED_WORK_S / pace)))
+        return self._pace.limit(lanes, ceiling, 2 * lanes)
 
     def discard_pending(self) -> None:
         """Drop the chunks not started yet, and stop running ones after their current record.
@@ -325,7 +343,7 @@ class Lanes:
             took, ran = finished - started, len(chunk) - len(rest)
             if took >= SLOW_CHUNK_S or took >= SLOW_PACE_S * ran:
                 self._slow_chunk_at = finished
-            self._note_pace(took / max(ran, 1))
+            self._pace.note(took / max(ran, 1))
             if rest:  # a retry chunk came in: it runs first, then the rest in its old place
                 lane_queue.put((priority, sequence, rest))
             else:

@@ -397,15 +397,28 @@ def test_the_in_flight_limit_follows_the_pace_of_the_lanes() -> None:
     least; the limit shrinks at the first slow chunk and grows back gradually."""
     lanes = Lanes(4, lambda chunk: [])
     assert lanes.in_flight_limit(5000) == 5000  # nothing measured yet
-    lanes._note_pace(20e-6)
+    lanes._pace.note(20e-6)
     assert lanes.in_flight_limit(5000) == 5000
-    lanes._note_pace(0.1)  # a downstream taking 100 ms a call
+    lanes._pace.note(0.1)  # a downstream taking 100 ms a call
     assert lanes.in_flight_limit(5000) == int(4 * QUEUED_WORK_S / 0.1)
-    lanes._note_pace(2.0)
+    lanes._pace.note(2.0)
     assert lanes.in_flight_limit(5000) == 8  # two per lane
-    lanes._note_pace(20e-6)  # quick again: one sample does not undo it
+    lanes._pace.note(20e-6)  # quick again: one sample does not undo it
     assert lanes.in_flight_limit(5000) == 8
     for _ in range(40):
-        lanes._note_pace(20e-6)
+        lanes._pace.note(20e-6)
     assert lanes.in_flight_limit(5000) == 5000
     lanes.stop()
+
+
+def test_a_slow_inline_lane_asks_for_batches_of_about_a_second_of_work() -> None:
+    """concurrency = 1: outcomes are recorded and due retries fetched between batches, so
+    with a slow handler a batch must be small."""
+    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
+        time.sleep(0.02 * len(chunk))  # 20 ms a record
+        return [Delivered(r) for r in chunk]
+
+    lane = InlineLane(process)
+    assert lane.in_flight_limit(500) == 500  # nothing measured yet
+    lane.dispatch([_record(b"a", 0), _record(b"b", 1)])
+    assert 20 <= lane.in_flight_limit(500) <= int(QUEUED_WORK_S / 0.02)
