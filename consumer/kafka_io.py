@@ -1,6 +1,9 @@
 """The edge to confluent-kafka: client construction, publishing, and record conversion.
 
-The only module of the consumer that builds Kafka clients. Consumers never store offsets
+The module of the consumer that builds Kafka clients, through ``kafka_client``:
+librdkafka checks every property when a client is built, and a property it refuses (an
+unknown name, a bad value) becomes a ``ConfigError`` naming ``[kafka.client]``, so a command
+stops with one line and exit code 2 rather than a traceback. Consumers never store offsets
 automatically (``enable.auto.offset.store=False``): the runner stores an offset only after
 the record's fate is durable, and librdkafka's auto-commit then commits stored offsets.
 ``fetch.wait.max.ms`` is lowered so a retry partition resumed at its due time is fetched
@@ -9,19 +12,59 @@ promptly instead of up to 500 ms later.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
 
 from consumer.config import Settings
+from consumer.errors import ConfigError
 from consumer.processing import OnAck
 from consumer.records import InboundRecord
 from retry_topics.headers import Header
 
+#: Where an operator finds the valid librdkafka properties and values.
+LIBRDKAFKA_PROPERTIES = "https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md"
+Client = TypeVar("Client")
+
+
+def kafka_client(factory: Callable[[dict[str, Any]], Client], config: dict[str, Any],
+                 kind: str) -> Client:
+    """``factory(config)``; a property librdkafka refuses raises ``ConfigError``.
+
+    Building a client does no network I/O, so whatever its constructor raises is about the
+    settings: ``KafkaException`` (``_INVALID_ARG``: unknown property, bad value, unreadable
+    certificate) or ``ValueError`` / ``TypeError`` (a value confluent-kafka cannot take).
+    ``kind`` names the client in the message (``consumer``, ``producer``, ``admin client``).
+    """
+    try:
+        return factory(config)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise client_settings_error(exc, kind) from exc
+
+
+def client_settings_error(error: Exception, kind: str) -> ConfigError:
+    """The ``ConfigError`` for librdkafka refusing the settings of a ``kind`` client."""
+    first = error.args[0] if error.args else None
+    reason = first.str() if isinstance(first, KafkaError) else str(error)
+    return ConfigError(f"[kafka.client]: librdkafka refused the {kind} settings: {reason} "
+                       f"(valid properties: {LIBRDKAFKA_PROPERTIES})")
+
+
+def build_admin(settings: Settings, **overrides: Any) -> AdminClient:
+    """An admin client with the settings' admin properties (see ``Settings.admin_config``)."""
+    return kafka_client(AdminClient, settings.admin_config(**overrides), "admin client")
+
+
+def producer_from(config: dict[str, Any]) -> Producer:
+    """A producer of exactly ``config`` (for ``EventPublisher``'s ``producer_factory``)."""
+    return kafka_client(Producer, config, "producer")
+
 
 def build_consumer(settings: Settings, **overrides: Any) -> Consumer:
     """The group consumer of ``run``: manual offset storage, prompt fetches."""
-    return Consumer(settings.consumer_config(**{
+    return kafka_client(Consumer, settings.consumer_config(**{
         "group.id": settings.kafka.group_id,
         "enable.auto.commit": True,
         "auto.commit.interval.ms": 1000,
@@ -30,18 +73,18 @@ def build_consumer(settings: Settings, **overrides: Any) -> Consumer:
         "fetch.wait.max.ms": 25,
         "enable.partition.eof": False,
         **overrides,
-    }))
+    }), "consumer")
 
 
 def build_producer(settings: Settings, **overrides: Any) -> Producer:
     """An idempotent producer: acknowledged by all in-sync replicas, no duplicates on retry."""
-    return Producer(settings.producer_config(**{
+    return kafka_client(Producer, settings.producer_config(**{
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
         "message.timeout.ms": 60_000,
         **overrides,
-    }))
+    }), "producer")
 
 
 class KafkaPublisher:

@@ -36,11 +36,11 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec  # re-exported without a type export
 
 from consumer.config import Settings
-from consumer.errors import ClinicEventsError, ConfigError
+from consumer.errors import ClinicEventsError
+from consumer.kafka_io import build_admin, kafka_client
 from consumer.lag_model import GroupSample, PartitionSample, TopicKind, TopicSample
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import HeaderError
@@ -89,10 +89,7 @@ class LagProbe:
         self._clock = clock or SystemClock()
         self._scan_cap = scan_cap
         self._timeout = timeout_s
-        try:
-            self._admin = AdminClient(settings.admin_config())
-        except KafkaException as exc:
-            raise ConfigError(f"Kafka client settings: {exc}") from exc
+        self._admin = build_admin(settings)
         self._reader: Consumer | None = None
 
     def __enter__(self) -> LagProbe:
@@ -246,7 +243,8 @@ class LagProbe:
                 "enable.auto.commit": False, "enable.auto.offset.store": False,
                 "enable.partition.eof": True, "auto.offset.reset": "earliest",
             }
-            self._reader = Consumer(self._settings.consumer_config(**overrides))
+            self._reader = kafka_client(Consumer, self._settings.consumer_config(**overrides),
+                                        "consumer")
         return self._reader
 
 

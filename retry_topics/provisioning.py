@@ -6,7 +6,9 @@ dead-letter topic with fewer partitions than configured is refused with ``TopicL
 rather than silently used, because per-key ordering and consumer parallelism assume the
 configured count (a topic with *more* partitions is accepted). The audit topic has one
 partition (it is a log of operator actions, read in order) and is kept forever; the DLQ is
-kept four weeks so people have time to review it.
+kept four weeks so people have time to review it. Settings librdkafka refuses when the admin
+client is built (an unknown or invalid ``[kafka.client]`` property) raise
+``ClientSettingsError``: bad configuration, not an unreachable broker.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from retry_topics.errors import RetryTopicsError
 from retry_topics.naming import audit_topic_name
 from retry_topics.policy import RetryPolicy
 
-__all__ = ["ProvisioningSettings", "TopicLayoutError", "TopicReport", "ensure_topics"]
+__all__ = [
+    "ClientSettingsError", "PartitionCountError", "ProvisioningSettings", "TopicLayoutError",
+    "TopicReport", "ensure_topics",
+]
 
 DLQ_RETENTION_MS = 28 * 24 * 3600 * 1000
 
@@ -36,6 +41,14 @@ class PartitionCountError(TopicLayoutError):
 
     The configuration does not fit the cluster: the commands treat it as bad configuration
     (exit code 2), unlike a broker that cannot be reached or refuses a creation (exit 1).
+    """
+
+
+class ClientSettingsError(TopicLayoutError, ValueError):
+    """librdkafka refused the admin client's properties (``[kafka.client]``).
+
+    Bad configuration, like ``PartitionCountError``: the commands report it as a
+    configuration error (exit code 2).
     """
 
 
@@ -78,7 +91,13 @@ def planned_topics(policy: RetryPolicy, partitions: int) -> dict[str, tuple[int,
 def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) -> TopicReport:
     """Create whatever topics are missing and check the partition counts of the rest."""
     config = settings.admin_config()
-    admin = AdminClient(config)
+    try:
+        admin = AdminClient(config)
+    except (KafkaException, ValueError, TypeError) as exc:  # nothing is sent while building
+        first = exc.args[0] if exc.args else None
+        reason = first.str() if isinstance(first, KafkaError) else str(exc)
+        raise ClientSettingsError(f"[kafka.client]: librdkafka refused the admin client "
+                                  f"settings: {reason}") from exc
     plan = planned_topics(settings.retry, settings.topics.partitions)
     try:
         metadata = admin.list_topics(timeout=timeout_s)

@@ -25,14 +25,16 @@ from rich.text import Text
 
 from consumer.commands.options import (
     Duration,
+    as_config_error,
     config_option,
     json_option,
     layout_exit_code,
     settings_from,
 )
+from consumer.kafka_io import producer_from
 from consumer.publishing import EventPublisher, PublishSummary, TokenBucket
 from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
-from retry_topics.provisioning import TopicLayoutError
+from retry_topics.provisioning import ClientSettingsError, TopicLayoutError
 
 _MAX_SHOWN_ERRORS = 50
 
@@ -71,12 +73,15 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
             handle = _open(source, stack)
             publisher = stack.enter_context(EventPublisher(
                 settings, topic=topic, telemetry=Telemetry(provider),
-                create_topics=not no_create_topics, delivery_timeout_ms=timeout))
+                create_topics=not no_create_topics, delivery_timeout_ms=timeout,
+                producer_factory=producer_from))
             lines: Iterable[bytes] = handle
             if sys.stdout.isatty() and not as_json:
                 lines = _with_progress(handle, stack)
             publisher.publish_lines(lines, limiter=limiter)
             summary = publisher.flush()
+    except ClientSettingsError as exc:
+        raise as_config_error(exc) from exc
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(layout_exit_code(exc))

@@ -11,7 +11,12 @@ from types import FrameType
 import click
 
 from consumer.app import build_runner
-from consumer.commands.options import config_option, layout_exit_code, settings_from
+from consumer.commands.options import (
+    as_config_error,
+    config_option,
+    layout_exit_code,
+    settings_from,
+)
 from consumer.gc_tuning import tune_for_streaming
 from consumer.outcome_log import configure_logging
 from consumer.runner import FatalError
@@ -21,7 +26,7 @@ from consumer.telemetry import (
     exports,
     shutdown_providers,
 )
-from retry_topics.provisioning import TopicLayoutError
+from retry_topics.provisioning import ClientSettingsError, TopicLayoutError
 
 
 @click.command("run")
@@ -46,6 +51,8 @@ def run_command(config_path: Path | None, log_level: str) -> None:
         assembly = build_runner(
             settings, tracer_provider=provider if exports("OTEL_TRACES_EXPORTER") else None,
             meter_provider=meters if exports("OTEL_METRICS_EXPORTER") else None)
+    except ClientSettingsError as exc:
+        raise as_config_error(exc) from exc
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(layout_exit_code(exc))
