@@ -6,10 +6,23 @@ Precedence, highest first: ``CLINIC_EVENTS_<SECTION>_<KEY>`` environment variabl
 with ``--config``, else ``$CLINIC_EVENTS_CONFIG``, else ``clinic-events.toml`` in the current
 folder if present; with none, defaults and the environment apply.
 
+Variables: lists are comma-separated; ``CLINIC_EVENTS_RETRY_DELAYS_FROM`` is an inline TOML
+table; ``CLINIC_EVENTS_KAFKA_CLIENT_<PROPERTY>`` sets one librdkafka property (the rest of
+the name lowercased, ``_`` read as ``.``: ``..._SECURITY_PROTOCOL`` is ``security.protocol``)
+and ``CLINIC_EVENTS_KAFKA_CLIENT`` several, as an inline table; both merge into the file's
+``[kafka.client]`` property by property. Any other ``CLINIC_EVENTS_*`` variable must name a
+setting, or be one of ``OTHER_VARIABLES``: a misspelt one is refused, not ignored.
+
+Retry ``delays`` and ``delays_from`` are alternatives (``ALTERNATIVES``). One source (the
+file, or the environment) setting both is refused, since one would be ignored; a key set in
+the environment replaces the file's other one (``CLINIC_EVENTS_RETRY_DELAYS_FROM`` means
+generated tiers even if the file lists delays).
+
 Every problem raises ``ConfigError`` naming the key and the valid values; the CLI turns it
 into one line on stderr and exit code 2. The core sees only the frozen ``Settings``. Extra
-librdkafka properties (``[kafka.client]``) pass through unchanged; values of keys that look
-secret are masked whenever settings are shown.
+librdkafka properties (``[kafka.client]``) pass through unchanged (librdkafka itself judges
+them when a client is built, see ``consumer.kafka_io``); ``KafkaSettings.masked_client``
+shows them with the values of secret-looking keys masked.
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +71,17 @@ PRODUCER_ONLY = frozenset({
 #: broker is not slowed; an unreachable one is logged about once a second, not ~20 times.
 ADMIN_RECONNECT = {"reconnect.backoff.ms": 1000, "reconnect.backoff.max.ms": 10000}
 DEFAULT_FILE = "clinic-events.toml"
+#: ``CLINIC_EVENTS_*`` variables that are not settings (read elsewhere); any other one must
+#: name a setting, so a misspelt variable is refused instead of silently ignored.
+OTHER_VARIABLES = ("CLINIC_EVENTS_CONFIG", "CLINIC_EVENTS_STATE_DIR", "CLINIC_EVENTS_CACHE_DIR")
+CLIENT_VARIABLE = "kafka_client"  # CLINIC_EVENTS_KAFKA_CLIENT[_<PROPERTY>], lowercased
+DELAYS_FROM_EXAMPLE = '{ initial = "5s", multiplier = 4, max = "10m", tiers = 4 }'
+#: (section, key, key, why): one source sets at most one of the two keys; a key set in the
+#: environment replaces the file's other one.
+ALTERNATIVES = (
+    ("retry", "delays", "delays_from",
+     "delays lists the tier delays, delays_from generates them"),
+)
 SECRET_MARKERS = ("password", "secret", "token", "key")
 
 #: section -> key -> default. The single list of valid keys; error messages quote it.
@@ -167,7 +191,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     """Read, merge and validate settings; raise ConfigError on any problem."""
     environ = os.environ if env is None else env
     raw, source = _read_file(path, environ)
-    merged = _merge(raw, environ)
+    merged = _merge(_file_layer(raw), _env_layer(environ), environ)
     return _build(merged, source)
 
 
@@ -185,50 +209,113 @@ def _read_file(path: str | Path | None, env: Mapping[str, str]) -> tuple[dict[st
         raise ConfigError(f"{candidate} is not valid TOML: {exc}") from exc
 
 
-def _merge(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    merged: dict[str, dict[str, Any]] = {s: dict(keys) for s, keys in DEFAULTS.items()}
+Layer = dict[str, dict[str, Any]]
+"""Section -> key -> value, as one source (the file, or the environment) sets them."""
+
+
+def _file_layer(raw: dict[str, Any]) -> Layer:
+    layer: Layer = {}
     for section, values in raw.items():
         if section not in DEFAULTS:
             raise ConfigError(
                 f"unknown section [{section}]; valid sections: {', '.join(DEFAULTS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] must be a table")
-        for key, value in values.items():
+        for key in values:
             _check_key(section, key)
-            merged[section][key] = value
-    file_retry = raw.get("retry", {})
-    if "delays_from" in file_retry:
-        if "delays" in file_retry:  # one would be silently ignored
-            raise ConfigError("retry.delays and retry.delays_from are both set; set one: "
-                              "delays lists the tier delays, delays_from generates them")
-        merged["retry"]["delays"] = None
+        if not isinstance(values.get("client", {}), dict):
+            raise ConfigError("[kafka.client] must be a table of librdkafka properties")
+        layer[section] = dict(values)
+    _check_alternatives(layer, lambda section, key: f"{section}.{key}")
+    return layer
+
+
+def _env_layer(env: Mapping[str, str]) -> Layer:
+    """What the ``CLINIC_EVENTS_*`` variables set; any other such variable is refused.
+
+    ``CLINIC_EVENTS_KAFKA_CLIENT`` (an inline table) and ``CLINIC_EVENTS_KAFKA_CLIENT_<P>``
+    (one property) together form the environment's ``[kafka.client]``, the single
+    properties winning.
+    """
+    layer: Layer = {}
+    table: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES:
+            continue
+        rest = name.removeprefix(ENV_PREFIX).lower()
+        if rest == CLIENT_VARIABLE:
+            table = _inline_table(name, value, '{ "security.protocol" = "SASL_SSL" }')
+        elif rest.startswith(CLIENT_VARIABLE + "_"):
+            prop = rest.removeprefix(CLIENT_VARIABLE + "_").replace("_", ".")
+            if not prop.strip("."):
+                raise ConfigError(f"{name} names no librdkafka property; write "
+                                  f"{ENV_PREFIX}KAFKA_CLIENT_<PROPERTY>, e.g. "
+                                  f"{ENV_PREFIX}KAFKA_CLIENT_SECURITY_PROTOCOL")
+            properties[prop] = value
+        else:
+            section, key = _env_target(name)
+            layer.setdefault(section, {})[key] = _env_value(section, key, value, name)
+    if table or properties:
+        layer.setdefault("kafka", {})["client"] = {**table, **properties}
+    _check_alternatives(layer, lambda section, key: f"{ENV_PREFIX}{section}_{key}".upper())
+    return layer
+
+
+def _check_alternatives(layer: Layer, label: Callable[[str, str], str]) -> None:
+    """Refuse a source that sets both keys of an alternative: one would be ignored."""
+    for section, first, second, why in ALTERNATIVES:
+        values = layer.get(section, {})
+        if first in values and second in values:
+            one, other = label(section, first), label(section, second)
+            raise ConfigError(f"{one} and {other} are both set; set one: {one} or {other}, "
+                              f"not both ({why})")
+
+
+def _merge(file: Layer, env_layer: Layer, env: Mapping[str, str]) -> Layer:
+    """Defaults, then the file, then ``KAFKA_BOOTSTRAP_SERVERS``, then ``CLINIC_EVENTS_*``.
+
+    A key the environment sets replaces the file's alternative to it (``delays`` and
+    ``delays_from``); ``[kafka.client]`` is merged per property.
+    """
+    for section, first, second, _ in ALTERNATIVES:
+        chosen = env_layer.get(section, {})
+        for key, other in ((first, second), (second, first)):
+            if key in chosen:
+                file.get(section, {}).pop(other, None)
+    merged: Layer = {s: dict(keys) for s, keys in DEFAULTS.items()}
+    for section, values in file.items():
+        merged[section].update(values)
     if env.get("KAFKA_BOOTSTRAP_SERVERS"):
         merged["kafka"]["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
-            continue
-        target = _env_target(name)
-        if target is not None:
-            section, key = target
-            merged[section][key] = _env_value(section, key, value)
+    file_client = merged["kafka"]["client"]
+    for section, values in env_layer.items():
+        merged[section].update(values)
+    if "client" in env_layer.get("kafka", {}) and isinstance(file_client, dict):
+        merged["kafka"]["client"] = {**file_client, **env_layer["kafka"]["client"]}
+    if merged["retry"]["delays_from"] is not None:
+        merged["retry"]["delays"] = None  # the default list gives way to generated tiers
     return merged
 
 
-def _env_target(name: str) -> tuple[str, str] | None:
-    """The (section, key) a variable sets; None for other CLINIC_EVENTS_* variables.
-
-    A variable naming a known section but an unknown key is a typo and is refused.
-    """
+def _env_target(name: str) -> tuple[str, str]:
+    """The (section, key) a variable sets; an unknown section or key is refused."""
     rest = name.removeprefix(ENV_PREFIX).lower()
     for section in DEFAULTS:
         if rest.startswith(section + "_"):
             key = rest.removeprefix(section + "_")
             _check_key(section, key, via=name)
             return section, key
-    return None
+    raise ConfigError(
+        f"unknown variable {name}; settings variables are {ENV_PREFIX}<SECTION>_<KEY> with "
+        f"sections {', '.join(s.upper() for s in DEFAULTS)} (and "
+        f"{ENV_PREFIX}KAFKA_CLIENT_<PROPERTY> for librdkafka properties); other variables: "
+        f"{', '.join(OTHER_VARIABLES)}")
 
 
-def _env_value(section: str, key: str, value: str) -> Any:
+def _env_value(section: str, key: str, value: str, name: str) -> Any:
+    if (section, key) == ("retry", "delays_from"):
+        return _inline_table(name, value, DELAYS_FROM_EXAMPLE)
     default = DEFAULTS[section][key]
     if isinstance(default, list):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -242,11 +329,26 @@ def _env_value(section: str, key: str, value: str) -> Any:
     return value
 
 
+def _inline_table(name: str, value: str, example: str) -> dict[str, Any]:
+    """A variable's value read as an inline TOML table, such as ``{ a = "1", b = 2 }``."""
+    hint = f"{name} must be an inline TOML table, e.g. {example}"
+    try:
+        document = tomllib.loads(f"value = {value}")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{hint}: {exc}") from exc
+    table = document.get("value")
+    if set(document) != {"value"} or not isinstance(table, dict):
+        raise ConfigError(f"{hint}, got {value!r}")
+    return table
+
+
 def _check_key(section: str, key: str, via: str | None = None) -> None:
     if key not in DEFAULTS[section]:
         where = via or f"[{section}] {key}"
+        client = (f" ({ENV_PREFIX}KAFKA_CLIENT_<PROPERTY> sets one librdkafka property)"
+                  if via and section == "kafka" else "")
         raise ConfigError(f"unknown key {where}; valid keys in [{section}]: "
-                          f"{', '.join(DEFAULTS[section])}")
+                          f"{', '.join(DEFAULTS[section])}{client}")
 
 
 def _duration(section: str, key: str, value: Any) -> int:
@@ -279,8 +381,10 @@ def _str(section: str, key: str, value: Any) -> str:
 def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
     kafka, topics, retry = merged["kafka"], merged["topics"], merged["retry"]
     client = kafka["client"]
-    if not isinstance(client, dict):
-        raise ConfigError("[kafka.client] must be a table of librdkafka properties")
+    for name, value in client.items():
+        if isinstance(value, dict | list):
+            raise ConfigError(f"[kafka.client] {name!r} must be a string, number or boolean "
+                              f"(a librdkafka property value), got {value!r}")
     topic_settings = TopicSettings(
         main=_str("topics", "main", topics["main"]),
         partitions=_int("topics", "partitions", topics["partitions"], 1),

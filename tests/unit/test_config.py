@@ -219,3 +219,88 @@ def test_admin_clients_get_no_producer_only_or_logger_properties(tmp_path: Path)
     assert "logger" not in admin
     assert admin["socket.timeout.ms"] == "5000"
     assert settings.producer_config()["acks"] == "all"
+
+
+DELAYS_FROM = '{ initial = "5s", multiplier = 4, max = "10m", tiers = 4 }'
+GENERATED = (5_000, 20_000, 80_000, 320_000)
+
+
+def test_delays_from_can_come_from_the_environment_and_replaces_the_files_delays(
+    tmp_path: Path,
+) -> None:
+    """Environment beats file across the alternatives: generated tiers even though the file
+    lists delays, and listed delays even though the file generates them."""
+    listed = _write(tmp_path, '[retry]\ndelays = ["1s", "2s"]\n')
+    env = {"CLINIC_EVENTS_RETRY_DELAYS_FROM": DELAYS_FROM}
+    assert load_settings(None, env=env).retry.delays_ms == GENERATED
+    assert load_settings(listed, env=env).retry.delays_ms == GENERATED
+    generating = _write(tmp_path, f"[retry]\ndelays_from = {DELAYS_FROM}\n")
+    assert load_settings(generating, env={"CLINIC_EVENTS_RETRY_DELAYS": "3s,4s"}
+                         ).retry.delays_ms == (3_000, 4_000)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"CLINIC_EVENTS_RETRY_DELAYS_FROM": "5s"},
+     r"CLINIC_EVENTS_RETRY_DELAYS_FROM must be an inline TOML table, e.g. \{ initial"),
+    ({"CLINIC_EVENTS_RETRY_DELAYS_FROM": "{ initial = 5s }"},
+     r"CLINIC_EVENTS_RETRY_DELAYS_FROM must be an inline TOML table"),
+    ({"CLINIC_EVENTS_RETRY_DELAYS_FROM": '{ initial = "0s", multiplier = 2, max = "1m", '
+                                         "tiers = 2 }"},
+     r"retry.delays_from.initial must be at least 1ms"),
+    ({"CLINIC_EVENTS_RETRY_DELAYS_FROM": '{ initial = "5s" }'},
+     r"retry.delays_from must be a table with exactly initial, multiplier, max, tiers"),
+    ({"CLINIC_EVENTS_RETRY_DELAYS_FROM": DELAYS_FROM, "CLINIC_EVENTS_RETRY_DELAYS": "5s"},
+     r"CLINIC_EVENTS_RETRY_DELAYS and CLINIC_EVENTS_RETRY_DELAYS_FROM are both set; set one"),
+    ({"CLINIC_EVENTS_DELIVER_URL": "http://x"},
+     r"unknown variable CLINIC_EVENTS_DELIVER_URL; settings variables are "
+     r"CLINIC_EVENTS_<SECTION>_<KEY> with sections KAFKA, TOPICS, RETRY, DEDUP, DELIVERY, "
+     r"CLASSIFICATION .*other variables: CLINIC_EVENTS_CONFIG, CLINIC_EVENTS_STATE_DIR, "
+     r"CLINIC_EVENTS_CACHE_DIR"),
+    ({"CLINIC_EVENTS_KAFKA_CLIENT_": "x"}, r"CLINIC_EVENTS_KAFKA_CLIENT_ names no librdkafka"),
+    ({"CLINIC_EVENTS_KAFKA_CLIENT": '"security.protocol=SSL"'},
+     r"CLINIC_EVENTS_KAFKA_CLIENT must be an inline TOML table"),
+    ({"CLINIC_EVENTS_KAFKA_CLIENTID": "x"},
+     r"unknown key CLINIC_EVENTS_KAFKA_CLIENTID; valid keys in \[kafka\]: .*"
+     r"CLINIC_EVENTS_KAFKA_CLIENT_<PROPERTY> sets one librdkafka property"),
+])
+def test_bad_environment_names_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, env=env)
+
+
+def test_kafka_client_properties_can_come_from_the_environment(tmp_path: Path) -> None:
+    """One variable per property (``_`` read as ``.``) or an inline table; the environment
+    beats the file property by property, and the single-property form beats the table."""
+    path = _write(tmp_path, '[kafka.client]\n"security.protocol" = "PLAINTEXT"\n'
+                            '"sasl.username" = "file-user"\n')
+    settings = load_settings(path, env={
+        "CLINIC_EVENTS_KAFKA_CLIENT_SECURITY_PROTOCOL": "SASL_SSL",
+        "CLINIC_EVENTS_KAFKA_CLIENT_CLIENT_ID": "from-env",
+        "CLINIC_EVENTS_KAFKA_CLIENT": '{ "linger.ms" = 20, "client.id" = "from-table" }',
+    })
+    assert settings.kafka.client == {"security.protocol": "SASL_SSL", "sasl.username": "file-user",
+                                     "client.id": "from-env", "linger.ms": "20"}
+    assert settings.producer_config()["security.protocol"] == "SASL_SSL"
+
+
+def test_variables_that_are_not_settings_are_allowed() -> None:
+    settings = load_settings(None, env={"CLINIC_EVENTS_STATE_DIR": "/tmp/x",
+                                        "CLINIC_EVENTS_CACHE_DIR": "/tmp/y"})
+    assert settings.topics.main == "clinic.events"
+
+
+def test_kafka_client_must_be_a_table_of_plain_values(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[kafka.client\] must be a table"):
+        load_settings(_write(tmp_path, '[kafka]\nclient = "x"\n'),
+                      env={"CLINIC_EVENTS_KAFKA_CLIENT_CLIENT_ID": "y"})
+    with pytest.raises(ConfigError, match=r"\[kafka.client\] 'sasl' must be a string, number"):
+        load_settings(_write(tmp_path, '[kafka.client.sasl]\nusername = "u"\n'), env={})
+
+
+def test_cli_refuses_a_misspelt_variable_with_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["topics", "ensure", "--config",
+                                       str(_write(tmp_path, ""))],
+                                env={"CLINIC_EVENTS_DELIVER_URL": "http://x"})
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        "clinic-events: configuration error: unknown variable CLINIC_EVENTS_DELIVER_URL")
