@@ -13,10 +13,11 @@ and ``CLINIC_EVENTS_KAFKA_CLIENT`` several, as an inline table; both merge into 
 ``[kafka.client]`` property by property. Any other ``CLINIC_EVENTS_*`` variable must name a
 setting, or be one of ``OTHER_VARIABLES``: a misspelt one is refused, not ignored.
 
-Retry ``delays`` and ``delays_from`` are alternatives (``ALTERNATIVES``). One source (the
-file, or the environment) setting both is refused, since one would be ignored; a key set in
-the environment replaces the file's other one (``CLINIC_EVENTS_RETRY_DELAYS_FROM`` means
-generated tiers even if the file lists delays).
+Two pairs of keys are alternatives (``ALTERNATIVES``): retry ``delays`` / ``delays_from`` and
+delivery ``url`` / ``handler``. One source (the file, or the environment) setting both is
+refused, since one would be ignored; a key set in the environment replaces the file's other
+one (``CLINIC_EVENTS_RETRY_DELAYS_FROM`` means generated tiers even if the file lists delays).
+With neither url nor handler set, HTTP delivery to ``DEFAULT_DELIVERY_URL`` applies.
 
 Every problem raises ``ConfigError`` naming the key and the valid values; the CLI turns it
 into one line on stderr and exit code 2. The core sees only the frozen ``Settings``. Extra
@@ -76,11 +77,14 @@ DEFAULT_FILE = "clinic-events.toml"
 OTHER_VARIABLES = ("CLINIC_EVENTS_CONFIG", "CLINIC_EVENTS_STATE_DIR", "CLINIC_EVENTS_CACHE_DIR")
 CLIENT_VARIABLE = "kafka_client"  # CLINIC_EVENTS_KAFKA_CLIENT[_<PROPERTY>], lowercased
 DELAYS_FROM_EXAMPLE = '{ initial = "5s", multiplier = 4, max = "10m", tiers = 4 }'
+DEFAULT_DELIVERY_URL = "http://127.0.0.1:8080/events"
 #: (section, key, key, why): one source sets at most one of the two keys; a key set in the
 #: environment replaces the file's other one.
 ALTERNATIVES = (
     ("retry", "delays", "delays_from",
      "delays lists the tier delays, delays_from generates them"),
+    ("delivery", "url", "handler",
+     "url delivers over HTTP, handler calls a Python function instead"),
 )
 SECRET_MARKERS = ("password", "secret", "token", "key")
 
@@ -97,8 +101,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "backoff": "exponential_jitter",
     },
     "dedup": {"store": "sqlite:///.clinic-events/dedup.sqlite3", "ttl": "7d"},
-    "delivery": {"url": "http://127.0.0.1:8080/events", "handler": None, "timeout": "10s",
-                 "concurrency": 16},
+    "delivery": {"url": None, "handler": None, "timeout": "10s", "concurrency": 16},
     "classification": {"transient": [], "permanent": [], "default": "transient"},
 }
 
@@ -276,7 +279,7 @@ def _merge(file: Layer, env_layer: Layer, env: Mapping[str, str]) -> Layer:
     """Defaults, then the file, then ``KAFKA_BOOTSTRAP_SERVERS``, then ``CLINIC_EVENTS_*``.
 
     A key the environment sets replaces the file's alternative to it (``delays`` and
-    ``delays_from``); ``[kafka.client]`` is merged per property.
+    ``delays_from``, ``url`` and ``handler``); ``[kafka.client]`` is merged per property.
     """
     for section, first, second, _ in ALTERNATIVES:
         chosen = env_layer.get(section, {})
@@ -460,8 +463,10 @@ def _build_dedup(dedup: dict[str, Any]) -> DedupSettings:
 
 
 def _build_delivery(delivery: dict[str, Any]) -> DeliverySettings:
-    handler = delivery["handler"]
-    url = None if handler else delivery["url"]
+    handler = delivery["handler"]  # at most one of handler and url is set (ALTERNATIVES)
+    url = delivery["url"] if handler is None else None
+    if handler is None and url is None:
+        url = DEFAULT_DELIVERY_URL
     if handler is not None and (not isinstance(handler, str) or ":" not in handler):
         raise ConfigError(f"delivery.handler must look like 'package.module:function', "
                           f"got {handler!r}")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -17,6 +18,7 @@ from consumer.commands.options import (
     layout_exit_code,
     settings_from,
 )
+from consumer.config import DeliverySettings
 from consumer.gc_tuning import tune_for_streaming
 from consumer.outcome_log import configure_logging
 from consumer.runner import FatalError
@@ -36,6 +38,9 @@ from retry_topics.provisioning import ClientSettingsError, TopicLayoutError
               help="Outcome lines (delivered, duplicate, retried) are INFO; dead-lettered WARNING.")
 def run_command(config_path: Path | None, log_level: str) -> None:
     """Deliver events from the main topic and the retry tiers until stopped.
+
+    The start-up line names the topics, the group and the delivery target (the URL, or the
+    handler).
 
     SIGTERM or SIGINT drains in-flight work, flushes, commits and exits 0. Exit code 2 on bad
     configuration (including an unreachable dedup store), 1 if processing could not go on
@@ -74,8 +79,8 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     click.echo(f"clinic-events: consuming {settings.topics.main} and "
-               f"{len(settings.retry.tiers)} retry tiers as group {settings.kafka.group_id}",
-               err=True)
+               f"{len(settings.retry.tiers)} retry tiers as group {settings.kafka.group_id}, "
+               f"delivering {delivery_target(settings.delivery)}", err=True)
     try:
         assembly.runner.run()
     except FatalError as exc:
@@ -86,6 +91,19 @@ def run_command(config_path: Path | None, log_level: str) -> None:
         shutdown_providers(provider, meters)
     click.echo(f"clinic-events: stopped cleanly ({describe_stats(assembly.runner.stats)})",
                err=True)
+
+
+def delivery_target(delivery: DeliverySettings) -> str:
+    """Where events go, for the start-up line: ``to <url>`` (password masked) or
+    ``with handler <package.module:function>``."""
+    if delivery.handler is not None:
+        return f"with handler {delivery.handler}"
+    url = delivery.url or ""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        url = urlunsplit(parts._replace(netloc=f"{parts.username}:****@{host}"))
+    return f"to {url}"
 
 
 def describe_stats(stats: Mapping[str, int]) -> str:

@@ -262,6 +262,9 @@ def test_delays_from_can_come_from_the_environment_and_replaces_the_files_delays
     ({"CLINIC_EVENTS_KAFKA_CLIENTID": "x"},
      r"unknown key CLINIC_EVENTS_KAFKA_CLIENTID; valid keys in \[kafka\]: .*"
      r"CLINIC_EVENTS_KAFKA_CLIENT_<PROPERTY> sets one librdkafka property"),
+    ({"CLINIC_EVENTS_DELIVERY_URL": "http://x", "CLINIC_EVENTS_DELIVERY_HANDLER": "m:f"},
+     r"CLINIC_EVENTS_DELIVERY_URL and CLINIC_EVENTS_DELIVERY_HANDLER are both set; set one: "
+     r"CLINIC_EVENTS_DELIVERY_URL or CLINIC_EVENTS_DELIVERY_HANDLER, not both"),
 ])
 def test_bad_environment_names_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -287,6 +290,27 @@ def test_variables_that_are_not_settings_are_allowed() -> None:
     settings = load_settings(None, env={"CLINIC_EVENTS_STATE_DIR": "/tmp/x",
                                         "CLINIC_EVENTS_CACHE_DIR": "/tmp/y"})
     assert settings.topics.main == "clinic.events"
+
+
+def test_delivery_url_and_handler_in_one_file_are_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[delivery]\nurl = "http://x/events"\nhandler = "m:f"\n')
+    with pytest.raises(ConfigError, match=r"delivery.url and delivery.handler are both set; "
+                                          r"set one: delivery.url or delivery.handler, not both"):
+        load_settings(path, env={})
+
+
+def test_delivery_target_from_the_environment_replaces_the_files_other_one(
+    tmp_path: Path,
+) -> None:
+    with_handler = _write(tmp_path, '[delivery]\nhandler = "m:f"\n')
+    delivery = load_settings(with_handler, env={"CLINIC_EVENTS_DELIVERY_URL": "http://e/v"}
+                             ).delivery
+    assert (delivery.url, delivery.handler) == ("http://e/v", None)
+    with_url = _write(tmp_path, '[delivery]\nurl = "http://f/v"\n')
+    delivery = load_settings(with_url, env={"CLINIC_EVENTS_DELIVERY_HANDLER": "m:g"}).delivery
+    assert (delivery.url, delivery.handler) == (None, "m:g")
+    delivery = load_settings(None, env={}).delivery
+    assert (delivery.url, delivery.handler) == ("http://127.0.0.1:8080/events", None)
 
 
 def test_kafka_client_must_be_a_table_of_plain_values(tmp_path: Path) -> None:
