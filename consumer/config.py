@@ -362,7 +362,9 @@ def _duration(section: str, key: str, value: Any) -> int:
 
 
 def _positive_duration(section: str, key: str, value: Any) -> int:
-    """A duration of at least 1 ms: a delay of 0 would make a tier run its records at once."""
+    """A duration of at least 1 ms, for durations where 0 means nothing sensible: a retry
+    delay (a tier would run its records at once), the delivery timeout (every call would
+    time out), the dedup ttl (no outcome would be remembered)."""
     ms = _duration(section, key, value)
     if ms < 1:
         raise ConfigError(f"{section}.{key} must be at least 1ms, got {value!r}")
@@ -459,7 +461,7 @@ def _build_dedup(dedup: dict[str, Any]) -> DedupSettings:
     if not store.startswith(("sqlite://", "redis://", "rediss://", "memory://")):
         raise ConfigError(f"dedup.store must start with sqlite://, redis:// or memory://, "
                           f"got {store!r}")
-    return DedupSettings(store=store, ttl_ms=_duration("dedup", "ttl", dedup["ttl"]))
+    return DedupSettings(store=store, ttl_ms=_positive_duration("dedup", "ttl", dedup["ttl"]))
 
 
 def _build_delivery(delivery: dict[str, Any]) -> DeliverySettings:
@@ -474,7 +476,7 @@ def _build_delivery(delivery: dict[str, Any]) -> DeliverySettings:
         raise ConfigError(f"delivery.url must be an http:// or https:// URL, got {url!r}")
     return DeliverySettings(
         url=url, handler=handler,
-        timeout_ms=_duration("delivery", "timeout", delivery["timeout"]),
+        timeout_ms=_positive_duration("delivery", "timeout", delivery["timeout"]),
         concurrency=_int("delivery", "concurrency", delivery["concurrency"], 1),
     )
 

@@ -63,6 +63,13 @@ def test_generated_delays_expand_into_fixed_tiers(tmp_path: Path) -> None:
     assert load_settings(path, env={}).retry.delays_ms == (5_000, 20_000, 80_000, 320_000)
 
 
+def test_quick_retries_may_wait_nothing(tmp_path: Path) -> None:
+    """A first in-process wait of 0 is meaningful (retry at once), unlike the durations
+    refused below."""
+    path = _write(tmp_path, '[retry]\nin_process_backoff = "0ms"\nbackoff = "fixed"\n')
+    assert load_settings(path, env={}).retry.in_process.wait_ms(1) == 0
+
+
 def test_handler_replaces_url(tmp_path: Path) -> None:
     path = _write(tmp_path, '[delivery]\nhandler = "mypkg.handlers:deliver"\n')
     delivery = load_settings(path, env={}).delivery
@@ -86,6 +93,10 @@ def test_handler_replaces_url(tmp_path: Path) -> None:
         ("[kafka\n", {}, r"not valid TOML"),
         ("[retry]\ndelays = [\"0s\", \"5s\"]\n", {},
          r"retry.delays must be at least 1ms, got '0s'"),
+        ("[delivery]\ntimeout = \"0s\"\n", {}, r"delivery.timeout must be at least 1ms, got '0s'"),
+        ("", {"CLINIC_EVENTS_DELIVERY_TIMEOUT": "0ms"},
+         r"delivery.timeout must be at least 1ms, got '0ms'"),
+        ("[dedup]\nttl = \"0d\"\n", {}, r"dedup.ttl must be at least 1ms, got '0d'"),
         ("[retry]\ndelays = [\"5s\"]\ndelays_from = { initial = \"5s\", multiplier = 4, "
          "max = \"10m\", tiers = 4 }\n", {},
          r"retry.delays and retry.delays_from are both set; set one"),
