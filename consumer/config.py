@@ -22,8 +22,8 @@ With neither url nor handler set, HTTP delivery to ``DEFAULT_DELIVERY_URL`` appl
 Every problem raises ``ConfigError`` naming the key and the valid values; the CLI turns it
 into one line on stderr and exit code 2. The core sees only the frozen ``Settings``. Extra
 librdkafka properties (``[kafka.client]``) pass through unchanged (librdkafka itself judges
-them when a client is built, see ``consumer.kafka_io``); ``KafkaSettings.masked_client``
-shows them with the values of secret-looking keys masked.
+them when a client is built, see ``consumer.kafka_io``); ``run`` shows them at start-up
+through ``KafkaSettings.masked_client``, the values of secret-looking keys masked.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ ALTERNATIVES = (
     ("delivery", "url", "handler",
      "url delivers over HTTP, handler calls a Python function instead"),
 )
-SECRET_MARKERS = ("password", "secret", "token", "key")
+#: A ``[kafka.client]`` property whose name contains one of these is shown as ``****``.
+SECRET_MARKERS = ("password", "secret", "token", "key", "oauthbearer.config")
 
 #: section -> key -> default. The single list of valid keys; error messages quote it.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -113,7 +114,7 @@ class KafkaSettings:
     client: Mapping[str, str] = field(default_factory=dict)
 
     def masked_client(self) -> dict[str, str]:
-        """``client`` with secret-looking values replaced, for display and logs."""
+        """``client`` with secret-looking values replaced: what ``run`` shows at start-up."""
         return {k: ("****" if any(m in k.lower() for m in SECRET_MARKERS) else v)
                 for k, v in self.client.items()}
 

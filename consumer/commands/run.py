@@ -39,8 +39,8 @@ from retry_topics.provisioning import ClientSettingsError, TopicLayoutError
 def run_command(config_path: Path | None, log_level: str) -> None:
     """Deliver events from the main topic and the retry tiers until stopped.
 
-    The start-up line names the topics, the group and the delivery target (the URL, or the
-    handler).
+    The start-up lines name the topics, the group, the delivery target (the URL, or the
+    handler) and the [kafka.client] properties (secret-looking values masked).
 
     SIGTERM or SIGINT drains in-flight work, flushes, commits and exits 0. Exit code 2 on bad
     configuration (including an unreachable dedup store), 1 if processing could not go on
@@ -81,6 +81,10 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     click.echo(f"clinic-events: consuming {settings.topics.main} and "
                f"{len(settings.retry.tiers)} retry tiers as group {settings.kafka.group_id}, "
                f"delivering {delivery_target(settings.delivery)}", err=True)
+    if settings.kafka.client:  # secret-looking values masked
+        shown = ", ".join(f"{name}={value}" for name, value
+                          in sorted(settings.kafka.masked_client().items()))
+        click.echo(f"clinic-events: [kafka.client] {shown}", err=True)
     try:
         assembly.runner.run()
     except FatalError as exc:

@@ -61,3 +61,28 @@ def test_a_password_in_the_delivery_url_is_masked() -> None:
     delivery = DeliverySettings(url="https://svc:s3cret@api.example:8443/events", handler=None,
                                 timeout_ms=1000, concurrency=1)
     assert delivery_target(delivery) == "to https://svc:****@api.example:8443/events"
+
+
+@pytest.mark.usefixtures("run_without_kafka")
+def test_the_pass_through_client_properties_are_shown_with_secrets_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLINIC_EVENTS_KAFKA_CLIENT_SASL_USERNAME", "clinic")
+    path = tmp_path / "clinic-events.toml"
+    path.write_text('[kafka.client]\n"sasl.password" = "hunter2"\n'
+                    '"sasl.oauthbearer.config" = "clientSecret=hunter3"\n'
+                    '"security.protocol" = "SASL_SSL"\n')
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert ("clinic-events: [kafka.client] sasl.oauthbearer.config=****, sasl.password=****, "
+            "sasl.username=clinic, security.protocol=SASL_SSL\n") in result.output
+    assert "hunter" not in result.output
+
+
+@pytest.mark.usefixtures("run_without_kafka")
+def test_no_client_line_without_pass_through_properties(tmp_path: Path) -> None:
+    path = tmp_path / "clinic-events.toml"
+    path.write_text("")
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[kafka.client]" not in result.output
