@@ -30,8 +30,9 @@ def ensure(config_path: Path | None, as_json: bool) -> None:
     """Create missing topics (idempotent); refuse existing ones with too few partitions.
 
     Exit code 0 when every topic exists afterwards, 2 when existing topics have fewer
-    partitions than the configuration asks for, 1 when Kafka cannot be reached or refuses a
-    creation; with --json a failure prints ``{"error": ...}`` too.
+    partitions than the configuration asks for or the configuration is bad (a
+    [kafka.client] property librdkafka refuses, ...), 1 when Kafka cannot be reached or
+    refuses a creation; with --json a topic failure prints ``{"error": ...}`` too.
     """
     settings = settings_from(config_path)
     try:
