@@ -227,7 +227,7 @@ def _file_layer(raw: dict[str, Any]) -> Layer:
             raise ConfigError(f"[{section}] must be a table")
         for key in values:
             _check_key(section, key)
-        if not isinstance(values.get("client", {}), dict):
+        if section == "kafka" and not isinstance(values.get("client", {}), dict):
             raise ConfigError("[kafka.client] must be a table of librdkafka properties")
         layer[section] = dict(values)
     _check_alternatives(layer, lambda section, key: f"{section}.{key}")
