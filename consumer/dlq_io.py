@@ -257,7 +257,11 @@ class ReplayPublisher:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReplayRequest:
-    """What an operator asked ``dlq replay`` to do."""
+    """What an operator asked ``dlq replay`` to do.
+
+    ``target`` may be neither the DLQ nor the audit topic: replaying into the DLQ would hand
+    the records to the next replay run again, and the audit topic holds audit records only.
+    """
 
     dlq_topic: str
     audit_topic: str
@@ -269,6 +273,13 @@ class ReplayRequest:
     dry_run: bool = False
     rate: float | None = None
     actor: str | None = None
+
+    def __post_init__(self) -> None:
+        for topic, what in ((self.dlq_topic, "the DLQ itself"),
+                            (self.audit_topic, "the audit topic")):
+            if self.target == topic:
+                raise DlqFilterError(f"--to: {topic} is {what}; replay to a topic the "
+                                     "consumer reads (default: each record's original topic)")
 
 
 @dataclass(slots=True)

@@ -188,7 +188,8 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
 @config_option
 @json_option
 @_filter_options
-@click.option("--to", "target", help="Republish to TOPIC instead of each record's original.")
+@click.option("--to", "target", help="Republish to TOPIC instead of each record's original "
+              "(an existing topic; neither the DLQ nor the audit topic).")
 @click.option("--group", help="Consumer group keeping the replay position "
               "[default: <kafka.group_id>.dlq-replay]; a new one makes an independent pass.")
 @click.option("--dry-run", is_flag=True, help="Print what would be replayed; send nothing.")
@@ -213,11 +214,14 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
     """
     settings = settings_from(config_path)
     main = settings.topics.main
-    request = ReplayRequest(
-        dlq_topic=dlq_topic_name(main), audit_topic=audit_topic_name(main),
-        group=group or f"{settings.kafka.group_id}.dlq-replay", filter=_filter(options),
-        target=target, max_replays=max_replays, force=force, dry_run=dry_run, rate=rate,
-        actor=actor)
+    try:  # refused before Kafka is asked: a bad --to is a usage error
+        request = ReplayRequest(
+            dlq_topic=dlq_topic_name(main), audit_topic=audit_topic_name(main),
+            group=group or f"{settings.kafka.group_id}.dlq-replay", filter=_filter(options),
+            target=target, max_replays=max_replays, force=force, dry_run=dry_run, rate=rate,
+            actor=actor)
+    except DlqFilterError as exc:
+        raise click.UsageError(str(exc)) from exc
     rows: list[dict[str, Any]] = []
 
     def note(record: DlqRecord, decision: Decision) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -84,3 +86,27 @@ def test_an_interrupted_replay_reports_what_it_committed_in_json(
     assert (document["counts"]["examined"], document["counts"]["replayed"]) == (7, 5)
     assert document["dlq_offsets"] == [{"partition": 0, "from": 10, "to": 16}]
     assert "interrupted after 5 record(s) replayed and committed" in result.stderr
+
+
+def _unreachable_config(tmp_path: Path) -> Path:
+    """Settings naming a broker that refuses connections: a command that gets as far as
+    asking Kafka fails slowly and differently, so a quick exit 2 proves it never did."""
+    path = tmp_path / "clinic-events.toml"
+    path.write_text('[kafka]\nbootstrap_servers = "127.0.0.1:1"\n[topics]\nmain = "clinic.events"\n'
+                    f'[dedup]\nstore = "sqlite:///{tmp_path}/dedup.sqlite3"\n')
+    return path
+
+
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)], ids=["replay", "dry-run"])
+@pytest.mark.parametrize(("target", "named"), [("clinic.events.dlq", "the DLQ itself"),
+                                               ("clinic.events.audit", "the audit topic")])
+def test_replay_to_the_dlq_or_the_audit_topic_is_a_usage_error_before_kafka_is_asked(
+    tmp_path: Path, target: str, named: str, dry_run: tuple[str, ...],
+) -> None:
+    config = _unreachable_config(tmp_path)
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["dlq", "replay", "--config", str(config), "--to", target,
+                                       *dry_run])
+    assert result.exit_code == 2, result.output
+    assert f"--to: {target} is {named}" in result.stderr
+    assert time.monotonic() - started < 5  # no Kafka request was waited for
