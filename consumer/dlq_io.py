@@ -20,8 +20,10 @@ leaves both (records and offsets) or neither: the next run uses the same ``trans
 which aborts the leftover transaction, and read-committed readers (the librdkafka default,
 hence the consumer; Java clients need ``isolation.level=read_committed``) never see aborted
 copies. So each DLQ record is republished once in total, however often the replay is
-interrupted. Every run that is not a dry run ends by writing a JSON audit record to
-``<main>.audit``, also when it is interrupted or fails; a run refuses to start without one.
+interrupted. A run asked to stop (``stop_requested``: the command's SIGINT and SIGTERM
+handlers) stops after the record in progress and commits what it republished. Every run that
+is not a dry run ends by writing a JSON audit record to ``<main>.audit``, also when it is
+interrupted or fails; a run refuses to start without one.
 A missing DLQ, or a ``--partition`` it does not have, stops a run before anything else (no
 transaction, no audit record): nothing was examined.
 """
@@ -39,7 +41,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.codec import EventCodec
 from consumer.config import Settings
-from consumer.dedup import open_dedup_store
+from consumer.dedup import DedupStore, open_dedup_store
 from consumer.dlq_model import (
     DlqFilter,
     DlqFilterError,
@@ -63,6 +65,7 @@ COMMIT_INTERVAL_S = 1.0
 EXAMINED_COMMIT_EVERY = 500
 READ_BATCH = 100
 STALL_TIMEOUT_S = 60.0
+STOP_CHECK_S = 0.1  # how often a rate-limited wait looks whether a stop was requested
 TIMEOUT_S = 30.0
 
 Decision = Replay | Skip | None
@@ -117,12 +120,14 @@ class DlqReader:
     def group_metadata(self) -> Any:
         return self._consumer.consumer_group_metadata()
 
-    def read(self, ranges: list[OffsetRange]) -> Iterator[list[DlqRecord]]:
-        """Records of ``ranges`` in chunks, in offset order per partition."""
+    def read(self, ranges: list[OffsetRange],
+             stop_requested: Callable[[], bool] = lambda: False) -> Iterator[list[DlqRecord]]:
+        """Records of ``ranges`` in chunks, in offset order per partition, until the end
+        offsets or until ``stop_requested`` says so."""
         ends = {r.partition: r.end for r in ranges}
         self._consumer.assign([TopicPartition(self.topic, r.partition, r.start) for r in ranges])
         progress_at = time.monotonic()
-        while ends:
+        while ends and not stop_requested():
             chunk = [record for message in self._consumer.consume(READ_BATCH, timeout=0.5)
                      if (record := self._take(message, ends)) is not None]
             if chunk:
@@ -284,22 +289,27 @@ class ReplayRequest:
 
 @dataclass(slots=True)
 class ReplayRun:
-    """Progress of one replay: counts (committed ones for a real run) and the audit record."""
+    """Progress of one replay: counts (committed ones for a real run), how it ended
+    (``completed``, ``interrupted`` or ``failed``) and the audit record once written."""
 
     tally: ReplayTally = field(default_factory=ReplayTally)
     offsets: dict[int, list[int]] = field(default_factory=dict)
+    outcome: str = "completed"
     audit: dict[str, Any] | None = None
 
 
 def replay(settings: Settings, request: ReplayRequest, *,
            on_start: Callable[[int], None] = lambda total: None,
            on_record: Callable[[DlqRecord, Decision], None] = lambda r, d: None,
-           run: ReplayRun | None = None) -> ReplayRun:
+           run: ReplayRun | None = None,
+           stop_requested: Callable[[], bool] = lambda: False) -> ReplayRun:
     """Replay the DLQ records matching the request, from the group's position to the end
     offsets seen at start; ``on_start`` gets the number of records to examine.
 
-    ``run`` (the caller's, if given) holds the committed counts also when the replay ends
-    in an exception, an interruption included, so the caller can report them.
+    Once ``stop_requested`` returns true the replay stops after the record in progress,
+    commits, writes the audit record and returns with ``outcome`` ``interrupted``. ``run``
+    (the caller's, if given) holds the committed counts also when the replay ends in an
+    exception, a KeyboardInterrupt included, so the caller can report them.
     """
     run = run if run is not None else ReplayRun()
     started = _now_iso()
@@ -314,55 +324,39 @@ def replay(settings: Settings, request: ReplayRequest, *,
                                  "never creates one)")
         publisher = None if request.dry_run else ReplayPublisher(
             settings, request.dlq_topic, request.group)
-        outcome = "failed"
+        outcome, ended = "failed", False
         try:
             if publisher is not None:
                 publisher.check_topic(request.audit_topic)  # no replay that cannot be audited
             # Committed positions only after init_transactions aborted a killed run's leftovers.
             ranges = plan_ranges(watermarks, request.filter, reader.committed(list(watermarks)))
             on_start(sum(r.end - r.start for r in ranges))
-            _replay_ranges(settings, request, reader, ranges, publisher, run, on_record)
-            outcome = "completed"
+            stopped = _replay_ranges(settings, request, reader, ranges, publisher, run,
+                                     on_record, stop_requested)
+            outcome, ended = ("interrupted" if stopped else "completed"), True
         except KeyboardInterrupt:
             outcome = "interrupted"
             raise
         finally:
+            run.outcome = outcome
             if publisher is not None:
-                _finish(publisher, request, run, outcome, started)
+                _finish(publisher, request, run, outcome, started, report_errors=ended)
     return run
 
 
 def _replay_ranges(settings: Settings, request: ReplayRequest, reader: DlqReader,
                    ranges: list[OffsetRange], publisher: ReplayPublisher | None,
-                   run: ReplayRun, on_record: Callable[[DlqRecord, Decision], None]) -> None:
+                   run: ReplayRun, on_record: Callable[[DlqRecord, Decision], None],
+                   stop_requested: Callable[[], bool]) -> bool:
+    """Examine and replay ``ranges``, then commit; True if ``stop_requested`` ended it early."""
     store = None if request.force else open_dedup_store(
         settings.dedup.store, settings.dedup.ttl_ms, read_only=True)
-    next_send = time.monotonic()
     try:
-        for chunk in reader.read(ranges):
-            matching = [request.filter.matches(r) for r in chunk]
-            ids = sorted({eid for r, m in zip(chunk, matching, strict=True) if m
-                          if (eid := r.event_id)})
-            outcomes = store.lookup(ids) if store is not None and ids else {}
-            for record, matches in zip(chunk, matching, strict=True):
-                decision = decide_replay(
-                    record, target=request.target, max_replays=request.max_replays,
-                    outcome=outcomes.get(record.event_id or ""), force=request.force,
-                ) if matches else None
-                if isinstance(decision, Replay) and request.rate and publisher is not None:
-                    if (delay := next_send - time.monotonic()) > 0:
-                        publisher.commit(reader.group_metadata())  # no transaction while idle
-                        time.sleep(delay)
-                    next_send = max(next_send, time.monotonic()) + 1 / request.rate
-                if publisher is None:
-                    run.tally.count(decision)
-                else:
-                    publisher.add(record, decision)
-                    if publisher.due():
-                        publisher.commit(reader.group_metadata())
-                on_record(record, decision)
+        stopped = _examine(request, reader, ranges, store, publisher, run, on_record,
+                           stop_requested)
         if publisher is not None:
             publisher.commit(reader.group_metadata())
+        return stopped
     except BaseException:
         if publisher is not None:
             publisher.abort()
@@ -372,11 +366,61 @@ def _replay_ranges(settings: Settings, request: ReplayRequest, reader: DlqReader
             store.close()
 
 
+def _examine(request: ReplayRequest, reader: DlqReader, ranges: list[OffsetRange],
+             store: DedupStore | None, publisher: ReplayPublisher | None, run: ReplayRun,
+             on_record: Callable[[DlqRecord, Decision], None],
+             stop_requested: Callable[[], bool]) -> bool:
+    """Decide on every record of ``ranges`` and hand it to ``publisher`` (a dry run counts it
+    in ``run``); True if a stop was requested before the end. A record waiting for its
+    ``--rate`` slot when the stop comes is left for the next run."""
+    next_send = time.monotonic()
+    for chunk in reader.read(ranges, stop_requested):
+        matching = [request.filter.matches(r) for r in chunk]
+        ids = sorted({eid for r, m in zip(chunk, matching, strict=True) if m
+                      if (eid := r.event_id)})
+        outcomes = store.lookup(ids) if store is not None and ids else {}
+        for record, matches in zip(chunk, matching, strict=True):
+            if stop_requested():
+                return True
+            decision = decide_replay(
+                record, target=request.target, max_replays=request.max_replays,
+                outcome=outcomes.get(record.event_id or ""), force=request.force,
+            ) if matches else None
+            if isinstance(decision, Replay) and request.rate and publisher is not None:
+                if (delay := next_send - time.monotonic()) > 0:
+                    publisher.commit(reader.group_metadata())  # no transaction while idle
+                    if _wait(delay, stop_requested):
+                        return True
+                next_send = max(next_send, time.monotonic()) + 1 / request.rate
+            if publisher is None:
+                run.tally.count(decision)
+            else:
+                publisher.add(record, decision)
+                if publisher.due():
+                    publisher.commit(reader.group_metadata())
+            on_record(record, decision)
+    return stop_requested()
+
+
+def _wait(seconds: float, stop_requested: Callable[[], bool]) -> bool:
+    """Wait ``seconds``, or less if a stop is requested meanwhile; True if one was."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if stop_requested():
+            return True
+        time.sleep(min(left, STOP_CHECK_S))
+    return stop_requested()
+
+
 def _finish(publisher: ReplayPublisher, request: ReplayRequest, run: ReplayRun,
-            outcome: str, started: str) -> None:
-    """Record what was committed in ``run`` and in the audit topic; close the producer."""
+            outcome: str, started: str, *, report_errors: bool) -> None:
+    """Record what was committed in ``run`` and in the audit topic; close the producer.
+
+    A failure to write the audit record is raised if ``report_errors`` (the run ended
+    without an exception of its own), else the run's own exception is the one reported.
+    """
     run.tally, run.offsets = publisher.tally, publisher.offsets
-    run.audit = {
+    audit = {
         "action": "dlq.replay", "user": _user(), "actor": request.actor,
         "started_at": started, "finished_at": _now_iso(), "outcome": outcome,
         "dlq_topic": request.dlq_topic, "target_topic": request.target or "(original topic)",
@@ -387,9 +431,10 @@ def _finish(publisher: ReplayPublisher, request: ReplayRequest, run: ReplayRun,
                         for p, (first, last) in sorted(run.offsets.items())],
     }
     try:
-        publisher.write_audit(request.audit_topic, request.group, run.audit)
+        publisher.write_audit(request.audit_topic, request.group, audit)
+        run.audit = audit
     except (KafkaException, DlqIoError):
-        if outcome == "completed":
+        if report_errors:
             raise  # otherwise the error that ended the run is the one to report
     finally:
         publisher.close()

@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -211,6 +213,17 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
     replayed --max-replays times, and (unless --force) events already delivered
     according to the dedup store, are skipped and reported. Writes an audit record to
     <main>.audit unless --dry-run.
+
+    SIGINT (Ctrl-C) or SIGTERM stops the run after the record in progress: what was
+    republished is committed, the audit record and the summary say "interrupted", and a
+    replay run again continues where it stopped. A second signal stops at once (the open
+    transaction is aborted, so nothing is republished twice).
+
+    \b
+    Exit code: 0 done; 1 failed (no DLQ topic, republishing or the audit record failed);
+    2 invalid options (--to a missing topic, the DLQ or the audit topic; a --partition
+    the DLQ lacks) or configuration; 130 interrupted by SIGINT, 143 by SIGTERM (128 + the
+    signal number).
     """
     settings = settings_from(config_path)
     main = settings.topics.main
@@ -239,31 +252,68 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
     progress = Progress(console=Console(stderr=True), disable=as_json, transient=True)
     task = progress.add_task("dry run" if dry_run else "replaying", total=None)
     run = ReplayRun()
+    with _stop_on_signals() as received:
+        try:
+            with _kafka_errors(), progress:
+                replay(settings, request, on_record=note, run=run,
+                       on_start=lambda total: progress.update(task, total=total),
+                       stop_requested=lambda: bool(received))
+        except KeyboardInterrupt:  # a second signal, or Ctrl-C before the handlers were set
+            run.outcome = "interrupted"
+    if run.outcome != "interrupted":
+        _print_replay(request, run, rows, as_json)
+        return
+    signum = received[0] if received else signal.SIGINT
+    done = (f"{run.tally.examined} record(s) examined" if dry_run else
+            f"{run.tally.replayed} record(s) replayed and committed")
+    click.echo(f"clinic-events: dlq replay interrupted after {done} "
+               f"({signal.Signals(signum).name}); what was committed stays committed, run it "
+               "again to continue", err=True)
+    _print_replay(request, run, rows, as_json, stopped_by=signal.Signals(signum).name)
+    sys.exit(128 + signum)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[list[int]]:
+    """While the block runs, SIGINT and SIGTERM ask the replay to stop after the record in
+    progress (the list yielded collects them); a second one stops it at once by raising
+    KeyboardInterrupt. The previous handlers are restored afterwards.
+
+    Installed explicitly, as ``run`` does: without them SIGTERM ends the process before it
+    writes the audit record and summary, and a replay started in the background by a
+    non-interactive shell, which ignores SIGINT, would not stop on SIGINT at all.
+    """
+    received: list[int] = []
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if received:
+            click.echo(f"clinic-events: {name} received again: stopping at once (the open "
+                       "transaction is aborted)", err=True)
+            raise KeyboardInterrupt
+        received.append(signum)
+        click.echo(f"clinic-events: {name} received, stopping after the record in progress "
+                   "(send it again to stop at once)", err=True)
+
+    previous = {signum: signal.signal(signum, request_stop)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with _kafka_errors(), progress:
-            replay(settings, request, on_record=note, run=run,
-                   on_start=lambda total: progress.update(task, total=total))
-    except KeyboardInterrupt:
-        done = (f"{run.tally.examined} record(s) examined" if dry_run else
-                f"{run.tally.replayed} record(s) replayed and committed")
-        click.echo(f"clinic-events: dlq replay interrupted after {done}; what was committed "
-                   "stays committed, run it again to continue", err=True)
-        if as_json:  # what a script needs to know: how far the run got
-            _print_replay(request, run.tally.as_dict(), run.offsets, rows, as_json,
-                          outcome="interrupted")
-        sys.exit(130)
-    _print_replay(request, run.tally.as_dict(), run.offsets, rows, as_json)
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
-def _print_replay(request: ReplayRequest, counts: dict[str, Any],
-                  offsets: dict[int, list[int]], rows: list[dict[str, Any]],
-                  as_json: bool, outcome: str = "completed") -> None:
-    summary = {"outcome": outcome, "dry_run": request.dry_run, "dlq_topic": request.dlq_topic,
-               "group": request.group, "target_topic": request.target,
-               "filters": request.filter.describe(), "counts": counts,
+def _print_replay(request: ReplayRequest, run: ReplayRun, rows: list[dict[str, Any]],
+                  as_json: bool, stopped_by: str | None = None) -> None:
+    counts = run.tally.as_dict()
+    summary = {"outcome": run.outcome, "stopped_by": stopped_by, "dry_run": request.dry_run,
+               "dlq_topic": request.dlq_topic, "group": request.group,
+               "target_topic": request.target, "filters": request.filter.describe(),
+               "counts": counts,
                "dlq_offsets": [{"partition": p, "from": first, "to": last}
-                               for p, (first, last) in sorted(offsets.items())],
-               "audit_topic": None if request.dry_run else request.audit_topic}
+                               for p, (first, last) in sorted(run.offsets.items())],
+               "audit_topic": request.audit_topic if run.audit is not None else None}
     if as_json:
         _echo_json({**summary, "records": rows})
         return
@@ -280,8 +330,11 @@ def _print_replay(request: ReplayRequest, counts: dict[str, Any],
         console.print(table)
     verb = "would replay" if request.dry_run else "replayed"
     skipped = ", ".join(f"{n} {reason}" for reason, n in counts["skipped"].items()) or "none"
-    console.print(f"{verb} {counts['replayed']} record(s); skipped: {skipped}; "
+    stopped = f"interrupted ({stopped_by or 'SIGINT'}): " if run.outcome == "interrupted" else ""
+    console.print(f"{stopped}{verb} {counts['replayed']} record(s); skipped: {skipped}; "
                   f"examined {counts['examined']} ({counts['not_matching']} not matching) "
-                  f"in {request.dlq_topic}, group {request.group}")
-    if not request.dry_run:
-        console.print(f"audit record written to {request.audit_topic}")
+                  f"in {request.dlq_topic}, group {request.group}", markup=False)
+    if run.audit is not None:
+        console.print(f"audit record written to {request.audit_topic}", markup=False)
+    elif not request.dry_run:
+        console.print(f"no audit record was written to {request.audit_topic}", markup=False)

@@ -30,6 +30,7 @@ from consumer.events import entity_key
 from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
 from retry_topics.naming import audit_topic_name, dlq_topic_name
 from tests.integration.conftest import create_topics
+from tests.integration.harness import cli_env
 from tests.unit.sample_events import sample_event
 
 PHI_VALUES = ("Maria", "Okafor", "1984-03-02", "+15551234567", "MBR99887766", "pat-501")
@@ -206,6 +207,58 @@ def test_interrupted_replay_resumed_sends_every_record_exactly_once(
                 _read_all(kafka_bootstrap, topic_prefix)]
     assert sorted(map(str, received)) == sorted(str(s.event_id) for s in seeded)
     assert _cli_json(config, "dlq", "replay")["counts"]["examined"] == 0
+
+
+def _ignore_sigint() -> None:
+    """What a non-interactive shell does for a job it starts in the background."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT-ignored-by-the-shell"])
+def test_replay_stopped_by_a_signal_reports_audits_and_resumes_without_overlap(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+    signum: int, code: int,
+) -> None:
+    """SIGTERM, or SIGINT even where the starting shell ignored it, stops a replay after the
+    record in progress: exit 128 + the signal, summary and audit record say "interrupted",
+    and a replay run again republishes exactly the records the first one did not."""
+    _topics(admin, topic_prefix, 3)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 3)
+    seeded = _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 12, 3)
+    log = (tmp_path / "first-run.log").open("w")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "consumer", "dlq", "replay", "--config", str(config),
+         "--rate", "2", "--json"], stdout=subprocess.PIPE, stderr=log, text=True,
+        env=cli_env(tmp_path), preexec_fn=_ignore_sigint if signum == signal.SIGINT else None)
+    try:
+        seen, deadline = 0, time.monotonic() + 60
+        while seen < 2 and time.monotonic() < deadline and first.poll() is None:
+            seen = len(_read_all(kafka_bootstrap, topic_prefix))
+        assert 2 <= seen < 12, f"stop the replay mid-way (saw {seen}, log {log.name})"
+        first.send_signal(signum)
+        stdout, _ = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(30)
+        log.close()
+    assert first.returncode == code, (tmp_path / "first-run.log").read_text()
+    report = json.loads(stdout)
+    assert (report["outcome"], report["stopped_by"]) == ("interrupted",
+                                                         signal.Signals(signum).name)
+    replayed = report["counts"]["replayed"]
+    assert seen <= replayed < 12
+    (audit,) = [json.loads(value or b"") for _, value, _ in
+                _read_all(kafka_bootstrap, audit_topic_name(topic_prefix))]
+    assert (audit["outcome"], audit["counts"]) == ("interrupted", report["counts"])
+    assert report["audit_topic"] == audit_topic_name(topic_prefix)
+    assert len(_read_all(kafka_bootstrap, topic_prefix)) == replayed
+    resumed = _cli_json(config, "dlq", "replay")
+    assert resumed["counts"]["replayed"] == 12 - replayed
+    received = [decode_headers(headers).event_id for _, _, headers in
+                _read_all(kafka_bootstrap, topic_prefix)]
+    assert sorted(map(str, received)) == sorted(str(s.event_id) for s in seeded)
 
 
 def test_dry_run_sends_nothing_and_keeps_the_position(

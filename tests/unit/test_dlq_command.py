@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,3 +113,66 @@ def test_replay_to_the_dlq_or_the_audit_topic_is_a_usage_error_before_kafka_is_a
     assert result.exit_code == 2, result.output
     assert f"--to: {target} is {named}" in result.stderr
     assert time.monotonic() - started < 5  # no Kafka request was waited for
+
+
+def _stopped_by_signal(*signums: int) -> Callable[..., ReplayRun]:
+    """A replay() that sends itself ``signums`` and stops as the real one does once asked."""
+    def replay(*_args: object, run: ReplayRun, stop_requested: Callable[[], bool],
+               **_kwargs: object) -> ReplayRun:
+        assert not stop_requested()
+        for signum in signums:
+            os.kill(os.getpid(), signum)
+            deadline = time.monotonic() + 5
+            while not stop_requested() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the handler runs between two bytecodes of this thread
+        assert stop_requested()
+        run.tally.examined, run.tally.replayed = 4, 3
+        run.offsets, run.outcome = {0: [0, 3]}, "interrupted"
+        return run
+    return replay
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_replay_which_reports_it_and_exits_128_plus_the_signal(
+    monkeypatch: pytest.MonkeyPatch, signum: int, code: int,
+) -> None:
+    """SIGTERM or SIGINT asks replay() to stop; the command prints the summary (outcome
+    interrupted, human and --json), exits 128 + the signal number and restores the handlers.
+    SIGINT works even where the shell ignored it (a background job of a script)."""
+    monkeypatch.setattr("consumer.commands.dlq.replay", _stopped_by_signal(signum))
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = CliRunner().invoke(main, ["dlq", "replay", "--json"])
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        human = CliRunner().invoke(main, ["dlq", "replay"])
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert {s: signal.getsignal(s) for s in before} == before
+    name = signal.Signals(signum).name
+    assert result.exit_code == code, result.output
+    document = json.loads(result.stdout)
+    assert (document["outcome"], document["stopped_by"]) == ("interrupted", name)
+    assert (document["counts"]["examined"], document["counts"]["replayed"]) == (4, 3)
+    assert f"{name} received, stopping after the record in progress" in result.stderr
+    assert f"interrupted after 3 record(s) replayed and committed ({name})" in result.stderr
+    assert human.exit_code == code, human.output
+    assert f"interrupted ({name}): replayed 3 record(s)" in human.stdout
+
+
+def test_a_second_signal_stops_the_replay_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second signal raises KeyboardInterrupt inside replay(); the exit code is still
+    that of the first signal."""
+    def replay(*args: object, run: ReplayRun, stop_requested: Callable[[], bool],
+               **kwargs: object) -> ReplayRun:
+        _stopped_by_signal(signal.SIGTERM)(*args, run=run, stop_requested=stop_requested,
+                                           **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # interrupted by the handler's KeyboardInterrupt
+        raise AssertionError("the second signal did not interrupt the replay")
+
+    monkeypatch.setattr("consumer.commands.dlq.replay", replay)
+    result = CliRunner().invoke(main, ["dlq", "replay", "--json"])
+    assert result.exit_code == 143, result.output
+    assert "SIGINT received again: stopping at once" in result.stderr
+    assert json.loads(result.stdout)["outcome"] == "interrupted"
