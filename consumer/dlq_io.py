@@ -26,12 +26,19 @@ is not a dry run ends by writing a JSON audit record to ``<main>.audit``, also w
 interrupted or fails; a run refuses to start without one.
 A missing DLQ, or a ``--partition`` it does not have, stops a run before anything else (no
 transaction, no audit record): nothing was examined.
+
+**An unreachable broker** fails the first request, the DLQ's metadata, after
+:data:`TIMEOUT_S` with :class:`KafkaUnreachable`. Meanwhile librdkafka logs the same
+connection failure every few milliseconds; :class:`ClientLog` passes each distinct line on
+once and counts the repeats.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
+import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +47,7 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.codec import EventCodec
-from consumer.config import Settings
+from consumer.config import KAFKA_CLIENT_LOGGER, Settings
 from consumer.dedup import DedupStore, open_dedup_store
 from consumer.dlq_model import (
     DlqFilter,
@@ -65,6 +72,7 @@ COMMIT_INTERVAL_S = 1.0
 EXAMINED_COMMIT_EVERY = 500
 READ_BATCH = 100
 STALL_TIMEOUT_S = 60.0
+REPEAT_LOG_INTERVAL_S = 60.0  # a repeated client log line is logged again, counted, after this
 STOP_CHECK_S = 0.1  # how often a rate-limited wait looks whether a stop was requested
 TIMEOUT_S = 30.0
 
@@ -76,20 +84,80 @@ class DlqIoError(ClinicEventsError):
     """The DLQ could not be read or a replay could not be committed."""
 
 
+class KafkaUnreachable(DlqIoError):
+    """The broker did not answer the first request (the DLQ's metadata) in time."""
+
+
+#: Parts of a client log line that differ between repeats of the same event.
+_VARYING = re.compile(r"after \d+ms")
+
+
+@dataclass(slots=True)
+class _Repeats:
+    logged_at: float
+    text: str
+    count: int = 0
+
+
+class ClientLog:
+    """The ``logger`` of a dlq command's Kafka client: each distinct line once, repeats counted.
+
+    While a broker is unreachable librdkafka logs the same connect failure every few
+    milliseconds, and a client hands its log lines over only when polled or closed: one
+    30 s metadata request used to end in some 580 identical lines. The first line of each
+    kind is logged; its repeats are counted and reported with the next one once
+    :data:`REPEAT_LOG_INTERVAL_S` has passed, and by :meth:`close` (after the client's own
+    close, which hands over the last lines).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logging.getLogger(KAFKA_CLIENT_LOGGER)
+        self._clock = clock
+        self._kinds: dict[tuple[int, str], _Repeats] = {}
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        """What confluent-kafka calls for every librdkafka log line."""
+        text = msg % args if args else msg
+        kind, now = (level, _VARYING.sub("after ...ms", text)), self._clock()
+        seen = self._kinds.get(kind)
+        if seen is None:
+            self._kinds[kind] = _Repeats(logged_at=now, text=text)
+            self._logger.log(level, "%s", text)
+        elif now - seen.logged_at >= REPEAT_LOG_INTERVAL_S:
+            self._logger.log(level, "%s (and %d times before in %.0f s)", text, seen.count,
+                             now - seen.logged_at)
+            seen.logged_at, seen.count = now, 0
+        else:
+            seen.count, seen.text = seen.count + 1, text
+
+    def close(self) -> None:
+        """Report the repeats not reported yet."""
+        for (level, _), seen in self._kinds.items():
+            if seen.count:
+                self._logger.log(level, "%s (repeated %d more times)", seen.text, seen.count)
+        self._kinds.clear()
+
+
 class DlqReader:
     """Reads one DLQ topic between offsets, without joining its consumer group."""
 
     def __init__(self, settings: Settings, topic: str, group_id: str) -> None:
         self.topic = topic
+        self._servers = settings.kafka.bootstrap_servers
         self._codec = EventCodec()
+        self._log = ClientLog()
         self._consumer = build_consumer(settings, **{
-            "group.id": group_id, "enable.auto.commit": False, "enable.partition.eof": True})
+            "group.id": group_id, "enable.auto.commit": False, "enable.partition.eof": True,
+            "logger": self._log})
 
     def __enter__(self) -> DlqReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._consumer.close()
+        try:
+            self._consumer.close()
+        finally:
+            self._log.close()
 
     def topic_exists(self, topic: str) -> bool:
         return self._partitions(topic) is not None
@@ -100,8 +168,16 @@ class DlqReader:
         return None if found is None or found.error is not None else sorted(found.partitions)
 
     def watermarks(self) -> dict[int, tuple[int, int]]:
-        """Low and high watermark of every partition, read from the broker now."""
-        partitions = self._partitions(self.topic)
+        """Low and high watermark of every partition, read from the broker now.
+
+        The first request of every command: failing, it means Kafka cannot be reached.
+        """
+        try:
+            partitions = self._partitions(self.topic)
+        except KafkaException as exc:
+            raise KafkaUnreachable(
+                f"cannot reach Kafka at {self._servers} to read {self.topic}: "
+                f"{kafka_reason(exc)} (waited {TIMEOUT_S:.0f} s)") from exc
         if not partitions:
             raise DlqIoError(f"topic {self.topic} does not exist (`clinic-events topics ensure`)")
         marks = {}
@@ -181,9 +257,10 @@ class ReplayPublisher:
 
     def __init__(self, settings: Settings, dlq_topic: str, group: str) -> None:
         self._topic = dlq_topic
+        self._log = ClientLog()
         self._producer = build_producer(settings, **{
             "transactional.id": f"clinic-events.dlq-replay.{group}.{dlq_topic}",
-            "allow.auto.create.topics": False})
+            "allow.auto.create.topics": False, "logger": self._log})
         self._batch: _Batch | None = None
         self._failures: list[str] = []
         self._topics: set[str] = set()
@@ -192,11 +269,14 @@ class ReplayPublisher:
         try:
             self._producer.init_transactions(TIMEOUT_S)  # also aborts a killed run's leftovers
         except KafkaException:
-            self._producer.close()
+            self.close()
             raise
 
     def close(self) -> None:
-        self._producer.close()
+        try:
+            self._producer.close()
+        finally:
+            self._log.close()
 
     def add(self, record: DlqRecord, decision: Decision) -> None:
         """Republish (if ``decision`` says so) and mark ``record`` examined, uncommitted."""
@@ -438,6 +518,12 @@ def _finish(publisher: ReplayPublisher, request: ReplayRequest, run: ReplayRun,
             raise  # otherwise the error that ended the run is the one to report
     finally:
         publisher.close()
+
+
+def kafka_reason(exc: KafkaException) -> str:
+    """A client exception's message for people (``str()`` is ``KafkaError{code=...}``)."""
+    error = exc.args[0] if exc.args else None
+    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
 
 
 def _user() -> str:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from confluent_kafka import KafkaException
@@ -31,8 +31,18 @@ from rich.progress import Progress
 from rich.table import Table
 
 from consumer.codec import EVENT_TYPES
+from consumer.commands.lag import EXIT_UNREACHABLE
 from consumer.commands.options import config_option, json_option, settings_from
-from consumer.dlq_io import Decision, DlqIoError, ReplayRequest, ReplayRun, replay, scan
+from consumer.dlq_io import (
+    Decision,
+    DlqIoError,
+    KafkaUnreachable,
+    ReplayRequest,
+    ReplayRun,
+    kafka_reason,
+    replay,
+    scan,
+)
 from consumer.dlq_model import (
     DEFAULT_MAX_REPLAYS,
     UNDECODABLE,
@@ -94,16 +104,30 @@ def _filter(options: dict[str, Any]) -> DlqFilter:
 
 
 @contextlib.contextmanager
-def _kafka_errors() -> Iterator[None]:
-    """Kafka failures become one line on stderr and exit code 1; a filter the DLQ topic
-    cannot satisfy (a partition it lacks) is a usage error, exit code 2, like a bad option."""
+def _kafka_errors(as_json: bool) -> Iterator[None]:
+    """Kafka failures become one line on stderr and exit code 1, or 4 when Kafka cannot be
+    reached (as for ``lag``); a filter or target the topics cannot satisfy (a partition the
+    DLQ lacks, a missing --to topic) is a usage error, exit code 2, like a bad option. With
+    --json, a failure puts ``{"error": ...}`` on stdout too: scripts parse it, and an empty
+    one is no answer.
+    """
     try:
         yield
     except DlqFilterError as exc:
         raise click.UsageError(str(exc)) from exc
-    except (DlqIoError, KafkaException) as exc:
-        click.echo(f"clinic-events: dlq: {exc}", err=True)
-        sys.exit(1)
+    except KafkaUnreachable as exc:
+        _fail(as_json, str(exc), EXIT_UNREACHABLE)
+    except DlqIoError as exc:
+        _fail(as_json, str(exc), 1)
+    except KafkaException as exc:
+        _fail(as_json, f"Kafka: {kafka_reason(exc)}", 1)
+
+
+def _fail(as_json: bool, message: str, code: int) -> NoReturn:
+    click.echo(f"clinic-events: dlq: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": message}))
+    sys.exit(code)
 
 
 def _table(title: str, *columns: str, **options: Any) -> Table:
@@ -136,10 +160,15 @@ def dlq_group() -> None:
 @json_option
 @_filter_options
 def list_command(config_path: Path | None, as_json: bool, **options: Any) -> None:
-    """Count DLQ records by error class and event type, with the oldest and newest."""
+    """Count DLQ records by error class and event type, with the oldest and newest.
+
+    Exit code: 0 done; 1 failed (no DLQ topic, reading it failed); 2 invalid options (a
+    --partition the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer
+    within 30 s). With --json, exit 1 and 4 print {"error": ...} too.
+    """
     settings = settings_from(config_path)
     topic, summary = dlq_topic_name(settings.topics.main), DlqSummary()
-    with _kafka_errors():
+    with _kafka_errors(as_json):
         for record in scan(settings, topic, _filter(options)):
             summary.add(record)
     groups = [{"error_class": g.error_class, "event_type": g.event_type, "count": g.count,
@@ -164,10 +193,16 @@ def list_command(config_path: Path | None, as_json: bool, **options: Any) -> Non
               help="Show patient-identifying fields and raw bytes unmasked (PHI!).")
 def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bool,
                  **options: Any) -> None:
-    """Print DLQ records with their provenance and the decoded event (PHI masked)."""
+    """Print DLQ records with their provenance and the decoded event (PHI masked).
+
+    Exit code: 0 done; 1 failed (no DLQ topic, reading it failed); 2 invalid options (a
+    --partition the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer
+    within 30 s). With --json, exit 1 and 4 print {"error": ...} too.
+    """
     settings = settings_from(config_path)
     topic = dlq_topic_name(settings.topics.main)
-    with _kafka_errors(), contextlib.closing(scan(settings, topic, _filter(options))) as found:
+    flt = _filter(options)
+    with _kafka_errors(as_json), contextlib.closing(scan(settings, topic, flt)) as found:
         views = [record_view(record, reveal=reveal) for record in itertools.islice(found, limit)]
     if as_json:
         _echo_json({"dlq_topic": topic, "revealed": reveal, "records": views})
@@ -222,8 +257,9 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
     \b
     Exit code: 0 done; 1 failed (no DLQ topic, republishing or the audit record failed);
     2 invalid options (--to a missing topic, the DLQ or the audit topic; a --partition
-    the DLQ lacks) or configuration; 130 interrupted by SIGINT, 143 by SIGTERM (128 + the
-    signal number).
+    the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer within 30 s);
+    130 interrupted by SIGINT, 143 by SIGTERM (128 + the signal number). With --json,
+    exit 1 and 4 print {"error": ...} too.
     """
     settings = settings_from(config_path)
     main = settings.topics.main
@@ -249,12 +285,14 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
                             {"action": "skip", "reason": decision.reason,
                              "detail": decision.detail})})
 
-    progress = Progress(console=Console(stderr=True), disable=as_json, transient=True)
+    errors = Console(stderr=True)  # a progress bar for people only: piped, it is noise
+    progress = Progress(console=errors, disable=as_json or not errors.is_terminal,
+                        transient=True)
     task = progress.add_task("dry run" if dry_run else "replaying", total=None)
     run = ReplayRun()
     with _stop_on_signals() as received:
         try:
-            with _kafka_errors(), progress:
+            with _kafka_errors(as_json), progress:
                 replay(settings, request, on_record=note, run=run,
                        on_start=lambda total: progress.update(task, total=total),
                        stop_requested=lambda: bool(received))

@@ -176,3 +176,24 @@ def test_a_second_signal_stops_the_replay_at_once(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 143, result.output
     assert "SIGINT received again: stopping at once" in result.stderr
     assert json.loads(result.stdout)["outcome"] == "interrupted"
+
+
+@pytest.mark.parametrize("args", [("list", "--json"), ("show",), ("replay", "--dry-run"),
+                                  ("replay", "--json")])
+def test_an_unreachable_broker_is_one_clear_line_and_exit_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
+) -> None:
+    """No raw KafkaError and no flood of client log lines; --json gets an error document."""
+    monkeypatch.setattr("consumer.dlq_io.TIMEOUT_S", 1.0)  # the real 30 s, shortened
+    config = _unreachable_config(tmp_path)
+    result = CliRunner().invoke(main, ["dlq", args[0], "--config", str(config), *args[1:]])
+    assert result.exit_code == 4, result.output
+    expected = ("cannot reach Kafka at 127.0.0.1:1 to read clinic.events.dlq: "
+                "Failed to get metadata: Local: Broker transport failure (waited 1 s)")
+    assert f"clinic-events: dlq: {expected}\n" in result.stderr
+    assert "KafkaError{" not in result.stderr
+    assert len(result.stderr.splitlines()) <= 3  # first client line, its count, the error
+    if "--json" in args:
+        assert json.loads(result.stdout) == {"error": expected}
+    else:
+        assert result.stdout == ""
