@@ -244,7 +244,8 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
 
     Reads from the replay group's committed position up to the DLQ end offsets seen at start,
     then exits. The position means "examined": records the filters did not match are passed
-    too (so are offsets before --from-offset); --group NAME makes an independent pass. Records
+    too (so are offsets before --from-offset), and the summary says how many; --group NAME
+    makes an independent pass. Records
     replayed --max-replays times, and (unless --force) events already delivered
     according to the dedup store, are skipped and reported. Writes an audit record to
     <main>.audit unless --dry-run.
@@ -351,7 +352,8 @@ def _print_replay(request: ReplayRequest, run: ReplayRun, rows: list[dict[str, A
                "counts": counts,
                "dlq_offsets": [{"partition": p, "from": first, "to": last}
                                for p, (first, last) in sorted(run.offsets.items())],
-               "audit_topic": request.audit_topic if run.audit is not None else None}
+               "audit_topic": request.audit_topic if run.audit is not None else None,
+               "passed_over_note": passed_over_note(request, counts["not_matching"])}
     if as_json:
         _echo_json({**summary, "records": rows})
         return
@@ -372,7 +374,23 @@ def _print_replay(request: ReplayRequest, run: ReplayRun, rows: list[dict[str, A
     console.print(f"{stopped}{verb} {counts['replayed']} record(s); skipped: {skipped}; "
                   f"examined {counts['examined']} ({counts['not_matching']} not matching) "
                   f"in {request.dlq_topic}, group {request.group}", markup=False)
+    if summary["passed_over_note"]:
+        console.print(summary["passed_over_note"], markup=False)
     if run.audit is not None:
         console.print(f"audit record written to {request.audit_topic}", markup=False)
     elif not request.dry_run:
         console.print(f"no audit record was written to {request.audit_topic}", markup=False)
+
+
+def passed_over_note(request: ReplayRequest, not_matching: int) -> str | None:
+    """Why records the filters did not match will not come back (None if there were none):
+    the group's position means "examined", so only a fresh --group sees them again."""
+    if not not_matching:
+        return None
+    if request.dry_run:
+        return (f"a replay with these filters passes over the {not_matching} record(s) not "
+                f"matching them: group {request.group} would not examine them again (a fresh "
+                "--group NAME would)")
+    return (f"{not_matching} record(s) not matching the filters were passed over: group "
+            f"{request.group} will not examine them again; replay them with a fresh "
+            "--group NAME")

@@ -166,6 +166,8 @@ def test_replay_with_filter_republishes_exactly_the_matching_records_unchanged(
     ], 3)
     report = _cli_json(config, "dlq", "replay", "--error-class", "PermanentError")
     assert report["counts"] == {"examined": 5, "not_matching": 2, "replayed": 3, "skipped": {}}
+    assert report["passed_over_note"].startswith("2 record(s) not matching the filters were "
+                                                 "passed over")
     wanted = {s.event_id: s for s in seeded if s.event_id in ("evt-0", "evt-1", "evt-3")}
     received = _read_all(kafka_bootstrap, topic_prefix)
     assert len(received) == 3

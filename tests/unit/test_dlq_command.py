@@ -197,3 +197,37 @@ def test_an_unreachable_broker_is_one_clear_line_and_exit_4(
         assert json.loads(result.stdout) == {"error": expected}
     else:
         assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("dry_run", "note"), [
+    ((), "17 record(s) not matching the filters were passed over: group g will not examine "
+         "them again; replay them with a fresh --group NAME"),
+    (("--dry-run",), "a replay with these filters passes over the 17 record(s) not matching "
+                     "them: group g would not examine them again (a fresh --group NAME would)"),
+], ids=["replay", "dry-run"])
+def test_a_filtered_replay_says_that_it_passed_over_the_records_not_matching(
+    monkeypatch: pytest.MonkeyPatch, dry_run: tuple[str, ...], note: str,
+) -> None:
+    def replay(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
+        run.tally.examined, run.tally.not_matching, run.tally.replayed = 20, 17, 3
+        return run
+
+    monkeypatch.setattr("consumer.commands.dlq.replay", replay)
+    args = ["dlq", "replay", "--group", "g", "--event-type", "appointment.cancelled", *dry_run]
+    human = CliRunner(env={"COLUMNS": "300"}).invoke(main, args)
+    assert human.exit_code == 0, human.output
+    assert note in human.stdout
+    document = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
+    assert document["passed_over_note"] == note
+
+
+def test_a_replay_that_passed_over_nothing_has_no_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    def replay(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
+        run.tally.examined = run.tally.replayed = 3
+        return run
+
+    monkeypatch.setattr("consumer.commands.dlq.replay", replay)
+    human = CliRunner().invoke(main, ["dlq", "replay"])
+    assert "passed over" not in human.stdout
+    assert json.loads(CliRunner().invoke(main, ["dlq", "replay", "--json"]).stdout)[
+        "passed_over_note"] is None
