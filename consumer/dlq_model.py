@@ -7,7 +7,10 @@ the record instead of raising, so one broken record never hides the others. The 
 the DLQ's partitions by :func:`check_partition`) and the offset ranges to read
 (:func:`plan_ranges`); **masking**, because a DLQ value is full of PHI: :func:`record_view`
 masks every patient-identifying field and shows undecodable bytes as a length and a short
-hex prefix unless the operator asks to reveal them; **grouping**
+hex prefix unless the operator asks to reveal them; **terminal safety**: a key that is not
+printable UTF-8 is shown as hex (:func:`key_text`) and other text with its control
+characters escaped (:func:`printable`), since header and key bytes come from anywhere;
+**grouping**
 (:class:`DlqSummary`); and **the replay decision** (:func:`decide_replay`): republish with
 reset headers, or skip with a reason (replayed too often, already delivered, no target).
 """
@@ -239,13 +242,49 @@ def mask_event(value: Any) -> Any:
     return value
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: each character that is not printable (control
+    characters such as NUL and ESC, line breaks, C1 controls) as a Python-style escape."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _ESCAPES.get(char) or _escape(char)
+                   for char in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+            else f"\\U{code:08x}")
+
+
+def key_text(key: bytes | None) -> str | None:
+    """A record key for people: its text if it is printable UTF-8, else its bytes in hex,
+    marked as such (``hex 00ff (not printable UTF-8)``), so it can be read byte for byte."""
+    if key is None:
+        return None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.isprintable():
+        return text
+    return f"hex {key.hex()} (not printable UTF-8)"
+
+
 def record_view(record: DlqRecord, *, reveal: bool = False) -> dict[str, Any]:
-    """Everything ``dlq show`` prints about a record, JSON-ready, masked unless ``reveal``."""
+    """Everything ``dlq show`` prints about a record, JSON-ready, masked unless ``reveal``.
+
+    ``key`` is the key as text when it is valid UTF-8 (else None), ``key_hex`` its exact
+    bytes; the key is an entity id, not PHI.
+    """
     h = record.headers
     view: dict[str, Any] = {
         "dlq_partition": record.partition, "dlq_offset": record.offset,
         "dlq_timestamp": iso(record.timestamp_ms),
-        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+        "key": _utf8(record.key), "key_hex": record.key.hex() if record.key is not None else None,
         "event_id": record.event_id, "event_type": record.event_type,
         "original": {"topic": h.original_topic, "partition": h.original_partition,
                      "offset": h.original_offset, "timestamp": iso(h.original_timestamp_ms)},
@@ -266,6 +305,13 @@ def record_view(record: DlqRecord, *, reveal: bool = False) -> dict[str, Any]:
                                **({"hex": raw.hex()} if reveal
                                   else {"hex_prefix": raw[:RAW_PREFIX_BYTES].hex()})}
     return view
+
+
+def _utf8(raw: bytes | None) -> str | None:
+    try:
+        return raw.decode("utf-8") if raw is not None else None
+    except UnicodeDecodeError:
+        return None
 
 
 @dataclass(slots=True, kw_only=True)

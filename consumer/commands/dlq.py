@@ -29,6 +29,7 @@ from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from consumer.codec import EVENT_TYPES
 from consumer.commands.lag import EXIT_UNREACHABLE
@@ -52,7 +53,9 @@ from consumer.dlq_model import (
     DlqSummary,
     Replay,
     iso,
+    key_text,
     parse_time_ms,
+    printable,
     record_view,
 )
 from retry_topics.naming import audit_topic_name, dlq_topic_name
@@ -130,6 +133,21 @@ def _fail(as_json: bool, message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _cell(value: object) -> Text:
+    """A table cell: plain text (no rich markup) with control characters escaped, since DLQ
+    headers and keys may hold any bytes and must never reach the terminal raw."""
+    return Text(printable(str(value)))
+
+
+def _printable_json(value: Any) -> Any:
+    """A JSON value whose strings are safe for a terminal (JSON escapes C0 controls only)."""
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable_json(inner) for inner in value]
+    return printable(value) if isinstance(value, str) else value
+
+
 def _table(title: str, *columns: str, **options: Any) -> Table:
     """A table that folds long values instead of cutting them (ids must stay copyable)."""
     table = Table(title=title, title_justify="left", **options)
@@ -179,7 +197,7 @@ def list_command(config_path: Path | None, as_json: bool, **options: Any) -> Non
     table = _table(f"{topic}: {summary.total} records", "error class", "event type", "count",
                    "oldest", "newest")
     for group in groups:
-        table.add_row(*(str(value) for value in group.values()))
+        table.add_row(*(_cell(value) for value in group.values()))
     table_console().print(table)
 
 
@@ -195,6 +213,9 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
                  **options: Any) -> None:
     """Print DLQ records with their provenance and the decoded event (PHI masked).
 
+    A key that is not printable UTF-8 is shown as hex; control characters in headers and
+    events are shown escaped. --json gives "key" (text, if valid UTF-8) and "key_hex".
+
     Exit code: 0 done; 1 failed (no DLQ topic, reading it failed); 2 invalid options (a
     --partition the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer
     within 30 s). With --json, exit 1 and 4 print {"error": ...} too.
@@ -203,20 +224,23 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
     topic = dlq_topic_name(settings.topics.main)
     flt = _filter(options)
     with _kafka_errors(as_json), contextlib.closing(scan(settings, topic, flt)) as found:
-        views = [record_view(record, reveal=reveal) for record in itertools.islice(found, limit)]
+        records = list(itertools.islice(found, limit))
+    views = [record_view(record, reveal=reveal) for record in records]
     if as_json:
         _echo_json({"dlq_topic": topic, "revealed": reveal, "records": views})
         return
     console = table_console()
-    for view in views:
+    for record, view in zip(records, views, strict=True):
         body = view.pop("event", None) or view.pop("undecodable", None)
+        view["key"] = key_text(record.key)  # the exact bytes in hex if not printable text
         table = _table(f"{topic} partition {view['dlq_partition']} offset {view['dlq_offset']}",
                        "header", "value", show_header=False, box=None)
         for name, value in view.items():
-            if name not in ("dlq_partition", "dlq_offset") and value is not None:
-                table.add_row(name, json.dumps(value) if isinstance(value, dict) else str(value))
+            if name not in ("dlq_partition", "dlq_offset", "key_hex") and value is not None:
+                table.add_row(name, _cell(json.dumps(value) if isinstance(value, dict)
+                                          else value))
         console.print(table)
-        console.print_json(data=body)
+        console.print_json(data=_printable_json(body))
     if not views:
         console.print(f"no matching records in {topic}")
 
@@ -365,8 +389,8 @@ def _print_replay(request: ReplayRequest, run: ReplayRun, rows: list[dict[str, A
         for row in shown:
             action = (f"replay -> {row['topic']}" if row["action"] == "replay"
                       else f"skip: {row['reason']}")
-            table.add_row(*(str(row[k]) for k in ("dlq_partition", "dlq_offset", "event_id",
-                          "event_type", "error_class", "replay_count")), action)
+            table.add_row(*(_cell(row[k]) for k in ("dlq_partition", "dlq_offset", "event_id",
+                          "event_type", "error_class", "replay_count")), _cell(action))
         console.print(table)
     verb = "would replay" if request.dry_run else "replayed"
     skipped = ", ".join(f"{n} {reason}" for reason, n in counts["skipped"].items()) or "none"

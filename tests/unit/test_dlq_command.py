@@ -7,7 +7,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +15,11 @@ from click.testing import CliRunner
 from rich.table import Table
 
 from consumer.cli import main
-from consumer.codec import EVENT_TYPES
+from consumer.codec import EVENT_TYPES, EventCodec
 from consumer.commands.dlq import dlq_group, table_console
 from consumer.dlq_io import ReplayRun
-from consumer.dlq_model import UNDECODABLE
+from consumer.dlq_model import UNDECODABLE, DlqRecord, parse_dlq_record
+from retry_topics.headers import RecordHeaders, encode_headers
 
 SUBCOMMANDS = ("list", "show", "replay")
 LONG_ID = "evt-" + "3f2a9c1e-5b7d-4e2a-9f3c-1a2b3c4d5e6f" * 3
@@ -231,3 +232,35 @@ def test_a_replay_that_passed_over_nothing_has_no_note(monkeypatch: pytest.Monke
     assert "passed over" not in human.stdout
     assert json.loads(CliRunner().invoke(main, ["dlq", "replay", "--json"]).stdout)[
         "passed_over_note"] is None
+
+
+def test_show_writes_no_control_character_and_shows_an_odd_key_as_hex(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key that is not UTF-8 and header text holding NUL, ESC and rich markup: the table
+    shows the key as marked hex and escapes the controls (markup stays literal text);
+    --json carries the exact key bytes."""
+    headers = RecordHeaders(
+        event_id="evt-1", event_type=None, error_class="consumer.errors.\x1b[2JPermanentError",
+        error_message="HTTP 422 \x00[/bold] \x1b[31mred\nsecond line", dlq_reason="undecodable")
+    record = parse_dlq_record(partition=0, offset=7, timestamp_ms=None,
+                              key=b"\x00garbage-key\xff", value=b"\x1b[31mnot avro\x00",
+                              headers=encode_headers(headers), codec=EventCodec())
+
+    def scan(*_args: object) -> Iterator[DlqRecord]:
+        yield record
+
+    monkeypatch.setattr("consumer.commands.dlq.scan", scan)
+    table = CliRunner().invoke(main, ["dlq", "show", "--reveal"])
+    assert table.exit_code == 0, table.output
+    assert not [char for char in table.stdout if not char.isprintable() and char != "\n"]
+    assert "hex 00676172626167652d6b6579ff (not printable UTF-8)" in table.stdout
+    assert "HTTP 422 \\x00[/bold] \\x1b[31mred\\nsecond line" in table.stdout
+    assert "consumer.errors.\\x1b[2JPermanentError" in table.stdout
+    listed = CliRunner().invoke(main, ["dlq", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "consumer.errors.\\x1b[2JPermanentError" in listed.stdout
+    document = json.loads(CliRunner().invoke(main, ["dlq", "show", "--json"]).stdout)
+    (view,) = document["records"]
+    assert (view["key"], view["key_hex"]) == (None, "00676172626167652d6b6579ff")
+    assert view["error_message"] == "HTTP 422 \x00[/bold] \x1b[31mred\nsecond line"

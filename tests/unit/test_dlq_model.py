@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -23,9 +24,11 @@ from consumer.dlq_model import (
     Skip,
     check_partition,
     decide_replay,
+    key_text,
     parse_dlq_record,
     parse_time_ms,
     plan_ranges,
+    printable,
     record_view,
 )
 from consumer.errors import UndecodableRecord
@@ -389,3 +392,33 @@ def test_tally_counts_by_outcome_and_reason() -> None:
         tally.count(decision)
     assert tally.as_dict() == {"examined": 6, "not_matching": 1, "replayed": 2,
                                "skipped": {"already-delivered": 1, "max-replays": 2}}
+
+
+def test_printable_escapes_every_control_character_and_keeps_other_text() -> None:
+    assert printable("appt-2001 Müller, José") == "appt-2001 Müller, José"
+    assert printable("a\x00b\x1b[31mc\nd\te\x9bf\u2028g") == (
+        "a\\x00b\\x1b[31mc\\nd\\te\\x9bf\\u2028g")
+
+
+@pytest.mark.parametrize(("key", "text"), [
+    (b"appt-2001", "appt-2001"),
+    (None, None),
+    (b"\x00garbage-key\xff", "hex 00676172626167652d6b6579ff (not printable UTF-8)"),
+    (b"bell\x07", "hex 62656c6c07 (not printable UTF-8)"),  # valid UTF-8, not printable
+])
+def test_key_text_is_the_key_if_printable_utf8_else_marked_hex(
+    key: bytes | None, text: str | None,
+) -> None:
+    assert key_text(key) == text
+
+
+def test_record_view_carries_the_exact_key_bytes() -> None:
+    """--json: ``key`` is the text only when the bytes are UTF-8 (never a lossy U+FFFD form);
+    ``key_hex`` is always exact."""
+    record = dataclasses.replace(dlq_record(), key=b"\x00garbage-key\xff")
+    view = record_view(record)
+    assert (view["key"], view["key_hex"]) == (None, "00676172626167652d6b6579ff")
+    assert (record_view(dlq_record())["key"], record_view(dlq_record())["key_hex"]) == (
+        "appt-2001", b"appt-2001".hex())
+    unkeyed = record_view(dataclasses.replace(dlq_record(), key=None))
+    assert (unkeyed["key"], unkeyed["key_hex"]) == (None, None)
