@@ -264,3 +264,15 @@ def test_show_writes_no_control_character_and_shows_an_odd_key_as_hex(
     (view,) = document["records"]
     assert (view["key"], view["key_hex"]) == (None, "00676172626167652d6b6579ff")
     assert view["error_message"] == "HTTP 422 \x00[/bold] \x1b[31mred\nsecond line"
+
+
+@pytest.mark.parametrize(("subcommand", "codes"), [
+    ("list", ("0 done", "1 failed", "2 invalid", "4 Kafka could not be reached")),
+    ("show", ("0 done", "1 failed", "2 invalid", "4 Kafka could not be reached")),
+    ("replay", ("0 done", "1 failed", "2 invalid options (--to a missing topic",
+                "4 Kafka could not be reached", "130 interrupted by SIGINT", "143 by SIGTERM")),
+])
+def test_help_lists_every_exit_code(subcommand: str, codes: tuple[str, ...]) -> None:
+    result = CliRunner(env={"COLUMNS": "1000"}).invoke(main, ["dlq", subcommand, "--help"])
+    text = " ".join(result.stdout.split())
+    assert [code for code in codes if code not in text] == []
