@@ -32,8 +32,12 @@ from rich.table import Table
 from rich.text import Text
 
 from consumer.codec import EVENT_TYPES
-from consumer.commands.lag import EXIT_UNREACHABLE
-from consumer.commands.options import config_option, json_option, settings_from
+from consumer.commands.options import (
+    EXIT_UNREACHABLE,
+    config_option,
+    json_option,
+    settings_from,
+)
 from consumer.dlq_io import (
     Decision,
     DlqIoError,

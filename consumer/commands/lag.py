@@ -21,7 +21,13 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from consumer.commands.options import Duration, config_option, json_option, settings_from
+from consumer.commands.options import (
+    EXIT_UNREACHABLE,
+    Duration,
+    config_option,
+    json_option,
+    settings_from,
+)
 from consumer.config import Settings
 from consumer.lag_history import HistoryFile, default_history_file
 from consumer.lag_model import (
@@ -36,7 +42,6 @@ from consumer.lag_model import (
 from consumer.lag_probe import DEFAULT_SCAN_CAP, LagProbe, LagProbeError
 from consumer.lag_probe import Progress as OnProgress
 
-EXIT_UNREACHABLE = 4
 _STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.ERR: "red", Status.STOP: "bold red"}
 _PROGRESS_FROM = 2_000  # records to scan before a progress bar is worth showing
 

@@ -16,6 +16,7 @@ from retry_topics.errors import RetryTopicsError
 from retry_topics.provisioning import ClientSettingsError, PartitionCountError, TopicLayoutError
 
 F = TypeVar("F", bound=Callable[..., object])
+EXIT_UNREACHABLE = 4  # Kafka could not be reached (lag, dlq)
 
 
 def config_option(func: F) -> F:
