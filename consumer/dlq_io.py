@@ -29,16 +29,14 @@ transaction, no audit record): nothing was examined.
 
 **An unreachable broker** fails the first request, the DLQ's metadata, after
 :data:`TIMEOUT_S` with :class:`KafkaUnreachable`. Meanwhile librdkafka logs the same
-connection failure every few milliseconds; :class:`ClientLog` passes each distinct line on
-once and counts the repeats.
+connection failure every few milliseconds; ``consumer.client_log.ClientLog`` passes each
+distinct line on once and counts the repeats.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import logging
-import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -46,8 +44,9 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
+from consumer.client_log import ClientLog
 from consumer.codec import EventCodec
-from consumer.config import KAFKA_CLIENT_LOGGER, Settings
+from consumer.config import Settings
 from consumer.dedup import DedupStore, open_dedup_store
 from consumer.dlq_model import (
     DlqFilter,
@@ -72,7 +71,6 @@ COMMIT_INTERVAL_S = 1.0
 EXAMINED_COMMIT_EVERY = 500
 READ_BATCH = 100
 STALL_TIMEOUT_S = 60.0
-REPEAT_LOG_INTERVAL_S = 60.0  # a repeated client log line is logged again, counted, after this
 STOP_CHECK_S = 0.1  # how often a rate-limited wait looks whether a stop was requested
 TIMEOUT_S = 30.0
 
@@ -86,56 +84,6 @@ class DlqIoError(ClinicEventsError):
 
 class KafkaUnreachable(DlqIoError):
     """The broker did not answer the first request (the DLQ's metadata) in time."""
-
-
-#: Parts of a client log line that differ between repeats of the same event.
-_VARYING = re.compile(r"after \d+ms")
-
-
-@dataclass(slots=True)
-class _Repeats:
-    logged_at: float
-    text: str
-    count: int = 0
-
-
-class ClientLog:
-    """The ``logger`` of a dlq command's Kafka client: each distinct line once, repeats counted.
-
-    While a broker is unreachable librdkafka logs the same connect failure every few
-    milliseconds, and a client hands its log lines over only when polled or closed: one
-    30 s metadata request used to end in some 580 identical lines. The first line of each
-    kind is logged; its repeats are counted and reported with the next one once
-    :data:`REPEAT_LOG_INTERVAL_S` has passed, and by :meth:`close` (after the client's own
-    close, which hands over the last lines).
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._logger = logging.getLogger(KAFKA_CLIENT_LOGGER)
-        self._clock = clock
-        self._kinds: dict[tuple[int, str], _Repeats] = {}
-
-    def log(self, level: int, msg: str, *args: object) -> None:
-        """What confluent-kafka calls for every librdkafka log line."""
-        text = msg % args if args else msg
-        kind, now = (level, _VARYING.sub("after ...ms", text)), self._clock()
-        seen = self._kinds.get(kind)
-        if seen is None:
-            self._kinds[kind] = _Repeats(logged_at=now, text=text)
-            self._logger.log(level, "%s", text)
-        elif now - seen.logged_at >= REPEAT_LOG_INTERVAL_S:
-            self._logger.log(level, "%s (and %d times before in %.0f s)", text, seen.count,
-                             now - seen.logged_at)
-            seen.logged_at, seen.count = now, 0
-        else:
-            seen.count, seen.text = seen.count + 1, text
-
-    def close(self) -> None:
-        """Report the repeats not reported yet."""
-        for (level, _), seen in self._kinds.items():
-            if seen.count:
-                self._logger.log(level, "%s (repeated %d more times)", seen.text, seen.count)
-        self._kinds.clear()
 
 
 class DlqReader:

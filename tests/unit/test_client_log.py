@@ -1,4 +1,4 @@
-"""The dlq commands' Kafka edge without a broker: client log lines, unreachable brokers."""
+"""ClientLog: a librdkafka client logger that passes each distinct line on once."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from consumer.client_log import REPEAT_LOG_INTERVAL_S, ClientLog
 from consumer.config import KAFKA_CLIENT_LOGGER
-from consumer.dlq_io import REPEAT_LOG_INTERVAL_S, ClientLog
 
 CONNECT_FAILED = ("[thrd:127.0.0.1:1/bootstrap]: 127.0.0.1:1/bootstrap: Connect to "
                   "ipv4#127.0.0.1:1 failed: Connection refused (after {}ms in state CONNECT)")
