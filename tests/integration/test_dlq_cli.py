@@ -8,15 +8,14 @@ real codec from realistic events, plus one record of garbage bytes.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import pytest
 from click.testing import CliRunner, Result
@@ -191,17 +190,12 @@ def test_interrupted_replay_resumed_sends_every_record_exactly_once(
     config = _config(tmp_path, kafka_bootstrap, topic_prefix, 3)
     seeded = _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 12, 3)
     log = (tmp_path / "first-run.log").open("w")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "dlq", "replay", "--config", str(config),
-         "--rate", "2", "--json"], stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ))
+    first = _slow_replay(config, tmp_path, log)
     try:
-        seen, deadline = 0, time.monotonic() + 60
-        while seen < 2 and time.monotonic() < deadline and first.poll() is None:
-            seen = len(_read_all(kafka_bootstrap, topic_prefix))
-        assert 2 <= seen < 12, f"kill the replay mid-way (saw {seen}, log {log.name})"
+        seen = _mid_replay(first, kafka_bootstrap, topic_prefix, log.name)
     finally:
         first.send_signal(signal.SIGKILL)
-        first.wait(30)
+        first.communicate(timeout=30)  # reaps it and closes its output pipe
         log.close()
     report = _cli_json(config, "dlq", "replay")
     assert 0 < report["counts"]["replayed"] <= 12 - seen
@@ -209,6 +203,25 @@ def test_interrupted_replay_resumed_sends_every_record_exactly_once(
                 _read_all(kafka_bootstrap, topic_prefix)]
     assert sorted(map(str, received)) == sorted(str(s.event_id) for s in seeded)
     assert _cli_json(config, "dlq", "replay")["counts"]["examined"] == 0
+
+
+def _slow_replay(config: Path, tmp_path: Path, log: IO[str],
+                 preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[str]:
+    """``dlq replay --rate 2 --json`` started as its own process, standard error to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumer", "dlq", "replay", "--config", str(config),
+         "--rate", "2", "--json"], stdout=subprocess.PIPE, stderr=log, text=True,
+        env=cli_env(tmp_path), preexec_fn=preexec_fn)
+
+
+def _mid_replay(replay: subprocess.Popen[str], bootstrap: str, topic: str,
+                log_name: str) -> int:
+    """Wait until ``replay`` has republished some but not all 12 records; how many."""
+    seen, deadline = 0, time.monotonic() + 60
+    while seen < 2 and time.monotonic() < deadline and replay.poll() is None:
+        seen = len(_read_all(bootstrap, topic))
+    assert 2 <= seen < 12, f"stop the replay mid-way (saw {seen}, log {log_name})"
+    return seen
 
 
 def _ignore_sigint() -> None:
@@ -229,15 +242,10 @@ def test_replay_stopped_by_a_signal_reports_audits_and_resumes_without_overlap(
     config = _config(tmp_path, kafka_bootstrap, topic_prefix, 3)
     seeded = _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 12, 3)
     log = (tmp_path / "first-run.log").open("w")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "dlq", "replay", "--config", str(config),
-         "--rate", "2", "--json"], stdout=subprocess.PIPE, stderr=log, text=True,
-        env=cli_env(tmp_path), preexec_fn=_ignore_sigint if signum == signal.SIGINT else None)
+    first = _slow_replay(config, tmp_path, log,
+                         preexec_fn=_ignore_sigint if signum == signal.SIGINT else None)
     try:
-        seen, deadline = 0, time.monotonic() + 60
-        while seen < 2 and time.monotonic() < deadline and first.poll() is None:
-            seen = len(_read_all(kafka_bootstrap, topic_prefix))
-        assert 2 <= seen < 12, f"stop the replay mid-way (saw {seen}, log {log.name})"
+        seen = _mid_replay(first, kafka_bootstrap, topic_prefix, log.name)
         first.send_signal(signum)
         stdout, _ = first.communicate(timeout=60)
     finally:
