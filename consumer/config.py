@@ -86,6 +86,22 @@ ALTERNATIVES = (
     ("delivery", "url", "handler",
      "url delivers over HTTP, handler calls a Python function instead"),
 )
+#: librdkafka properties clinic-events sets itself, because its guarantees rest on them:
+#: refused in ``[kafka.client]``, with the reason. (Other properties the code chooses, such as
+#: ``linger.ms``, ``fetch.wait.max.ms`` or ``auto.offset.reset``, are defaults that
+#: ``[kafka.client]`` may change.)
+MANAGED_PROPERTIES = {
+    "bootstrap.servers": "set [kafka] bootstrap_servers instead",
+    "group.id": "set [kafka] group_id instead",
+    "enable.auto.offset.store": "an offset is stored only once its record's fate is durable",
+    "enable.auto.commit": "each client commits as its guarantees need (run: stored offsets "
+                          "every second; dlq replay: inside its transactions)",
+    "enable.partition.eof": "each client sets it as its reading needs",
+    "enable.idempotence": "republished and replayed records must not be duplicated",
+    "acks": "a republished record counts only once every in-sync replica has it",
+    "transactional.id": "dlq replay derives it from the group, for exactly-once replays",
+    "isolation.level": "replays rely on aborted copies staying unread (read_committed)",
+}
 #: A ``[kafka.client]`` property whose name contains one of these is shown as ``****``.
 SECRET_MARKERS = ("password", "secret", "token", "key", "oauthbearer.config")
 
@@ -152,8 +168,10 @@ class Settings:
     classification: ExceptionRules
     source: str = "defaults"  # where the file came from, for messages
 
-    def consumer_config(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka properties for a consumer, with the pass-through client settings.
+    def consumer_config(self, defaults: Mapping[str, Any] | None = None, /,
+                        **required: Any) -> dict[str, Any]:
+        """librdkafka properties for a consumer: ``defaults``, then the pass-through client
+        settings (``[kafka.client]`` may change a default), then ``required``.
 
         librdkafka's own log lines go to the ``clinic_events.kafka`` logger (confluent-kafka's
         ``logger`` property) rather than raw to stderr, so they are formatted like every
@@ -162,12 +180,13 @@ class Settings:
         all the time.
         """
         return {"logger": logging.getLogger(KAFKA_CLIENT_LOGGER),
-                **self._client_config(overrides, leave_out=PRODUCER_ONLY)}
+                **self._client_config(defaults, required, leave_out=PRODUCER_ONLY)}
 
-    def producer_config(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka properties for a producer (logging as ``consumer_config`` says)."""
+    def producer_config(self, defaults: Mapping[str, Any] | None = None, /,
+                        **required: Any) -> dict[str, Any]:
+        """librdkafka properties for a producer (layered and logging as ``consumer_config``)."""
         return {"logger": logging.getLogger(KAFKA_CLIENT_LOGGER),
-                **self._client_config(overrides, leave_out=CONSUMER_ONLY)}
+                **self._client_config(defaults, required, leave_out=CONSUMER_ONLY)}
 
     def admin_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka properties for an admin client, whose log lines stay on stderr.
@@ -180,15 +199,18 @@ class Settings:
         unreachable broker otherwise fills the terminal with a connect failure every ~50 ms
         until the call gives up.
         """
-        return {**ADMIN_RECONNECT,
-                **self._client_config(overrides, leave_out=CONSUMER_ONLY | PRODUCER_ONLY)}
+        return self._client_config(ADMIN_RECONNECT, overrides,
+                                   leave_out=CONSUMER_ONLY | PRODUCER_ONLY)
 
-    def _client_config(self, overrides: Mapping[str, Any],
+    def _client_config(self, defaults: Mapping[str, Any] | None, required: Mapping[str, Any],
                        leave_out: frozenset[str]) -> dict[str, Any]:
-        """Broker, the ``[kafka.client]`` pass-through (but ``leave_out``), then ``overrides``."""
+        """Broker, ``defaults``, the ``[kafka.client]`` pass-through (but ``leave_out``), then
+        ``required`` (what a client's guarantees rest on; ``MANAGED_PROPERTIES`` are refused in
+        ``[kafka.client]``, so it never silently loses to them)."""
         passed = {key: value for key, value in self.kafka.client.items()
                   if key not in leave_out}
-        return {"bootstrap.servers": self.kafka.bootstrap_servers, **passed, **overrides}
+        return {"bootstrap.servers": self.kafka.bootstrap_servers, **(defaults or {}),
+                **passed, **required}
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -400,7 +422,7 @@ def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
         kafka=KafkaSettings(
             bootstrap_servers=_str("kafka", "bootstrap_servers", kafka["bootstrap_servers"]),
             group_id=_str("kafka", "group_id", kafka["group_id"]),
-            client={str(k): str(v) for k, v in client.items()},
+            client=_client_properties(client),
         ),
         topics=topic_settings,
         retry=_build_policy(topic_settings.main, retry),
@@ -490,3 +512,13 @@ def _build_rules(rules: dict[str, Any]) -> ExceptionRules:
         )
     except (RetryTopicsError, TypeError) as exc:
         raise ConfigError(f"[classification]: {exc}") from exc
+
+
+def _client_properties(client: Mapping[str, Any]) -> dict[str, str]:
+    """``[kafka.client]`` as strings; a property clinic-events manages is refused."""
+    for key in client:
+        reason = MANAGED_PROPERTIES.get(str(key))
+        if reason is not None:
+            raise ConfigError(f"[kafka.client] {key} is set by clinic-events ({reason}); "
+                              f"remove it")
+    return {str(k): str(v) for k, v in client.items()}

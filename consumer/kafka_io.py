@@ -12,6 +12,7 @@ promptly instead of up to 500 ms later.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -62,29 +63,63 @@ def producer_from(config: dict[str, Any]) -> Producer:
     return kafka_client(Producer, config, "producer")
 
 
-def build_consumer(settings: Settings, **overrides: Any) -> Consumer:
-    """The group consumer of ``run``: manual offset storage, prompt fetches."""
-    return kafka_client(Consumer, settings.consumer_config(**{
+#: What ``build_consumer`` chooses where ``[kafka.client]`` says nothing.
+CONSUMER_DEFAULTS = {"auto.commit.interval.ms": 1000, "auto.offset.reset": "earliest",
+                     "fetch.wait.max.ms": 25}
+#: What ``build_producer`` chooses where ``[kafka.client]`` says nothing.
+PRODUCER_DEFAULTS = {"linger.ms": 5, "message.timeout.ms": 60_000}
+
+
+def build_consumer(settings: Settings, **required: Any) -> Consumer:
+    """The group consumer of ``run``: manual offset storage, prompt fetches.
+
+    ``required`` (a caller's own needs) wins over ``[kafka.client]``, which wins over
+    ``CONSUMER_DEFAULTS``.
+    """
+    return kafka_client(Consumer, settings.consumer_config(CONSUMER_DEFAULTS, **{
         "group.id": settings.kafka.group_id,
         "enable.auto.commit": True,
-        "auto.commit.interval.ms": 1000,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 25,
         "enable.partition.eof": False,
-        **overrides,
+        **required,
     }), "consumer")
 
 
-def build_producer(settings: Settings, **overrides: Any) -> Producer:
-    """An idempotent producer: acknowledged by all in-sync replicas, no duplicates on retry."""
-    return kafka_client(Producer, settings.producer_config(**{
+def build_producer(settings: Settings, **required: Any) -> Producer:
+    """An idempotent producer: acknowledged by all in-sync replicas, no duplicates on retry.
+
+    Layered as ``build_consumer`` says, over ``PRODUCER_DEFAULTS``.
+    """
+    return kafka_client(Producer, settings.producer_config(PRODUCER_DEFAULTS, **{
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
-        "message.timeout.ms": 60_000,
-        **overrides,
+        **required,
     }), "producer")
+
+
+def check_client_settings(settings: Settings) -> None:
+    """Build and drop a consumer, a producer and an admin client with no broker to reach.
+
+    Why: each kind of client gets only the ``[kafka.client]`` properties it reads, and a
+    command builds only the kinds it needs, so a property librdkafka refuses would stop one
+    command and not another, or stop ``run`` only after it created topics. Checked up front,
+    it stops every command alike (``ConfigError``, exit 2) before anything is done. Without
+    ``bootstrap.servers`` a client connects nowhere; its log lines are dropped.
+    """
+    for factory, config, kind in (
+            (Consumer, settings.consumer_config(CONSUMER_DEFAULTS, **{"group.id": "check"}),
+             "consumer"),
+            (Producer, settings.producer_config(PRODUCER_DEFAULTS), "producer"),
+            (AdminClient, settings.admin_config(), "admin client")):
+        config.pop("bootstrap.servers", None)
+        client = kafka_client(factory, {**config, "logger": _DROPPED}, kind)
+        if isinstance(client, Consumer):
+            client.close()
+
+
+_DROPPED = logging.getLogger("clinic_events.kafka.settings_check")
+_DROPPED.addHandler(logging.NullHandler())
+_DROPPED.propagate = False
 
 
 class KafkaPublisher:

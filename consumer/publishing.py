@@ -38,6 +38,7 @@ from consumer.codec import EventCodec, EventRecord
 from consumer.config import Settings
 from consumer.errors import ConfigError, InvalidEvent
 from consumer.events import entity_key, event_from_json, event_to_json
+from consumer.kafka_io import PRODUCER_DEFAULTS
 from consumer.telemetry import Telemetry
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import PolicyError
@@ -212,9 +213,9 @@ class EventPublisher:
         if self._create_topics:
             ensure_topics(self._settings, timeout_s=min(30.0, self._timeout_ms / 1000))
         try:
-            self._producer = self._factory(self._settings.producer_config(**{
-                "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                "message.timeout.ms": self._timeout_ms, **self._extra}))
+            self._producer = self._factory(self._settings.producer_config(
+                PRODUCER_DEFAULTS, **{"enable.idempotence": True, "acks": "all",
+                                      "message.timeout.ms": self._timeout_ms, **self._extra}))
         except KafkaException as exc:
             raise ConfigError(f"Kafka producer settings: {exc}") from exc
         if not self._create_topics:

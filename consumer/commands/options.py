@@ -10,7 +10,7 @@ import click
 
 from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError
-from consumer.kafka_io import client_settings_error
+from consumer.kafka_io import check_client_settings, client_settings_error
 from retry_topics.durations import format_duration, parse_duration_ms
 from retry_topics.errors import RetryTopicsError
 from retry_topics.provisioning import ClientSettingsError, PartitionCountError, TopicLayoutError
@@ -36,7 +36,10 @@ def json_option(func: F) -> F:
 
 
 def settings_from(config_path: Path | None) -> Settings:
-    return load_settings(config_path)
+    """The settings, with the ``[kafka.client]`` properties checked by librdkafka itself."""
+    settings = load_settings(config_path)
+    check_client_settings(settings)
+    return settings
 
 
 class Duration(click.ParamType[int, object]):

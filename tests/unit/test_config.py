@@ -223,13 +223,13 @@ def test_admin_clients_reconnect_to_a_down_broker_about_once_a_second_unless_con
 
 
 def test_admin_clients_get_no_producer_only_or_logger_properties(tmp_path: Path) -> None:
-    path = _write(tmp_path, '[kafka.client]\nacks = "all"\n"socket.timeout.ms" = "5000"\n')
+    path = _write(tmp_path, '[kafka.client]\n"linger.ms" = "20"\n"socket.timeout.ms" = "5000"\n')
     settings = load_settings(path, env={})
     admin = settings.admin_config()
-    assert "acks" not in admin
+    assert "linger.ms" not in admin
     assert "logger" not in admin
     assert admin["socket.timeout.ms"] == "5000"
-    assert settings.producer_config()["acks"] == "all"
+    assert settings.producer_config()["linger.ms"] == "20"
 
 
 DELAYS_FROM = '{ initial = "5s", multiplier = 4, max = "10m", tiers = 4 }'
@@ -339,3 +339,23 @@ def test_cli_refuses_a_misspelt_variable_with_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.output.startswith(
         "clinic-events: configuration error: unknown variable CLINIC_EVENTS_DELIVER_URL")
+
+
+@pytest.mark.parametrize("name", ["enable.auto.offset.store", "acks", "group.id",
+                                  "isolation.level"])
+def test_a_property_clinic_events_manages_is_refused_in_kafka_client(
+    tmp_path: Path, name: str
+) -> None:
+    """It would silently lose to the value the guarantees need, or break them."""
+    path = _write(tmp_path, f'[kafka.client]\n"{name}" = "x"\n')
+    with pytest.raises(ConfigError, match=rf"\[kafka.client\] {name} is set by clinic-events"):
+        load_settings(path, env={})
+
+
+def test_kafka_client_changes_the_defaults_but_not_what_a_client_requires(
+    tmp_path: Path
+) -> None:
+    settings = load_settings(_write(tmp_path, '[kafka.client]\n"linger.ms" = "50"\n'), env={})
+    config = settings.producer_config({"linger.ms": 5}, acks="all")
+    assert (config["linger.ms"], config["acks"]) == ("50", "all")
+    assert settings.producer_config({"linger.ms": 5}, **{"linger.ms": 1})["linger.ms"] == 1

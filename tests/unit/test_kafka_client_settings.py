@@ -97,21 +97,32 @@ def test_commands_exit_2_with_one_line_naming_kafka_client(
     assert result.output.count("\n") == 1, "one line, no traceback"
 
 
+@pytest.mark.parametrize("command", [
+    ["topics", "ensure"], ["run"], ["lag"], ["publish", "--file", "-"], ["dlq", "list"],
+])
+@pytest.mark.parametrize(("line", "kind"), [
+    ('"session.timeout.ms" = "abc"', "consumer"),  # only consumers read it
+    ('"linger.ms" = "abc"', "producer"),  # only producers read it (and was a default)
+])
 @pytest.mark.usefixtures("no_export")
-def test_run_exits_2_on_a_consumer_only_property_the_admin_client_never_sees(
-    config_file: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_property_one_client_kind_refuses_stops_every_command_before_it_acts(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], line: str,
+    kind: str,
 ) -> None:
-    """``session.timeout.ms`` reaches only consumers: topics are ensured (stubbed here, no
-    broker), the producer is built, then the consumer refuses it."""
-    monkeypatch.setattr("consumer.app.ensure_topics",
-                        lambda settings: TopicReport(created=(), existing=()))
-    path = _with_client(config_file, '"session.timeout.ms" = "abc"')
-    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    """Whichever clients a command builds: no topic is created, nothing is sent."""
+    def must_not_run(*_args: object, **_kwargs: object) -> TopicReport:
+        raise AssertionError("topics were ensured before the settings were checked")
+
+    monkeypatch.setattr("consumer.app.ensure_topics", must_not_run)
+    monkeypatch.setattr("consumer.commands.topics.ensure_topics", must_not_run)
+    monkeypatch.setattr("consumer.publishing.ensure_topics", must_not_run)
+    path = _with_client(config_file, line)
+    result = CliRunner().invoke(main, [*command, "--config", str(path)], input="")
     assert result.exit_code == 2, result.output
-    assert result.output == (
-        "clinic-events: configuration error: [kafka.client]: librdkafka refused the consumer "
-        'settings: Invalid value for configuration property "session.timeout.ms" (valid '
-        "properties: https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md)\n")
+    assert result.output.startswith(
+        f"clinic-events: configuration error: [kafka.client]: librdkafka refused the {kind} "
+        "settings: Invalid value for configuration property")
+    assert result.output.count("\n") == 1, "one line, no traceback"
 
 
 def test_admin_client_type_is_what_build_admin_returns(config_file: Path) -> None:

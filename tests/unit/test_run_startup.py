@@ -71,11 +71,12 @@ def test_the_pass_through_client_properties_are_shown_with_secrets_masked(
     path = tmp_path / "clinic-events.toml"
     path.write_text('[kafka.client]\n"sasl.password" = "hunter2"\n'
                     '"sasl.oauthbearer.config" = "clientSecret=hunter3"\n'
-                    '"security.protocol" = "SASL_SSL"\n')
+                    '"security.protocol" = "SASL_SSL"\n"sasl.mechanism" = "PLAIN"\n')
     result = CliRunner().invoke(main, ["run", "--config", str(path)])
     assert result.exit_code == 0, result.output
-    assert ("clinic-events: [kafka.client] sasl.oauthbearer.config=****, sasl.password=****, "
-            "sasl.username=clinic, security.protocol=SASL_SSL\n") in result.output
+    assert ("clinic-events: [kafka.client] sasl.mechanism=PLAIN, sasl.oauthbearer.config=****, "
+            "sasl.password=****, sasl.username=clinic, security.protocol=SASL_SSL\n"
+            ) in result.output
     assert "hunter" not in result.output
 
 
