@@ -70,7 +70,8 @@ class _Trend:
 @click.command("lag")
 @config_option
 @json_option
-@click.option("--watch", is_flag=True, help="Refresh in place until interrupted (or --count).")
+@click.option("--watch", is_flag=True, help="Sample until interrupted (or --count): refreshed "
+              "in place on a terminal, every sample printed elsewhere.")
 @click.option("--interval", type=Duration(minimum_ms=1), default="5s", show_default=True,
               help="Time between samples with --watch.")
 @click.option("--count", type=click.IntRange(min=0), default=0,
@@ -146,11 +147,15 @@ def _take(probe: LagProbe, trend: _Trend, rules: LagRules, *, show_progress: boo
 
 def _watch(probe: LagProbe, trend: _Trend, rules: LagRules, as_json: bool, console: Console,
            interval_ms: int, count: int) -> GroupReport:
+    """Sample every ``interval_ms``: a table refreshed in place on a terminal; elsewhere
+    (a pipe, a log file) every sample printed in turn, one JSON document per line with
+    ``--json``, so nothing a script or a log keeps is overwritten."""
     report = _take(probe, trend, rules, show_progress=False)
     taken = 1
-    if as_json:
-        click.echo(json.dumps(report_to_json(report)))
-    live = None if as_json else Live(render(report), console=console, auto_refresh=False)
+    in_place = not as_json and console.is_terminal
+    live = Live(render(report), console=console, auto_refresh=False) if in_place else None
+    if live is None:
+        _emit_sample(report, as_json, console)
     try:
         if live is not None:
             live.start()
@@ -161,13 +166,20 @@ def _watch(probe: LagProbe, trend: _Trend, rules: LagRules, as_json: bool, conso
             if live is not None:
                 live.update(render(report), refresh=True)
             else:
-                click.echo(json.dumps(report_to_json(report)))
+                _emit_sample(report, as_json, console)
     except KeyboardInterrupt:
         pass
     finally:
         if live is not None:
             live.stop()
     return report
+
+
+def _emit_sample(report: GroupReport, as_json: bool, console: Console) -> None:
+    if as_json:
+        click.echo(json.dumps(report_to_json(report)))
+    else:
+        console.print(render(report))
 
 
 def _emit(report: GroupReport, as_json: bool, console: Console) -> None:
