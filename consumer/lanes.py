@@ -155,7 +155,10 @@ class InlineLane:
 
         Why: a batch is processed before the poll loop records outcomes or fetches due
         retries again, so with a slow handler a full batch would hold both up for minutes.
+        Until a pace is known, one slice: a quick handler makes the next batch full size.
         """
+        if self._pace.seconds <= 0.0:
+            return min(ceiling, INLINE_SLICE)
         return self._pace.limit(1, ceiling, 1)
 
 

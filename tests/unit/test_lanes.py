@@ -419,6 +419,9 @@ def test_a_slow_inline_lane_asks_for_batches_of_about_a_second_of_work() -> None
         return [Delivered(r) for r in chunk]
 
     lane = InlineLane(process)
-    assert lane.in_flight_limit(500) == 500  # nothing measured yet
+    assert lane.in_flight_limit(500) == INLINE_SLICE  # nothing measured yet: one slice
     lane.dispatch([_record(b"a", 0), _record(b"b", 1)])
     assert 20 <= lane.in_flight_limit(500) <= int(QUEUED_WORK_S / 0.02)
+    quick = InlineLane(lambda chunk: [Delivered(r) for r in chunk])
+    quick.dispatch([_record(b"a", 0)])
+    assert quick.in_flight_limit(500) == 500  # a quick handler: full batches
