@@ -9,8 +9,7 @@ from typing import TypeVar
 import click
 
 from consumer.config import Settings, load_settings
-from consumer.errors import ConfigError
-from consumer.kafka_io import check_client_settings, client_settings_error
+from consumer.kafka_io import check_client_settings
 from retry_topics.durations import format_duration, parse_duration_ms
 from retry_topics.errors import RetryTopicsError
 from retry_topics.provisioning import ClientSettingsError, PartitionCountError, TopicLayoutError
@@ -73,13 +72,3 @@ def layout_exit_code(error: TopicLayoutError) -> int:
     """2 when the configuration does not fit (too few partitions, client settings librdkafka
     refuses), else 1 (Kafka unreachable, a creation refused)."""
     return 2 if isinstance(error, PartitionCountError | ClientSettingsError) else 1
-
-
-def as_config_error(error: ClientSettingsError) -> ConfigError:
-    """The ``ConfigError`` for the admin client settings provisioning could not use, worded as
-    for every other client (``kafka_io.client_settings_error``); the CLI reports it as every
-    configuration error: one line, exit code 2."""
-    cause = error.__cause__
-    if isinstance(cause, Exception):
-        return client_settings_error(cause, "admin client")
-    return ConfigError(str(error))

@@ -25,7 +25,6 @@ from rich.text import Text
 
 from consumer.commands.options import (
     Duration,
-    as_config_error,
     config_option,
     json_option,
     layout_exit_code,
@@ -34,7 +33,7 @@ from consumer.commands.options import (
 from consumer.kafka_io import producer_from
 from consumer.publishing import EventPublisher, PublishSummary, TokenBucket
 from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
-from retry_topics.provisioning import ClientSettingsError, TopicLayoutError
+from retry_topics.provisioning import TopicLayoutError
 
 _MAX_SHOWN_ERRORS = 50
 
@@ -80,8 +79,6 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
                 lines = _with_progress(handle, stack)
             publisher.publish_lines(lines, limiter=limiter)
             summary = publisher.flush()
-    except ClientSettingsError as exc:
-        raise as_config_error(exc) from exc
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(layout_exit_code(exc))

@@ -13,7 +13,6 @@ import click
 
 from consumer.app import build_runner
 from consumer.commands.options import (
-    as_config_error,
     config_option,
     layout_exit_code,
     settings_from,
@@ -28,7 +27,7 @@ from consumer.telemetry import (
     exports,
     shutdown_providers,
 )
-from retry_topics.provisioning import ClientSettingsError, TopicLayoutError
+from retry_topics.provisioning import TopicLayoutError
 
 
 @click.command("run")
@@ -56,8 +55,6 @@ def run_command(config_path: Path | None, log_level: str) -> None:
         assembly = build_runner(
             settings, tracer_provider=provider if exports("OTEL_TRACES_EXPORTER") else None,
             meter_provider=meters if exports("OTEL_METRICS_EXPORTER") else None)
-    except ClientSettingsError as exc:
-        raise as_config_error(exc) from exc
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(layout_exit_code(exc))

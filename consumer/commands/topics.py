@@ -9,13 +9,12 @@ from pathlib import Path
 import click
 
 from consumer.commands.options import (
-    as_config_error,
     config_option,
     json_option,
     layout_exit_code,
     settings_from,
 )
-from retry_topics.provisioning import ClientSettingsError, TopicLayoutError, ensure_topics
+from retry_topics.provisioning import TopicLayoutError, ensure_topics
 
 
 @click.group("topics")
@@ -37,8 +36,6 @@ def ensure(config_path: Path | None, as_json: bool) -> None:
     settings = settings_from(config_path)
     try:
         report = ensure_topics(settings)
-    except ClientSettingsError as exc:
-        raise as_config_error(exc) from exc
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         if as_json:  # scripts parse stdout: an empty one is no answer
