@@ -238,13 +238,14 @@ class Runner:
         tiers_were_held = self._throttled
         self._throttled, self._main_held = hold_all, hold_main
         if (hold_all or hold_main) != main_was_held:
-            self._hold(self._main_partitions(), hold_all or hold_main)
+            self._hold(self._partitions(tiers=False), hold_all or hold_main)
         if hold_all != tiers_were_held:
-            self._hold([tp for tp in self._assigned if tp[0] in self._tier_by_topic], hold_all)
+            self._hold(self._partitions(tiers=True), hold_all)
         return (ceiling if hold_main else limit) - in_flight
 
-    def _main_partitions(self) -> list[TopicPartitionKey]:
-        return [tp for tp in self._assigned if tp[0] not in self._tier_by_topic]
+    def _partitions(self, *, tiers: bool) -> list[TopicPartitionKey]:
+        """The assigned partitions of the retry tiers, or of the main topic."""
+        return [tp for tp in self._assigned if (tp[0] in self._tier_by_topic) == tiers]
 
     def _hold(self, partitions: list[TopicPartitionKey], hold: bool) -> None:
         """Pause ``partitions``, or resume those not waiting for a due head."""
@@ -398,7 +399,7 @@ class Runner:
     # -- rebalancing and shutdown -----------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Take the partitions on, fetching unless the whole consumer is throttled.
+        """Take the partitions on, fetching unless back-pressure holds them.
 
         librdkafka keeps an application's pause on a partition across a revoke and a later
         assignment of the same partition to the same client. A retry partition that was
