@@ -408,11 +408,6 @@ def _str(section: str, key: str, value: Any) -> str:
 
 def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
     kafka, topics, retry = merged["kafka"], merged["topics"], merged["retry"]
-    client = kafka["client"]
-    for name, value in client.items():
-        if isinstance(value, dict | list):
-            raise ConfigError(f"[kafka.client] {name!r} must be a string, number or boolean "
-                              f"(a librdkafka property value), got {value!r}")
     topic_settings = TopicSettings(
         main=_str("topics", "main", topics["main"]),
         partitions=_int("topics", "partitions", topics["partitions"], 1),
@@ -422,7 +417,7 @@ def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
         kafka=KafkaSettings(
             bootstrap_servers=_str("kafka", "bootstrap_servers", kafka["bootstrap_servers"]),
             group_id=_str("kafka", "group_id", kafka["group_id"]),
-            client=_client_properties(client),
+            client=_client_properties(kafka["client"]),
         ),
         topics=topic_settings,
         retry=_build_policy(topic_settings.main, retry),
@@ -515,8 +510,12 @@ def _build_rules(rules: dict[str, Any]) -> ExceptionRules:
 
 
 def _client_properties(client: Mapping[str, Any]) -> dict[str, str]:
-    """``[kafka.client]`` as strings; a property clinic-events manages is refused."""
-    for key in client:
+    """``[kafka.client]`` as strings; a nested value, or a property clinic-events manages,
+    is refused."""
+    for key, value in client.items():
+        if isinstance(value, dict | list):
+            raise ConfigError(f"[kafka.client] {key!r} must be a string, number or boolean "
+                              f"(a librdkafka property value), got {value!r}")
         reason = MANAGED_PROPERTIES.get(str(key))
         if reason is not None:
             raise ConfigError(f"[kafka.client] {key} is set by clinic-events ({reason}); "
