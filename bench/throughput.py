@@ -516,6 +516,18 @@ def checks(results: dict[str, LoopResult], pipeline: str) -> list[Check]:
     ]
 
 
+def ceiling(results: dict[str, LoopResult]) -> dict[str, Any]:
+    """decode / raw: what pipeline / raw would be if the framework cost nothing at all.
+
+    Why: pipeline / raw can never exceed it, so it says how much of the raw target decoding
+    alone leaves to the framework on the machine of this run.
+    """
+    values = [raw / decode for decode, raw in zip(results["decode"].round_us,
+                                                   results["raw"].round_us, strict=True)]
+    return {"name": "decode / raw", "value": statistics.median(values), "rounds": values,
+            "method": "ceiling of pipeline / raw: a framework costing nothing beyond decode"}
+
+
 def write_config(folder: Path, bootstrap: str, main: str, partitions: int) -> Path:
     """A TOML config with the product's defaults except broker, topics, group and store."""
     path = folder / "bench.toml"
@@ -639,6 +651,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                   for name, r in results.items()},
         "checks": [asdict(c) for pipeline in PIPELINES if pipeline in results
                    for c in checks(results, pipeline)],
+        "ceiling": ceiling(results),
     }
 
 
@@ -680,6 +693,9 @@ def render(report: dict[str, Any]) -> str:
             each = " ".join(f"{x:.1f}" for x in check["rounds"])
             lines.append(f"{check['name']:<38} {check['value']:>7.2f} us  target <= "
                          f"{check['target']:.0f} us  {verdict}   [{each}]  {check['method']}")
+    top = report["ceiling"]
+    each = " ".join(f"{x:.1%}" for x in top["rounds"])
+    lines.append(f"{top['name']:<38} {top['value']:>8.1%}   {'':<24}[{each}]  {top['method']}")
     return "\n".join(lines)
 
 

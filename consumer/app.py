@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
+from consumer.admin_session import ensure_topics_logged
 from consumer.codec import EventCodec
 from consumer.config import Settings
 from consumer.dedup import DedupStore, open_dedup_store
@@ -26,7 +27,6 @@ from consumer.records import Republished
 from consumer.runner import Runner
 from consumer.telemetry import Telemetry
 from retry_topics.clock import Clock, SystemClock
-from retry_topics.provisioning import ensure_topics
 
 LOG = logging.getLogger("clinic_events.app")
 
@@ -54,7 +54,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     store = store or open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, clock)
     handler = handler or build_handler(settings)
     if ensure:
-        created = ensure_topics(settings).created
+        created = ensure_topics_logged(settings).created
         if created:
             # A misspelt topics.main also lands here: say so, rather than consume quietly.
             LOG.warning("created missing topics: %s (if %s should have existed, check "

@@ -344,6 +344,8 @@ def _env_value(section: str, key: str, value: str, name: str) -> Any:
         return _inline_table(name, value, DELAYS_FROM_EXAMPLE)
     default = DEFAULTS[section][key]
     if isinstance(default, list):
+        if value.lstrip().startswith("["):  # written as in the file: a TOML array
+            return _inline_array(name, value)
         return [item.strip() for item in value.split(",") if item.strip()]
     if isinstance(default, bool):
         return value.lower() in ("1", "true", "yes", "on")
@@ -366,6 +368,19 @@ def _inline_table(name: str, value: str, example: str) -> dict[str, Any]:
     if set(document) != {"value"} or not isinstance(table, dict):
         raise ConfigError(f"{hint}, got {value!r}")
     return table
+
+
+def _inline_array(name: str, value: str) -> list[Any]:
+    """A list variable written as a TOML array, such as ``["5s", "30s"]``."""
+    hint = f'{name} must be comma-separated (a,b) or a TOML array (["a", "b"])'
+    try:
+        document = tomllib.loads(f"value = {value}")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{hint}: {exc}") from exc
+    items = document.get("value")
+    if set(document) != {"value"} or not isinstance(items, list):
+        raise ConfigError(f"{hint}, got {value!r}")
+    return items
 
 
 def _check_key(section: str, key: str, via: str | None = None) -> None:

@@ -37,6 +37,7 @@ from consumer.codec import EventRecord
 from consumer.config import Settings
 from consumer.errors import ConfigError, PermanentError, TransientError
 from consumer.events import event_to_json
+from consumer.rule_classes import check_rule_classes
 from retry_topics.classification import (
     ExceptionRules,
     classify_http_status,
@@ -216,7 +217,9 @@ def build_handler(settings: Settings) -> DeliveryHandler:
     """The handler the settings ask for: a Python callable if configured, else HTTP."""
     delivery = settings.delivery
     if delivery.handler:
-        return CallableDelivery(load_callable(delivery.handler), settings.classification)
+        target = load_callable(delivery.handler)
+        check_rule_classes(settings.classification)  # the handler's module may define them
+        return CallableDelivery(target, settings.classification)
     if delivery.url:
         return HttpDelivery(delivery.url, delivery.timeout_ms,
                             max_connections=delivery.concurrency)

@@ -63,7 +63,7 @@ from consumer.dlq_model import (
     plan_ranges,
 )
 from consumer.errors import ClinicEventsError
-from consumer.kafka_io import build_consumer, build_producer
+from consumer.kafka_io import build_consumer, build_producer, kafka_reason
 from retry_topics.headers import Header
 
 COMMIT_EVERY = 10
@@ -466,12 +466,6 @@ def _finish(publisher: ReplayPublisher, request: ReplayRequest, run: ReplayRun,
             raise  # otherwise the error that ended the run is the one to report
     finally:
         publisher.close()
-
-
-def kafka_reason(exc: KafkaException) -> str:
-    """A client exception's message for people (``str()`` is ``KafkaError{code=...}``)."""
-    error = exc.args[0] if exc.args else None
-    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
 
 
 def _user() -> str:

@@ -53,6 +53,12 @@ def client_settings_error(error: Exception, kind: str) -> ConfigError:
                        f"(valid properties: {LIBRDKAFKA_PROPERTIES})")
 
 
+def kafka_reason(exc: KafkaException) -> str:
+    """A client exception's message for people (``str()`` is ``KafkaError{code=...}``)."""
+    error = exc.args[0] if exc.args else None
+    return str(error.str()) if isinstance(error, KafkaError) else str(exc)
+
+
 def build_admin(settings: Settings, **overrides: Any) -> AdminClient:
     """An admin client with the settings' admin properties (see ``Settings.admin_config``)."""
     return kafka_client(AdminClient, settings.admin_config(**overrides), "admin client")

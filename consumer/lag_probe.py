@@ -38,9 +38,10 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin._listoffsets import OffsetSpec  # re-exported without a type export
 
+from consumer.admin_session import AdminSession
 from consumer.config import Settings
 from consumer.errors import ClinicEventsError
-from consumer.kafka_io import build_admin, kafka_client
+from consumer.kafka_io import kafka_client, kafka_reason
 from consumer.lag_model import GroupSample, PartitionSample, TopicKind, TopicSample
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import HeaderError
@@ -89,7 +90,8 @@ class LagProbe:
         self._clock = clock or SystemClock()
         self._scan_cap = scan_cap
         self._timeout = timeout_s
-        self._admin = build_admin(settings)
+        self._session = AdminSession(settings)
+        self._admin = self._session.client
         self._reader: Consumer | None = None
 
     def __enter__(self) -> LagProbe:
@@ -103,6 +105,7 @@ class LagProbe:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        self._session.close()
 
     def sample(self, on_progress: Progress | None = None) -> GroupSample:
         """Read offsets, members and the unconsumed records' timestamps and due times."""
@@ -111,7 +114,7 @@ class LagProbe:
             metadata = self._admin.list_topics(timeout=self._timeout)
         except KafkaException as exc:
             raise LagProbeError(f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: "
-                                f"{exc}") from exc
+                                f"{kafka_reason(exc)} (waited {self._timeout:g} s)") from exc
         counts = {name: len(meta.partitions) for name, meta in metadata.topics.items()
                   if meta.error is None}
         tps = [TopicPartition(name, p) for name, _ in topics for p in range(counts.get(name, 0))]
@@ -152,7 +155,8 @@ class LagProbe:
                 request, request_timeout=self._timeout)
             result = futures[self._group].result(timeout=self._timeout + 5)
         except KafkaException as exc:
-            raise LagProbeError(f"cannot read committed offsets of {self._group}: {exc}") from exc
+            raise LagProbeError(f"cannot read committed offsets of {self._group}: "
+                                f"{kafka_reason(exc)}") from exc
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
                 for tp in result.topic_partitions}
 
@@ -165,7 +169,7 @@ class LagProbe:
             return {(tp.topic, tp.partition): int(future.result(timeout=self._timeout + 5).offset)
                     for tp, future in futures.items()}
         except KafkaException as exc:
-            raise LagProbeError(f"cannot read partition offsets: {exc}") from exc
+            raise LagProbeError(f"cannot read partition offsets: {kafka_reason(exc)}") from exc
 
     def _members(self) -> int:
         """Members of the group, retrying while its coordinator is moving or loading.
@@ -189,7 +193,8 @@ class LagProbe:
                 if code in _COORDINATOR_CHANGING and time.monotonic() < deadline:
                     time.sleep(0.2)  # bounded by the deadline; the coordinator is loading
                     continue
-                raise LagProbeError(f"cannot describe group {self._group}: {exc}") from exc
+                raise LagProbeError(f"cannot describe group {self._group}: "
+                                    f"{kafka_reason(exc)}") from exc
 
     def _plan(self, kind: TopicKind, committed: int | None, beginning: int,
               end: int) -> _Scan | None:

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from consumer.admin_session import ensure_topics_logged
 from consumer.codec import EventCodec, EventRecord
 from consumer.config import Settings
 from consumer.errors import ConfigError, InvalidEvent
@@ -44,7 +45,7 @@ from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import PolicyError
 from retry_topics.headers import RecordHeaders, encode_headers
 from retry_topics.policy import RetryPolicy
-from retry_topics.provisioning import TopicLayoutError, ensure_topics
+from retry_topics.provisioning import TopicLayoutError
 
 DEFAULT_DELIVERY_TIMEOUT_MS = 30_000
 _EPSILON = 1e-6  # float error in token arithmetic must not cost an extra millisecond's sleep
@@ -211,7 +212,7 @@ class EventPublisher:
 
     def __enter__(self) -> EventPublisher:
         if self._create_topics:
-            ensure_topics(self._settings, timeout_s=min(30.0, self._timeout_ms / 1000))
+            ensure_topics_logged(self._settings, timeout_s=min(30.0, self._timeout_ms / 1000))
         try:
             self._producer = self._factory(self._settings.producer_config(
                 PRODUCER_DEFAULTS, **{"enable.idempotence": True, "acks": "all",

@@ -25,8 +25,8 @@ from retry_topics.naming import audit_topic_name
 from retry_topics.policy import RetryPolicy
 
 __all__ = [
-    "ClientSettingsError", "PartitionCountError", "ProvisioningSettings", "TopicLayoutError",
-    "TopicReport", "ensure_topics",
+    "ClientSettingsError", "KafkaUnreachableError", "PartitionCountError",
+    "ProvisioningSettings", "TopicLayoutError", "TopicReport", "ensure_topics",
 ]
 
 DLQ_RETENTION_MS = 28 * 24 * 3600 * 1000
@@ -41,6 +41,14 @@ class PartitionCountError(TopicLayoutError):
 
     The configuration does not fit the cluster: the commands treat it as bad configuration
     (exit code 2), unlike a broker that cannot be reached or refuses a creation (exit 1).
+    """
+
+
+class KafkaUnreachableError(TopicLayoutError):
+    """The cluster's topics could not be listed: no broker answered in time.
+
+    Not a layout problem the operator can fix in the configuration (unless the bootstrap
+    address is wrong): the commands exit with their "Kafka could not be reached" code (4).
     """
 
 
@@ -88,22 +96,22 @@ def planned_topics(policy: RetryPolicy, partitions: int) -> dict[str, tuple[int,
     return plan
 
 
-def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) -> TopicReport:
-    """Create whatever topics are missing and check the partition counts of the rest."""
+def ensure_topics(settings: ProvisioningSettings, *, admin: AdminClient | None = None,
+                  timeout_s: float = 30.0) -> TopicReport:
+    """Create whatever topics are missing and check the partition counts of the rest.
+
+    ``admin`` is a client built by the caller (one whose log lines it serves); without one,
+    a client of ``settings.admin_config()`` is built here.
+    """
     config = settings.admin_config()
-    try:
-        admin = AdminClient(config)
-    except (KafkaException, ValueError, TypeError) as exc:  # nothing is sent while building
-        first = exc.args[0] if exc.args else None
-        reason = first.str() if isinstance(first, KafkaError) else str(exc)
-        raise ClientSettingsError(f"[kafka.client]: librdkafka refused the admin client "
-                                  f"settings: {reason}") from exc
+    admin = admin if admin is not None else _admin_client(config)
     plan = planned_topics(settings.retry, settings.topics.partitions)
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise TopicLayoutError(f"cannot reach Kafka at {config.get('bootstrap.servers')} "
-                               f"to list topics: {exc}") from exc
+        raise KafkaUnreachableError(f"cannot reach Kafka at {config.get('bootstrap.servers')} "
+                                    f"to list topics: {_reason(exc)} (waited {timeout_s:g} s)"
+                                    ) from exc
     existing = {name: len(meta.partitions) for name, meta in metadata.topics.items()
                 if meta.error is None}
     too_small = [
@@ -134,8 +142,22 @@ def ensure_topics(settings: ProvisioningSettings, *, timeout_s: float = 30.0) ->
                 exists = KafkaError.TOPIC_ALREADY_EXISTS
                 if isinstance(error, KafkaError) and error.code() == exists:
                     continue  # another instance created it meanwhile: fine
-                raise TopicLayoutError(f"could not create topic {name}: {exc}") from exc
+                raise TopicLayoutError(f"could not create topic {name}: {_reason(exc)}") from exc
     return TopicReport(
         created=tuple(n for n in plan if n in created),
         existing=tuple(n for n in plan if n not in created),
     )
+
+
+def _admin_client(config: dict[str, Any]) -> AdminClient:
+    try:
+        return AdminClient(config)
+    except (KafkaException, ValueError, TypeError) as exc:  # nothing is sent while building
+        raise ClientSettingsError(f"[kafka.client]: librdkafka refused the admin client "
+                                  f"settings: {_reason(exc)}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """A client exception's message for people (``str()`` is ``KafkaError{code=...}``)."""
+    first = exc.args[0] if exc.args else None
+    return str(first.str()) if isinstance(first, KafkaError) else str(exc)

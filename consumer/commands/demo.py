@@ -52,6 +52,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from consumer.admin_session import ensure_topics_logged
 from consumer.app import build_runner
 from consumer.commands.options import Duration, json_option
 from consumer.config import Settings, load_settings
@@ -75,7 +76,7 @@ from consumer.simulator import DownstreamSimulator, FailurePlan
 from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
 from retry_topics.durations import format_duration
 from retry_topics.naming import dlq_topic_name
-from retry_topics.provisioning import TopicLayoutError, ensure_topics
+from retry_topics.provisioning import TopicLayoutError
 
 DEFAULT_EVENTS = Path("examples/events.jsonl")
 DEMO_DELAYS = ("1s", "3s", "6s")
@@ -228,7 +229,7 @@ def _run(base: Settings | None, broker: _Broker, plan: FailurePlan, lines: list[
             f"attempts fail (503 / 429 + Retry-After / 504), {plan.permanent_rate:.0%} of "
             f"events are rejected with 422 (seed {simulator.seed})")
         try:
-            ensure_topics(settings)
+            ensure_topics_logged(settings)
         except TopicLayoutError as exc:
             raise click.ClickException(str(exc)) from exc
         delays = tuple(format_duration(tier.delay_ms) for tier in settings.retry.tiers)

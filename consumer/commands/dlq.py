@@ -44,7 +44,6 @@ from consumer.dlq_io import (
     KafkaUnreachable,
     ReplayRequest,
     ReplayRun,
-    kafka_reason,
     replay,
     scan,
 )
@@ -62,6 +61,7 @@ from consumer.dlq_model import (
     printable,
     record_view,
 )
+from consumer.kafka_io import kafka_reason
 from retry_topics.naming import audit_topic_name, dlq_topic_name
 
 F = TypeVar("F", bound=Callable[..., Any])

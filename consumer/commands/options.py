@@ -12,10 +12,15 @@ from consumer.config import Settings, load_settings
 from consumer.kafka_io import check_client_settings
 from retry_topics.durations import format_duration, parse_duration_ms
 from retry_topics.errors import RetryTopicsError
-from retry_topics.provisioning import ClientSettingsError, PartitionCountError, TopicLayoutError
+from retry_topics.provisioning import (
+    ClientSettingsError,
+    KafkaUnreachableError,
+    PartitionCountError,
+    TopicLayoutError,
+)
 
 F = TypeVar("F", bound=Callable[..., object])
-EXIT_UNREACHABLE = 4  # Kafka could not be reached (lag, dlq)
+EXIT_UNREACHABLE = 4  # Kafka could not be reached (every command that talks to it)
 
 
 def config_option(func: F) -> F:
@@ -70,5 +75,7 @@ class Duration(click.ParamType[int, object]):
 
 def layout_exit_code(error: TopicLayoutError) -> int:
     """2 when the configuration does not fit (too few partitions, client settings librdkafka
-    refuses), else 1 (Kafka unreachable, a creation refused)."""
-    return 2 if isinstance(error, PartitionCountError | ClientSettingsError) else 1
+    refuses), 4 when Kafka cannot be reached, else 1 (a creation refused)."""
+    if isinstance(error, PartitionCountError | ClientSettingsError):
+        return 2
+    return EXIT_UNREACHABLE if isinstance(error, KafkaUnreachableError) else 1

@@ -62,7 +62,8 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
     at fault and is not sent; the other lines still are. Blank lines are skipped. Records are
     keyed by the entity (appointment, intake, check) so one entity's events stay in order.
 
-    Exit code: 0 all sent, 1 some line rejected or delivery failed, 2 bad configuration.
+    Exit code: 0 all sent, 1 some line rejected or delivery failed, 2 bad configuration, 4
+    Kafka could not be reached to create the topics (nothing was sent).
     """
     settings = settings_from(config_path)
     limiter = TokenBucket(rate) if rate else None
@@ -81,6 +82,8 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
             summary = publisher.flush()
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
+        if as_json:  # scripts parse stdout: an empty one is no answer
+            click.echo(json.dumps({"error": str(exc)}))
         sys.exit(layout_exit_code(exc))
     finally:
         shutdown_providers(provider)

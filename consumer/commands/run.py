@@ -42,8 +42,9 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     handler) and the [kafka.client] properties (secret-looking values masked).
 
     SIGTERM or SIGINT drains in-flight work, flushes, commits and exits 0. Exit code 2 on bad
-    configuration (including an unreachable dedup store), 1 if processing could not go on
-    safely (the records concerned are redelivered on the next start).
+    configuration (including an unreachable dedup store), 4 if Kafka could not be reached
+    at start-up, 1 if processing could not go on safely (the records concerned are
+    redelivered on the next start).
     """
     settings = settings_from(config_path)
     configure_logging(log_level)

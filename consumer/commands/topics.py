@@ -8,13 +8,14 @@ from pathlib import Path
 
 import click
 
+from consumer.admin_session import ensure_topics_logged
 from consumer.commands.options import (
     config_option,
     json_option,
     layout_exit_code,
     settings_from,
 )
-from retry_topics.provisioning import TopicLayoutError, ensure_topics
+from retry_topics.provisioning import TopicLayoutError
 
 
 @click.group("topics")
@@ -30,12 +31,13 @@ def ensure(config_path: Path | None, as_json: bool) -> None:
 
     Exit code 0 when every topic exists afterwards, 2 when existing topics have fewer
     partitions than the configuration asks for or the configuration is bad (a
-    [kafka.client] property librdkafka refuses, ...), 1 when Kafka cannot be reached or
-    refuses a creation; with --json a topic failure prints ``{"error": ...}`` too.
+    [kafka.client] property librdkafka refuses, ...), 4 when Kafka cannot be reached
+    (no answer within 30 s), 1 when it refuses a creation; with --json a topic failure
+    prints ``{"error": ...}`` too.
     """
     settings = settings_from(config_path)
     try:
-        report = ensure_topics(settings)
+        report = ensure_topics_logged(settings)
     except TopicLayoutError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         if as_json:  # scripts parse stdout: an empty one is no answer

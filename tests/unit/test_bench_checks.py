@@ -12,6 +12,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from bench.throughput import (
     GcCounter,
     Sample,
+    ceiling,
     checks,
     cpython_default_gc,
     loop_result,
@@ -56,6 +57,15 @@ def test_own_cost_with_decoding_timed_subtracts_each_pass_decoding_inside_that_p
     assert timed.name == "pipeline own cost, decode timed"
     assert timed.rounds == pytest.approx([7.0])
     assert timed.passed
+
+
+def test_the_ceiling_of_pipeline_over_raw_is_decode_over_raw_per_round() -> None:
+    """Round 1: decode 25 us, raw 2 us: a framework costing nothing reaches 8 %."""
+    decode = loop_result("decode", [[_pass(40_000)] * 2, [_pass(80_000)] * 2])
+    raw = loop_result("raw", [[_pass(500_000)], [_pass(500_000)]])
+    top = ceiling({"decode": decode, "raw": raw})
+    assert top["rounds"] == pytest.approx([0.08, 0.16])
+    assert top["value"] == pytest.approx(0.12)
 
 
 def test_gc_counter_counts_collections_only_while_installed() -> None:

@@ -11,7 +11,11 @@ from click.testing import CliRunner
 from consumer.cli import main
 from consumer.commands.options import Duration
 from consumer.commands.run import describe_stats
-from retry_topics.provisioning import PartitionCountError, TopicLayoutError
+from retry_topics.provisioning import (
+    KafkaUnreachableError,
+    PartitionCountError,
+    TopicLayoutError,
+)
 
 
 @pytest.mark.parametrize(("text", "ms"), [("30s", 30_000), ("1m30s", 90_000), ("250ms", 250)])
@@ -46,16 +50,32 @@ def test_run_reports_its_counts_in_words_with_retries_per_tier() -> None:
 
 @pytest.mark.parametrize(("error", "exit_code"), [
     (PartitionCountError("clinic.events has 3 partitions, configuration needs 6"), 2),
-    (TopicLayoutError("cannot reach Kafka at 127.0.0.1:9092 to list topics"), 1),
+    (KafkaUnreachableError("cannot reach Kafka at 127.0.0.1:9092 to list topics"), 4),
+    (TopicLayoutError("could not create topic clinic.events.dlq: Authorization failed"), 1),
 ])
 def test_topics_ensure_json_reports_a_failure_on_stdout_too(
     monkeypatch: pytest.MonkeyPatch, error: TopicLayoutError, exit_code: int,
 ) -> None:
-    """Too few partitions is bad configuration (2); an unreachable broker is not (1)."""
+    """Too few partitions is bad configuration (2); an unreachable broker is exit 4, as for
+    every command; a creation the broker refuses is 1."""
     def refuse(_settings: object) -> None:
         raise error
 
-    monkeypatch.setattr("consumer.commands.topics.ensure_topics", refuse)
+    monkeypatch.setattr("consumer.commands.topics.ensure_topics_logged", refuse)
     result = CliRunner().invoke(main, ["topics", "ensure", "--json"])
     assert result.exit_code == exit_code
+    assert json.loads(result.stdout) == {"error": str(error)}
+
+
+def test_publish_json_answers_with_an_error_document_when_it_stops_before_sending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    error = KafkaUnreachableError("cannot reach Kafka at 127.0.0.1:9092 to list topics")
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("consumer.publishing.ensure_topics_logged", refuse)
+    result = CliRunner().invoke(main, ["publish", "--file", "-", "--json"], input="")
+    assert result.exit_code == 4
     assert json.loads(result.stdout) == {"error": str(error)}

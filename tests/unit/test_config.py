@@ -57,6 +57,28 @@ def test_environment_beats_the_file_and_kafka_bootstrap_servers_is_honoured(
     assert settings.delivery.concurrency == 4
 
 
+@pytest.mark.parametrize("value", ['["2s", "20s"]', "[ '2s','20s' ]"])
+def test_a_list_variable_may_be_written_as_a_toml_array(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no clinic-events.toml here
+    settings = load_settings(None, env={
+        "CLINIC_EVENTS_RETRY_DELAYS": value,
+        "CLINIC_EVENTS_CLASSIFICATION_PERMANENT": '["builtins.ValueError"]',
+    })
+    assert settings.retry.delays_ms == (2_000, 20_000)
+    assert settings.classification.permanent == ("builtins.ValueError",)
+
+
+def test_a_list_variable_that_is_not_a_toml_array_names_both_forms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"CLINIC_EVENTS_RETRY_DELAYS must be comma-separated "
+                                          r"\(a,b\) or a TOML array"):
+        load_settings(None, env={"CLINIC_EVENTS_RETRY_DELAYS": '["2s", 20s]'})
+
+
 def test_generated_delays_expand_into_fixed_tiers(tmp_path: Path) -> None:
     path = _write(tmp_path, '[retry]\ndelays_from = { initial = "5s", multiplier = 4, '
                             'max = "10m", tiers = 4 }\n')

@@ -307,3 +307,22 @@ def test_build_handler_picks_callable_or_http(
     http_handler = build_handler(load_settings(env={}))
     assert isinstance(http_handler, HttpDelivery)
     http_handler.close()
+
+
+def test_a_handler_with_a_rule_that_could_never_match_is_refused_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rules apply to a Python handler's exceptions; one naming no class by its path stops
+    ``run`` (exit 2) rather than letting those failures fall to the default."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ehr_handler_mod.py").write_text(
+        "class EhrBusy(Exception):\n    pass\n\ndef deliver(event, context):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = {"CLINIC_EVENTS_DELIVERY_HANDLER": "ehr_handler_mod:deliver"}
+    accepted = build_handler(load_settings(env={
+        **env, "CLINIC_EVENTS_CLASSIFICATION_TRANSIENT": '["ehr_handler_mod.EhrBusy"]'}))
+    accepted.close()
+    with pytest.raises(ConfigError, match=r"classification.transient: 'ehr_handler_mod.EhrBsy' "
+                                          r"does not exist"):
+        build_handler(load_settings(env={
+            **env, "CLINIC_EVENTS_CLASSIFICATION_TRANSIENT": '["ehr_handler_mod.EhrBsy"]'}))

@@ -113,9 +113,9 @@ def test_a_property_one_client_kind_refuses_stops_every_command_before_it_acts(
     def must_not_run(*_args: object, **_kwargs: object) -> TopicReport:
         raise AssertionError("topics were ensured before the settings were checked")
 
-    monkeypatch.setattr("consumer.app.ensure_topics", must_not_run)
-    monkeypatch.setattr("consumer.commands.topics.ensure_topics", must_not_run)
-    monkeypatch.setattr("consumer.publishing.ensure_topics", must_not_run)
+    monkeypatch.setattr("consumer.app.ensure_topics_logged", must_not_run)
+    monkeypatch.setattr("consumer.commands.topics.ensure_topics_logged", must_not_run)
+    monkeypatch.setattr("consumer.publishing.ensure_topics_logged", must_not_run)
     path = _with_client(config_file, line)
     result = CliRunner().invoke(main, [*command, "--config", str(path)], input="")
     assert result.exit_code == 2, result.output
