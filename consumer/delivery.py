@@ -7,8 +7,9 @@ calls handlers from several worker threads at once, so handlers must be thread-s
 
 :class:`HttpDelivery` follows the HTTP contract in DESIGN.md: POST the JSON event with
 ``Idempotency-Key: <event id>`` (the downstream drops repeats of an at-least-once delivery)
-and ``traceparent``; 2xx is delivered; 408, 425, 429, 5xx, timeouts and connection errors
-are transient, honouring ``Retry-After``; any other status is permanent. One
+and ``traceparent`` (with ``tracestate``); 2xx is delivered; 408, 425, 429, 5xx, timeouts
+and connection errors are transient, honouring ``Retry-After``; any other status is
+permanent. One
 ``httpx.Client`` is shared by every worker (it is thread-safe), with a connection pool as
 large as the worker count so no worker waits for a connection.
 
@@ -78,6 +79,7 @@ class DeliveryContext:
     offset: int
     attempt: int
     traceparent: str | None
+    tracestate: str | None = None  # vendors' trace data beside traceparent (W3C)
 
 
 class DeliveryHandler(Protocol):
@@ -129,6 +131,8 @@ class HttpDelivery:
         }
         if context.traceparent:
             headers["traceparent"] = context.traceparent
+            if context.tracestate:
+                headers["tracestate"] = context.tracestate
         where = f"POST {self._url.path}"
         try:
             response = self._client.post(self._url, content=body, headers=headers)

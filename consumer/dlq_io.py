@@ -64,6 +64,7 @@ from consumer.dlq_model import (
 )
 from consumer.errors import ClinicEventsError
 from consumer.kafka_io import build_consumer, build_producer, kafka_reason
+from consumer.telemetry import Telemetry
 from retry_topics.headers import Header
 
 COMMIT_EVERY = 10
@@ -203,8 +204,10 @@ class _Batch:
 class ReplayPublisher:
     """Republishes DLQ records and commits their DLQ offsets in the same transaction."""
 
-    def __init__(self, settings: Settings, dlq_topic: str, group: str) -> None:
+    def __init__(self, settings: Settings, dlq_topic: str, group: str,
+                 telemetry: Telemetry | None = None) -> None:
         self._topic = dlq_topic
+        self._telemetry = telemetry or Telemetry()
         self._log = ClientLog()
         self._producer = build_producer(settings, **{
             "transactional.id": f"clinic-events.dlq-replay.{group}.{dlq_topic}",
@@ -233,9 +236,11 @@ class ReplayPublisher:
             self._batch = _Batch(opened_at=time.monotonic())
         if isinstance(decision, Replay):
             self.check_topic(decision.topic)
-            headers: list[tuple[str, str | bytes | None]] = [*decision.headers]
-            self._producer.produce(decision.topic, key=decision.key, value=decision.value,
-                                   headers=headers, on_delivery=self._delivered)
+            with self._telemetry.replay_span(decision.topic, record.event_id, decision.headers):
+                headers: list[tuple[str, str | bytes | None]] = [
+                    *self._telemetry.headers_with_traceparent(decision.headers)]
+                self._producer.produce(decision.topic, key=decision.key, value=decision.value,
+                                       headers=headers, on_delivery=self._delivered)
             self._batch.replays += 1
         self._batch.positions[record.partition] = record.offset + 1
         self._batch.decisions.append((record.partition, record.offset, decision))
@@ -330,14 +335,16 @@ def replay(settings: Settings, request: ReplayRequest, *,
            on_start: Callable[[int], None] = lambda total: None,
            on_record: Callable[[DlqRecord, Decision], None] = lambda r, d: None,
            run: ReplayRun | None = None,
-           stop_requested: Callable[[], bool] = lambda: False) -> ReplayRun:
+           stop_requested: Callable[[], bool] = lambda: False,
+           telemetry: Telemetry | None = None) -> ReplayRun:
     """Replay the DLQ records matching the request, from the group's position to the end
     offsets seen at start; ``on_start`` gets the number of records to examine.
 
     Once ``stop_requested`` returns true the replay stops after the record in progress,
     commits, writes the audit record and returns with ``outcome`` ``interrupted``. ``run``
     (the caller's, if given) holds the committed counts also when the replay ends in an
-    exception, a KeyboardInterrupt included, so the caller can report them.
+    exception, a KeyboardInterrupt included, so the caller can report them. ``telemetry``
+    makes a ``send`` span per republished record, in the record's own trace.
     """
     run = run if run is not None else ReplayRun()
     started = _now_iso()
@@ -351,7 +358,7 @@ def replay(settings: Settings, request: ReplayRequest, *,
             raise DlqFilterError(f"--to: topic {request.target} does not exist (a replay "
                                  "never creates one)")
         publisher = None if request.dry_run else ReplayPublisher(
-            settings, request.dlq_topic, request.group)
+            settings, request.dlq_topic, request.group, telemetry)
         outcome, ended = "failed", False
         try:
             if publisher is not None:

@@ -147,6 +147,7 @@ class RecordProcessor:
         quick_deliver = None if spans else self._handler.deliver
         timed = self._telemetry.metrics_live
         incoming_traceparent = self._telemetry.incoming_traceparent
+        incoming_tracestate = self._telemetry.incoming_tracestate
         for record in records:
             if self._abandoned:
                 break
@@ -157,7 +158,8 @@ class RecordProcessor:
                 context = DeliveryContext(
                     record.event_id or "", record.event_type or "", record.topic,
                     record.partition, record.offset, record.attempt,
-                    incoming_traceparent(record.raw_headers) if record.trace_context else None)
+                    incoming_traceparent(record.raw_headers) if record.trace_context else None,
+                    incoming_tracestate(record.raw_headers) if record.trace_context else None)
                 started = monotonic() if timed else 0.0
                 try:
                     quick_deliver(event, context)
@@ -239,8 +241,11 @@ class RecordProcessor:
         prior = known.get(record.event_id or "") if known else None
         if prior is not None and not self._may_process_again(record, prior):
             return Duplicate(record, prior)
-        traceparent = None if span is INVALID_SPAN else self._telemetry.current_traceparent()
-        failure = self._deliver(record, record.event, traceparent, may_wait)
+        traceparent = tracestate = None
+        if span is not INVALID_SPAN:
+            traceparent = self._telemetry.current_traceparent()
+            tracestate = self._telemetry.current_tracestate()
+        failure = self._deliver(record, record.event, traceparent, tracestate, may_wait)
         if failure is None:
             return Delivered(record)
         if failure is record.carried_failure:
@@ -262,8 +267,8 @@ class RecordProcessor:
             return True
         return prior == "dead_lettered" and record.replayed
 
-    def _deliver(self, record: InboundRecord, event: EventRecord,
-                 traceparent: str | None, may_wait: bool = True) -> Failure | None:
+    def _deliver(self, record: InboundRecord, event: EventRecord, traceparent: str | None,
+                 tracestate: str | None, may_wait: bool = True) -> Failure | None:
         """Call the handler; retry transient failures briefly in-process.
 
         If the first call failed on a thread that ``may_wait`` not, the failure is kept on
@@ -272,7 +277,7 @@ class RecordProcessor:
         """
         context = DeliveryContext(  # event_id, event_type, topic, partition, offset, ...
             record.event_id or "", record.event_type or "", record.topic, record.partition,
-            record.offset, record.attempt, traceparent)
+            record.offset, record.attempt, traceparent, tracestate)
         carried = record.carried_failure
         if isinstance(carried, Failure):
             failure = carried

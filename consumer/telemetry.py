@@ -25,10 +25,12 @@ environment variables; the caller shuts it down at exit so the last spans are fl
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import Token
@@ -59,6 +61,8 @@ __all__ = [
     "EXPORTERS", "INVALID_SPAN", "NO_SPAN", "EventOutcome", "Telemetry", "configure_metrics",
     "configure_tracing", "exports", "shutdown_providers",
 ]
+
+LOG = logging.getLogger("clinic_events.telemetry")
 
 INSTRUMENTATION_NAME = "clinic-events"
 EXPORTERS = ("otlp", "console", "none")
@@ -118,7 +122,8 @@ def configure_tracing(service_name: str = "clinic-events") -> TracerProvider:
         if name == "otlp":
             exporter = otlp_span_exporter()
         elif name == "console":
-            exporter = ConsoleSpanExporter(service_name=service_name, out=sys.stdout)
+            # stderr: stdout is the command's answer (``--json`` documents scripts parse)
+            exporter = ConsoleSpanExporter(service_name=service_name, out=sys.stderr)
         if exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
@@ -141,7 +146,7 @@ def configure_metrics(service_name: str = "clinic-events") -> MeterProvider:
         if name == "otlp":
             readers.append(PeriodicExportingMetricReader(otlp_metric_exporter()))
         elif name == "console":
-            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stdout)))
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stderr)))
     return MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
 
 
@@ -149,16 +154,27 @@ def shutdown_providers(*providers: TracerProvider | MeterProvider, timeout_s: fl
     """Flush and shut down telemetry providers, but never hold up an exit for long.
 
     With no collector listening, the OTLP exporters retry for up to their timeout (10 s by
-    default) on shutdown; a consumer asked to stop should not wait on that. A reachable
-    collector is flushed well within ``timeout_s``; otherwise the last spans are dropped.
+    default) on shutdown; a consumer asked to stop should not wait on that. Each provider
+    shuts down in its own thread, all within ``timeout_s``: a traces endpoint that does not
+    answer must not cost the last metrics a healthy metrics endpoint would take. A provider
+    not done by then is left behind, with a warning that what it held is dropped.
     """
-    def shut_all() -> None:
-        for provider in providers:
-            provider.shutdown()
+    workers = [(provider, threading.Thread(target=provider.shutdown, daemon=True,
+                                           name=f"telemetry-shutdown-{_kind(provider)}"))
+               for provider in providers]
+    for _, worker in workers:
+        worker.start()
+    deadline = time.monotonic() + timeout_s
+    for provider, worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            LOG.warning("telemetry: the %s exporter did not finish within %g s (is the "
+                        "collector reachable?); its last %s are dropped", _kind(provider),
+                        timeout_s, "spans" if _kind(provider) == "traces" else "figures")
 
-    worker = threading.Thread(target=shut_all, name="telemetry-shutdown", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
+
+def _kind(provider: TracerProvider | MeterProvider) -> str:
+    return "traces" if isinstance(provider, TracerProvider) else "metrics"
 
 
 _CANONICAL_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
@@ -228,7 +244,25 @@ def _process_attributes(topic: str, partition: int, offset: int, key: bytes | No
     if event_id is not None:
         attributes["messaging.message.id"] = event_id
     if key is not None:
-        attributes["messaging.kafka.message.key"] = key.decode("utf-8", errors="replace")
+        # A key with no unambiguous string form is left out (semantic conventions); a plain
+        # try costs less than contextlib.suppress on this per-record path.
+        try:  # noqa: SIM105
+            attributes["messaging.kafka.message.key"] = key.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return attributes
+
+
+def _send_attributes(topic: str, event_id: str | None) -> dict[str, str | int]:
+    """The messaging semantic-convention attributes of a ``send`` span."""
+    attributes: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+        "messaging.destination.name": topic,
+    }
+    if event_id is not None:
+        attributes["messaging.message.id"] = event_id
     return attributes
 
 
@@ -353,6 +387,17 @@ class Telemetry:
         span = trace.get_current_span(self._extract(headers))
         return _format_traceparent(span.get_span_context())
 
+    def incoming_tracestate(self, headers: KafkaHeaders) -> str | None:
+        """The ``tracestate`` a record with ``headers`` hands on beside its traceparent.
+
+        Only with a valid ``traceparent`` (W3C: tracestate means nothing without one), as the
+        propagator parsed it (malformed list members are dropped); ``None`` if empty.
+        """
+        if not any(name == TRACESTATE for name, _ in headers or ()):
+            return None
+        state = trace.get_current_span(self._extract(headers)).get_span_context().trace_state
+        return state.to_header() or None
+
     def _extract(self, headers: KafkaHeaders) -> Context:
         """The W3C trace context in ``headers`` (an empty context if none is valid).
 
@@ -368,16 +413,22 @@ class Telemetry:
     @contextmanager
     def send_span(self, topic: str, event_id: str | None) -> Iterator[Span]:
         """A PRODUCER span for republishing, child of the current span."""
-        attributes: dict[str, str | int] = {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
-            "messaging.destination.name": topic,
-        }
-        if event_id is not None:
-            attributes["messaging.message.id"] = event_id
-        with self._span(self._start(f"send {topic}", SpanKind.PRODUCER, attributes, None)) \
-                as span:
+        with self._span(self._start(f"send {topic}", SpanKind.PRODUCER,
+                                    _send_attributes(topic, event_id), None)) as span:
+            yield span
+
+    @contextmanager
+    def replay_span(self, topic: str, event_id: str | None,
+                    headers: KafkaHeaders) -> Iterator[Span]:
+        """A PRODUCER span for a DLQ record an operator replays, continuing its trace.
+
+        The parent is the trace context in the dead-lettered record's ``headers`` (its DLQ
+        ``send`` span), so the replay, maybe days later, is a hop of the event's one trace;
+        inside, ``headers_with_traceparent`` stamps the replayed record with this span.
+        """
+        with self._span(self._start(f"send {topic}", SpanKind.PRODUCER,
+                                    _send_attributes(topic, event_id),
+                                    self._extract(headers))) as span:
             yield span
 
     def _start(self, name: str, kind: SpanKind, attributes: dict[str, str | int],
@@ -401,6 +452,11 @@ class Telemetry:
     def current_traceparent(self) -> str | None:
         """The ``traceparent`` of the current span, or ``None`` outside any valid span."""
         return _format_traceparent(trace.get_current_span().get_span_context())
+
+    def current_tracestate(self) -> str | None:
+        """The ``tracestate`` of the current span (its parent's, passed on), or ``None``."""
+        context = trace.get_current_span().get_span_context()
+        return (context.trace_state.to_header() or None) if context.is_valid else None
 
     def headers_with_traceparent(self, headers: KafkaHeaders) -> list[tuple[str, bytes]]:
         """``headers`` with ``traceparent``/``tracestate`` replaced by the current span's.

@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from confluent_kafka import KafkaException
+from opentelemetry.trace import NoOpTracerProvider
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -62,6 +63,7 @@ from consumer.dlq_model import (
     record_view,
 )
 from consumer.kafka_io import kafka_reason
+from consumer.telemetry import Telemetry, configure_tracing, exports, shutdown_providers
 from retry_topics.naming import audit_topic_name, dlq_topic_name
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -319,14 +321,20 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
                         transient=True)
     task = progress.add_task("dry run" if dry_run else "replaying", total=None)
     run = ReplayRun()
+    provider = configure_tracing()
+    # Spans exported nowhere would only re-parent the replayed records onto spans nobody can
+    # see: without an exporter the records keep the trace context they had in the DLQ.
+    telemetry = Telemetry(provider if exports("OTEL_TRACES_EXPORTER") else NoOpTracerProvider())
     with _stop_on_signals() as received:
         try:
             with _kafka_errors(as_json), progress:
                 replay(settings, request, on_record=note, run=run,
                        on_start=lambda total: progress.update(task, total=total),
-                       stop_requested=lambda: bool(received))
+                       stop_requested=lambda: bool(received), telemetry=telemetry)
         except KeyboardInterrupt:  # a second signal, or Ctrl-C before the handlers were set
             run.outcome = "interrupted"
+        finally:
+            shutdown_providers(provider)
     if run.outcome != "interrupted":
         _print_replay(request, run, rows, as_json)
         return

@@ -11,9 +11,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from consumer.codec import EventCodec
+from consumer.dlq_io import ReplayRequest, replay
+from consumer.dlq_model import DlqFilter
 from consumer.events import entity_key
+from consumer.kafka_io import message_headers
 from consumer.simulator import DownstreamSimulator, FailurePlan
 from consumer.telemetry import Telemetry
+from retry_topics import headers as h
 from tests.integration.harness import (
     new_event,
     read_topic,
@@ -96,3 +100,44 @@ def test_an_event_keeps_one_trace_from_publish_through_retries_to_the_dlq(
     # the downstream saw the trace of the attempt that called it
     assert all(tp is not None and tp.split("-")[1] == trace_id for tp in downstream_traceparents)
     assert not any(value in _attribute_values(spans) for value in PHI_VALUES)
+
+
+def test_a_dlq_replay_is_one_more_send_hop_of_the_events_trace(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """An operator's replay, maybe days later, shows in the event's trace: a ``send`` span,
+    child of the DLQ ``send`` span, whose context the replayed record carries on."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    event = new_event("appointment.cancelled")
+    event_id = str(event["event_id"])
+    with DownstreamSimulator(FailurePlan(permanent_keys=frozenset({event_id}))) as sim:
+        settings = settings_for(write_config(tmp_path, bootstrap=kafka_bootstrap,
+                                             main=topic_prefix, url=sim.events_url))
+        with running_consumer(settings, tracer_provider=provider):
+            trace_id = _publish_traced(provider, kafka_bootstrap, topic_prefix, event)
+            assert read_topic(kafka_bootstrap, f"{topic_prefix}.dlq", 1, timeout_s=30)
+            assert wait_until(lambda: any(
+                s.name == f"send {topic_prefix}.dlq" for s in exporter.get_finished_spans()), 10)
+    (dlq_send,) = [s for s in exporter.get_finished_spans()
+                   if s.name == f"send {topic_prefix}.dlq"]
+
+    run = replay(settings, ReplayRequest(
+        dlq_topic=f"{topic_prefix}.dlq", audit_topic=f"{topic_prefix}.audit",
+        group=f"{topic_prefix}.replay", filter=DlqFilter()), telemetry=Telemetry(provider))
+
+    assert run.tally.replayed == 1
+    (replay_send,) = [s for s in exporter.get_finished_spans()
+                      if s.parent is not None and s.parent.span_id == dlq_send.context.span_id]
+    assert replay_send.name == f"send {topic_prefix}"
+    assert replay_send.kind == SpanKind.PRODUCER
+    assert format(replay_send.context.trace_id, "032x") == trace_id
+    assert (replay_send.attributes or {})["messaging.message.id"] == event_id
+    replayed = [m for m in read_topic(kafka_bootstrap, topic_prefix, 2)
+                if h.decode_headers(message_headers(m)).replay_count == 1]
+    assert len(replayed) == 1
+    traceparents = [v for name, v in message_headers(replayed[0]) if name == "traceparent"]
+    context = replay_send.context
+    assert traceparents == [
+        f"00-{trace_id}-{context.span_id:016x}-{int(context.trace_flags):02x}".encode()]

@@ -110,9 +110,13 @@ def _seed(bootstrap: str, main_topic: str, specs: Sequence[dict[str, Any]],
 
 
 def _invoke(config: Path, *args: str, columns: str | None = "220") -> Result:
-    """Run ``clinic-events <args>`` with ``--config`` after the subcommand (COLUMNS None: unset)."""
-    return CliRunner(env={"COLUMNS": columns}).invoke(main, [*args[:2], "--config", str(config),
-                                                             *args[2:]])
+    """Run ``clinic-events <args>`` with ``--config`` after the subcommand (COLUMNS None: unset).
+
+    No trace exporter, as where no collector runs: a replay then leaves each record's trace
+    context as the DLQ had it (with one, tests/integration/test_consumer_tracing.py).
+    """
+    env = {"COLUMNS": columns, "OTEL_TRACES_EXPORTER": "none"}
+    return CliRunner(env=env).invoke(main, [*args[:2], "--config", str(config), *args[2:]])
 
 
 def _cli(config: Path, *args: str, columns: str | None = "220") -> Result:

@@ -74,11 +74,26 @@ def test_request_carries_contract_headers_and_json_event(
     assert (request.method, str(request.url)) == ("POST", URL)
     assert request.headers["Idempotency-Key"] == "evt-42"
     assert request.headers.get("traceparent") == traceparent
+    assert "tracestate" not in request.headers
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["X-Clinic-Event-Type"] == "intake.submitted"
     assert request.headers["User-Agent"] == user_agent()
     assert user_agent().startswith("clinic-events/")
     assert json.loads(request.content) == event_to_json(EVENT)
+
+
+def test_a_tracestate_goes_with_the_traceparent(
+    http: Callable[[Responder], HttpDelivery],
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def responder(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    http(responder).deliver(EVENT, dataclasses.replace(
+        CONTEXT, traceparent=TRACEPARENT, tracestate="vendor=a,other=1"))
+    assert seen[0].headers["tracestate"] == "vendor=a,other=1"
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])

@@ -216,6 +216,23 @@ def test_an_upstream_trace_context_reaches_the_handler_without_an_sdk() -> None:
     assert fx.handler.calls[0].traceparent == UPSTREAM_TRACEPARENT
 
 
+@pytest.mark.parametrize("quick_attempts", [1, 2], ids=["first call", "quick retry"])
+def test_an_upstream_tracestate_reaches_the_handler_beside_its_traceparent(
+    quick_attempts: int,
+) -> None:
+    """W3C: vendors' ``tracestate`` travels with ``traceparent``, with an SDK or without."""
+    for telemetry in (None, Telemetry(TracerProvider())):
+        fx = Fixture(ScriptedHandler(*[TransientError("503")] * (quick_attempts - 1)),
+                     quick_attempts=quick_attempts, telemetry=telemetry)
+        fx.run(record(raw_headers=(("traceparent", UPSTREAM_TRACEPARENT.encode()),
+                                   ("tracestate", b"vendor=a,other=1"))))
+        assert [call.tracestate for call in fx.handler.calls] == ["vendor=a,other=1"] * \
+            quick_attempts
+    fx = Fixture(ScriptedHandler())
+    fx.run(record(raw_headers=(("tracestate", b"vendor=a"),)))  # no traceparent: meaningless
+    assert fx.handler.calls[0].tracestate is None
+
+
 def test_without_an_sdk_every_quick_retry_carries_the_upstream_trace() -> None:
     """The first call is made on the inlined path; the retries inside the record's scope."""
     fx = Fixture(ScriptedHandler(TransientError("503"), TransientError("503")),

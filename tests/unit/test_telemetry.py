@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +27,7 @@ from consumer.telemetry import (
     INVALID_SPAN,
     NO_SPAN,
     Telemetry,
+    configure_metrics,
     configure_tracing,
     exports,
     shutdown_providers,
@@ -108,6 +110,16 @@ def test_process_span_is_current_and_carries_semconv_attributes(
         "messaging.kafka.message.key": "appt-2001",
         "clinic_events.attempt": 3,
     }
+
+
+def test_a_key_that_is_not_utf8_is_left_out_rather_than_mangled(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    """Two binary keys must not collapse into one replacement-character string."""
+    with telemetry.process_span("clinic.events", 0, 1, b"\xff\xfe-key", None, "e", 1, "g"):
+        pass
+    (finished,) = exporter.get_finished_spans()
+    assert "messaging.kafka.message.key" not in (finished.attributes or {})
 
 
 def test_traceparent_is_replaced_not_appended(telemetry: Telemetry) -> None:
@@ -248,17 +260,6 @@ def test_configure_tracing_refuses_unknown_exporters_unless_disabled(
     provider.shutdown()
 
 
-def test_console_exporter_prints_spans(
-    clean_otel_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    clean_otel_env.setenv("OTEL_TRACES_EXPORTER", "console")
-    provider = configure_tracing()
-    with Telemetry(provider).send_span("clinic.events.dlq", "evt-1"):
-        pass
-    provider.shutdown()
-    assert '"name": "send clinic.events.dlq"' in capsys.readouterr().out
-
-
 class _Collector(BaseHTTPRequestHandler):
     received: ClassVar[list[tuple[str, str]]] = []
 
@@ -322,6 +323,48 @@ def test_shutdown_never_holds_up_an_exit_on_a_stuck_exporter() -> None:
                        timeout_s=0.05)
     assert finished == ["quick"]
     release.set()
+
+
+def test_a_stuck_traces_exporter_does_not_cost_the_metrics_their_last_export(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Providers shut down side by side: the metrics one, listed after a stuck tracer,
+    still finishes; the stuck one is named in a warning."""
+    release = threading.Event()
+    finished: list[str] = []
+
+    class StuckTracer(TracerProvider):
+        def shutdown(self) -> None:
+            release.wait(10)
+
+    class Metrics(MeterProvider):
+        def shutdown(self, timeout_millis: float = 30_000) -> None:
+            time.sleep(0.05)  # an export that takes a moment
+            finished.append("metrics")
+
+    try:
+        shutdown_providers(StuckTracer(shutdown_on_exit=False), Metrics(shutdown_on_exit=False),
+                           timeout_s=0.5)
+    finally:
+        release.set()
+    assert finished == ["metrics"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "clinic_events.telemetry"]
+    assert warnings == ["telemetry: the traces exporter did not finish within 0.5 s (is the "
+                        "collector reachable?); its last spans are dropped"]
+
+
+def test_the_console_exporters_write_to_stderr_so_json_answers_stay_parsable(
+    clean_otel_env: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    clean_otel_env.setenv("OTEL_TRACES_EXPORTER", "console")
+    clean_otel_env.setenv("OTEL_METRICS_EXPORTER", "console")
+    tracer_provider, meter_provider = configure_tracing(), configure_metrics()
+    tracer_provider.get_tracer("t").start_span("send t").end()
+    meter_provider.get_meter("m").create_counter("c").add(1)
+    shutdown_providers(tracer_provider, meter_provider)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert '"name": "send t"' in err
 
 
 def test_without_an_sdk_tracer_incoming_trace_context_is_still_passed_on() -> None:
