@@ -31,7 +31,7 @@ rule is what detects a stuck tier.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from itertools import pairwise
 from typing import Any, Literal
@@ -203,6 +203,8 @@ def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[H
     elif total > 0 and sample.members == 0:
         status = Status.STOP
         reasons.append(f"group has no members while {total} record(s) wait")
+        # each partition whose records wait is stopped too: its row must not read OK
+        parts = tuple(replace(p, status=Status.STOP) if p.lag > 0 else p for p in parts)
     reasons.extend(f"p{p.partition}: {reason}" for p in parts for reason in p.reasons)
     return TopicReport(topic=topic.topic, kind=topic.kind, exists=topic.exists, status=status,
                        reasons=tuple(reasons), partitions=parts)

@@ -65,6 +65,12 @@ def test_lag_with_no_members_is_stop() -> None:
     assert int(report.status) == 3
 
 
+def test_with_no_members_each_partition_whose_records_wait_is_stop_too() -> None:
+    """The rows an operator reads say which partitions nobody consumes, not OK."""
+    report = evaluate(_main(_part(3, 10), _part(10, 10, partition=1), members=0), [], RULES)
+    assert [p.status for p in report.topics[0].partitions] == [Status.STOP, Status.OK]
+
+
 def test_lag_with_members_and_no_history_is_ok() -> None:
     report = evaluate(_main(_part(3, 10, oldest_timestamp_ms=NOW - 4_000)), [], RULES)
     assert report.status is Status.OK
