@@ -20,6 +20,7 @@ from consumer.config import Settings
 from consumer.dedup import DedupStore, open_dedup_store
 from consumer.delivery import DeliveryHandler, build_handler
 from consumer.kafka_io import KafkaPublisher, build_consumer, build_producer
+from consumer.lag_probe import LagProbe, LagProbeError
 from consumer.lanes import InlineLane, Lanes
 from consumer.outcome_buffer import PendingOutcomes
 from consumer.processing import RecordProcessor
@@ -27,6 +28,7 @@ from consumer.records import Republished
 from consumer.runner import Runner
 from consumer.telemetry import Telemetry
 from retry_topics.clock import Clock, SystemClock
+from retry_topics.durations import format_duration
 
 LOG = logging.getLogger("clinic_events.app")
 
@@ -44,6 +46,26 @@ class Assembly:
         self.store.close()
 
 
+def warn_of_stranded_records(settings: Settings) -> None:
+    """Warn, naming them, of retry tiers the configured delays dropped that hold records.
+
+    ``run`` consumes the configured tiers only, so after ``[retry] delays`` change, records
+    still waiting in an old tier would be stranded without a word; ``lag`` reports them too.
+    """
+    try:
+        with LagProbe(settings) as probe:
+            stranded = {topic: count for topic, count in probe.stranded().items() if count}
+    except LagProbeError as exc:  # e.g. credentials that may not read group offsets
+        LOG.warning("could not check for records left in retry tiers no longer configured: %s",
+                    exc)
+        return
+    for topic, count in stranded.items():
+        LOG.warning("%s holds %d record(s) nothing consumes: its delay is no longer in [retry] "
+                    "delays (%s); add it back until the topic is empty, or they are never "
+                    "processed", topic, count,
+                    ", ".join(format_duration(ms) for ms in settings.retry.delays_ms))
+
+
 def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
                  tracer_provider: TracerProvider | None = None,
                  meter_provider: MeterProvider | None = None, clock: Clock | None = None,
@@ -55,10 +77,13 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     handler = handler or build_handler(settings)
     if ensure:
         created = ensure_topics_logged(settings).created
-        if created:
+        if settings.topics.main in created:
             # A misspelt topics.main also lands here: say so, rather than consume quietly.
             LOG.warning("created missing topics: %s (if %s should have existed, check "
                         "topics.main)", ", ".join(created), settings.topics.main)
+        elif created:
+            LOG.info("created missing topics: %s", ", ".join(created))
+        warn_of_stranded_records(settings)
     telemetry = Telemetry(tracer_provider, meter_provider)
     producer = build_producer(settings)
     consumer = build_consumer(settings)

@@ -40,6 +40,7 @@ from consumer.errors import ConfigError
 from retry_topics.classification import ExceptionRules
 from retry_topics.durations import parse_duration_ms
 from retry_topics.errors import RetryTopicsError
+from retry_topics.naming import validate_topic_name
 from retry_topics.policy import BACKOFF_NAMES, InProcessRetry, RetryPolicy
 
 ENV_PREFIX = "CLINIC_EVENTS_"
@@ -448,14 +449,21 @@ def _build_policy(main: str, retry: dict[str, Any]) -> RetryPolicy:
     if backoff not in BACKOFF_NAMES:
         raise ConfigError(f"retry.backoff must be one of {', '.join(BACKOFF_NAMES)}, "
                           f"got {backoff!r}")
-    in_process = InProcessRetry(
-        attempts=_int("retry", "in_process_attempts", retry["in_process_attempts"], 1),
-        first_wait_ms=_duration("retry", "in_process_backoff", retry["in_process_backoff"]),
-        max_wait_ms=_duration("retry", "in_process_max_backoff", retry["in_process_max_backoff"]),
-        backoff=backoff,
-    )
+    first_wait_ms = _duration("retry", "in_process_backoff", retry["in_process_backoff"])
+    max_wait_ms = _duration("retry", "in_process_max_backoff", retry["in_process_max_backoff"])
+    if max_wait_ms < first_wait_ms:
+        raise ConfigError(f"retry.in_process_max_backoff ({retry['in_process_max_backoff']}) "
+                          f"must be at least retry.in_process_backoff "
+                          f"({retry['in_process_backoff']})")
+    try:
+        validate_topic_name(main)
+    except RetryTopicsError as exc:
+        raise ConfigError(f"topics.main: {exc}") from exc
     generated = retry["delays_from"]
     try:
+        in_process = InProcessRetry(
+            attempts=_int("retry", "in_process_attempts", retry["in_process_attempts"], 1),
+            first_wait_ms=first_wait_ms, max_wait_ms=max_wait_ms, backoff=backoff)
         if retry["delays"] is None and generated is not None:
             if not isinstance(generated, dict) or set(generated) != {
                 "initial", "multiplier", "max", "tiers"}:

@@ -70,6 +70,7 @@ class TopicSample:
     kind: TopicKind
     exists: bool = True
     partitions: tuple[PartitionSample, ...] = ()
+    configured: bool = True  # False: a retry tier of delays no longer configured
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +125,7 @@ class TopicReport:
     status: Status
     reasons: tuple[str, ...]
     partitions: tuple[PartitionReport, ...]
+    configured: bool = True  # False: a retry tier of delays no longer configured
 
     @property
     def lag(self) -> int:
@@ -200,6 +202,13 @@ def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[H
         if total > 0:
             status = max(status, Status.WARN)
             reasons.append(f"holds {total} dead-lettered record(s)")
+    elif not topic.configured:
+        if total > 0:
+            status = max(status, Status.ERR)
+            reasons.append(f"not a configured retry tier: nothing consumes its {total} "
+                           "record(s); add its delay back to [retry] delays until it is empty")
+        else:
+            reasons.append("not a configured retry tier; empty")
     elif total > 0 and sample.members == 0:
         status = Status.STOP
         reasons.append(f"group has no members while {total} record(s) wait")
@@ -207,7 +216,7 @@ def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[H
         parts = tuple(replace(p, status=Status.STOP) if p.lag > 0 else p for p in parts)
     reasons.extend(f"p{p.partition}: {reason}" for p in parts for reason in p.reasons)
     return TopicReport(topic=topic.topic, kind=topic.kind, exists=topic.exists, status=status,
-                       reasons=tuple(reasons), partitions=parts)
+                       reasons=tuple(reasons), partitions=parts, configured=topic.configured)
 
 
 def _evaluate_partition(now_ms: int, topic: TopicSample, part: PartitionSample,
@@ -278,7 +287,7 @@ def report_to_json(report: GroupReport) -> dict[str, Any]:
                 "topic": t.topic, "kind": t.kind, "exists": t.exists, "status": t.status.name,
                 "lag": t.lag, "max_time_lag_ms": t.max_time_lag_ms, "waiting": t.waiting,
                 "overdue": t.overdue, "max_overdue_ms": t.max_overdue_ms,
-                "reasons": list(t.reasons),
+                "reasons": list(t.reasons), "configured": t.configured,
                 "partitions": [
                     {"partition": p.partition, "committed": p.committed,
                      "beginning": p.beginning, "end": p.end, "lag": p.lag,

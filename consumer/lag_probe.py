@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -42,10 +42,17 @@ from consumer.admin_session import AdminSession
 from consumer.config import Settings
 from consumer.errors import ClinicEventsError
 from consumer.kafka_io import kafka_client, kafka_reason
-from consumer.lag_model import GroupSample, PartitionSample, TopicKind, TopicSample
+from consumer.lag_model import (
+    GroupSample,
+    PartitionSample,
+    TopicKind,
+    TopicSample,
+    partition_lag,
+)
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import HeaderError
 from retry_topics.headers import decode_headers
+from retry_topics.naming import retry_tiers_of
 
 DEFAULT_SCAN_CAP = 10_000
 _COORDINATOR_CHANGING = frozenset({
@@ -73,11 +80,23 @@ class _Scan:
     oldest_due_at_ms: int | None = None
 
 
-def watched_topics(settings: Settings) -> list[tuple[str, TopicKind]]:
-    """Main topic, retry tiers (shortest delay first) and DLQ, with their kinds."""
+def watched_topics(settings: Settings, leftovers: Sequence[str] = ()
+                   ) -> list[tuple[str, TopicKind]]:
+    """Main topic, retry tiers (shortest delay first), ``leftovers`` and DLQ, with kinds."""
     policy = settings.retry
     return [(policy.main_topic, "main"), *((t, "retry") for t in policy.retry_topics),
-            (policy.dlq_topic, "dlq")]
+            *((t, "retry") for t in leftovers), (policy.dlq_topic, "dlq")]
+
+
+def leftover_tiers(settings: Settings, existing: Iterable[str]) -> list[str]:
+    """Retry tiers of the main topic among ``existing`` that the configured delays lack.
+
+    Why: after ``[retry] delays`` change, the old tiers' topics stay, and records still in
+    them are consumed by nobody (``run`` subscribes to the configured tiers only).
+    """
+    policy = settings.retry
+    return [name for name in retry_tiers_of(policy.main_topic, existing)
+            if name not in policy.retry_topics]
 
 
 class LagProbe:
@@ -109,14 +128,9 @@ class LagProbe:
 
     def sample(self, on_progress: Progress | None = None) -> GroupSample:
         """Read offsets, members and the unconsumed records' timestamps and due times."""
-        topics = watched_topics(self._settings)
-        try:
-            metadata = self._admin.list_topics(timeout=self._timeout)
-        except KafkaException as exc:
-            raise LagProbeError(f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: "
-                                f"{kafka_reason(exc)} (waited {self._timeout:g} s)") from exc
-        counts = {name: len(meta.partitions) for name, meta in metadata.topics.items()
-                  if meta.error is None}
+        counts = self._partition_counts()
+        leftovers = leftover_tiers(self._settings, counts)
+        topics = watched_topics(self._settings, leftovers)
         tps = [TopicPartition(name, p) for name, _ in topics for p in range(counts.get(name, 0))]
         members = self._members()  # first: see its docstring
         committed = self._committed(tps)
@@ -142,9 +156,36 @@ class LagProbe:
                                    oldest_due_at_ms=scan.oldest_due_at_ms, capped=scan.capped)
                 parts.append(part)
             samples.append(TopicSample(topic=name, kind=kind, exists=name in counts,
-                                       partitions=tuple(parts)))
+                                       partitions=tuple(parts),
+                                       configured=name not in leftovers))
         return GroupSample(group=self._group, taken_at_ms=now_ms, members=members,
                            topics=tuple(samples))
+
+    def stranded(self) -> dict[str, int]:
+        """Leftover retry tiers (see ``leftover_tiers``) -> records the group has not
+        consumed there, which no consumer of this configuration will."""
+        counts = self._partition_counts()
+        leftovers = leftover_tiers(self._settings, counts)
+        tps = [TopicPartition(name, p) for name in leftovers for p in range(counts[name])]
+        committed = self._committed(tps)
+        beginning = self._offsets(tps, _spec("earliest"))
+        end = self._offsets(tps, _spec("latest"))
+        stranded = dict.fromkeys(leftovers, 0)
+        for key in beginning:
+            stranded[key[0]] += partition_lag("retry", PartitionSample(
+                partition=key[1], committed=committed.get(key), beginning=beginning[key],
+                end=end[key]))
+        return stranded
+
+    def _partition_counts(self) -> dict[str, int]:
+        """Topic -> partitions, of every topic the cluster lists without an error."""
+        try:
+            metadata = self._admin.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            raise LagProbeError(f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: "
+                                f"{kafka_reason(exc)} (waited {self._timeout:g} s)") from exc
+        return {name: len(meta.partitions) for name, meta in metadata.topics.items()
+                if meta.error is None}
 
     def _committed(self, tps: list[TopicPartition]) -> dict[tuple[str, int], int | None]:
         if not tps:

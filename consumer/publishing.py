@@ -44,6 +44,7 @@ from consumer.telemetry import Telemetry
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import PolicyError
 from retry_topics.headers import RecordHeaders, encode_headers
+from retry_topics.naming import derived_kind
 from retry_topics.policy import RetryPolicy
 from retry_topics.provisioning import TopicLayoutError
 
@@ -156,9 +157,20 @@ class TokenBucket:
 
 
 def settings_for_topic(settings: Settings, topic: str | None) -> Settings:
-    """``settings`` with another main topic (and so other retry, DLQ and audit topics)."""
+    """``settings`` with another main topic (and so other retry, DLQ and audit topics).
+
+    A retry, dead-letter or audit topic (by the form of its name) is refused: events
+    published there would reach the DLQ as if dead-lettered, or be read as retries without
+    their headers, and would get a second family of topics derived from that name.
+    """
     if topic is None or topic == settings.topics.main:
         return settings
+    kind = derived_kind(topic)
+    if kind is not None:
+        what = {"retry": "a retry tier", "dlq": "a dead-letter topic",
+                "audit": "an audit topic"}[kind]
+        raise ConfigError(f"--topic: {topic} is {what} (by its name), not a main topic; "
+                          f"publish to a main topic such as {settings.topics.main}")
     try:
         policy = RetryPolicy(main_topic=topic, delays_ms=settings.retry.delays_ms,
                              in_process=settings.retry.in_process)

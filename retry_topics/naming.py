@@ -19,6 +19,7 @@ built, not when the first record is republished.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from retry_topics.durations import format_duration
 from retry_topics.errors import PolicyError
@@ -26,7 +27,9 @@ from retry_topics.errors import PolicyError
 __all__ = [
     "MAX_TOPIC_NAME_LENGTH",
     "audit_topic_name",
+    "derived_kind",
     "dlq_topic_name",
+    "retry_tiers_of",
     "retry_topic_name",
     "validate_topic_name",
 ]
@@ -35,6 +38,9 @@ __all__ = [
 MAX_TOPIC_NAME_LENGTH = 249
 
 _LEGAL = re.compile(r"[a-zA-Z0-9._-]+")
+#: A derived name's ending: ``.retry.<delay>`` (format_duration's units), ``.dlq``, ``.audit``.
+_DERIVED = re.compile(
+    r"\.(?:(?P<retry>retry)\.(?:\d+(?:ms|s|m|h|d))+|(?P<dlq>dlq)|(?P<audit>audit))$")
 
 
 def validate_topic_name(name: str) -> str:
@@ -75,3 +81,27 @@ def audit_topic_name(main: str) -> str:
     """Name of the audit topic of ``main``."""
     validate_topic_name(main)
     return validate_topic_name(f"{main}.audit")
+
+
+def derived_kind(name: str) -> str | None:
+    """``retry``, ``dlq`` or ``audit`` if ``name`` has the form of a topic derived from some
+    main topic, else ``None``.
+
+    Why: such a topic is never a main topic. Publishing to one would hand consumers records
+    without the headers that topic's records carry, and treating it as a main topic would
+    derive a second family from it (``x.dlq.retry.5s``, ``x.dlq.dlq``).
+    """
+    match = _DERIVED.search(name)
+    return None if match is None else str(match.lastgroup)
+
+
+def retry_tiers_of(main: str, names: Iterable[str]) -> list[str]:
+    """The names among ``names`` that are retry tiers of ``main``, whatever their delay.
+
+    Why: when the configured delays change, the tiers of the old delays still exist and may
+    hold records that no consumer of the new configuration reads.
+    """
+    prefix = f"{main}.retry."
+    return sorted(name for name in names
+                  if name.startswith(prefix) and derived_kind(name) == "retry"
+                  and "." not in name[len(prefix):])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import time
@@ -22,6 +23,18 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "clinic-events.toml"
     path.write_text(text)
     return path
+
+
+def test_the_shipped_example_says_only_the_defaults_but_its_example_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its header says the values are the defaults except where a comment says otherwise:
+    the [classification] rules are the one such place."""
+    monkeypatch.chdir(tmp_path)  # no clinic-events.toml: the defaults alone
+    example = load_settings(ROOT / "clinic-events.example.toml", env={})
+    defaults = load_settings(None, env={})
+    assert dataclasses.replace(example, classification=defaults.classification,
+                               source=defaults.source) == defaults
 
 
 def test_the_shipped_example_is_valid_and_matches_the_defaults() -> None:
@@ -131,6 +144,14 @@ def test_handler_replaces_url(tmp_path: Path) -> None:
          "tiers = 4 }\n", {}, r"retry.delays_from.multiplier must be a number >= 1, got 0.5"),
         ("[retry]\ndelays_from = { initial = \"5s\", multiplier = \"4\", max = \"10m\", "
          "tiers = 4 }\n", {}, r"retry.delays_from.multiplier must be a number >= 1, got '4'"),
+        ("", {"CLINIC_EVENTS_RETRY_IN_PROCESS_BACKOFF": "1s",
+              "CLINIC_EVENTS_RETRY_IN_PROCESS_MAX_BACKOFF": "10ms"},
+         r"retry.in_process_max_backoff \(10ms\) must be at least retry.in_process_backoff "
+         r"\(1s\)"),
+        ("[retry]\nin_process_backoff = \"6s\"\n", {},
+         r"retry.in_process_max_backoff \(5s\) must be at least retry.in_process_backoff"),
+        ("[topics]\nmain = \"bad topic!\"\n", {},
+         r"^topics.main: topic name 'bad topic!' contains invalid characters"),
     ],
 )
 def test_bad_configuration_names_the_key_and_valid_values(

@@ -71,6 +71,23 @@ def test_with_no_members_each_partition_whose_records_wait_is_stop_too() -> None
     assert [p.status for p in report.topics[0].partitions] == [Status.STOP, Status.OK]
 
 
+def test_a_retry_tier_no_longer_configured_is_err_while_it_holds_records() -> None:
+    """Nothing consumes it (run subscribes to the configured tiers), so its records are
+    stranded; empty, it is only noted."""
+    def leftover(end: int) -> GroupSample:
+        return GroupSample(group="g", taken_at_ms=NOW, members=1, topics=(TopicSample(
+            topic="m.retry.30s", kind="retry", configured=False,
+            partitions=(_part(None, end),)),))
+
+    report = evaluate(leftover(2), [], RULES)
+    (topic,) = report.topics
+    assert (report.status, topic.configured, topic.lag) == (Status.ERR, False, 2)
+    assert topic.reasons[0].startswith("not a configured retry tier: nothing consumes its 2 ")
+    empty = evaluate(leftover(0), [], RULES)
+    assert (empty.status, empty.topics[0].reasons) == (
+        Status.OK, ("not a configured retry tier; empty",))
+
+
 def test_lag_with_members_and_no_history_is_ok() -> None:
     report = evaluate(_main(_part(3, 10, oldest_timestamp_ms=NOW - 4_000)), [], RULES)
     assert report.status is Status.OK

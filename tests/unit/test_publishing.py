@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -155,6 +156,17 @@ def test_topic_override_moves_the_whole_layout() -> None:
     assert settings.retry.dlq_topic == "other.events.dlq"
     with pytest.raises(ConfigError):
         settings_for_topic(load_settings(env={}), "bad topic")
+
+
+@pytest.mark.parametrize(("topic", "what"), [
+    ("clinic.events.dlq", "a dead-letter topic"), ("clinic.events.audit", "an audit topic"),
+    ("clinic.events.retry.5s", "a retry tier"), ("scratch.retry.1m30s", "a retry tier"),
+])
+def test_a_derived_topic_is_refused_as_the_publish_target(topic: str, what: str) -> None:
+    """Events published there would pose as dead letters or retries, and would get a second
+    family of derived topics (x.dlq.dlq, x.dlq.retry.5s)."""
+    with pytest.raises(ConfigError, match=rf"^--topic: {re.escape(topic)} is {what} "):
+        settings_for_topic(load_settings(env={}), topic)
 
 
 class FakeProducer:

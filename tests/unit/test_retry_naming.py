@@ -8,7 +8,9 @@ from retry_topics.errors import PolicyError
 from retry_topics.naming import (
     MAX_TOPIC_NAME_LENGTH,
     audit_topic_name,
+    derived_kind,
     dlq_topic_name,
+    retry_tiers_of,
     retry_topic_name,
     validate_topic_name,
 )
@@ -83,3 +85,19 @@ def test_invalid_main_topic_is_rejected_by_every_derivation() -> None:
 def test_retry_delay_must_be_positive(delay_ms: int) -> None:
     with pytest.raises(PolicyError, match="must be positive"):
         retry_topic_name("clinic.events", delay_ms)
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("clinic.events.retry.5s", "retry"), ("clinic.events.retry.1m30s", "retry"),
+    ("clinic.events.retry.1500ms", "retry"), ("clinic.events.dlq", "dlq"),
+    ("clinic.events.audit", "audit"), ("clinic.events", None), ("clinic.events.retry", None),
+    ("clinic.events.retry.soon", None), ("clinic.dlqs", None),
+])
+def test_derived_kind_tells_a_derived_name_by_its_ending(name: str, kind: str | None) -> None:
+    assert derived_kind(name) == kind
+
+
+def test_retry_tiers_of_a_main_topic_are_found_whatever_their_delay() -> None:
+    names = ["m.retry.5s", "m.retry.1m", "m.dlq", "m.audit", "m", "m.retry.5s.retry.1s",
+             "mm.retry.5s", "other.retry.5s", "m.retryx.5s"]
+    assert retry_tiers_of("m", names) == ["m.retry.1m", "m.retry.5s"]
