@@ -34,7 +34,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from consumer.errors import ConfigError
 from retry_topics.classification import ExceptionRules
@@ -358,30 +358,30 @@ def _env_value(section: str, key: str, value: str, name: str) -> Any:
     return value
 
 
+_Inline = TypeVar("_Inline", dict[str, Any], list[Any])
+
+
 def _inline_table(name: str, value: str, example: str) -> dict[str, Any]:
     """A variable's value read as an inline TOML table, such as ``{ a = "1", b = 2 }``."""
-    hint = f"{name} must be an inline TOML table, e.g. {example}"
-    try:
-        document = tomllib.loads(f"value = {value}")
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{hint}: {exc}") from exc
-    table = document.get("value")
-    if set(document) != {"value"} or not isinstance(table, dict):
-        raise ConfigError(f"{hint}, got {value!r}")
-    return table
+    return _inline_toml(value, dict, f"{name} must be an inline TOML table, e.g. {example}")
 
 
 def _inline_array(name: str, value: str) -> list[Any]:
     """A list variable written as a TOML array, such as ``["5s", "30s"]``."""
-    hint = f'{name} must be comma-separated (a,b) or a TOML array (["a", "b"])'
+    return _inline_toml(value, list,
+                        f'{name} must be comma-separated (a,b) or a TOML array (["a", "b"])')
+
+
+def _inline_toml(value: str, kind: type[_Inline], hint: str) -> _Inline:
+    """``value`` read as one inline TOML value of ``kind``; ``hint`` starts the error."""
     try:
         document = tomllib.loads(f"value = {value}")
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{hint}: {exc}") from exc
-    items = document.get("value")
-    if set(document) != {"value"} or not isinstance(items, list):
+    found = document.get("value")
+    if set(document) != {"value"} or not isinstance(found, kind):
         raise ConfigError(f"{hint}, got {value!r}")
-    return items
+    return found
 
 
 def _check_key(section: str, key: str, via: str | None = None) -> None:
