@@ -35,6 +35,7 @@ from rich.text import Text
 from consumer.codec import EVENT_TYPES
 from consumer.commands.options import (
     EXIT_UNREACHABLE,
+    Rate,
     config_option,
     json_option,
     settings_from,
@@ -260,8 +261,7 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
 @click.option("--group", help="Consumer group keeping the replay position "
               "[default: <kafka.group_id>.dlq-replay]; a new one makes an independent pass.")
 @click.option("--dry-run", is_flag=True, help="Print what would be replayed; send nothing.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
-              help="Republish at most N records per second.")
+@click.option("--rate", type=Rate(), help="Republish at most N records per second.")
 @click.option("--max-replays", type=click.IntRange(min=1), default=DEFAULT_MAX_REPLAYS,
               show_default=True, help="Skip records already replayed this many times.")
 @click.option("--force", is_flag=True,

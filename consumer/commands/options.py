@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -71,6 +72,26 @@ class Duration(click.ParamType[int, object]):
             self.fail(f"must be at least {format_duration(self.minimum_ms)}, got {value!r}",
                       param, ctx)
         return ms
+
+
+class Rate(click.FloatRange):
+    """A rate per second: a finite number greater than 0.
+
+    ``float()`` reads ``nan`` and ``inf`` as well, and both pass the range check (``nan``
+    compares false with every bound): ``publish`` would then fail in its token bucket with a
+    traceback, and ``dlq replay`` would run unthrottled and write them, invalid JSON, into
+    its audit record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value: float, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        rate = super().convert(value, param, ctx)
+        if not math.isfinite(rate):
+            self.fail(f"{value!r} is not a finite number > 0.", param, ctx)
+        return rate
 
 
 def layout_exit_code(error: TopicLayoutError) -> int:

@@ -25,6 +25,7 @@ from rich.text import Text
 
 from consumer.commands.options import (
     Duration,
+    Rate,
     config_option,
     json_option,
     layout_exit_code,
@@ -46,7 +47,7 @@ _MAX_SHOWN_ERRORS = 50
               "'-' reads standard input.")
 @click.option("--topic", default=None,
               help="Main topic to publish to [default: [topics] main of the configuration].")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--rate", type=Rate(), default=None,
               help="At most this many events per second [default: no limit].")
 @click.option("--timeout", type=Duration(minimum_ms=1), default="30s", show_default=True,
               help="Give up on a record the broker has not acknowledged after this long "

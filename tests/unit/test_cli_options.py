@@ -1,15 +1,16 @@
-"""CLI details: duration bounds that make an impossible value a usage error; run's summary."""
+"""CLI details: duration and rate bounds make an impossible value a usage error; run's summary."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from consumer.cli import main
-from consumer.commands.options import Duration
+from consumer.commands.options import Duration, Rate
 from consumer.commands.run import describe_stats
 from retry_topics.provisioning import (
     KafkaUnreachableError,
@@ -39,6 +40,25 @@ def test_a_zero_timeout_is_a_usage_error_before_anything_connects(command: list[
     result = CliRunner().invoke(main, command, input="")
     assert result.exit_code == 2
     assert "must be at least 1ms, got '0s'" in result.output
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 0.0, -1.0])
+def test_a_rate_that_is_not_a_finite_number_above_zero_is_refused(value: float) -> None:
+    with pytest.raises(click.BadParameter):
+        Rate().convert(value, None, None)
+    assert Rate().convert(2.5, None, None) == 2.5
+
+
+@pytest.mark.parametrize("command", [["publish", "--file", "-"], ["dlq", "replay"]])
+@pytest.mark.parametrize("text", ["nan", "inf"])
+def test_a_rate_of_nan_or_inf_is_a_usage_error_before_anything_connects(
+    command: list[str], text: str,
+) -> None:
+    """``nan`` once crashed publish's token bucket, and made ``dlq replay`` run unthrottled
+    and write invalid JSON into its audit record."""
+    result = CliRunner().invoke(main, [*command, "--rate", text], input="")
+    assert result.exit_code == 2
+    assert f"'{text}' is not a finite number > 0" in result.output
 
 
 def test_run_reports_its_counts_in_words_with_retries_per_tier() -> None:
