@@ -4,12 +4,16 @@ It serves ``consumer.simulator.DownstreamSimulator`` in the foreground until SIG
 SIGTERM (Ctrl-C, ``docker compose stop``), then prints one summary line on standard output,
 so a demo can show how many events were delivered, how many attempts failed and, the number
 that matters, how many were delivered twice (zero when the consumer de-duplicates). The
-listening address goes to standard error first, so ``--port 0`` can be scripted.
+listening address goes to standard error first, so ``--port 0`` can be scripted. An address
+it cannot listen on (a port in use, an unknown ``--host``) is one line on standard error and
+exit code 1, as ``kafka start`` reports a port in use.
 """
 
 from __future__ import annotations
 
+import errno
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -21,6 +25,22 @@ from consumer.simulator import DownstreamSimulator, FailurePlan, SimulatedReques
 def _print_request(record: SimulatedRequest) -> None:
     click.echo(f"{record.status} {record.outcome:<12} attempt={record.attempt} "
                f"key={record.idempotency_key} type={record.event_type}", err=True)
+
+
+def _listen_failure(error: OSError, host: str, port: int) -> str:
+    """What went wrong opening the socket, in ``kafka start``'s words for a port in use."""
+    if error.errno == errno.EADDRINUSE:
+        return f"port {port} is already in use; choose another with --port"
+    return f"cannot listen on {host}:{port}: {error.strerror or error}"
+
+
+def _start(simulator: DownstreamSimulator, host: str, port: int) -> None:
+    """Start serving, or exit 1 with one line: a bind failure is not worth a traceback."""
+    try:
+        simulator.start()
+    except OSError as exc:
+        click.echo(f"clinic-events: {_listen_failure(exc, host, port)}", err=True)
+        sys.exit(1)
 
 
 @click.command("simulate-downstream")
@@ -49,7 +69,11 @@ def simulate_command(host: str, port: int, transient_rate: float, permanent_rate
                      fail_first: int, retry_after: int, slow_response_s: float, seed: int,
                      always_fail_keys: tuple[str, ...], permanent_keys: tuple[str, ...],
                      verbose: bool) -> None:
-    """Serve a simulated EHR API (POST /events, GET /stats) that fails like real ones."""
+    """Serve a simulated EHR API (POST /events, GET /stats) that fails like real ones.
+
+    Exit code: 0 when stopped by SIGINT or SIGTERM, 1 when it cannot listen (port in use,
+    unknown --host).
+    """
     plan = FailurePlan(
         transient_rate=transient_rate, permanent_rate=permanent_rate, fail_first=fail_first,
         always_fail_keys=frozenset(always_fail_keys), permanent_keys=frozenset(permanent_keys),
@@ -64,12 +88,13 @@ def simulate_command(host: str, port: int, transient_rate: float, permanent_rate
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with simulator:
-            click.echo(f"downstream simulator listening on {simulator.events_url} "
-                       f"(seed {simulator.seed}); Ctrl-C to stop", err=True)
-            while not stop.wait(0.2):
-                pass
+        _start(simulator, host, port)
+        click.echo(f"downstream simulator listening on {simulator.events_url} "
+                   f"(seed {simulator.seed}); Ctrl-C to stop", err=True)
+        while not stop.wait(0.2):
+            pass
     finally:
+        simulator.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     stats = simulator.stats()

@@ -6,6 +6,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from consumer.errors import ConfigError
 from consumer.simulator import (
@@ -230,6 +232,27 @@ def test_cli_registers_simulate_downstream() -> None:
     from consumer.cli import main
 
     assert "simulate-downstream" in main.commands
+
+
+def test_cli_on_a_port_in_use_says_so_in_one_line_and_exits_1() -> None:
+    """Worded as ``kafka start`` words it, rather than an OSError traceback."""
+    from consumer.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["simulate-downstream", "--port", str(port)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"clinic-events: port {port} is already in use; choose another with --port\n")
+
+
+def test_cli_on_an_address_it_cannot_resolve_says_so_in_one_line_and_exits_1() -> None:
+    from consumer.cli import main
+
+    result = CliRunner().invoke(main, ["simulate-downstream", "--host", "999.1.1.1"])
+    assert result.exit_code == 1
+    assert result.output.startswith("clinic-events: cannot listen on 999.1.1.1:8080: ")
+    assert result.output.count("\n") == 1
 
 
 def test_cli_serves_until_sigterm_then_prints_a_summary(client: httpx.Client) -> None:
