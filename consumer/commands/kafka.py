@@ -25,7 +25,7 @@ def kafka_group() -> None:
 
 @kafka_group.command("start")
 @_state_option
-@click.option("--port", type=int, default=None,
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Broker port [default: the previous one, else 9092 if free; 0 = any free port].")
 @click.option("--timeout", "timeout_s", type=float, default=90.0, show_default=True,
               help="Seconds to wait for the broker to accept requests.")

@@ -58,6 +58,18 @@ def test_cli_start_without_java_exits_1_with_one_line(
     assert "Java 17" in result.output
 
 
+@pytest.mark.parametrize("port", ["99999", "-5"])
+def test_cli_start_refuses_a_port_out_of_range_before_looking_for_java(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    """A usage error at once, not a Java stack trace seconds later."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = CliRunner().invoke(main, ["kafka", "start", "--state-dir", str(tmp_path / "s"),
+                                       "--port", port])
+    assert result.exit_code == 2
+    assert f"{port} is not in the range 0<=x<=65535" in result.output
+
+
 def test_status_of_a_broker_never_started_is_not_running(tmp_path: Path) -> None:
     status = LocalKafka(tmp_path / "state").status()
     assert (status.running, status.pid, status.bootstrap) == (False, None, None)
