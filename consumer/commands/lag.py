@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -67,6 +68,16 @@ class _Trend:
         return earlier
 
 
+def _refuse_pacing_without_watch(ctx: click.Context) -> None:
+    """``--interval`` and ``--count`` pace ``--watch``; given without it they would be
+    ignored silently, and the user would wait for samples that never come."""
+    given = [f"--{name}" for name in ("interval", "count")
+             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    if given:
+        verb = "needs" if len(given) == 1 else "need"
+        raise click.UsageError(f"{' and '.join(given)} {verb} --watch", ctx)
+
+
 @click.command("lag")
 @config_option
 @json_option
@@ -88,9 +99,10 @@ class _Trend:
               help="Folder of lag-history.json [default: $CLINIC_EVENTS_STATE_DIR, "
               "else .clinic-events].")
 @click.option("--no-history", is_flag=True, help="Neither read nor write lag-history.json.")
-def lag_command(config_path: Path | None, as_json: bool, watch: bool, interval: int, count: int,
-                window: int, grace: int, scan_cap: int, timeout: int, state_dir: Path | None,
-                no_history: bool) -> None:
+@click.pass_context
+def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, watch: bool,
+                interval: int, count: int, window: int, grace: int, scan_cap: int, timeout: int,
+                state_dir: Path | None, no_history: bool) -> None:
     """Show the consumer group's lag on the main topic, each retry topic and the DLQ.
 
     \b
@@ -111,6 +123,8 @@ def lag_command(config_path: Path | None, as_json: bool, watch: bool, interval: 
     Exit code: 0 OK, 1 WARN, 2 ERR, 3 STOP, 4 Kafka could not be asked.
     (2 is also used for invalid options or configuration.)
     """
+    if not watch:
+        _refuse_pacing_without_watch(ctx)
     settings = settings_from(config_path)
     rules = LagRules(window_ms=window, grace_ms=grace)
     trend = _Trend(settings, state_dir, not no_history, window)

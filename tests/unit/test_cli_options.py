@@ -42,6 +42,20 @@ def test_a_zero_timeout_is_a_usage_error_before_anything_connects(command: list[
     assert "must be at least 1ms, got '0s'" in result.output
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    (["--count", "3"], "--count needs --watch"),
+    (["--interval", "1s"], "--interval needs --watch"),
+    (["--interval", "1s", "--count", "0"], "--interval and --count need --watch"),
+])
+def test_lag_pacing_without_watch_is_a_usage_error_before_anything_connects(
+    options: list[str], message: str,
+) -> None:
+    """They pace ``--watch``; without it they were ignored silently."""
+    result = CliRunner().invoke(main, ["lag", *options])
+    assert result.exit_code == 2
+    assert f"Error: {message}" in result.output
+
+
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 0.0, -1.0])
 def test_a_rate_that_is_not_a_finite_number_above_zero_is_refused(value: float) -> None:
     with pytest.raises(click.BadParameter):
