@@ -118,9 +118,38 @@ def check_client_settings(settings: Settings) -> None:
             (Producer, settings.producer_config(PRODUCER_DEFAULTS), "producer"),
             (AdminClient, settings.admin_config(), "admin client")):
         config.pop("bootstrap.servers", None)
-        client = kafka_client(factory, {**config, "logger": _DROPPED}, kind)
-        if isinstance(client, Consumer):
-            client.close()
+        try:
+            _build_and_drop(factory, config, kind)
+        except ConfigError as refused:
+            raise _naming_the_property(refused, factory, config, settings, kind) from None
+
+
+def _build_and_drop(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any],
+                    kind: str) -> None:
+    client = kafka_client(factory, {**config, "logger": _DROPPED}, kind)
+    if isinstance(client, Consumer):
+        client.close()
+
+
+def _naming_the_property(refused: ConfigError, factory: Callable[[dict[str, Any]], Any],
+                         config: dict[str, Any], settings: Settings, kind: str) -> ConfigError:
+    """``refused``, naming the ``[kafka.client]`` property at fault when one alone is.
+
+    librdkafka names a property by its own canonical name, which may be an alias of the one
+    the operator set (``linger.ms`` is reported as ``queue.buffering.max.ms``): the client is
+    built again without each property in turn, and the one whose absence lets it build is
+    named as written.
+    """
+    for name in settings.kafka.client:
+        if name not in config:
+            continue
+        try:
+            _build_and_drop(factory, {k: v for k, v in config.items() if k != name}, kind)
+        except ConfigError:
+            continue
+        reason = str(refused).removeprefix("[kafka.client]: ")
+        return ConfigError(f"[kafka.client] {name} = {config[name]!r}: {reason}")
+    return refused
 
 
 _DROPPED = logging.getLogger("clinic_events.kafka.settings_check")

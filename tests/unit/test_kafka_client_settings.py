@@ -92,7 +92,9 @@ def test_commands_exit_2_with_one_line_naming_kafka_client(
     path = _with_client(config_file, line)
     result = CliRunner().invoke(main, [*command, "--config", str(path)], input="")
     assert result.exit_code == 2, result.output
-    assert result.output.startswith("clinic-events: configuration error: [kafka.client]: ")
+    name, value = (part.strip('"') for part in line.split(" = "))
+    assert result.output.startswith(
+        f"clinic-events: configuration error: [kafka.client] {name} = {value!r}: ")
     assert reason in result.output
     assert result.output.count("\n") == 1, "one line, no traceback"
 
@@ -102,7 +104,8 @@ def test_commands_exit_2_with_one_line_naming_kafka_client(
 ])
 @pytest.mark.parametrize(("line", "kind"), [
     ('"session.timeout.ms" = "abc"', "consumer"),  # only consumers read it
-    ('"linger.ms" = "abc"', "producer"),  # only producers read it (and was a default)
+    # only producers read it (and was a default); librdkafka names it queue.buffering.max.ms
+    ('"linger.ms" = "abc"', "producer"),
 ])
 @pytest.mark.usefixtures("no_export")
 def test_a_property_one_client_kind_refuses_stops_every_command_before_it_acts(
@@ -119,9 +122,10 @@ def test_a_property_one_client_kind_refuses_stops_every_command_before_it_acts(
     path = _with_client(config_file, line)
     result = CliRunner().invoke(main, [*command, "--config", str(path)], input="")
     assert result.exit_code == 2, result.output
+    name = line.split(" = ")[0].strip('"')
     assert result.output.startswith(
-        f"clinic-events: configuration error: [kafka.client]: librdkafka refused the {kind} "
-        "settings: Invalid value for configuration property")
+        f"clinic-events: configuration error: [kafka.client] {name} = 'abc': librdkafka "
+        f"refused the {kind} settings: Invalid value for configuration property")
     assert result.output.count("\n") == 1, "one line, no traceback"
 
 
