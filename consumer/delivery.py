@@ -19,7 +19,9 @@ hold patient data, and messages travel in DLQ headers.
 
 :class:`CallableDelivery` runs ``package.module:function``; intent errors pass through, any
 other exception is classified by the configured :class:`ExceptionRules` and wrapped, with
-its dotted class path as ``error_class`` so operators can write rules for it.
+its dotted class path as ``error_class`` so operators can write rules for it. ``SystemExit``
+(a ``sys.exit`` in the handler or a library it calls) is such an exception too: left to
+propagate it would take the whole consumer down for one event's bug.
 """
 
 from __future__ import annotations
@@ -175,7 +177,10 @@ class CallableDelivery:
             self._target(event, context)
         except (TransientError, PermanentError):
             raise
-        except Exception as exc:  # any handler failure is classified and wrapped, never lost
+        except (Exception, SystemExit) as exc:  # any handler failure is classified, never lost
+            # SystemExit too: a handler (or a library it calls) exiting the process is a
+            # handler bug, not an operator asking the consumer to stop (signals do that).
+            # KeyboardInterrupt still propagates.
             error_class = qualified_name(type(exc))
             message = cap_utf8(f"{type(exc).__name__}: {redact_message(str(exc))}",
                                MAX_WRAPPED_MESSAGE_BYTES)

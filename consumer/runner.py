@@ -200,7 +200,22 @@ class Runner:
             if consumed:
                 self._book.track(partition_key, consumed)
         if runnable:
+            self._dispatch(runnable)
+
+    def _dispatch(self, runnable: list[InboundRecord]) -> None:
+        """Hand records to the lanes, which may process some on this thread at once.
+
+        Processing turns every ``Exception`` into a fate or a lane failure, so what escapes
+        here is a ``BaseException`` (a ``KeyboardInterrupt``, say): the records it was
+        processing can never finish, and a drain waiting for them would wait out its whole
+        timeout. So it stops as after a second signal: only calls already in progress on
+        lane threads finish, and unfinished records are redelivered after a restart.
+        """
+        try:
             self._lanes.dispatch(runnable)
+        except BaseException:
+            self.stop(hurry=True)
+            raise
 
     def _pause_until(self, tp: TopicPartitionKey, head_offset: int, due_at_ms: int) -> None:
         partition = TopicPartition(tp[0], tp[1], head_offset)

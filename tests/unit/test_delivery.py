@@ -268,6 +268,33 @@ def test_other_exceptions_follow_the_rules(
     assert caught.value.__cause__ is exc
 
 
+@pytest.mark.parametrize(("rules", "expected"), [
+    (RULES, TransientError),
+    (ExceptionRules(permanent=("builtins.SystemExit",)), PermanentError),
+])
+def test_a_handler_calling_sys_exit_fails_the_event_not_the_consumer(
+    rules: ExceptionRules, expected: type[Exception]
+) -> None:
+    """A library call exiting the process is a handler bug: classified like any exception."""
+    def exits(event: EventRecord, context: DeliveryContext) -> object:
+        raise SystemExit(3)
+
+    with pytest.raises(expected) as caught:
+        CallableDelivery(exits, rules).deliver(EVENT, CONTEXT)
+    assert isinstance(caught.value, TransientError | PermanentError)
+    assert caught.value.error_class == "builtins.SystemExit"
+    assert str(caught.value) == "SystemExit: 3"
+
+
+def test_keyboard_interrupt_in_a_handler_still_propagates() -> None:
+    """The run command handles SIGINT itself; an interrupt reaching the handler is not its
+    failure to classify."""
+    interrupt = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt) as caught:
+        CallableDelivery(_raising(interrupt), RULES).deliver(EVENT, CONTEXT)
+    assert caught.value is interrupt
+
+
 def test_default_permanent_rule_and_redacted_message() -> None:
     rules = ExceptionRules(default="permanent")
     with pytest.raises(PermanentError) as caught:
