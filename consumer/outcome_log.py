@@ -1,8 +1,10 @@
 """One structured log line per outcome, so operators can grep a single event's story.
 
 Lines carry the event id, topic, partition, offset, attempt and error class, never payload
-fields (they hold PHI). When stderr is not a terminal each line is one JSON object (for log
-shippers); on a terminal it is ``key=value`` text. The logger is ``clinic_events.outcome``.
+fields (they hold PHI). An undecodable record's id and type are those its headers state
+(what ``dlq show`` displays), so grepping an event id finds its dead letter's line too.
+When stderr is not a terminal each line is one JSON object (for log shippers); on a
+terminal it is ``key=value`` text. The logger is ``clinic_events.outcome``.
 """
 
 from __future__ import annotations
@@ -75,10 +77,13 @@ def log_outcome(outcome: str, record: InboundRecord, *, error_class: str | None 
     """Log what happened to one record (delivered, duplicate, retried, dead_lettered)."""
     if not LOGGER.isEnabledFor(level):
         return
+    event_id, event_type = record.event_id, record.event_type
+    if event_id is None:  # rare: an undecodable value's id is what its headers state
+        event_id, event_type = record.stated_identity()
     LOGGER.log(level, outcome, extra={
         "outcome": outcome,
-        "event_id": record.event_id,
-        "event_type": record.event_type,
+        "event_id": event_id,
+        "event_type": event_type,
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,

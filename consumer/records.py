@@ -117,6 +117,21 @@ class InboundRecord:
         self.event = event
         self._identify(event)
 
+    def stated_identity(self) -> tuple[str | None, str | None]:
+        """The event id and type: the decoded event's, or for an undecodable value the headers'.
+
+        Why: an undecodable record (its publisher stamped ``clinic.event-id`` and
+        ``clinic.event-type``) is shown by ``dlq show`` under its header's id, so its outcome
+        line must carry that id too, or grepping an event id finds the dead letter but not
+        its story. Only for outcome lines: ``event_id`` stays None, so the dedup store never
+        records an id that no decoded value vouches for; and records that decode fine never
+        have their headers decoded here.
+        """
+        if self.decode_error is None or self.event_id is not None:
+            return self.event_id, self.event_type
+        headers = self.headers
+        return headers.event_id, headers.event_type
+
     @property
     def replayed(self) -> bool:
         """Came back from the DLQ through an operator's replay."""

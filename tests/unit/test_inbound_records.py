@@ -67,6 +67,24 @@ def test_undecodable_values_keep_their_error_and_bytes() -> None:
     assert record.value == b"\x00garbage"
 
 
+def test_an_undecodable_records_identity_is_what_its_headers_state() -> None:
+    """For outcome lines (as ``dlq show``), never for dedup: ``event_id`` stays None."""
+    identity = encode_headers(RecordHeaders(event_id="evt-9", event_type="intake.submitted"))
+    record = to_inbound(_message(b"\x00garbage", identity), "clinic.events", 0)
+    record.decode(CODEC)
+    assert record.stated_identity() == ("evt-9", "intake.submitted")
+    assert record.event_id is None
+
+
+def test_a_decoded_records_identity_is_its_events_without_decoding_headers() -> None:
+    event = sample_event("appointment.scheduled")
+    identity = encode_headers(RecordHeaders(event_id="evt-other", event_type="other"))
+    record = to_inbound(_message(CODEC.encode(event), identity), "clinic.events", 0)
+    record.decode(CODEC)
+    assert record.stated_identity() == (event["event_id"], "appointment.scheduled")
+    assert record.decoded_headers is None
+
+
 def test_a_publishers_headers_are_kept_raw_until_read() -> None:
     """Event id and type (what ``publish`` stamps) steer nothing: decoding waits for a reader."""
     identity = encode_headers(RecordHeaders(event_id="evt-1", event_type="intake.submitted"))

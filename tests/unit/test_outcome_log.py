@@ -7,8 +7,11 @@ import logging
 
 import pytest
 
+from consumer.codec import EventCodec
 from consumer.config import KAFKA_CLIENT_LOGGER
-from consumer.outcome_log import configure_logging
+from consumer.outcome_log import configure_logging, log_outcome
+from consumer.records import InboundRecord
+from retry_topics.headers import RecordHeaders, encode_headers
 
 
 def test_library_warnings_come_out_as_json_lines_like_the_applications(
@@ -24,3 +27,19 @@ def test_library_warnings_come_out_as_json_lines_like_the_applications(
         ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "Failed to export span batch"),
         (KAFKA_CLIENT_LOGGER, "FAIL connect refused"),
     ]
+
+
+def test_an_undecodable_records_dead_letter_line_carries_its_header_event_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``dlq show`` lists the dead letter under its header's event id: grep finds both."""
+    identity = encode_headers(RecordHeaders(event_id="evt-7", event_type="intake.submitted"))
+    record = InboundRecord("clinic.events", 2, 5, None, b"appt-1", b"\x00not avro",
+                           tuple(identity))
+    record.decode(EventCodec())
+    configure_logging("INFO", json_lines=True)
+    log_outcome("dead_lettered", record, error_class="undecodable",
+                destination="clinic.events.dlq", level=logging.WARNING)
+    (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert (line["outcome"], line["event_id"], line["event_type"]) == (
+        "dead_lettered", "evt-7", "intake.submitted")
