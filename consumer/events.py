@@ -73,7 +73,15 @@ def event_from_json(obj: object) -> EventRecord:
     _reject_unknown(obj, {f["name"] for f in _envelope_fields()}, "")
     if not out["event_id"]:
         raise InvalidEvent("must not be empty", field="event_id")
+    _reject_empty_entity_id(event_type, out["payload"])
     return out
+
+
+def _reject_empty_entity_id(event_type: str, payload: Mapping[str, Any]) -> None:
+    """The entity id is the record key: an empty one would key every such event alike."""
+    field = ENTITY_KEY_FIELD[event_type]
+    if not payload[field]:
+        raise InvalidEvent("must not be empty", field=f"payload.{field}")
 
 
 def event_to_json(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,22 @@ def test_a_schema_problem_names_the_field_at_fault() -> None:
     assert (error.line, error.field) == (7, "payload.starts_at")
 
 
+@pytest.mark.parametrize(("event_type", "field"), [
+    ("intake.submitted", "intake_id"),
+    ("appointment.scheduled", "appointment_id"),
+    ("appointment.cancelled", "appointment_id"),
+    ("eligibility.check_requested", "check_id"),
+])
+def test_an_empty_entity_id_is_rejected_like_an_empty_event_id(
+    event_type: str, field: str
+) -> None:
+    """The entity id is the record key: an empty one would key unrelated events alike."""
+    error = parse_line(_line(event_type, **{field: ""}), 4)
+    assert error == LineError(4, f"payload.{field}", "must not be empty")
+    no_event_id = json.dumps({**json.loads(_line(event_type)), "event_id": ""})
+    assert parse_line(no_event_id, 5) == LineError(5, "event_id", "must not be empty")
+
+
 def test_payload_values_never_appear_in_a_report() -> None:
     event = event_to_json(sample_event("intake.submitted"))
     event["payload"]["demographics"]["date_of_birth"] = "2 March 1984"
