@@ -23,8 +23,8 @@ from consumer.kafka_io import build_admin
 from retry_topics.provisioning import TopicReport, ensure_topics
 
 #: How long one poll of the serving thread waits for a log line; also the longest
-#: ``close`` waits for the thread.
-SERVE_INTERVAL_S = 0.2
+#: ``close`` waits for the thread (every command that asks Kafka closes one or two).
+SERVE_INTERVAL_S = 0.05
 
 
 class AdminSession:

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from consumer.errors import ConfigError
 from retry_topics.classification import ExceptionRules
 from retry_topics.durations import parse_duration_ms
-from retry_topics.errors import RetryTopicsError
+from retry_topics.errors import RetryTopicsError, TopicNameError
 from retry_topics.naming import validate_topic_name
 from retry_topics.policy import BACKOFF_NAMES, InProcessRetry, RetryPolicy
 
@@ -493,6 +493,9 @@ def _build_policy(main: str, retry: dict[str, Any]) -> RetryPolicy:
             delays_ms=tuple(_positive_duration("retry", "delays", d) for d in delays),
             in_process=in_process,
         )
+    except TopicNameError as exc:  # main is valid, so a name derived from it is not
+        raise ConfigError(f"topics.main: a topic name derived from it is not valid ({exc}); "
+                          "shorten topics.main") from exc
     except RetryTopicsError as exc:
         raise ConfigError(f"[retry]: {exc}") from exc
 

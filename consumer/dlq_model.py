@@ -9,8 +9,8 @@ the DLQ's partitions by :func:`check_partition`) and the offset ranges to read
 masks every patient-identifying field and shows undecodable bytes as a length and a short
 hex prefix unless the operator asks to reveal them; **terminal safety**: a key that is not
 printable UTF-8 is shown as hex (:func:`key_text`) and other text with its control
-characters escaped (:func:`printable`), since header and key bytes come from anywhere;
-**grouping**
+characters escaped (:func:`consumer.printable.printable`), since header and key bytes come
+from anywhere; **grouping**
 (:class:`DlqSummary`); and **the replay decision** (:func:`decide_replay`): republish with
 reset headers, or skip with a reason (replayed too often, already delivered, no target).
 """
@@ -240,24 +240,6 @@ def mask_event(value: Any) -> Any:
     if isinstance(value, list):
         return [mask_event(inner) for inner in value]
     return value
-
-
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` safe to write to a terminal: each character that is not printable (control
-    characters such as NUL and ESC, line breaks, C1 controls) as a Python-style escape."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else _ESCAPES.get(char) or _escape(char)
-                   for char in text)
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    return (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
-            else f"\\U{code:08x}")
 
 
 def key_text(key: bytes | None) -> str | None:

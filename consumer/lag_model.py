@@ -203,10 +203,20 @@ def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[H
             status = max(status, Status.WARN)
             reasons.append(f"holds {total} dead-lettered record(s)")
     elif not topic.configured:
-        if total > 0:
+        # Only records after a committed offset are known to be unprocessed: a group that
+        # never committed here (a new group name, offsets expired) may have nothing pending.
+        stranded = sum(p.lag for p, s in zip(parts, topic.partitions, strict=True)
+                       if s.committed is not None)
+        if stranded > 0:
             status = max(status, Status.ERR)
-            reasons.append(f"not a configured retry tier: nothing consumes its {total} "
+            reasons.append(f"not a configured retry tier: nothing consumes its {stranded} "
                            "record(s); add its delay back to [retry] delays until it is empty")
+            parts = tuple(replace(p, status=max(p.status, Status.ERR))
+                          if p.lag > 0 and s.committed is not None else p
+                          for p, s in zip(parts, topic.partitions, strict=True))
+        elif total > 0:
+            reasons.append("not a configured retry tier; the group never committed here, so "
+                           "whether its records were processed is unknown")
         else:
             reasons.append("not a configured retry tier; empty")
     elif total > 0 and sample.members == 0:

@@ -47,7 +47,6 @@ from consumer.lag_model import (
     PartitionSample,
     TopicKind,
     TopicSample,
-    partition_lag,
 )
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import HeaderError
@@ -162,19 +161,22 @@ class LagProbe:
                            topics=tuple(samples))
 
     def stranded(self) -> dict[str, int]:
-        """Leftover retry tiers (see ``leftover_tiers``) -> records the group has not
-        consumed there, which no consumer of this configuration will."""
+        """Leftover retry tiers (see ``leftover_tiers``) -> records after the group's
+        committed offset there, which no consumer of this configuration will consume."""
         counts = self._partition_counts()
         leftovers = leftover_tiers(self._settings, counts)
+        if not leftovers:
+            return {}
         tps = [TopicPartition(name, p) for name in leftovers for p in range(counts[name])]
+        self._members()  # before the offsets, always: see its docstring (a librdkafka crash)
         committed = self._committed(tps)
-        beginning = self._offsets(tps, _spec("earliest"))
         end = self._offsets(tps, _spec("latest"))
         stranded = dict.fromkeys(leftovers, 0)
-        for key in beginning:
-            stranded[key[0]] += partition_lag("retry", PartitionSample(
-                partition=key[1], committed=committed.get(key), beginning=beginning[key],
-                end=end[key]))
+        for key, offset in committed.items():
+            # Never committed: unknown, not stranded. A fresh group name, or offsets Kafka
+            # expired for a topic no longer subscribed to, says nothing of those records.
+            if offset is not None:
+                stranded[key[0]] += max(0, end[key] - offset)
         return stranded
 
     def _partition_counts(self) -> dict[str, int]:

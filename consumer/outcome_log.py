@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from consumer.printable import printable
 from consumer.records import InboundRecord
 
 LOGGER = logging.getLogger("clinic_events.outcome")
@@ -79,7 +80,9 @@ def log_outcome(outcome: str, record: InboundRecord, *, error_class: str | None 
         return
     event_id, event_type = record.event_id, record.event_type
     if event_id is None:  # rare: an undecodable value's id is what its headers state
-        event_id, event_type = record.stated_identity()
+        stated_id, stated_type = record.stated_identity()  # header text from anywhere:
+        event_id = None if stated_id is None else printable(stated_id)  # no forged lines
+        event_type = None if stated_type is None else printable(stated_type)
     LOGGER.log(level, outcome, extra={
         "outcome": outcome,
         "event_id": event_id,

@@ -28,6 +28,10 @@ class PolicyError(RetryTopicsError, ValueError):
     """A retry policy, a duration or a topic name is invalid."""
 
 
+class TopicNameError(PolicyError):
+    """A topic name, given or derived from the main topic's, is not one Kafka accepts."""
+
+
 class HeaderError(RetryTopicsError, ValueError):
     """A record header could not be encoded or decoded (for example a non-decimal integer).
 

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 
 from retry_topics.durations import format_duration
-from retry_topics.errors import PolicyError
+from retry_topics.errors import PolicyError, TopicNameError
 
 __all__ = [
     "MAX_TOPIC_NAME_LENGTH",
@@ -46,17 +46,17 @@ _DERIVED = re.compile(
 def validate_topic_name(name: str) -> str:
     """Return ``name`` unchanged if Kafka accepts it as a topic name, else raise PolicyError."""
     if not name:
-        raise PolicyError("topic name must not be empty")
+        raise TopicNameError("topic name must not be empty")
     if name in {".", ".."}:
-        raise PolicyError(f"topic name {name!r} is not allowed by Kafka")
+        raise TopicNameError(f"topic name {name!r} is not allowed by Kafka")
     if len(name) > MAX_TOPIC_NAME_LENGTH:
-        raise PolicyError(
-            f"topic name {name[:40]!r}... is {len(name)} characters long; "
+        raise TopicNameError(
+            f"topic name {name[:24]}...{name[-24:]} is {len(name)} characters long; "
             f"Kafka allows at most {MAX_TOPIC_NAME_LENGTH}"
         )
     if _LEGAL.fullmatch(name) is None:
         bad = sorted({char for char in name if _LEGAL.fullmatch(char) is None})
-        raise PolicyError(
+        raise TopicNameError(
             f"topic name {name!r} contains invalid characters {''.join(bad)!r}; "
             "only ASCII letters, digits, '.', '_' and '-' are allowed"
         )

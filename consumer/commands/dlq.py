@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from confluent_kafka import KafkaException
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 from rich.console import Console
 from rich.progress import Progress
@@ -60,10 +61,10 @@ from consumer.dlq_model import (
     iso,
     key_text,
     parse_time_ms,
-    printable,
     record_view,
 )
 from consumer.kafka_io import kafka_reason
+from consumer.printable import printable
 from consumer.telemetry import Telemetry, configure_tracing, exports, shutdown_providers
 from retry_topics.naming import audit_topic_name, dlq_topic_name
 
@@ -325,27 +326,36 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
     # Spans exported nowhere would only re-parent the replayed records onto spans nobody can
     # see: without an exporter the records keep the trace context they had in the DLQ.
     telemetry = Telemetry(provider if exports("OTEL_TRACES_EXPORTER") else NoOpTracerProvider())
-    with _stop_on_signals() as received:
-        try:
-            with _kafka_errors(as_json), progress:
-                replay(settings, request, on_record=note, run=run,
-                       on_start=lambda total: progress.update(task, total=total),
-                       stop_requested=lambda: bool(received), telemetry=telemetry)
-        except KeyboardInterrupt:  # a second signal, or Ctrl-C before the handlers were set
-            run.outcome = "interrupted"
-        finally:
-            shutdown_providers(provider)
-    if run.outcome != "interrupted":
-        _print_replay(request, run, rows, as_json)
-        return
-    signum = received[0] if received else signal.SIGINT
-    done = (f"{run.tally.examined} record(s) examined" if dry_run else
-            f"{run.tally.replayed} record(s) replayed and committed")
-    click.echo(f"clinic-events: dlq replay interrupted after {done} "
-               f"({signal.Signals(signum).name}); what was committed stays committed, run it "
-               "again to continue", err=True)
-    _print_replay(request, run, rows, as_json, stopped_by=signal.Signals(signum).name)
-    sys.exit(128 + signum)
+    try:
+        with _stop_on_signals() as received:
+            try:
+                with _kafka_errors(as_json), progress:
+                    replay(settings, request, on_record=note, run=run,
+                           on_start=lambda total: progress.update(task, total=total),
+                           stop_requested=lambda: bool(received), telemetry=telemetry)
+            except KeyboardInterrupt:  # a second signal, or Ctrl-C before the handlers were set
+                run.outcome = "interrupted"
+        if run.outcome != "interrupted":
+            _print_replay(request, run, rows, as_json)
+            return
+        signum = received[0] if received else signal.SIGINT
+        done = (f"{run.tally.examined} record(s) examined" if dry_run else
+                f"{run.tally.replayed} record(s) replayed and committed")
+        click.echo(f"clinic-events: dlq replay interrupted after {done} "
+                   f"({signal.Signals(signum).name}); what was committed stays committed, "
+                   "run it again to continue", err=True)
+        _print_replay(request, run, rows, as_json, stopped_by=signal.Signals(signum).name)
+        sys.exit(128 + signum)
+    finally:
+        _export_spans(provider)
+
+
+def _export_spans(provider: TracerProvider) -> None:
+    """Export the replay's last spans, after its summary: a collector that does not answer
+    holds the exit up to shutdown_providers' bound, and a signal meanwhile (the operator's
+    second Ctrl-C) gives up on them rather than on the summary or the exit code."""
+    with contextlib.suppress(KeyboardInterrupt):
+        shutdown_providers(provider)
 
 
 @contextlib.contextmanager

@@ -116,7 +116,8 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
       OK    no lag, or lag being worked off
       WARN  lag grew over the window; the DLQ holds records; a topic is missing
       ERR   a retry record is overdue beyond --grace; a main partition is stalled
-            (lag > 0, committed offset unchanged over the window)
+            (lag > 0, committed offset unchanged over the window); a retry tier
+            [retry] delays no longer include holds records after the group's offset
       STOP  the group has no members while there is lag
 
     \b
@@ -228,7 +229,8 @@ def render(report: GroupReport) -> Group:
             parts.append(Text.assemble(title, "  (topic does not exist)"))
             continue
         if topic.lag == 0 and topic.status is Status.OK:
-            parts.append(Text.assemble(title, "  nothing waiting"))
+            note = "  nothing waiting" if topic.configured else "  " + "; ".join(topic.reasons)
+            parts.append(Text.assemble(title, note))
             continue
         retry, dlq = topic.kind == "retry", topic.kind == "dlq"
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)

@@ -31,6 +31,7 @@ from consumer.commands.options import (
     layout_exit_code,
     settings_from,
 )
+from consumer.errors import ConfigError
 from consumer.kafka_io import producer_from
 from consumer.publishing import EventPublisher, PublishSummary, TokenBucket
 from consumer.telemetry import Telemetry, configure_tracing, shutdown_providers
@@ -86,6 +87,10 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
         if as_json:  # scripts parse stdout: an empty one is no answer
             click.echo(json.dumps({"error": str(exc)}))
         sys.exit(layout_exit_code(exc))
+    except ConfigError as exc:  # e.g. a --topic that is no main topic: exit 2 as usual
+        if as_json:
+            click.echo(json.dumps({"error": str(exc)}))
+        raise
     finally:
         shutdown_providers(provider)
     if summary.sent + summary.rejected + summary.failed == 0:  # exit 0: nothing failed

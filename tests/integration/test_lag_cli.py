@@ -184,6 +184,13 @@ def test_a_retry_tier_the_delays_no_longer_include_is_reported_while_it_holds_re
         producer.produce(old_tier, key=f"k{index}".encode(), value=b"v",
                          headers=[*encode_headers(RecordHeaders(attempts=2, due_at_ms=due_ms))])
     assert producer.flush(30) == 0
+    # the group had consumed that tier up to offset 0 of each partition before the change
+    earlier = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": old.kafka.group_id})
+    try:
+        earlier.commit(offsets=[TopicPartition(old_tier, p, 0) for p in range(PARTITIONS)],
+                       asynchronous=False)
+    finally:
+        earlier.close()
     config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
                           delays=("1s", "1m"))
     new = load_settings(config, env={})

@@ -113,3 +113,12 @@ def test_publish_json_answers_with_an_error_document_when_it_stops_before_sendin
     result = CliRunner().invoke(main, ["publish", "--file", "-", "--json"], input="")
     assert result.exit_code == 4
     assert json.loads(result.stdout) == {"error": str(error)}
+
+
+def test_publish_json_answers_with_an_error_document_for_a_topic_that_is_no_main_topic(
+) -> None:
+    result = CliRunner().invoke(main, ["publish", "--file", "-", "--json", "--topic",
+                                       "clinic.events.dlq"], input="")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"].startswith(
+        "--topic: clinic.events.dlq is a dead-letter topic")

@@ -152,6 +152,9 @@ def test_handler_replaces_url(tmp_path: Path) -> None:
          r"retry.in_process_max_backoff \(5s\) must be at least retry.in_process_backoff"),
         ("[topics]\nmain = \"bad topic!\"\n", {},
          r"^topics.main: topic name 'bad topic!' contains invalid characters"),
+        (f"[topics]\nmain = \"{'a' * 240}\"\n", {},
+         r"^topics.main: a topic name derived from it is not valid \(topic name a{24}\.\.\."
+         r"a{14}\.retry\.30s is 250 characters long; .*\); shorten topics.main$"),
     ],
 )
 def test_bad_configuration_names_the_key_and_valid_values(

@@ -179,6 +179,25 @@ def test_a_second_signal_stops_the_replay_at_once(monkeypatch: pytest.MonkeyPatc
     assert json.loads(result.stdout)["outcome"] == "interrupted"
 
 
+def test_a_signal_while_the_last_spans_are_exported_keeps_the_summary_and_exit_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no collector answering, exporting the replay's spans holds the exit up to 3 s;
+    an operator's second Ctrl-C meanwhile gives up on the spans, not on the summary."""
+    exported: list[str] = []
+
+    def interrupted_export(*_providers: object, **_kwargs: object) -> None:
+        exported.append("asked")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("consumer.commands.dlq.replay", _stopped_by_signal(signal.SIGINT))
+    monkeypatch.setattr("consumer.commands.dlq.shutdown_providers", interrupted_export)
+    result = CliRunner().invoke(main, ["dlq", "replay", "--json"])
+    assert exported == ["asked"]
+    assert result.exit_code == 130, result.output
+    assert json.loads(result.stdout)["outcome"] == "interrupted"
+
+
 @pytest.mark.parametrize("args", [("list", "--json"), ("show",), ("replay", "--dry-run"),
                                   ("replay", "--json")])
 def test_an_unreachable_broker_is_one_clear_line_and_exit_4(

@@ -28,10 +28,10 @@ from consumer.dlq_model import (
     parse_dlq_record,
     parse_time_ms,
     plan_ranges,
-    printable,
     record_view,
 )
 from consumer.errors import UndecodableRecord
+from consumer.printable import printable
 from retry_topics.headers import (
     REPLAY_FORCE,
     Provenance,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from consumer.commands.lag import render
 from consumer.lag_history import HistoryFile, points_from_json, points_to_json
 from consumer.lag_model import (
     GroupSample,
@@ -74,18 +76,29 @@ def test_with_no_members_each_partition_whose_records_wait_is_stop_too() -> None
 def test_a_retry_tier_no_longer_configured_is_err_while_it_holds_records() -> None:
     """Nothing consumes it (run subscribes to the configured tiers), so its records are
     stranded; empty, it is only noted."""
-    def leftover(end: int) -> GroupSample:
+    def leftover(*parts: PartitionSample) -> GroupSample:
         return GroupSample(group="g", taken_at_ms=NOW, members=1, topics=(TopicSample(
-            topic="m.retry.30s", kind="retry", configured=False,
-            partitions=(_part(None, end),)),))
+            topic="m.retry.30s", kind="retry", configured=False, partitions=parts),))
 
-    report = evaluate(leftover(2), [], RULES)
+    report = evaluate(leftover(_part(3, 5), _part(4, 4, partition=1)), [], RULES)
     (topic,) = report.topics
     assert (report.status, topic.configured, topic.lag) == (Status.ERR, False, 2)
     assert topic.reasons[0].startswith("not a configured retry tier: nothing consumes its 2 ")
-    empty = evaluate(leftover(0), [], RULES)
+    assert [p.status for p in topic.partitions] == [Status.ERR, Status.OK]
+    empty = evaluate(leftover(_part(5, 5)), [], RULES)
     assert (empty.status, empty.topics[0].reasons) == (
         Status.OK, ("not a configured retry tier; empty",))
+
+
+def test_a_leftover_tier_the_group_never_committed_in_is_unknown_not_stranded() -> None:
+    """A new group name, or offsets Kafka expired for a topic no longer subscribed to: its
+    records may all have been processed, so no alarm."""
+    sample = GroupSample(group="g", taken_at_ms=NOW, members=1, topics=(TopicSample(
+        topic="m.retry.30s", kind="retry", configured=False,
+        partitions=(_part(None, 20),)),))
+    report = evaluate(sample, [], RULES)
+    assert report.status is Status.OK
+    assert "whether its records were processed is unknown" in report.topics[0].reasons[0]
 
 
 def test_lag_with_members_and_no_history_is_ok() -> None:
@@ -210,3 +223,16 @@ def test_history_round_trips_and_prunes_old_points(tmp_path: Path) -> None:
     assert other.load() == []
     (tmp_path / "h.json").write_text("{not json")
     assert history.load() == []
+
+
+def test_the_table_names_an_empty_leftover_tier_as_such() -> None:
+    """An empty tier the delays no longer include reads 'empty', not 'nothing waiting'."""
+    sample = GroupSample(group="g", taken_at_ms=NOW, members=1, topics=(
+        TopicSample(topic="m.retry.30s", kind="retry", configured=False,
+                    partitions=(_part(5, 5),)),
+        TopicSample(topic="m.retry.1m", kind="retry", partitions=(_part(5, 5),))))
+    console = Console(width=200, record=True)
+    console.print(render(evaluate(sample, [], RULES)))
+    text = console.export_text()
+    assert "m.retry.30s  retry  OK  not a configured retry tier; empty" in text
+    assert "m.retry.1m  retry  OK  nothing waiting" in text

@@ -43,3 +43,21 @@ def test_an_undecodable_records_dead_letter_line_carries_its_header_event_id(
     (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert (line["outcome"], line["event_id"], line["event_type"]) == (
         "dead_lettered", "evt-7", "intake.submitted")
+
+
+def test_header_text_cannot_forge_a_log_line_or_reach_the_terminal_raw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A producer's header may hold a line break and escape codes: the text line stays one
+    line, with them escaped (as ``dlq show`` shows them)."""
+    forged = "ev-1\n12:00:00 ERROR   forged line\x1b[31m"
+    identity = encode_headers(RecordHeaders(event_id=forged, event_type="intake.submitted"))
+    record = InboundRecord("clinic.events", 2, 5, None, b"k", b"\x00not avro", tuple(identity))
+    record.decode(EventCodec())
+    configure_logging("INFO", json_lines=False)
+    log_outcome("dead_lettered", record, error_class="undecodable",
+                destination="clinic.events.dlq", level=logging.WARNING)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "\x1b" not in err
+    assert "ev-1\\n12:00:00 ERROR   forged line\\x1b[31m" in err
