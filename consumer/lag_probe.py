@@ -39,6 +39,7 @@ from confluent_kafka import (
 from confluent_kafka.admin._listoffsets import OffsetSpec  # re-exported without a type export
 
 from consumer.admin_session import AdminSession
+from consumer.client_log import ClientLog
 from consumer.config import Settings
 from consumer.errors import ClinicEventsError
 from consumer.kafka_io import kafka_client, kafka_reason
@@ -111,6 +112,7 @@ class LagProbe:
         self._session = AdminSession(settings)
         self._admin = self._session.client
         self._reader: Consumer | None = None
+        self._reader_log = ClientLog()
 
     def __enter__(self) -> LagProbe:
         return self
@@ -123,6 +125,7 @@ class LagProbe:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        self._reader_log.close()
         self._session.close()
 
     def sample(self, on_progress: Progress | None = None) -> GroupSample:
@@ -291,6 +294,8 @@ class LagProbe:
                 "enable.auto.commit": False, "enable.auto.offset.store": False,
                 "enable.partition.eof": True, "auto.offset.reset": "earliest",
             }
+            # its repeated lines (a broker gone down mid --watch) logged once, then counted
+            overrides["logger"] = self._reader_log
             self._reader = kafka_client(Consumer, self._settings.consumer_config(**overrides),
                                         "consumer")
         return self._reader

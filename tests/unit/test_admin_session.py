@@ -17,6 +17,7 @@ from confluent_kafka import KafkaException
 
 from consumer.admin_session import AdminSession
 from consumer.cli import main
+from consumer.client_log import ClientLog
 from consumer.config import KAFKA_CLIENT_LOGGER, Settings, load_settings
 from retry_topics.provisioning import ensure_topics
 
@@ -78,3 +79,23 @@ def test_topics_ensure_against_no_broker_is_exit_4_with_one_clear_error(
         "(waited 1.5 s)\n"), result.stderr
     assert "KafkaError{" not in result.stderr
     assert "%3|" not in capfd.readouterr().err
+
+
+def test_lag_probes_record_reader_logs_through_a_client_log_too(
+    unreachable: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker gone down mid ``lag --watch`` made the reader log ~100 identical lines."""
+    from consumer import lag_probe
+
+    built: list[dict[str, object]] = []
+
+    def capture(_factory: object, config: dict[str, object], _kind: str) -> object:
+        built.append(config)
+        return object()
+
+    monkeypatch.setattr(lag_probe, "kafka_client", capture)
+    with lag_probe.LagProbe(_settings(unreachable)) as probe:
+        monkeypatch.setattr(probe, "_reader", None)
+        probe._reader_consumer()
+        monkeypatch.setattr(probe, "_reader", None)  # nothing real to close
+    assert isinstance(built[0]["logger"], ClientLog)
