@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
@@ -29,6 +29,7 @@ from consumer.runner import Runner
 from consumer.telemetry import Telemetry
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.durations import format_duration
+from retry_topics.naming import retry_tier_delay_ms
 
 LOG = logging.getLogger("clinic_events.app")
 
@@ -46,24 +47,29 @@ class Assembly:
         self.store.close()
 
 
-def warn_of_stranded_records(settings: Settings) -> None:
-    """Warn, naming them, of retry tiers the configured delays dropped that hold records.
+def with_leftover_tiers(settings: Settings) -> Settings:
+    """``settings`` whose policy also consumes the retry tiers ``[retry] delays`` dropped.
 
-    ``run`` consumes the configured tiers only, so after ``[retry] delays`` change, records
-    still waiting in an old tier would be stranded without a word; ``lag`` reports them too.
+    Why: after the delays change, the old tiers' topics still exist and may hold records
+    that would otherwise never be processed. They are consumed (never published to) until
+    the operator deletes them; each is named at start-up, with what it still holds.
     """
     try:
         with LagProbe(settings) as probe:
-            stranded = {topic: count for topic, count in probe.stranded().items() if count}
+            leftovers = probe.stranded()
     except LagProbeError as exc:  # e.g. credentials that may not read group offsets
-        LOG.warning("could not check for records left in retry tiers no longer configured: %s",
-                    exc)
-        return
-    for topic, count in stranded.items():
-        LOG.warning("%s holds %d record(s) nothing consumes: its delay is no longer in [retry] "
-                    "delays (%s); add it back until the topic is empty, or they are never "
-                    "processed", topic, count,
-                    ", ".join(format_duration(ms) for ms in settings.retry.delays_ms))
+        LOG.warning("could not look for retry tiers [retry] delays no longer include (records "
+                    "left in one are not consumed): %s", exc)
+        return settings
+    if not leftovers:
+        return settings
+    for topic, pending in leftovers.items():
+        LOG.warning("consuming %s too: [retry] delays (%s) no longer include it; %d record(s) "
+                    "wait there past this group's offset; delete the topic once `lag` shows "
+                    "it empty", topic,
+                    ", ".join(format_duration(ms) for ms in settings.retry.delays_ms), pending)
+    delays = tuple(retry_tier_delay_ms(settings.retry.main_topic, t) for t in leftovers)
+    return replace(settings, retry=settings.retry.with_draining(delays))
 
 
 def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
@@ -83,7 +89,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
                         "topics.main)", ", ".join(created), settings.topics.main)
         elif created:
             LOG.info("created missing topics: %s", ", ".join(created))
-        warn_of_stranded_records(settings)
+        settings = with_leftover_tiers(settings)
     telemetry = Telemetry(tracer_provider, meter_provider)
     producer = build_producer(settings)
     consumer = build_consumer(settings)

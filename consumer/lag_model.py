@@ -70,7 +70,7 @@ class TopicSample:
     kind: TopicKind
     exists: bool = True
     partitions: tuple[PartitionSample, ...] = ()
-    configured: bool = True  # False: a retry tier of delays no longer configured
+    configured: bool = True  # False: a retry tier of delays no longer configured (drained)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,7 +125,7 @@ class TopicReport:
     status: Status
     reasons: tuple[str, ...]
     partitions: tuple[PartitionReport, ...]
-    configured: bool = True  # False: a retry tier of delays no longer configured
+    configured: bool = True  # False: a retry tier of delays no longer configured (drained)
 
     @property
     def lag(self) -> int:
@@ -202,28 +202,14 @@ def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[H
         if total > 0:
             status = max(status, Status.WARN)
             reasons.append(f"holds {total} dead-lettered record(s)")
-    elif not topic.configured:
-        # Only records after a committed offset are known to be unprocessed: a group that
-        # never committed here (a new group name, offsets expired) may have nothing pending.
-        stranded = sum(p.lag for p, s in zip(parts, topic.partitions, strict=True)
-                       if s.committed is not None)
-        if stranded > 0:
-            status = max(status, Status.ERR)
-            reasons.append(f"not a configured retry tier: nothing consumes its {stranded} "
-                           "record(s); add its delay back to [retry] delays until it is empty")
-            parts = tuple(replace(p, status=max(p.status, Status.ERR))
-                          if p.lag > 0 and s.committed is not None else p
-                          for p, s in zip(parts, topic.partitions, strict=True))
-        elif total > 0:
-            reasons.append("not a configured retry tier; the group never committed here, so "
-                           "whether its records were processed is unknown")
-        else:
-            reasons.append("not a configured retry tier; empty")
     elif total > 0 and sample.members == 0:
         status = Status.STOP
         reasons.append(f"group has no members while {total} record(s) wait")
         # each partition whose records wait is stopped too: its row must not read OK
         parts = tuple(replace(p, status=Status.STOP) if p.lag > 0 else p for p in parts)
+    if not topic.configured:  # drained by run, like a tier (overdue and STOP rules apply)
+        reasons.insert(0, "not in [retry] delays: run consumes it until the topic is deleted"
+                       if total else "not in [retry] delays, and empty: delete the topic")
     reasons.extend(f"p{p.partition}: {reason}" for p in parts for reason in p.reasons)
     return TopicReport(topic=topic.topic, kind=topic.kind, exists=topic.exists, status=status,
                        reasons=tuple(reasons), partitions=parts, configured=topic.configured)

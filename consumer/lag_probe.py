@@ -91,8 +91,8 @@ def watched_topics(settings: Settings, leftovers: Sequence[str] = ()
 def leftover_tiers(settings: Settings, existing: Iterable[str]) -> list[str]:
     """Retry tiers of the main topic among ``existing`` that the configured delays lack.
 
-    Why: after ``[retry] delays`` change, the old tiers' topics stay, and records still in
-    them are consumed by nobody (``run`` subscribes to the configured tiers only).
+    Why: after ``[retry] delays`` change, the old tiers' topics stay and may hold records;
+    ``run`` drains them (``RetryPolicy.with_draining``) and ``lag`` shows them.
     """
     policy = settings.retry
     return [name for name in retry_tiers_of(policy.main_topic, existing)
@@ -165,7 +165,7 @@ class LagProbe:
 
     def stranded(self) -> dict[str, int]:
         """Leftover retry tiers (see ``leftover_tiers``) -> records after the group's
-        committed offset there, which no consumer of this configuration will consume."""
+        committed offset there (0 where it never committed: unknown)."""
         counts = self._partition_counts()
         leftovers = leftover_tiers(self._settings, counts)
         if not leftovers:

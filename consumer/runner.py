@@ -85,7 +85,7 @@ class Runner:
         self._fatal: BaseException | None = None
         self.stats: Counter[str] = Counter()
         self._lanes = lanes_factory(self._on_republished)
-        self._tier_by_topic = {tier.topic: tier for tier in policy.tiers}
+        self._tier_by_topic = {tier.topic: tier for tier in (*policy.tiers, *policy.drain_tiers)}
         self._tier_labels = tier_labels(policy)
 
     @property
@@ -113,8 +113,7 @@ class Runner:
 
     def run(self) -> None:
         """Consume until stopped; raise FatalError if processing could not go on safely."""
-        topics = [self._policy.main_topic, *self._policy.retry_topics]
-        self._consumer.subscribe(topics, on_assign=self._on_assign,
+        self._consumer.subscribe(list(self._policy.consumed_topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
         try:
             while not self._stop.is_set() and self._fatal is None:

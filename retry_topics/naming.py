@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from retry_topics.durations import format_duration
+from retry_topics.durations import format_duration, parse_duration_ms
 from retry_topics.errors import PolicyError, TopicNameError
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "audit_topic_name",
     "derived_kind",
     "dlq_topic_name",
+    "retry_tier_delay_ms",
     "retry_tiers_of",
     "retry_topic_name",
     "validate_topic_name",
@@ -105,3 +106,11 @@ def retry_tiers_of(main: str, names: Iterable[str]) -> list[str]:
     return sorted(name for name in names
                   if name.startswith(prefix) and derived_kind(name) == "retry"
                   and "." not in name[len(prefix):])
+
+
+def retry_tier_delay_ms(main: str, topic: str) -> int:
+    """The delay of ``topic``, a retry tier of ``main`` (see ``retry_tiers_of``)."""
+    prefix = f"{main}.retry."
+    if not topic.startswith(prefix) or derived_kind(topic) != "retry":
+        raise PolicyError(f"{topic!r} is not a retry tier of {main!r}")
+    return parse_duration_ms(topic[len(prefix):])

@@ -16,12 +16,17 @@ the first record needs a retry. All validation raises :class:`~retry_topics.erro
 
 Attempt counting: the main topic attempt is topic attempt 1, tier k holds records that have
 made k topic attempts, and ``max_topic_attempts == 1 + len(delays_ms)``.
+
+**Draining tiers**: when the configured delays change, the tiers of the old delays still
+exist and may hold records. A policy built ``with_draining`` those delays consumes them too
+(never publishes to them): a record that fails there goes on to the first configured tier
+longer than its tier, as if it had come from the configured tier just before that one.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Literal, get_args
 
@@ -102,15 +107,21 @@ class InProcessRetry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryTier:
-    """One retry topic and its fixed delay; ``index`` is 1-based (tier 1 is the first retry)."""
+    """One retry topic and its fixed delay; ``index`` is 1-based (tier 1 is the first retry).
+
+    A ``draining`` tier (a delay no longer configured) is consumed, never published to; its
+    ``index`` is the number of configured tiers shorter than it (0: like the main topic), so
+    a record failing there goes on to the next configured tier.
+    """
 
     delay_ms: int
     topic: str
     index: int
+    draining: bool = False
 
     def __post_init__(self) -> None:
         _require_int("tier delay_ms", self.delay_ms, 1)
-        _require_int("tier index", self.index, 1)
+        _require_int("tier index", self.index, 0 if self.draining else 1)
         validate_topic_name(self.topic)
 
 
@@ -121,7 +132,9 @@ class RetryPolicy:
     main_topic: str
     delays_ms: tuple[int, ...]
     in_process: InProcessRetry = field(default_factory=InProcessRetry)
+    draining_ms: tuple[int, ...] = ()  # old delays whose tiers are consumed until empty
     tiers: tuple[RetryTier, ...] = field(init=False)
+    drain_tiers: tuple[RetryTier, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         validate_topic_name(self.main_topic)
@@ -141,8 +154,22 @@ class RetryPolicy:
             for index, delay in enumerate(delays, start=1)
         )
         dlq_topic_name(self.main_topic)  # validates that the DLQ name fits as well
+        draining = tuple(sorted(set(self.draining_ms) - set(delays)))
+        for delay in draining:
+            _require_int("draining delay", delay, 1)
+        drain_tiers = tuple(
+            RetryTier(delay_ms=delay, topic=retry_topic_name(self.main_topic, delay),
+                      index=sum(1 for configured in delays if configured < delay), draining=True)
+            for delay in draining
+        )
         object.__setattr__(self, "delays_ms", delays)
+        object.__setattr__(self, "draining_ms", draining)
         object.__setattr__(self, "tiers", tiers)
+        object.__setattr__(self, "drain_tiers", drain_tiers)
+
+    def with_draining(self, delays_ms: tuple[int, ...]) -> RetryPolicy:
+        """This policy, also consuming the tiers of ``delays_ms`` (those not configured)."""
+        return replace(self, draining_ms=delays_ms)
 
     @classmethod
     def from_generated(
@@ -201,13 +228,19 @@ class RetryPolicy:
         return tuple(tier.topic for tier in self.tiers)
 
     @property
+    def consumed_topics(self) -> tuple[str, ...]:
+        """What a consumer subscribes to: main topic, tiers, then draining tiers."""
+        return (self.main_topic, *self.retry_topics, *(t.topic for t in self.drain_tiers))
+
+    @property
     def all_topics(self) -> tuple[str, ...]:
         """Main topic, every tier topic (shortest delay first) and the DLQ topic."""
         return (self.main_topic, *self.retry_topics, self.dlq_topic)
 
     def tier_for_topic(self, topic: str) -> RetryTier | None:
-        """The tier whose topic is ``topic``, or ``None`` (main, DLQ or a foreign topic)."""
-        for tier in self.tiers:
+        """The tier (configured or draining) whose topic is ``topic``, or ``None`` (main,
+        DLQ or a foreign topic)."""
+        for tier in (*self.tiers, *self.drain_tiers):
             if tier.topic == topic:
                 return tier
         return None
@@ -225,4 +258,5 @@ def tier_labels(policy: RetryPolicy) -> dict[str, str]:
 
     Built once by callers that label every event, so labelling is a dict lookup.
     """
-    return {tier.topic: format_duration(tier.delay_ms) for tier in policy.tiers}
+    return {tier.topic: format_duration(tier.delay_ms)
+            for tier in (*policy.tiers, *policy.drain_tiers)}

@@ -109,15 +109,16 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
     Per partition: committed offset, end offset, lag in records (from the beginning of the
     partition if the group never committed there) and in time (age of the first unconsumed
     record). Retry topics split unconsumed records into waiting (due later: normal) and
-    overdue (due already); the DLQ shows the records it holds and the oldest one's age.
+    overdue (due already); the DLQ shows the records it holds and the oldest one's age. A
+    retry tier [retry] delays no longer include is shown too, while its topic exists: run
+    keeps consuming it.
 
     \b
     Status, worst wins:
       OK    no lag, or lag being worked off
       WARN  lag grew over the window; the DLQ holds records; a topic is missing
       ERR   a retry record is overdue beyond --grace; a main partition is stalled
-            (lag > 0, committed offset unchanged over the window); a retry tier
-            [retry] delays no longer include holds records after the group's offset
+            (lag > 0, committed offset unchanged over the window)
       STOP  the group has no members while there is lag
 
     \b

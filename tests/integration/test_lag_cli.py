@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.app import warn_of_stranded_records
 from consumer.config import Settings, load_settings
 from consumer.events import event_to_json
 from consumer.publishing import publish_lines
@@ -167,44 +165,3 @@ def test_retry_records_split_into_waiting_and_overdue_and_overdue_is_an_error(
 
     code, document = _lag(tmp_path, config, "--no-history")
     assert (code, document["status"], _topic(document, tier)["status"]) == (3, "STOP", "STOP")
-
-
-def test_a_retry_tier_the_delays_no_longer_include_is_reported_while_it_holds_records(
-    tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, caplog: pytest.LogCaptureFixture,
-) -> None:
-    """After [retry] delays change, records left in an old tier are consumed by nobody:
-    run's start-up warns of them and lag reports the tier ERR, naming the remedy."""
-    old = load_settings(write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
-                                     delays=("1s", "30s")), env={})
-    ensure_topics(old)
-    old_tier = old.retry.retry_topics[1]
-    due_ms = time.time_ns() // 1_000_000 + 3_600_000
-    producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    for index in range(2):
-        producer.produce(old_tier, key=f"k{index}".encode(), value=b"v",
-                         headers=[*encode_headers(RecordHeaders(attempts=2, due_at_ms=due_ms))])
-    assert producer.flush(30) == 0
-    # the group had consumed that tier up to offset 0 of each partition before the change
-    earlier = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": old.kafka.group_id})
-    try:
-        earlier.commit(offsets=[TopicPartition(old_tier, p, 0) for p in range(PARTITIONS)],
-                       asynchronous=False)
-    finally:
-        earlier.close()
-    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
-                          delays=("1s", "1m"))
-    new = load_settings(config, env={})
-    ensure_topics(new)
-
-    caplog.set_level(logging.WARNING, logger="clinic_events.app")
-    warn_of_stranded_records(new)
-    assert [r.getMessage() for r in caplog.records if r.name == "clinic_events.app"] == [
-        f"{old_tier} holds 2 record(s) nothing consumes: its delay is no longer in [retry] "
-        "delays (1s, 1m); add it back until the topic is empty, or they are never processed"]
-
-    code, document = _lag(tmp_path, config, "--no-history")
-    leftover = _topic(document, old_tier)
-    assert (leftover["status"], leftover["configured"], leftover["lag"]) == ("ERR", False, 2)
-    assert leftover["reasons"][0].startswith("not a configured retry tier")
-    assert _topic(document, new.retry.retry_topics[1])["configured"] is True
-    assert code in (2, 3)  # ERR; STOP too when, as here, the group has no members

@@ -73,32 +73,24 @@ def test_with_no_members_each_partition_whose_records_wait_is_stop_too() -> None
     assert [p.status for p in report.topics[0].partitions] == [Status.STOP, Status.OK]
 
 
-def test_a_retry_tier_no_longer_configured_is_err_while_it_holds_records() -> None:
-    """Nothing consumes it (run subscribes to the configured tiers), so its records are
-    stranded; empty, it is only noted."""
-    def leftover(*parts: PartitionSample) -> GroupSample:
-        return GroupSample(group="g", taken_at_ms=NOW, members=1, topics=(TopicSample(
+def test_a_retry_tier_no_longer_configured_is_judged_as_a_tier_run_drains() -> None:
+    """run keeps consuming it, so it is OK while worked off, STOP without members, ERR if
+    overdue; the reason says what it is."""
+    def leftover(*parts: PartitionSample, members: int = 1) -> GroupSample:
+        return GroupSample(group="g", taken_at_ms=NOW, members=members, topics=(TopicSample(
             topic="m.retry.30s", kind="retry", configured=False, partitions=parts),))
 
-    report = evaluate(leftover(_part(3, 5), _part(4, 4, partition=1)), [], RULES)
+    report = evaluate(leftover(_part(3, 5)), [], RULES)
     (topic,) = report.topics
-    assert (report.status, topic.configured, topic.lag) == (Status.ERR, False, 2)
-    assert topic.reasons[0].startswith("not a configured retry tier: nothing consumes its 2 ")
-    assert [p.status for p in topic.partitions] == [Status.ERR, Status.OK]
+    assert (report.status, topic.configured, topic.lag) == (Status.OK, False, 2)
+    assert topic.reasons == ("not in [retry] delays: run consumes it until the topic is "
+                             "deleted",)
+    assert evaluate(leftover(_part(3, 5), members=0), [], RULES).status is Status.STOP
+    overdue = _part(3, 5, overdue=2, oldest_due_at_ms=NOW - 600_000)
+    assert evaluate(leftover(overdue), [], RULES).status is Status.ERR
     empty = evaluate(leftover(_part(5, 5)), [], RULES)
     assert (empty.status, empty.topics[0].reasons) == (
-        Status.OK, ("not a configured retry tier; empty",))
-
-
-def test_a_leftover_tier_the_group_never_committed_in_is_unknown_not_stranded() -> None:
-    """A new group name, or offsets Kafka expired for a topic no longer subscribed to: its
-    records may all have been processed, so no alarm."""
-    sample = GroupSample(group="g", taken_at_ms=NOW, members=1, topics=(TopicSample(
-        topic="m.retry.30s", kind="retry", configured=False,
-        partitions=(_part(None, 20),)),))
-    report = evaluate(sample, [], RULES)
-    assert report.status is Status.OK
-    assert "whether its records were processed is unknown" in report.topics[0].reasons[0]
+        Status.OK, ("not in [retry] delays, and empty: delete the topic",))
 
 
 def test_lag_with_members_and_no_history_is_ok() -> None:
@@ -234,5 +226,5 @@ def test_the_table_names_an_empty_leftover_tier_as_such() -> None:
     console = Console(width=200, record=True)
     console.print(render(evaluate(sample, [], RULES)))
     text = console.export_text()
-    assert "m.retry.30s  retry  OK  not a configured retry tier; empty" in text
+    assert "m.retry.30s  retry  OK  not in [retry] delays, and empty: delete the topic" in text
     assert "m.retry.1m  retry  OK  nothing waiting" in text

@@ -170,3 +170,29 @@ def test_undecodable_records_go_to_the_dlq() -> None:
         topic=DLQ, reason="undecodable", attempts=1
     )
     assert dead_letter_undecodable(POLICY, 3).attempts == 3
+
+
+DRAINING = POLICY.with_draining((1_000, 60_000, 30_000, 3_600_000))
+
+
+def test_a_policy_drains_only_delays_it_no_longer_has_and_never_publishes_to_them() -> None:
+    assert [(t.topic, t.index) for t in DRAINING.drain_tiers] == [
+        ("clinic.events.retry.1s", 0), ("clinic.events.retry.1m", 2),
+        ("clinic.events.retry.1h", 3)]
+    assert DRAINING.consumed_topics == (MAIN, T1, T2, T3, "clinic.events.retry.1s",
+                                        "clinic.events.retry.1m", "clinic.events.retry.1h")
+    assert DRAINING.retry_topics == POLICY.retry_topics  # what is published to
+    assert DRAINING.max_topic_attempts == POLICY.max_topic_attempts
+
+
+@pytest.mark.parametrize(("source", "attempts", "expected"), [
+    ("clinic.events.retry.1s", 1, T1),  # shorter than every tier: on to the first
+    ("clinic.events.retry.1m", 1, T3),  # between 30s and 10m: on to 10m
+    ("clinic.events.retry.1m", 3, T3),
+    ("clinic.events.retry.1h", 1, DLQ),  # longer than every tier: nothing left
+    ("clinic.events.retry.1s", 4, DLQ),  # out of attempts
+])
+def test_a_record_failing_in_a_draining_tier_goes_on_to_the_next_longer_configured_tier(
+    source: str, attempts: int, expected: str,
+) -> None:
+    assert decide_next(DRAINING, source, attempts, "transient", NOW).topic == expected
