@@ -134,8 +134,7 @@ class LagProbe:
         leftovers = leftover_tiers(self._settings, counts)
         topics = watched_topics(self._settings, leftovers)
         tps = [TopicPartition(name, p) for name, _ in topics for p in range(counts.get(name, 0))]
-        members = self._members()  # first: see its docstring
-        committed = self._committed(tps)
+        members, committed = self._members_and_committed(tps)
         beginning = self._offsets(tps, _spec("earliest"))
         end = self._offsets(tps, _spec("latest"))
         now_ms = self._clock.now_ms()
@@ -171,8 +170,7 @@ class LagProbe:
         if not leftovers:
             return {}
         tps = [TopicPartition(name, p) for name in leftovers for p in range(counts[name])]
-        self._members()  # before the offsets, always: see its docstring (a librdkafka crash)
-        committed = self._committed(tps)
+        _, committed = self._members_and_committed(tps)
         end = self._offsets(tps, _spec("latest"))
         stranded = dict.fromkeys(leftovers, 0)
         for key, offset in committed.items():
@@ -192,7 +190,18 @@ class LagProbe:
         return {name: len(meta.partitions) for name, meta in metadata.topics.items()
                 if meta.error is None}
 
+    def _members_and_committed(self, tps: list[TopicPartition]
+                               ) -> tuple[int, dict[tuple[str, int], int | None]]:
+        """The group's member count, then its committed offsets of ``tps``, in that order.
+
+        The order is what keeps the process alive: see ``_members``. Every reading of
+        committed offsets goes through here, so no caller can reverse it.
+        """
+        members = self._members()
+        return members, self._committed(tps)
+
     def _committed(self, tps: list[TopicPartition]) -> dict[tuple[str, int], int | None]:
+        """Committed offsets of ``tps``; only ever after ``_members`` (see there)."""
         if not tps:
             return {}
         request = [ConsumerGroupTopicPartitions(self._group, tps)]
