@@ -8,7 +8,7 @@ unreachable store stops start-up with a configuration error before Kafka is touc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -20,7 +20,7 @@ from consumer.config import Settings
 from consumer.dedup import DedupStore, open_dedup_store
 from consumer.delivery import DeliveryHandler, build_handler
 from consumer.kafka_io import KafkaPublisher, build_consumer, build_producer
-from consumer.lag_probe import LagProbe, LagProbeError
+from consumer.lag_probe import LagProbe, LagProbeError, leftover_tiers
 from consumer.lanes import InlineLane, Lanes
 from consumer.outcome_buffer import PendingOutcomes
 from consumer.processing import RecordProcessor
@@ -47,13 +47,17 @@ class Assembly:
         self.store.close()
 
 
-def with_leftover_tiers(settings: Settings) -> Settings:
+def with_leftover_tiers(settings: Settings, listed: Iterable[str]) -> Settings:
     """``settings`` whose policy also consumes the retry tiers ``[retry] delays`` dropped.
 
     Why: after the delays change, the old tiers' topics still exist and may hold records
     that would otherwise never be processed. They are consumed (never published to) until
     the operator deletes them; each is named at start-up, with what it still holds.
+    ``listed`` are the cluster's topics (from provisioning): Kafka is asked again, for the
+    offsets, only when one of them is such a tier.
     """
+    if not leftover_tiers(settings, listed):
+        return settings
     try:
         with LagProbe(settings) as probe:
             leftovers = probe.stranded()
@@ -82,14 +86,15 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     store = store or open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, clock)
     handler = handler or build_handler(settings)
     if ensure:
-        created = ensure_topics_logged(settings).created
+        report = ensure_topics_logged(settings)
+        created = report.created
         if settings.topics.main in created:
             # A misspelt topics.main also lands here: say so, rather than consume quietly.
             LOG.warning("created missing topics: %s (if %s should have existed, check "
                         "topics.main)", ", ".join(created), settings.topics.main)
         elif created:
             LOG.info("created missing topics: %s", ", ".join(created))
-        settings = with_leftover_tiers(settings)
+        settings = with_leftover_tiers(settings, report.listed)
     telemetry = Telemetry(tracer_provider, meter_provider)
     producer = build_producer(settings)
     consumer = build_consumer(settings)

@@ -80,10 +80,13 @@ class ProvisioningSettings(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TopicReport:
-    """What ``ensure_topics`` did: names created and names that already existed."""
+    """What ``ensure_topics`` did: names created and names that already existed (of the
+    planned topics), and every topic the cluster has now (``listed``), so a caller that
+    looks for other topics (old retry tiers) need not list them again."""
 
     created: tuple[str, ...]
     existing: tuple[str, ...]
+    listed: tuple[str, ...] = ()
 
 
 def planned_topics(policy: RetryPolicy, partitions: int) -> dict[str, tuple[int, dict[str, str]]]:
@@ -146,6 +149,7 @@ def ensure_topics(settings: ProvisioningSettings, *, admin: AdminClient | None =
     return TopicReport(
         created=tuple(n for n in plan if n in created),
         existing=tuple(n for n in plan if n not in created),
+        listed=tuple(sorted({*existing, *created})),
     )
 
 

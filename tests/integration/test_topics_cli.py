@@ -8,7 +8,9 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from consumer.config import load_settings
 from retry_topics.naming import audit_topic_name, dlq_topic_name, retry_topic_name
+from retry_topics.provisioning import ensure_topics
 from tests.integration.harness import run_cli, write_config
 
 
@@ -45,3 +47,18 @@ def test_ensure_creates_every_topic_once_and_refuses_too_few_partitions(
     assert f"{main} has 3 partitions, configuration needs 6" in report["error"]
     assert "too few partitions" in stderr
     assert "[topics] partitions" in stderr
+
+
+def test_the_report_lists_every_topic_the_cluster_has_so_callers_need_not_ask_again(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """run looks for retry tiers of old delays among these, without a second request."""
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                          delays=("5s", "30s"))
+    first = ensure_topics(load_settings(config, env={}))
+    assert set(first.created) <= set(first.listed)
+    changed = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                           delays=("5s", "1m"))
+    second = ensure_topics(load_settings(changed, env={}))
+    assert second.created == (retry_topic_name(topic_prefix, 60_000),)
+    assert {retry_topic_name(topic_prefix, 30_000), *first.listed} <= set(second.listed)
