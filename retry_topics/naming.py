@@ -102,15 +102,21 @@ def retry_tiers_of(main: str, names: Iterable[str]) -> list[str]:
     Why: when the configured delays change, the tiers of the old delays still exist and may
     hold records that no consumer of the new configuration reads.
     """
-    prefix = f"{main}.retry."
-    return sorted(name for name in names
-                  if name.startswith(prefix) and derived_kind(name) == "retry"
-                  and "." not in name[len(prefix):])
+    return sorted(name for name in names if _tier_label(main, name) is not None)
 
 
 def retry_tier_delay_ms(main: str, topic: str) -> int:
     """The delay of ``topic``, a retry tier of ``main`` (see ``retry_tiers_of``)."""
-    prefix = f"{main}.retry."
-    if not topic.startswith(prefix) or derived_kind(topic) != "retry":
+    label = _tier_label(main, topic)
+    if label is None:
         raise PolicyError(f"{topic!r} is not a retry tier of {main!r}")
-    return parse_duration_ms(topic[len(prefix):])
+    return parse_duration_ms(label)
+
+
+def _tier_label(main: str, name: str) -> str | None:
+    """The delay part of ``name`` if it is a retry tier of ``main`` (``30s``), else None."""
+    prefix = f"{main}.retry."
+    label = name[len(prefix):]
+    if name.startswith(prefix) and "." not in label and derived_kind(name) == "retry":
+        return label
+    return None

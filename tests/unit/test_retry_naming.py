@@ -10,6 +10,7 @@ from retry_topics.naming import (
     audit_topic_name,
     derived_kind,
     dlq_topic_name,
+    retry_tier_delay_ms,
     retry_tiers_of,
     retry_topic_name,
     validate_topic_name,
@@ -101,3 +102,10 @@ def test_retry_tiers_of_a_main_topic_are_found_whatever_their_delay() -> None:
     names = ["m.retry.5s", "m.retry.1m", "m.dlq", "m.audit", "m", "m.retry.5s.retry.1s",
              "mm.retry.5s", "other.retry.5s", "m.retryx.5s"]
     assert retry_tiers_of("m", names) == ["m.retry.1m", "m.retry.5s"]
+
+
+def test_a_retry_tiers_delay_is_read_back_from_its_name() -> None:
+    assert retry_tier_delay_ms("m", "m.retry.1m30s") == 90_000
+    for name in ("m.retry.5s.retry.1s", "m.dlq", "mm.retry.5s"):
+        with pytest.raises(PolicyError, match="is not a retry tier of 'm'"):
+            retry_tier_delay_ms("m", name)
