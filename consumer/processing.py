@@ -81,6 +81,10 @@ class Failure:
     retry_after_ms: int | None = None
 
 
+#: An untraced record's (traceparent, tracestate).
+_NO_TRACE: tuple[None, None] = (None, None)
+
+
 class RecordProcessor:
     """Runs chunks of records through dedup, the handler, and routing."""
 
@@ -146,8 +150,7 @@ class RecordProcessor:
         # this process records none of its own.
         quick_deliver = None if spans else self._handler.deliver
         timed = self._telemetry.metrics_live
-        incoming_traceparent = self._telemetry.incoming_traceparent
-        incoming_tracestate = self._telemetry.incoming_tracestate
+        incoming_trace = self._telemetry.incoming_trace
         for record in records:
             if self._abandoned:
                 break
@@ -155,11 +158,11 @@ class RecordProcessor:
             if quick_deliver is not None and event is not None \
                     and record.carried_failure is None \
                     and not (known and record.event_id in known):
+                traceparent, tracestate = incoming_trace(record.raw_headers) \
+                    if record.trace_context else _NO_TRACE
                 context = DeliveryContext(
                     record.event_id or "", record.event_type or "", record.topic,
-                    record.partition, record.offset, record.attempt,
-                    incoming_traceparent(record.raw_headers) if record.trace_context else None,
-                    incoming_tracestate(record.raw_headers) if record.trace_context else None)
+                    record.partition, record.offset, record.attempt, traceparent, tracestate)
                 started = monotonic() if timed else 0.0
                 try:
                     quick_deliver(event, context)

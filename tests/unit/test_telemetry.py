@@ -465,4 +465,4 @@ def test_incoming_traceparent_is_what_the_handler_would_get_inside_the_span(
     telemetry = Telemetry(trace.NoOpTracerProvider())
     with _process(telemetry, incoming):
         expected = telemetry.current_traceparent()
-    assert telemetry.incoming_traceparent(incoming) == expected
+    assert telemetry.incoming_trace(incoming)[0] == expected
