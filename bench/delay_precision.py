@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from consumer.kafka_io import message_headers
-from consumer.local_kafka import LocalKafka
-from consumer.simulator import DownstreamSimulator, FailurePlan
+from consumer.dev.local_kafka import LocalKafka
+from consumer.dev.simulator import DownstreamSimulator, FailurePlan
+from consumer.kafka.clients import message_headers
 from retry_topics.durations import parse_duration_ms
 from retry_topics.headers import decode_headers
 from tests.integration.harness import (

@@ -10,7 +10,7 @@ change made the pipeline do more or less work per event, next to any earlier rev
 objects) and thread hand-offs cost time without instructions. This program never replaces
 ``throughput.py``, the only source of performance claims; it guides work on the hot path.
 
-Mechanism, without a broker: the real runner (``consumer.app.build_runner``,
+Mechanism, without a broker: the real runner (``consumer.cli.wiring.build_runner``,
 ``delivery.concurrency = 1`` so that everything runs on one thread and no count depends on
 thread scheduling, a no-op handler) consumes prebuilt ``confluent_kafka.Message`` objects
 from a stand-in consumer: N events from the templates of ``examples/events.jsonl``, with
@@ -98,9 +98,9 @@ def _messages(count: int) -> list[Any]:
     """``count`` encoded bench events as consumed messages, in fetch-like partition runs."""
     from confluent_kafka import Message
 
-    from consumer.codec import EventCodec
-    from consumer.events import ENTITY_KEY_FIELD, entity_key, event_from_json
-    from consumer.publishing import published_headers
+    from consumer.events.codec import EventCodec
+    from consumer.events.model import ENTITY_KEY_FIELD, entity_key, event_from_json
+    from consumer.kafka.publishing import published_headers
 
     codec = EventCodec()
     templates = [event_from_json(json.loads(line)) for line in
@@ -194,11 +194,11 @@ def measured_run(loop: str, count: int) -> None:
     from dataclasses import replace
     from unittest import mock
 
-    import consumer.app
-    from consumer.codec import EventCodec
-    from consumer.config import load_settings
-    from consumer.dedup import open_dedup_store
-    from consumer.gc_tuning import tune_for_streaming
+    import consumer.cli.wiring
+    from consumer.cli.gc_tuning import tune_for_streaming
+    from consumer.config.settings import load_settings
+    from consumer.dedup.store import open_dedup_store
+    from consumer.events.codec import EventCodec
 
     logging.getLogger("clinic_events").setLevel(logging.WARNING)
     tune_for_streaming()
@@ -220,9 +220,9 @@ def measured_run(loop: str, count: int) -> None:
         settings = replace(settings, delivery=replace(settings.delivery, concurrency=1))
         store_url = "memory://" if loop == "memory" else f"sqlite:///{folder}/dedup.sqlite3"
         stand_in = _StandInConsumer(messages, count)
-        with mock.patch("consumer.app.build_consumer", return_value=stand_in), \
-                mock.patch("consumer.app.build_producer", return_value=_StandInProducer()):
-            assembly = consumer.app.build_runner(
+        with mock.patch("consumer.cli.wiring.build_consumer", return_value=stand_in), \
+                mock.patch("consumer.cli.wiring.build_producer", return_value=_StandInProducer()):
+            assembly = consumer.cli.wiring.build_runner(
                 settings, handler=_NoOpHandler(),
                 store=open_dedup_store(store_url, settings.dedup.ttl_ms), ensure=False)
         stand_in.runner = assembly.runner

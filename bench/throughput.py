@@ -23,12 +23,12 @@ Every loop uses the product's consumer configuration (``kafka_io.build_consumer`
 clock runs from the first record the client hands back to the last record processed, so the
 group join is excluded (it is reported apart). The same ``FirstRecordProbe`` wrapper notes the
 first record for all loops; for the runner it is slipped in by swapping
-``consumer.app.build_consumer`` (``mock.patch``) while ``build_runner`` builds the client.
+``consumer.cli.wiring.build_consumer`` (``mock.patch``) while ``build_runner`` builds the client.
 
 The pipeline runs with the ``clinic_events`` logger at WARNING (no per-event outcome lines)
 and without an SDK tracer provider (the OpenTelemetry API's no-op tracer); both are printed.
 The whole process runs with ``clinic-events run``'s garbage-collector setting
-(``consumer.gc_tuning``), and every pass reports the collections made during it;
+(``consumer.cli.gc_tuning``), and every pass reports the collections made during it;
 ``--gc-comparison`` adds a pipeline row with CPython's default threshold, side by side.
 Reported: the median rate of each loop, and against the targets the two ratios and the
 framework's own cost per event, ``1/pipeline - 1/decode``, each computed *per round* and the
@@ -71,20 +71,20 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-import consumer.app
-from consumer.codec import EventCodec, EventRecord
-from consumer.config import Settings, load_settings
-from consumer.dedup import open_dedup_store
-from consumer.delivery import DeliveryContext
+import consumer.cli.wiring
+from consumer.cli.gc_tuning import tune_for_streaming
+from consumer.config.settings import Settings, load_settings
+from consumer.dedup.store import open_dedup_store
+from consumer.delivery.handlers import DeliveryContext
+from consumer.dev.local_kafka import KAFKA_VERSION, LocalKafka
 from consumer.errors import ClinicEventsError
-from consumer.events import ENTITY_KEY_FIELD, entity_key, event_from_json
-from consumer.gc_tuning import tune_for_streaming
-from consumer.kafka_io import build_consumer
-from consumer.local_kafka import KAFKA_VERSION, LocalKafka
-from consumer.publishing import published_headers
-from consumer.runner import BATCH_SIZE
+from consumer.events.codec import EventCodec, EventRecord
+from consumer.events.model import ENTITY_KEY_FIELD, entity_key, event_from_json
+from consumer.kafka.clients import build_consumer
+from consumer.kafka.provisioning import ensure_topics
+from consumer.kafka.publishing import published_headers
+from consumer.pipeline.runner import BATCH_SIZE
 from retry_topics.errors import RetryTopicsError
-from retry_topics.provisioning import ensure_topics
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "examples" / "events.jsonl"
 PIPELINE_VS_DECODE_TARGET = 0.60
@@ -343,7 +343,7 @@ def probed_runner_consumer() -> Iterator[list[FirstRecordProbe]]:
         built.append(probe)
         return probe
 
-    with mock.patch("consumer.app.build_consumer", build):
+    with mock.patch("consumer.cli.wiring.build_consumer", build):
         yield built
 
 
@@ -360,13 +360,13 @@ def pipeline_run(settings: Settings, count: int, *, loop: str, store_url: str,
     handler = NoOpHandler(count)
     store = open_dedup_store(store_url, settings.dedup.ttl_ms)
     with probed_runner_consumer() as probes:
-        assembly = consumer.app.build_runner(run_settings, handler=handler, store=store,
+        assembly = consumer.cli.wiring.build_runner(run_settings, handler=handler, store=store,
                                              tracer_provider=tracer_provider,
                                              meter_provider=meter_provider, ensure=False)
     if not probes:
         assembly.close()
         raise BenchError("build_runner no longer builds its consumer through "
-                         "consumer.app.build_consumer; update probed_runner_consumer")
+                         "consumer.cli.wiring.build_consumer; update probed_runner_consumer")
     runner = assembly.runner
     stats = runner.stats
     failure: list[BaseException] = []
@@ -554,7 +554,7 @@ def kafka_broker(state_dir: Path) -> Iterator[tuple[str, str]]:
     broker = LocalKafka(state_dir)
     bootstrap = broker.start(port=0)
     try:
-        yield bootstrap, f"local KRaft broker (consumer.local_kafka, Kafka {KAFKA_VERSION})"
+        yield bootstrap, f"local KRaft broker (consumer.dev.local_kafka, Kafka {KAFKA_VERSION})"
     finally:
         broker.stop()
 
@@ -638,7 +638,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "decode_timing": "every EventCodec.decode call is timed (perf_counter) in every "
                              "loop that decodes, the same wrapper in each",
             "gc": f"young-generation threshold {gc.get_threshold()[0]:,} as set by "
-                  "consumer.gc_tuning for clinic-events run"
+                  "consumer.cli.gc_tuning for clinic-events run"
                   + (f" ({CPYTHON_YOUNG_GENERATION_THRESHOLD} in the CPython gc row)"
                      if args.gc_comparison else ""),
         },

@@ -1,5 +1,5 @@
 """``python -m consumer`` runs the ``clinic-events`` command line."""
 
-from consumer.cli import main
+from consumer.cli.main import main
 
 main()

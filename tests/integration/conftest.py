@@ -3,7 +3,7 @@
 Broker selection, in this order, once per test session:
 1. ``KAFKA_BOOTSTRAP_SERVERS`` if set (an existing broker, e.g. from docker-compose);
 2. testcontainers' Kafka container (KRaft) when a Docker engine answers a ping;
-3. the project-local broker (``consumer.local_kafka``), in a temporary state folder.
+3. the project-local broker (``consumer.dev.local_kafka``), in a temporary state folder.
 librdkafka's mock cluster is never used here: it is a fake, not evidence of broker behaviour.
 """
 
@@ -24,7 +24,7 @@ import redis
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumer.local_kafka import LocalKafka
+from consumer.dev.local_kafka import LocalKafka
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -20,12 +20,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from opentelemetry.sdk.trace import TracerProvider
 
-from consumer.app import Assembly, build_runner
-from consumer.codec import EventCodec
-from consumer.config import Settings, load_settings
-from consumer.delivery import DeliveryHandler
-from consumer.events import entity_key
-from consumer.kafka_io import message_headers
+from consumer.cli.wiring import Assembly, build_runner
+from consumer.config.settings import Settings, load_settings
+from consumer.delivery.handlers import DeliveryHandler
+from consumer.events.codec import EventCodec
+from consumer.events.model import entity_key
+from consumer.kafka.clients import message_headers
 from tests.unit.sample_events import sample_event
 
 

@@ -7,8 +7,8 @@ import time
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from consumer.codec import EventCodec
-from consumer.events import entity_key
+from consumer.events.codec import EventCodec
+from consumer.events.model import entity_key
 from tests.integration.conftest import create_topics
 from tests.unit.sample_events import sample_events
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from consumer.config import Settings
-from consumer.delivery import DeliveryContext
+from consumer.config.settings import Settings
+from consumer.delivery.handlers import DeliveryContext
 from consumer.errors import TransientError
 from tests.integration.harness import (
     new_event,

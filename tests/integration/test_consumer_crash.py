@@ -5,9 +5,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from consumer.dedup_sqlite import SqliteDedupStore
-from consumer.simulator import DownstreamSimulator
-from retry_topics.provisioning import ensure_topics
+from consumer.dedup.sqlite import SqliteDedupStore
+from consumer.dev.simulator import DownstreamSimulator
+from consumer.kafka.provisioning import ensure_topics
 from tests.integration.harness import (
     new_event,
     produce,

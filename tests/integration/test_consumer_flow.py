@@ -9,11 +9,11 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from opentelemetry.sdk.trace import TracerProvider
 
-from consumer.app import build_runner
-from consumer.codec import EventCodec
-from consumer.events import entity_key
-from consumer.kafka_io import message_headers
-from consumer.simulator import DownstreamSimulator, FailurePlan, TransientKind
+from consumer.cli.wiring import build_runner
+from consumer.dev.simulator import DownstreamSimulator, FailurePlan, TransientKind
+from consumer.events.codec import EventCodec
+from consumer.events.model import entity_key
+from consumer.kafka.clients import message_headers
 from retry_topics import headers as h
 from tests.integration.harness import (
     new_event,

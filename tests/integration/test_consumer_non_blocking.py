@@ -7,10 +7,10 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from consumer.codec import EventCodec
-from consumer.events import entity_key
-from consumer.kafka_io import message_headers
-from consumer.simulator import DownstreamSimulator, FailurePlan
+from consumer.dev.simulator import DownstreamSimulator, FailurePlan
+from consumer.events.codec import EventCodec
+from consumer.events.model import entity_key
+from consumer.kafka.clients import message_headers
 from retry_topics import headers as h
 from tests.integration.harness import (
     new_event,

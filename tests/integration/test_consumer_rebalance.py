@@ -8,9 +8,9 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from consumer.config import Settings
-from consumer.kafka_io import message_headers
-from consumer.simulator import DownstreamSimulator, FailurePlan
+from consumer.config.settings import Settings
+from consumer.dev.simulator import DownstreamSimulator, FailurePlan
+from consumer.kafka.clients import message_headers
 from retry_topics import headers as h
 from tests.integration.harness import (
     new_event,

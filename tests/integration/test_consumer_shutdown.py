@@ -6,8 +6,8 @@ import signal
 import time
 from pathlib import Path
 
-from consumer.simulator import DownstreamSimulator
-from retry_topics.provisioning import ensure_topics
+from consumer.dev.simulator import DownstreamSimulator
+from consumer.kafka.provisioning import ensure_topics
 from tests.integration.harness import (
     new_event,
     produce,

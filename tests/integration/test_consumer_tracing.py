@@ -10,13 +10,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from consumer.codec import EventCodec
-from consumer.dlq_io import ReplayRequest, replay
-from consumer.dlq_model import DlqFilter
-from consumer.events import entity_key
-from consumer.kafka_io import message_headers
-from consumer.simulator import DownstreamSimulator, FailurePlan
-from consumer.telemetry import Telemetry
+from consumer.dev.simulator import DownstreamSimulator, FailurePlan
+from consumer.events.codec import EventCodec
+from consumer.events.model import entity_key
+from consumer.kafka.clients import message_headers
+from consumer.kafka.dlq_io import ReplayRequest, replay
+from consumer.observability.telemetry import Telemetry
+from consumer.ops.dlq.model import DlqFilter
 from retry_topics import headers as h
 from tests.integration.harness import (
     new_event,

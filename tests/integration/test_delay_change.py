@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from consumer.codec import EventCodec
-from consumer.events import entity_key
-from consumer.kafka_io import message_headers
-from consumer.simulator import DownstreamSimulator, FailurePlan
+from consumer.dev.simulator import DownstreamSimulator, FailurePlan
+from consumer.events.codec import EventCodec
+from consumer.events.model import entity_key
+from consumer.kafka.clients import message_headers
+from consumer.kafka.provisioning import ensure_topics
 from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
-from retry_topics.provisioning import ensure_topics
 from tests.integration.harness import (
     new_event,
     read_topic,

@@ -22,10 +22,10 @@ from click.testing import CliRunner, Result
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.cli import main
-from consumer.codec import EventCodec
-from consumer.dedup import open_dedup_store
-from consumer.events import entity_key
+from consumer.cli.main import main
+from consumer.dedup.store import open_dedup_store
+from consumer.events.codec import EventCodec
+from consumer.events.model import entity_key
 from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
 from retry_topics.naming import audit_topic_name, dlq_topic_name
 from tests.integration.conftest import create_topics

@@ -11,11 +11,11 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.config import Settings, load_settings
-from consumer.events import event_to_json
-from consumer.publishing import publish_lines
+from consumer.config.settings import Settings, load_settings
+from consumer.events.model import event_to_json
+from consumer.kafka.provisioning import ensure_topics
+from consumer.kafka.publishing import publish_lines
 from retry_topics.headers import RecordHeaders, encode_headers
-from retry_topics.provisioning import ensure_topics
 from tests.integration.harness import run_cli, write_config
 from tests.unit.sample_events import sample_event
 

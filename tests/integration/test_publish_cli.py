@@ -11,8 +11,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.codec import EventCodec
-from consumer.events import entity_key, event_to_json
+from consumer.events.codec import EventCodec
+from consumer.events.model import entity_key, event_to_json
 from retry_topics.headers import EVENT_ID, EVENT_TYPE, TRACEPARENT
 from tests.integration.harness import read_topic, run_cli, write_config
 from tests.unit.sample_events import sample_event

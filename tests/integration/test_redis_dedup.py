@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from consumer.dedup import REDIS_KEY_PREFIX, Outcome, RedisDedupStore, open_dedup_store
+from consumer.dedup.store import REDIS_KEY_PREFIX, Outcome, RedisDedupStore, open_dedup_store
 from consumer.errors import ConfigError
 from tests.integration.conftest import free_port
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from consumer.kafka_io import message_headers
-from consumer.simulator import DownstreamSimulator, FailurePlan
+from consumer.dev.simulator import DownstreamSimulator, FailurePlan
+from consumer.kafka.clients import message_headers
 from retry_topics import headers as h
 from tests.integration.harness import (
     new_event,

@@ -8,9 +8,9 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from consumer.config import load_settings
+from consumer.config.settings import load_settings
+from consumer.kafka.provisioning import ensure_topics
 from retry_topics.naming import audit_topic_name, dlq_topic_name, retry_topic_name
-from retry_topics.provisioning import ensure_topics
 from tests.integration.harness import run_cli, write_config
 
 

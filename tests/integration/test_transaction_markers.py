@@ -13,11 +13,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from consumer.codec import EventCodec
-from consumer.config import Settings
-from consumer.events import entity_key
-from consumer.simulator import DownstreamSimulator
-from retry_topics.provisioning import ensure_topics
+from consumer.config.settings import Settings
+from consumer.dev.simulator import DownstreamSimulator
+from consumer.events.codec import EventCodec
+from consumer.events.model import entity_key
+from consumer.kafka.provisioning import ensure_topics
 from tests.integration.harness import (
     new_event,
     run_cli,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from consumer.codec import EVENT_TYPES, EventCodec
-from consumer.events import entity_key, event_from_json, event_to_json
+from consumer.events.codec import EVENT_TYPES, EventCodec
+from consumer.events.model import entity_key, event_from_json, event_to_json
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "events.jsonl"
 

@@ -1,0 +1,3 @@
+"""One module per ``clinic-events`` subcommand; ``consumer.cli.main`` assembles them."""
+
+__all__: list[str] = []

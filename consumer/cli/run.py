@@ -1,0 +1,125 @@
+"""``clinic-events run``: consume and deliver events until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+
+from consumer.cli.gc_tuning import tune_for_streaming
+from consumer.cli.options import (
+    config_option,
+    layout_exit_code,
+    settings_from,
+)
+from consumer.cli.wiring import build_runner
+from consumer.config.settings import DeliverySettings
+from consumer.kafka.provisioning import TopicLayoutError
+from consumer.observability.telemetry import (
+    configure_metrics,
+    configure_tracing,
+    exports,
+    shutdown_providers,
+)
+from consumer.pipeline.outcome_log import configure_logging
+from consumer.pipeline.runner import FatalError
+
+
+@click.command("run")
+@config_option
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Outcome lines (delivered, duplicate, retried) are INFO; dead-lettered WARNING.")
+def run_command(config_path: Path | None, log_level: str) -> None:
+    """Deliver events from the main topic and the retry tiers until stopped.
+
+    The start-up lines name the topics, the group, the delivery target (the URL, or the
+    handler) and the [kafka.client] properties (secret-looking values masked).
+
+    SIGTERM or SIGINT drains in-flight work, flushes, commits and exits 0. Exit code 2 on bad
+    configuration (including an unreachable dedup store), 4 if Kafka could not be reached
+    at start-up, 1 if processing could not go on safely (the records concerned are
+    redelivered on the next start).
+    """
+    settings = settings_from(config_path)
+    configure_logging(log_level)
+    tune_for_streaming()
+    provider = configure_tracing()
+    meters = configure_metrics()
+    try:
+        # A provider that exports nothing would still build a span per record: leave it out.
+        assembly = build_runner(
+            settings, tracer_provider=provider if exports("OTEL_TRACES_EXPORTER") else None,
+            meter_provider=meters if exports("OTEL_METRICS_EXPORTER") else None)
+    except TopicLayoutError as exc:
+        click.echo(f"clinic-events: {exc}", err=True)
+        sys.exit(layout_exit_code(exc))
+
+    signals_received: list[int] = []
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if signals_received:
+            click.echo(f"clinic-events: {name} received again: finishing only the calls in "
+                       "progress; queued records will be redelivered after a restart", err=True)
+            assembly.runner.stop(hurry=True)
+        else:
+            click.echo(f"clinic-events: {name} received, draining (send it again to stop "
+                       "sooner)", err=True)
+            assembly.runner.stop()
+        signals_received.append(signum)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    click.echo(f"clinic-events: consuming {settings.topics.main} and "
+               f"{len(settings.retry.tiers)} retry tiers as group {settings.kafka.group_id}, "
+               f"delivering {delivery_target(settings.delivery)}", err=True)
+    if settings.kafka.client:  # secret-looking values masked
+        shown = ", ".join(f"{name}={value}" for name, value
+                          in sorted(settings.kafka.masked_client().items()))
+        click.echo(f"clinic-events: [kafka.client] {shown}", err=True)
+    try:
+        assembly.runner.run()
+    except FatalError as exc:
+        click.echo(f"clinic-events: stopped: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        assembly.close()
+        shutdown_providers(provider, meters)
+    click.echo(f"clinic-events: stopped cleanly ({describe_stats(assembly.runner.stats)})",
+               err=True)
+
+
+def delivery_target(delivery: DeliverySettings) -> str:
+    """Where events go, for the start-up line: ``to <url>`` (password masked) or
+    ``with handler <package.module:function>``."""
+    if delivery.handler is not None:
+        return f"with handler {delivery.handler}"
+    url = delivery.url or ""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        url = urlunsplit(parts._replace(netloc=f"{parts.username}:****@{host}"))
+    return f"to {url}"
+
+
+def describe_stats(stats: Mapping[str, int]) -> str:
+    """The run's counts for people: ``delivered 20, duplicate 0, retried 1 (tier 1: 1), ...``.
+
+    The runner counts retries per tier under ``retried:<tier index>``.
+    """
+    tiers = sorted((int(key.partition(":")[2]), count) for key, count in stats.items()
+                   if key.startswith("retried:"))
+    parts = []
+    for outcome in ("delivered", "duplicate", "retried", "dead_lettered"):
+        count = stats.get(outcome, 0)
+        text = f"{outcome} {count}"  # the outcome names of the log lines and metrics
+        if outcome == "retried" and tiers:
+            text += " (" + ", ".join(f"tier {tier}: {n}" for tier, n in tiers) + ")"
+        parts.append(text)
+    return ", ".join(parts)

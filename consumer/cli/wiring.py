@@ -1,0 +1,123 @@
+"""Assembling the consumer from settings: the one place that wires ports to adapters.
+
+``build_runner`` is used by ``clinic-events run``, by the demo and by integration tests (which
+pass their own handler, clock or telemetry). It opens the dedup store first, so an
+unreachable store stops start-up with a configuration error before Kafka is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+
+from consumer.config.settings import Settings
+from consumer.dedup.store import DedupStore, open_dedup_store
+from consumer.delivery.handlers import DeliveryHandler, build_handler
+from consumer.events.codec import EventCodec
+from consumer.kafka.admin_session import ensure_topics_logged
+from consumer.kafka.clients import KafkaPublisher, build_consumer, build_producer
+from consumer.kafka.lag_probe import LagProbe, LagProbeError, leftover_tiers
+from consumer.observability.telemetry import Telemetry
+from consumer.pipeline.lanes import InlineLane, Lanes
+from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.processing import RecordProcessor
+from consumer.pipeline.records import Republished
+from consumer.pipeline.runner import Runner
+from retry_topics.clock import Clock, SystemClock
+from retry_topics.durations import format_duration
+from retry_topics.naming import retry_tier_delay_ms
+
+LOG = logging.getLogger("clinic_events.app")
+
+
+@dataclass(slots=True)
+class Assembly:
+    """A runner and the resources that must be closed after it."""
+
+    runner: Runner
+    handler: DeliveryHandler
+    store: DedupStore
+
+    def close(self) -> None:
+        self.handler.close()
+        self.store.close()
+
+
+def with_leftover_tiers(settings: Settings, listed: Iterable[str]) -> Settings:
+    """``settings`` whose policy also consumes the retry tiers ``[retry] delays`` dropped.
+
+    Why: after the delays change, the old tiers' topics still exist and may hold records
+    that would otherwise never be processed. They are consumed (never published to) until
+    the operator deletes them; each is named at start-up, with what it still holds.
+    ``listed`` are the cluster's topics (from provisioning): Kafka is asked again, for the
+    offsets, only when one of them is such a tier.
+    """
+    if not leftover_tiers(settings, listed):
+        return settings
+    try:
+        with LagProbe(settings) as probe:
+            leftovers = probe.stranded()
+    except LagProbeError as exc:  # e.g. credentials that may not read group offsets
+        LOG.warning("could not look for retry tiers [retry] delays no longer include (records "
+                    "left in one are not consumed): %s", exc)
+        return settings
+    if not leftovers:
+        return settings
+    for topic, pending in leftovers.items():
+        LOG.warning("consuming %s too: [retry] delays (%s) no longer include it; %d record(s) "
+                    "wait there past this group's offset; delete the topic once `lag` shows "
+                    "it empty", topic,
+                    ", ".join(format_duration(ms) for ms in settings.retry.delays_ms), pending)
+    delays = tuple(retry_tier_delay_ms(settings.retry.main_topic, t) for t in leftovers)
+    return replace(settings, retry=settings.retry.with_draining(delays))
+
+
+def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
+                 tracer_provider: TracerProvider | None = None,
+                 meter_provider: MeterProvider | None = None, clock: Clock | None = None,
+                 store: DedupStore | None = None, ensure: bool = True,
+                 drain_timeout_s: float = 30.0) -> Assembly:
+    """Wire a runner for ``settings``; topics are created first unless ``ensure`` is False."""
+    clock = clock or SystemClock()
+    store = store or open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, clock)
+    handler = handler or build_handler(settings)
+    if ensure:
+        report = ensure_topics_logged(settings)
+        created = report.created
+        if settings.topics.main in created:
+            # A misspelt topics.main also lands here: say so, rather than consume quietly.
+            LOG.warning("created missing topics: %s (if %s should have existed, check "
+                        "topics.main)", ", ".join(created), settings.topics.main)
+        elif created:
+            LOG.info("created missing topics: %s", ", ".join(created))
+        settings = with_leftover_tiers(settings, report.listed)
+    telemetry = Telemetry(tracer_provider, meter_provider)
+    producer = build_producer(settings)
+    consumer = build_consumer(settings)
+    publisher = KafkaPublisher(producer)
+    codec = EventCodec()
+
+    outcomes = PendingOutcomes(store)
+
+    def lanes_factory(
+        on_republished: Callable[[Republished, str | None], None],
+    ) -> Lanes | InlineLane:
+        processor = RecordProcessor(
+            policy=settings.retry, handler=handler, outcomes=outcomes, publisher=publisher,
+            telemetry=telemetry, clock=clock, rules=settings.classification,
+            group_id=settings.kafka.group_id, on_republished=on_republished, codec=codec,
+        )
+        if settings.delivery.concurrency == 1:
+            return InlineLane(processor.process_chunk, abandon=processor.abandon)
+        return Lanes(settings.delivery.concurrency, processor.process_chunk,
+                     processor.process_until, abandon=processor.abandon)
+
+    runner = Runner(consumer=consumer, producer=producer, policy=settings.retry,
+                    lanes_factory=lanes_factory, outcomes=outcomes, clock=clock,
+                    telemetry=telemetry,
+                    drain_timeout_s=drain_timeout_s)
+    return Assembly(runner=runner, handler=handler, store=store)

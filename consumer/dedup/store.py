@@ -1,0 +1,216 @@
+"""Dedup store: remembers the outcome of every event id so no event is handled twice.
+
+The consumer looks up a whole consume batch in one round-trip, skips ids that have an outcome,
+and records an outcome once it is final (``delivered`` when the handler returned,
+``dead_lettered`` when the DLQ record was acknowledged). The offset is stored after ``record``
+returns, so ``record`` is durable when it returns: a crash after it never redelivers.
+
+Replays stay safe because ``delivered`` is never overwritten by ``dead_lettered`` (a stale
+retry copy must not hide a delivery), while ``dead_lettered`` may become ``delivered`` (an
+operator replayed the event from the DLQ and it went through). Outcomes expire after
+``ttl_ms`` (an expired one counts as absent); ``forget`` lets an operator force redelivery.
+
+Implementations, chosen by URL in :func:`open_dedup_store`:
+
+* :class:`~consumer.dedup.sqlite.SqliteDedupStore` (``sqlite:///relative.sqlite3``,
+  ``sqlite:////abs/path``): the embedded default for one consumer process, an append-only
+  log with an in-memory index (see that module for why, and for its durability).
+* :class:`RedisDedupStore` (``redis://host:port/db``, ``rediss://``): shared by several
+  consumer instances; server-side expiry (``PX``); a Lua script makes "dead-letter unless
+  delivered" atomic. Durability is that of the server (use AOF with ``appendfsync always``
+  or ``everysec`` in production).
+* :class:`MemoryDedupStore` (``memory://``): the fake for unit tests, same semantics.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import redis
+
+from consumer.dedup.rules import OUTCOMES, Outcome, check_outcomes, check_ttl, live_outcomes
+from consumer.dedup.sqlite import SqliteDedupStore
+from consumer.errors import ConfigError
+from retry_topics.clock import Clock, SystemClock
+
+__all__ = ["OUTCOMES", "DedupStore", "MemoryDedupStore", "Outcome", "RedisDedupStore",
+           "SqliteDedupStore", "open_dedup_store"]
+
+_OUTCOME_BY_VALUE: dict[bytes, Outcome] = {outcome.encode(): outcome for outcome in OUTCOMES}
+
+LOOKUP_CHUNK = 500  # ids per Redis MGET
+REDIS_KEY_PREFIX = "clinic-events:dedup:"
+REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S = 2.0, 5.0
+
+
+class DedupStore(Protocol):
+    """Where event outcomes are recorded; implementations are safe to share between threads."""
+
+    def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
+        """Recorded, unexpired outcomes of ``event_ids``; ids without one are absent."""
+
+    def record(self, event_id: str, outcome: Outcome) -> None:
+        """Record ``outcome`` durably; ``delivered`` is never replaced by ``dead_lettered``."""
+
+    def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
+        """Record several outcomes in one round-trip, with the rules of :meth:`record`."""
+
+    def record_delivered(self, event_ids: Sequence[str]) -> None:
+        """Record ``delivered`` for every id in one round-trip (the consumer's hot path)."""
+
+    def forget(self, event_id: str) -> None:
+        """Drop the outcome of ``event_id`` (operator-forced redelivery)."""
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+
+def _chunks(event_ids: Sequence[str]) -> list[list[str]]:
+    unique = list(dict.fromkeys(event_ids))
+    return [unique[i : i + LOOKUP_CHUNK] for i in range(0, len(unique), LOOKUP_CHUNK)]
+
+
+class MemoryDedupStore:
+    """In-process store with the same rules and expiry as the real ones; for tests."""
+
+    def __init__(self, clock: Clock | None = None, *, ttl_ms: int = 7 * 24 * 3_600_000) -> None:
+        check_ttl(ttl_ms)
+        self._clock: Clock = clock or SystemClock()
+        self._ttl_ms = ttl_ms
+        self._lock = threading.Lock()
+        self._rows: dict[str, tuple[Outcome, int]] = {}
+
+    def _live(self, event_id: str, now_ms: int) -> Outcome | None:
+        row = self._rows.get(event_id)
+        return None if row is None or row[1] <= now_ms - self._ttl_ms else row[0]
+
+    def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
+        with self._lock:
+            return live_outcomes(self._rows, event_ids, cutoff_ms)
+
+    def record(self, event_id: str, outcome: Outcome) -> None:
+        self.record_many([(event_id, outcome)])
+
+    def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
+        check_outcomes(items)
+        now_ms = self._clock.now_ms()
+        with self._lock:
+            for event_id, outcome in items:
+                if outcome == "dead_lettered" and self._live(event_id, now_ms) == "delivered":
+                    continue
+                self._rows[event_id] = (outcome, now_ms)
+
+    def record_delivered(self, event_ids: Sequence[str]) -> None:
+        entry: tuple[Outcome, int] = ("delivered", self._clock.now_ms())  # always overwrites
+        with self._lock:
+            self._rows.update(dict.fromkeys(event_ids, entry))
+
+    def forget(self, event_id: str) -> None:
+        with self._lock:
+            self._rows.pop(event_id, None)
+
+    def close(self) -> None:
+        self._rows.clear()
+
+
+# KEYS[1] = the event's key, ARGV[1] = ttl in ms. Leaves an existing "delivered" untouched.
+_DEAD_LETTER_UNLESS_DELIVERED = """
+if redis.call('GET', KEYS[1]) == 'delivered' then return 0 end
+redis.call('SET', KEYS[1], 'dead_lettered', 'PX', ARGV[1])
+return 1
+"""
+
+
+class RedisDedupStore:
+    """Outcomes in Redis, shared by every consumer instance; the server expires them."""
+
+    def __init__(self, url: str, ttl_ms: int) -> None:
+        check_ttl(ttl_ms)
+        self._ttl_ms = ttl_ms
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                                            socket_timeout=REDIS_SOCKET_TIMEOUT_S)
+        try:
+            self._client.ping()
+        except BaseException:
+            self._client.close()
+            raise
+
+    @staticmethod
+    def _key(event_id: str) -> str:
+        return REDIS_KEY_PREFIX + event_id
+
+    def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
+        chunks = _chunks(event_ids)
+        if not chunks:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for chunk in chunks:
+            pipe.mget([self._key(event_id) for event_id in chunk])
+        values = [value for chunk_values in pipe.execute() for value in chunk_values]
+        unique = [event_id for chunk in chunks for event_id in chunk]
+        return {event_id: _OUTCOME_BY_VALUE[raw]
+                for event_id, raw in zip(unique, values, strict=True) if raw in _OUTCOME_BY_VALUE}
+
+    def record(self, event_id: str, outcome: Outcome) -> None:
+        self.record_many([(event_id, outcome)])
+
+    def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
+        check_outcomes(items)
+        if not items:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for event_id, outcome in items:
+            if outcome == "delivered":
+                pipe.set(self._key(event_id), outcome, px=self._ttl_ms)
+            else:
+                pipe.eval(_DEAD_LETTER_UNLESS_DELIVERED, 1, self._key(event_id), self._ttl_ms)
+        pipe.execute()
+
+    def record_delivered(self, event_ids: Sequence[str]) -> None:
+        self.record_many([(event_id, "delivered") for event_id in event_ids])
+
+    def forget(self, event_id: str) -> None:
+        self._client.delete(self._key(event_id))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password replaced, so it can appear in an error message."""
+    password = urlsplit(url).password
+    return url if not password else url.replace(f":{password}@", ":****@", 1)
+
+
+def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
+                     read_only: bool = False) -> DedupStore:
+    """Open the store named by ``url``; raise ConfigError naming ``dedup.store`` if it fails.
+
+    ``read_only`` is for tools that only look outcomes up next to a running consumer (a
+    SQLite store then takes no writer lock); it changes nothing for Redis or memory.
+    """
+    check_ttl(ttl_ms)
+    try:
+        if url.startswith("sqlite:///"):
+            raw_path = url.removeprefix("sqlite:///")
+            if not raw_path or raw_path == "/":
+                raise ConfigError(f"dedup.store {url!r} names no file; use "
+                                  "sqlite:///relative/path.sqlite3 or sqlite:////abs/path")
+            return SqliteDedupStore(Path(raw_path), ttl_ms, clock, read_only=read_only)
+        if url.startswith(("redis://", "rediss://")):
+            return RedisDedupStore(url, ttl_ms)
+        if url == "memory://":
+            return MemoryDedupStore(clock, ttl_ms=ttl_ms)
+    except (OSError, sqlite3.Error, redis.RedisError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"dedup.store {_masked(url)!r} cannot be opened: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    raise ConfigError(f"dedup.store must be sqlite:///path, redis://host:port/db, rediss://... "
+                      f"or memory://, got {_masked(url)!r}")

@@ -1,0 +1,339 @@
+"""Reading one lag sample of the consumer group from Kafka (the I/O half of ``lag``).
+
+The figures must agree with Kafka's own tooling, so they come from the same APIs:
+committed offsets from ``AdminClient.list_consumer_group_offsets``, beginning and end offsets
+from ``AdminClient.list_offsets`` (earliest / latest), members from
+``describe_consumer_groups``.
+
+Record contents are read by a throwaway consumer that is *assigned* partitions (never
+subscribed) under its own random group id, with auto-commit off: it can never join, rebalance
+or move the real group's offsets. It seeks to the first unconsumed record of each lagging
+partition (the committed offset, else the beginning) and reads:
+
+* main topic: one record, whose timestamp gives the time lag;
+* retry topics: every unconsumed record up to ``scan_cap`` per partition, to split them by
+  their ``clinic.due-at`` header into waiting (due later) and overdue (due already; a record
+  without a readable due time counts as due at its timestamp). Hitting the cap, or the scan
+  deadline, marks the partition ``capped``: its waiting/overdue counts cover only the part read;
+* DLQ: the record at the beginning, for the age of the oldest dead letter.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin._listoffsets import OffsetSpec  # re-exported without a type export
+
+from consumer.config.settings import Settings
+from consumer.errors import ClinicEventsError
+from consumer.kafka.admin_session import AdminSession
+from consumer.kafka.client_log import ClientLog
+from consumer.kafka.clients import kafka_client, kafka_reason
+from consumer.ops.lag.model import (
+    GroupSample,
+    PartitionSample,
+    TopicKind,
+    TopicSample,
+)
+from retry_topics.clock import Clock, SystemClock
+from retry_topics.errors import HeaderError
+from retry_topics.headers import decode_headers
+from retry_topics.naming import retry_tiers_of
+
+DEFAULT_SCAN_CAP = 10_000
+_COORDINATOR_CHANGING = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE})
+Progress = Callable[[int, int], None]
+"""Called with (records read, records to read) while the probe scans."""
+
+
+class LagProbeError(ClinicEventsError, RuntimeError):
+    """Kafka could not be asked (unreachable, not authorised, ...)."""
+
+
+@dataclass(slots=True)
+class _Scan:
+    """What the probe reads of one partition and what it found (mutable while scanning)."""
+
+    kind: TopicKind
+    start: int
+    stop: int  # exclusive
+    capped: bool
+    oldest_timestamp_ms: int | None = None
+    waiting: int = 0
+    overdue: int = 0
+    oldest_due_at_ms: int | None = None
+
+
+def watched_topics(settings: Settings, leftovers: Sequence[str] = ()
+                   ) -> list[tuple[str, TopicKind]]:
+    """Main topic, retry tiers (shortest delay first), ``leftovers`` and DLQ, with kinds."""
+    policy = settings.retry
+    return [(policy.main_topic, "main"), *((t, "retry") for t in policy.retry_topics),
+            *((t, "retry") for t in leftovers), (policy.dlq_topic, "dlq")]
+
+
+def leftover_tiers(settings: Settings, existing: Iterable[str]) -> list[str]:
+    """Retry tiers of the main topic among ``existing`` that the configured delays lack.
+
+    Why: after ``[retry] delays`` change, the old tiers' topics stay and may hold records;
+    ``run`` drains them (``RetryPolicy.with_draining``) and ``lag`` shows them.
+    """
+    policy = settings.retry
+    return [name for name in retry_tiers_of(policy.main_topic, existing)
+            if name not in policy.retry_topics]
+
+
+class LagProbe:
+    """Takes :class:`GroupSample` s of ``settings.kafka.group_id``; close it (or use ``with``)."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None,
+                 scan_cap: int = DEFAULT_SCAN_CAP, timeout_s: float = 15.0) -> None:
+        self._settings = settings
+        self._group = settings.kafka.group_id
+        self._clock = clock or SystemClock()
+        self._scan_cap = scan_cap
+        self._timeout = timeout_s
+        self._session = AdminSession(settings)
+        self._admin = self._session.client
+        self._reader: Consumer | None = None
+        self._reader_log = ClientLog()
+
+    def __enter__(self) -> LagProbe:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._reader_log.close()
+        self._session.close()
+
+    def sample(self, on_progress: Progress | None = None) -> GroupSample:
+        """Read offsets, members and the unconsumed records' timestamps and due times."""
+        counts = self._partition_counts()
+        leftovers = leftover_tiers(self._settings, counts)
+        topics = watched_topics(self._settings, leftovers)
+        tps = [TopicPartition(name, p) for name, _ in topics for p in range(counts.get(name, 0))]
+        members, committed = self._members_and_committed(tps)
+        beginning = self._offsets(tps, _spec("earliest"))
+        end = self._offsets(tps, _spec("latest"))
+        now_ms = self._clock.now_ms()
+        kinds = dict(topics)
+        plans = {key: plan for key in beginning
+                 if (plan := self._plan(kinds[key[0]], committed.get(key), beginning[key],
+                                        end[key])) is not None}
+        self._scan(plans, now_ms, on_progress)
+        samples = []
+        for name, kind in topics:
+            parts = []
+            for partition in range(counts.get(name, 0)):
+                key = (name, partition)
+                part = PartitionSample(partition=partition, committed=committed.get(key),
+                                       beginning=beginning[key], end=end[key])
+                scan = plans.get(key)
+                if scan is not None:
+                    part = replace(part, oldest_timestamp_ms=scan.oldest_timestamp_ms,
+                                   waiting=scan.waiting, overdue=scan.overdue,
+                                   oldest_due_at_ms=scan.oldest_due_at_ms, capped=scan.capped)
+                parts.append(part)
+            samples.append(TopicSample(topic=name, kind=kind, exists=name in counts,
+                                       partitions=tuple(parts),
+                                       configured=name not in leftovers))
+        return GroupSample(group=self._group, taken_at_ms=now_ms, members=members,
+                           topics=tuple(samples))
+
+    def stranded(self) -> dict[str, int]:
+        """Leftover retry tiers (see ``leftover_tiers``) -> records after the group's
+        committed offset there (0 where it never committed: unknown)."""
+        counts = self._partition_counts()
+        leftovers = leftover_tiers(self._settings, counts)
+        if not leftovers:
+            return {}
+        tps = [TopicPartition(name, p) for name in leftovers for p in range(counts[name])]
+        _, committed = self._members_and_committed(tps)
+        end = self._offsets(tps, _spec("latest"))
+        stranded = dict.fromkeys(leftovers, 0)
+        for key, offset in committed.items():
+            # Never committed: unknown, not stranded. A fresh group name, or offsets Kafka
+            # expired for a topic no longer subscribed to, says nothing of those records.
+            if offset is not None:
+                stranded[key[0]] += max(0, end[key] - offset)
+        return stranded
+
+    def _partition_counts(self) -> dict[str, int]:
+        """Topic -> partitions, of every topic the cluster lists without an error."""
+        try:
+            metadata = self._admin.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            raise LagProbeError(f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: "
+                                f"{kafka_reason(exc)} (waited {self._timeout:g} s)") from exc
+        return {name: len(meta.partitions) for name, meta in metadata.topics.items()
+                if meta.error is None}
+
+    def _members_and_committed(self, tps: list[TopicPartition]
+                               ) -> tuple[int, dict[tuple[str, int], int | None]]:
+        """The group's member count, then its committed offsets of ``tps``, in that order.
+
+        The order is what keeps the process alive: see ``_members``. Every reading of
+        committed offsets goes through here, so no caller can reverse it.
+        """
+        members = self._members()
+        return members, self._committed(tps)
+
+    def _committed(self, tps: list[TopicPartition]) -> dict[tuple[str, int], int | None]:
+        """Committed offsets of ``tps``; only ever after ``_members`` (see there)."""
+        if not tps:
+            return {}
+        request = [ConsumerGroupTopicPartitions(self._group, tps)]
+        try:
+            futures = self._admin.list_consumer_group_offsets(
+                request, request_timeout=self._timeout)
+            result = futures[self._group].result(timeout=self._timeout + 5)
+        except KafkaException as exc:
+            raise LagProbeError(f"cannot read committed offsets of {self._group}: "
+                                f"{kafka_reason(exc)}") from exc
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+                for tp in result.topic_partitions}
+
+    def _offsets(self, tps: list[TopicPartition], spec: Any) -> dict[tuple[str, int], int]:
+        if not tps:
+            return {}
+        try:
+            futures = self._admin.list_offsets({tp: spec for tp in tps},
+                                               request_timeout=self._timeout)
+            return {(tp.topic, tp.partition): int(future.result(timeout=self._timeout + 5).offset)
+                    for tp, future in futures.items()}
+        except KafkaException as exc:
+            raise LagProbeError(f"cannot read partition offsets: {kafka_reason(exc)}") from exc
+
+    def _members(self) -> int:
+        """Members of the group, retrying while its coordinator is moving or loading.
+
+        Called *before* ``list_consumer_group_offsets`` on purpose: librdkafka's admin client
+        crashes the process (NULL group handle, librdkafka issue #5040) when an OffsetFetch
+        answer says NOT_COORDINATOR, which happens the first time a group is looked up on a
+        cluster. Describing the group first, until its coordinator answers, avoids that case.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                future = self._admin.describe_consumer_groups(
+                    [self._group], request_timeout=self._timeout)[self._group]
+                return len(future.result(timeout=self._timeout + 5).members)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                code = error.code() if isinstance(error, KafkaError) else None
+                if code == KafkaError.GROUP_ID_NOT_FOUND:
+                    return 0
+                if code in _COORDINATOR_CHANGING and time.monotonic() < deadline:
+                    time.sleep(0.2)  # bounded by the deadline; the coordinator is loading
+                    continue
+                raise LagProbeError(f"cannot describe group {self._group}: "
+                                    f"{kafka_reason(exc)}") from exc
+
+    def _plan(self, kind: TopicKind, committed: int | None, beginning: int,
+              end: int) -> _Scan | None:
+        start = beginning if kind == "dlq" or committed is None else max(committed, beginning)
+        if start >= end:
+            return None
+        if kind != "retry":
+            return _Scan(kind=kind, start=start, stop=start + 1, capped=False)
+        stop = min(end, start + self._scan_cap)
+        return _Scan(kind=kind, start=start, stop=stop, capped=stop < end)
+
+    def _scan(self, plans: dict[tuple[str, int], _Scan], now_ms: int,
+              on_progress: Progress | None) -> None:
+        if not plans:
+            return
+        total = sum(plan.stop - plan.start for plan in plans.values())
+        reader = self._reader_consumer()
+        reader.assign([TopicPartition(t, p, plan.start) for (t, p), plan in plans.items()])
+        pending = set(plans)
+        done = 0
+        deadline = time.monotonic() + self._timeout
+        try:
+            while pending and time.monotonic() < deadline:
+                for message in reader.consume(num_messages=500, timeout=0.5):
+                    key = (message.topic() or "", message.partition() or 0)
+                    if key not in pending:
+                        continue
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            pending.discard(key)
+                        continue
+                    plan = plans[key]
+                    offset = message.offset() or 0
+                    if offset < plan.stop:
+                        _record(plan, message, now_ms)
+                        done += 1
+                    if offset >= plan.stop - 1:
+                        pending.discard(key)
+                if on_progress is not None:
+                    on_progress(done, total)
+        finally:
+            reader.unassign()
+        for key in pending:  # the deadline passed: what was read is all we know
+            plans[key].capped = True
+
+    def _reader_consumer(self) -> Consumer:
+        if self._reader is None:
+            overrides: dict[str, Any] = {
+                "group.id": f"{self._group}.lag-probe.{uuid.uuid4().hex[:12]}",
+                "enable.auto.commit": False, "enable.auto.offset.store": False,
+                "enable.partition.eof": True, "auto.offset.reset": "earliest",
+            }
+            # its repeated lines (a broker gone down mid --watch) logged once, then counted
+            overrides["logger"] = self._reader_log
+            self._reader = kafka_client(Consumer, self._settings.consumer_config(**overrides),
+                                        "consumer")
+        return self._reader
+
+
+def _spec(name: str) -> Any:
+    """``OffsetSpec.earliest()`` / ``.latest()`` (untyped classmethods in confluent-kafka)."""
+    return getattr(OffsetSpec, name)()
+
+
+def _record(plan: _Scan, message: Message, now_ms: int) -> None:
+    """Fold one unconsumed record into its partition's scan."""
+    kind, timestamp = message.timestamp()
+    stamp = None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp
+    if plan.oldest_timestamp_ms is None:
+        plan.oldest_timestamp_ms = stamp
+    if plan.kind != "retry":
+        return
+    headers = message.headers()
+    pairs = [(name, value.encode() if isinstance(value, str) else value)
+             for name, value in (headers.items() if isinstance(headers, dict) else headers or ())]
+    try:
+        due_at = decode_headers(pairs).due_at_ms
+    except HeaderError:
+        due_at = None
+    due = due_at if due_at is not None else (stamp if stamp is not None else now_ms)
+    if due > now_ms:
+        plan.waiting += 1
+    else:
+        plan.overdue += 1
+        plan.oldest_due_at_ms = due if plan.oldest_due_at_ms is None else min(
+            plan.oldest_due_at_ms, due)

@@ -1,0 +1,75 @@
+"""Outcomes decided by the lanes and not yet durable, seen by every lookup meanwhile.
+
+Recording each lane's chunk separately cost one fsync'd transaction per lane per batch; the
+poll thread instead records every delivered outcome of a service pass in one write, and only
+then stores the records' offsets (so "recorded before committed" still holds). Between a
+lane's delivery and that write, the event id is *staged*: lookups see it as delivered, so a
+second copy of the event (same id, same key, same lane) is never handed to the handler.
+
+Lookups read the staged set *before* the store: an id leaves the staged set only after the
+store has it, so a lookup concurrent with a write sees the id in one place or the other.
+
+Dead-lettered outcomes are staged the same way, from the moment a lane sends an event to the
+DLQ until the broker's ack lets the poll thread record it: without that, a second copy of
+the event consumed meanwhile (published twice, or redelivered after a rebalance) met no
+outcome, was handed to the handler again and dead-lettered a second time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+
+from consumer.dedup.store import DedupStore, Outcome
+
+
+class PendingOutcomes:
+    """A dedup store plus the delivered outcomes not yet written to it."""
+
+    def __init__(self, store: DedupStore) -> None:
+        self.store = store
+        self._staged: set[str] = set()
+        self._dead_lettered: set[str] = set()  # sent to the DLQ, not acknowledged yet
+        self._lock = threading.Lock()
+
+    def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
+        """Recorded or staged outcomes of ``event_ids``.
+
+        A staged delivery wins over anything recorded (delivered is final); a staged dead
+        letter only stands where nothing is recorded.
+        """
+        with self._lock:
+            staged = [eid for eid in event_ids if eid in self._staged] if self._staged else []
+            dead = [eid for eid in event_ids if eid in self._dead_lettered] \
+                if self._dead_lettered else []
+        found = dict(self.store.lookup(event_ids))
+        for event_id in dead:
+            found.setdefault(event_id, "dead_lettered")
+        for event_id in staged:
+            found[event_id] = "delivered"
+        return found
+
+    def stage(self, event_ids: Collection[str]) -> None:
+        """Note events delivered by a lane whose outcome is not yet durable."""
+        if event_ids:
+            with self._lock:
+                self._staged.update(event_ids)
+
+    def record_delivered(self, event_ids: Sequence[str]) -> None:
+        """Write staged outcomes durably (one write), then unstage them; raises on failure."""
+        if not event_ids:
+            return
+        self.store.record_delivered(event_ids)
+        with self._lock:
+            self._staged.difference_update(event_ids)
+
+    def stage_dead_lettered(self, event_id: str) -> None:
+        """Note an event sent to the DLQ whose acknowledgement has not arrived yet."""
+        with self._lock:
+            self._dead_lettered.add(event_id)
+
+    def record_dead_lettered(self, event_id: str) -> None:
+        """Write the acknowledged dead letter durably, then unstage it; raises on failure."""
+        self.store.record(event_id, "dead_lettered")
+        with self._lock:
+            self._dead_lettered.discard(event_id)

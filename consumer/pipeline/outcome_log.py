@@ -1,0 +1,96 @@
+"""One structured log line per outcome, so operators can grep a single event's story.
+
+Lines carry the event id, topic, partition, offset, attempt and error class, never payload
+fields (they hold PHI). An undecodable record's id and type are those its headers state
+(what ``dlq show`` displays), so grepping an event id finds its dead letter's line too.
+When stderr is not a terminal each line is one JSON object (for log shippers); on a
+terminal it is ``key=value`` text. The logger is ``clinic_events.outcome``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from consumer.observability.printable import printable
+from consumer.pipeline.records import InboundRecord
+
+LOGGER = logging.getLogger("clinic_events.outcome")
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """A log record as one JSON object: time, level, logger, message and extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        document.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            document["exc"] = self.formatException(record.exc_info)
+        return json.dumps(document, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level msg key=value ...`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD)
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{stamp} {record.levelname:<7} {record.getMessage()} {extras}".rstrip()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) -> None:
+    """Send application logs to stderr, JSON unless stderr is a terminal."""
+    use_json = not sys.stderr.isatty() if json_lines is None else json_lines
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    root = logging.getLogger("clinic_events")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    # The OpenTelemetry SDK and exporters warn through Python logging too ("Failed to
+    # export ..."): the same handler keeps stderr one format for log shippers.
+    otel = logging.getLogger("opentelemetry")
+    otel.handlers[:] = [handler]
+    otel.setLevel(logging.WARNING)
+    otel.propagate = False
+
+
+def outcome_logging_enabled(level: int = logging.INFO) -> bool:
+    """Whether outcome lines at ``level`` are written (asked once per batch, not per event)."""
+    return LOGGER.isEnabledFor(level)
+
+
+def log_outcome(outcome: str, record: InboundRecord, *, error_class: str | None = None,
+                destination: str | None = None, level: int = logging.INFO) -> None:
+    """Log what happened to one record (delivered, duplicate, retried, dead_lettered)."""
+    if not LOGGER.isEnabledFor(level):
+        return
+    event_id, event_type = record.event_id, record.event_type
+    if event_id is None:  # rare: an undecodable value's id is what its headers state
+        stated_id, stated_type = record.stated_identity()  # header text from anywhere:
+        event_id = None if stated_id is None else printable(stated_id)  # no forged lines
+        event_type = None if stated_type is None else printable(stated_type)
+    LOGGER.log(level, outcome, extra={
+        "outcome": outcome,
+        "event_id": event_id,
+        "event_type": event_type,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "attempt": record.attempt,
+        "error_class": error_class,
+        "destination": destination,
+    })

@@ -1,0 +1,405 @@
+"""What happens to one record between "consumed" and "its fate is decided".
+
+For each chunk of records a lane hands it (records of one lane, in consumption order):
+
+0. decode the chunk's values (here, not on the poll thread: a chunk's events are then still
+   in the CPU cache when they are handled, rather than a whole batch's);
+1. look up every event id in the dedup store at once (one round trip per chunk);
+2. skip events already delivered, and events already dead-lettered unless they come back
+   through a DLQ replay (``clinic.replay-count`` > 0) or a forced replay;
+3. call the handler inside a ``process <topic>`` span; on a transient failure retry briefly
+   in-process (tenacity, waits from the policy's backoff), keeping tenacity off the success
+   path; a ``Retry-After`` longer than the quick waits allow goes straight to a tier;
+4. decide where a failed record goes with the pure ``decide_next`` and republish it (retry
+   tier or DLQ) with the next hop's headers and a fresh ``traceparent`` from a ``send`` span;
+5. stage the chunk's delivered outcomes (``PendingOutcomes``); the poll thread records
+   them durably, once per pass, before it stores any of their offsets;
+6. drop each record's decoded event as soon as its fate is decided (only ids, offsets and
+   the raw bytes are needed afterwards).
+
+Republished records report their fate later, from the producer's delivery callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from opentelemetry.trace import Span
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
+
+from consumer.dedup.store import Outcome
+from consumer.delivery.handlers import DeliveryContext, DeliveryHandler
+from consumer.errors import HandlerError, PermanentError, TransientError
+from consumer.events.codec import EventCodec, EventRecord
+from consumer.observability.telemetry import INVALID_SPAN, Telemetry
+from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.records import Delivered, Duplicate, Fate, InboundRecord, Republished
+from retry_topics.classification import ExceptionRules, qualified_name
+from retry_topics.clock import Clock
+from retry_topics.headers import (
+    REPLAY_FORCE,
+    DlqReason,
+    Provenance,
+    RecordHeaders,
+    encode_headers,
+)
+from retry_topics.hops import next_hop_headers
+from retry_topics.policy import RetryPolicy, tier_labels
+from retry_topics.routing import DeadLetter, RetryTo, dead_letter_undecodable, decide_next
+
+OnAck = Callable[[str | None], None]
+"""Called once the broker acknowledged (None) or refused (error text) a republished record."""
+
+
+class stop_when(stop_base):  # noqa: N801 - named like tenacity's own stop strategies
+    """A tenacity stop strategy from a predicate, so it composes with ``|``."""
+
+    def __init__(self, predicate: Callable[[RetryCallState], bool]) -> None:
+        self._predicate = predicate
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._predicate(retry_state)
+
+
+class Publisher(Protocol):
+    """Sends a record and reports its acknowledgement later (port; Kafka producer at the edge)."""
+
+    def publish(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: list[tuple[str, bytes]], on_ack: OnAck) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A handler failure, normalised."""
+
+    classification: str
+    error_class: str
+    message: str
+    retry_after_ms: int | None = None
+
+
+#: An untraced record's (traceparent, tracestate).
+_NO_TRACE: tuple[None, None] = (None, None)
+
+
+class RecordProcessor:
+    """Runs chunks of records through dedup, the handler, and routing."""
+
+    def __init__(self, *, policy: RetryPolicy, handler: DeliveryHandler,
+                 outcomes: PendingOutcomes,
+                 publisher: Publisher, telemetry: Telemetry, clock: Clock,
+                 rules: ExceptionRules, group_id: str,
+                 on_republished: Callable[[Republished, str | None], None],
+                 codec: EventCodec | None = None) -> None:
+        self._policy = policy
+        self._handler = handler
+        self._outcomes = outcomes
+        self._publisher = publisher
+        self._telemetry = telemetry
+        self._clock = clock
+        self._rules = rules
+        self._group_id = group_id
+        self._on_republished = on_republished
+        self._tier_labels = tier_labels(policy)
+        self._codec = codec or EventCodec()
+        self._abandoned = False
+
+    def abandon(self) -> None:
+        """Start no further record, in any chunk (an operator's second stop signal).
+
+        The record in progress finishes; the rest of its chunk is left unfinished, so those
+        records' offsets are never stored and they are redelivered after a restart.
+        """
+        self._abandoned = True
+
+    def process_chunk(self, records: Sequence[InboundRecord]) -> list[Fate]:
+        """Decide the fate of each record; republished ones are final only on ack."""
+        return self.process_until(records, None, may_wait=True)[0]
+
+    def process_until(self, records: Sequence[InboundRecord], deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
+        """``process_chunk`` that stops after the first record finished past ``deadline``.
+
+        ``deadline`` is on the clock's monotonic scale; returns the fates and how many
+        records (a prefix of ``records``) were processed. Lets the poll thread run quick
+        work itself without ever being held up for more than one handler call past it, and
+        a lane thread report fates as they are decided rather than at the end of a long
+        chunk. Unless it ``may_wait`` (lane threads may), nothing sleeps: a record whose
+        first call failed and is due for quick retries ends the prefix, carrying that
+        failure, so a lane thread makes the retries (the handler is still called exactly
+        ``in_process_attempts`` times).
+        """
+        codec = self._codec
+        for record in records:
+            record.decode(codec)
+        ids = [r.event_id for r in records if r.event_id is not None]
+        known: dict[str, Outcome] = self._outcomes.lookup(ids) if ids else {}
+        fates: list[Fate] = []
+        delivered: list[str] = []
+        monotonic = self._clock.monotonic
+        processed = 0
+        spans = self._telemetry.tracing_live
+        # The common case (nothing records spans, no failure carried, not seen before) is
+        # ``_decide`` and ``_deliver`` inlined: two calls fewer per event. An incoming trace
+        # context is handed to the handler as ``process_span`` would (its scope is only
+        # entered if the first call fails, for the retries and the next hop), so a call's
+        # duration is recorded outside it: no exemplar points at the upstream's span when
+        # this process records none of its own.
+        quick_deliver = None if spans else self._handler.deliver
+        timed = self._telemetry.metrics_live
+        incoming_trace = self._telemetry.incoming_trace
+        for record in records:
+            if self._abandoned:
+                break
+            event = record.event
+            if quick_deliver is not None and event is not None \
+                    and record.carried_failure is None \
+                    and not (known and record.event_id in known):
+                traceparent, tracestate = incoming_trace(record.raw_headers) \
+                    if record.trace_context else _NO_TRACE
+                context = DeliveryContext(
+                    record.event_id or "", record.event_type or "", record.topic,
+                    record.partition, record.offset, record.attempt, traceparent, tracestate)
+                started = monotonic() if timed else 0.0
+                try:
+                    quick_deliver(event, context)
+                except Exception as first:  # noqa: BLE001 - classified like any failure
+                    # carried: the quick retries start from this failure, without a new call
+                    failure = record.carried_failure = self._normalise(first)
+                    if timed:
+                        self._record_duration(record.topic, started, failure.error_class)
+                    fate = self._process_one(record, known, may_wait)
+                else:
+                    if timed:
+                        self._record_duration(record.topic, started, None)
+                    fate = Delivered(record)
+            else:  # rare: undecodable, seen before, carried failure, or spans recorded
+                fate = self._process_one(record, known, may_wait)
+            if fate is None:
+                break  # handed over to a lane for its quick retries
+            processed += 1
+            # Nothing downstream reads the decoded event again: free it now, while it is
+            # still in the CPU cache, rather than a whole batch later on the poll thread.
+            record.event = None
+            if fate.kind == "delivered" and record.event_id is not None:
+                known[record.event_id] = "delivered"
+                delivered.append(record.event_id)
+            if not isinstance(fate, Republished):
+                fates.append(fate)
+            elif fate.kind == "dead_lettered" and record.event_id is not None:
+                # a later copy of the event (in this chunk or the next) is a duplicate now,
+                # not a second dead letter; the poll thread records it once acknowledged
+                known[record.event_id] = "dead_lettered"
+                self._outcomes.stage_dead_lettered(record.event_id)
+            if deadline is not None and monotonic() > deadline:
+                break
+        self._outcomes.stage(delivered)
+        return fates, processed
+
+    def _process_one(self, record: InboundRecord, known: dict[str, Outcome],
+                     may_wait: bool) -> Fate | Republished | None:
+        """``_decide`` inside the record's ``process`` span: one span per topic attempt.
+
+        Without an SDK tracer ``process_span`` makes no span: it hands back a shared no-op
+        scope, or the record's incoming trace context made current. With one, a record whose
+        first call failed where retries may not wait is handed to a lane with its span
+        (``carried_span``): the quick retries there continue the same span, which ends with
+        the attempt's fate.
+        """
+        telemetry = self._telemetry
+        if not telemetry.tracing_live:
+            with telemetry.process_span(
+                record.topic, record.partition, record.offset, record.key, record.raw_headers,
+                record.event_id, record.attempt, self._group_id,
+            ) as current:
+                return self._decide(record, known, current, may_wait)
+        span = record.carried_span or telemetry.start_process_span(
+            record.topic, record.partition, record.offset, record.key, record.raw_headers,
+            record.event_id, record.attempt, self._group_id)
+        record.carried_span = None
+        with telemetry.current_span(span):
+            fate = self._decide(record, known, span, may_wait)
+        if fate is None:
+            record.carried_span = span  # handed over: the lane's retries go on in it
+        else:
+            span.end()
+        return fate
+
+    def _decide(self, record: InboundRecord, known: dict[str, Outcome],
+                span: Span, may_wait: bool) -> Fate | Republished | None:
+        """Skip, deliver or route ``record``; ``span`` is its ``process`` span (or invalid).
+
+        None: the record's first call failed where quick retries may not wait (see
+        ``process_until``); it is not processed yet.
+        """
+        if record.event is None:
+            reason = record.decode_error.reason if record.decode_error else "undecodable"
+            self._telemetry.record_error(span, "undecodable")
+            undecodable = Failure("permanent", "undecodable", reason)
+            return self._republish(record, dead_letter_undecodable(
+                self._policy, record.attempt), undecodable, "undecodable")
+        prior = known.get(record.event_id or "") if known else None
+        if prior is not None and not self._may_process_again(record, prior):
+            return Duplicate(record, prior)
+        traceparent = tracestate = None
+        if span is not INVALID_SPAN:
+            traceparent = self._telemetry.current_traceparent()
+            tracestate = self._telemetry.current_tracestate()
+        failure = self._deliver(record, record.event, traceparent, tracestate, may_wait)
+        if failure is None:
+            return Delivered(record)
+        if failure is record.carried_failure:
+            return None  # handed over: a lane makes the quick retries (in the same span)
+        self._telemetry.record_error(span, failure.error_class)
+        decision = decide_next(
+            self._policy, record.topic, record.attempt,
+            "permanent" if failure.classification == "permanent" else "transient",
+            self._clock.now_ms(), failure.retry_after_ms,
+        )
+        dlq_reason = decision.reason if isinstance(decision, DeadLetter) else None
+        return self._republish(record, decision, failure, dlq_reason)
+
+    @staticmethod
+    def _may_process_again(record: InboundRecord, prior: Outcome) -> bool:
+        forced = any(name == REPLAY_FORCE and value == b"1"
+                     for name, value in record.headers.other)
+        if forced:
+            return True
+        return prior == "dead_lettered" and record.replayed
+
+    def _deliver(self, record: InboundRecord, event: EventRecord, traceparent: str | None,
+                 tracestate: str | None, may_wait: bool = True) -> Failure | None:
+        """Call the handler; retry transient failures briefly in-process.
+
+        If the first call failed on a thread that ``may_wait`` not, the failure is kept on
+        the record (``carried_failure``) and returned as it is; the lane that processes the
+        record next starts from it with the quick retries.
+        """
+        context = DeliveryContext(  # event_id, event_type, topic, partition, offset, ...
+            record.event_id or "", record.event_type or "", record.topic, record.partition,
+            record.offset, record.attempt, traceparent, tracestate)
+        carried = record.carried_failure
+        if isinstance(carried, Failure):
+            failure = carried
+            record.carried_failure = None
+        else:
+            try:
+                if self._telemetry.metrics_live:
+                    self._timed_deliver(event, context)
+                else:
+                    self._handler.deliver(event, context)
+            except Exception as first:  # noqa: BLE001 - every failure is classified below
+                failure = self._normalise(first)
+            else:
+                return None
+        quick = self._policy.in_process
+        if failure.classification == "permanent" or quick.attempts <= 1 or \
+                not self._retry_after_fits(failure):
+            return failure
+        if not may_wait:
+            record.carried_failure = failure
+            return failure
+
+        def wait(state: RetryCallState) -> float:
+            # tenacity's attempt n is the handler's call n+1, i.e. quick retry number n+1;
+            # a Retry-After that fits the quick waits is honoured as a lower bound.
+            outcome = state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            hint = self._normalise(exc).retry_after_ms if exc is not None else None
+            return max(quick.wait_ms(state.attempt_number + 1), hint or 0) / 1000
+
+        def stop_on_long_retry_after(state: RetryCallState) -> bool:
+            outcome = state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            return exc is not None and not self._retry_after_fits(self._normalise(exc))
+
+        retrying = Retrying(
+            stop=stop_after_attempt(quick.attempts - 1) | stop_when(stop_on_long_retry_after),
+            wait=wait, sleep=self._clock.sleep,
+            retry=retry_if_exception_type(TransientError), reraise=True,
+        )
+        # tenacity does not wait before its first attempt: the first quick wait is ours
+        self._clock.sleep(max(quick.wait_ms(1), failure.retry_after_ms or 0) / 1000)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self._call_normalised(event, context)
+        except HandlerError as exc:
+            return self._normalise(exc)
+        return None
+
+    def _call_normalised(self, event: EventRecord, context: DeliveryContext) -> None:
+        try:
+            self._timed_deliver(event, context)  # a retry is slow anyway: always timed
+        except HandlerError:
+            raise
+        except Exception as exc:
+            failure = self._normalise(exc)
+            cls = PermanentError if failure.classification == "permanent" else TransientError
+            raise cls(failure.message, error_class=failure.error_class) from exc
+
+    def _timed_deliver(self, event: EventRecord, context: DeliveryContext) -> None:
+        """One handler call, its duration recorded in the delivery-duration histogram."""
+        started = self._clock.monotonic()
+        error_type = None
+        try:
+            self._handler.deliver(event, context)
+        except HandlerError as exc:
+            error_type = exc.error_class
+            raise
+        except Exception as exc:
+            error_type = qualified_name(type(exc))
+            raise
+        finally:
+            self._record_duration(context.topic, started, error_type)
+
+    def _record_duration(self, topic: str, started: float, error_type: str | None) -> None:
+        """A handler call that began at ``started`` (clock.monotonic), into the histogram."""
+        self._telemetry.record_delivery_duration(
+            (self._clock.monotonic() - started) * 1000,
+            tier=self._tier_labels.get(topic, "main"), error_type=error_type)
+
+    def _retry_after_fits(self, failure: Failure) -> bool:
+        """A Retry-After longer than one quick wait may be means: go to a tier instead."""
+        return failure.retry_after_ms is None or \
+            failure.retry_after_ms <= self._policy.in_process.max_wait_ms
+
+    def _normalise(self, exc: BaseException) -> Failure:
+        if isinstance(exc, TransientError):
+            return Failure("transient", exc.error_class, str(exc), exc.retry_after_ms)
+        if isinstance(exc, PermanentError):
+            return Failure("permanent", exc.error_class, str(exc))
+        return Failure(self._rules.classify_exception(exc), qualified_name(type(exc)),
+                       f"{type(exc).__name__}: {exc}")
+
+    def _republish(self, record: InboundRecord, decision: RetryTo | DeadLetter,
+                   failure: Failure, dlq_reason: DlqReason | None) -> Republished:
+        now = self._clock.now_ms()
+        incoming = record.headers
+        if incoming.event_id is None and record.event is not None:
+            incoming = _with_event_identity(incoming, record)
+        headers = next_hop_headers(
+            incoming,
+            source=Provenance(topic=record.topic, partition=record.partition,
+                              offset=record.offset, timestamp_ms=record.timestamp_ms),
+            attempts=decision.attempts, now_ms=now, error_class=failure.error_class,
+            error_message=failure.message,
+            classification="permanent" if failure.classification == "permanent" else "transient",
+            due_at_ms=decision.due_at_ms if isinstance(decision, RetryTo) else None,
+            dlq_reason=dlq_reason,
+        )
+        kind = "retried" if isinstance(decision, RetryTo) else "dead_lettered"
+        fate = Republished(record, decision, failure.error_class, kind)  # type: ignore[arg-type]
+        with self._telemetry.send_span(decision.topic, record.event_id):
+            wire = self._telemetry.headers_with_traceparent(encode_headers(headers))
+            self._publisher.publish(decision.topic, record.key, record.value, wire,
+                                    lambda error: self._on_republished(fate, error))
+        return fate
+
+
+def _with_event_identity(headers: RecordHeaders, record: InboundRecord) -> RecordHeaders:
+    """Stamp the (non-PHI) event id and type, so DLQ tools can filter without decoding."""
+    return replace(headers, event_id=record.event_id, event_type=record.event_type)

@@ -1,0 +1,492 @@
+"""The poll loop of ``clinic-events run``: consume, gate by due time, dispatch, commit.
+
+One consumer reads the main topic and every retry tier. On the poll thread, every record of
+a retry tier is checked against its due time with the pure ``due_gate`` (values are decoded
+later, by whoever processes the record): the first record of a partition that is not yet
+due pauses that partition and seeks back to it, so the head of the partition is fetched
+again when it is due. Because a tier has one fixed delay, the head is always the next
+record due, and nothing behind it is delayed for longer than its own delay. The loop's poll
+timeout is the time to the earliest resume, so an idle wait costs no CPU, and other
+partitions and the main topic keep flowing.
+
+Records that may run go to the lanes (bounded concurrency, one key at a time). Their fates
+come back on a queue; a republished record's fate arrives with the producer's ack. Offsets
+are stored strictly in order per partition and only for durable fates, and librdkafka
+auto-commits stored offsets. On revoke the runner finishes in-flight work for the revoked
+partitions (bounded), commits, and forgets their paused state; on stop it drains, flushes,
+commits and closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from consumer.kafka.clients import to_inbound
+from consumer.observability.telemetry import EventOutcome, Telemetry
+from consumer.pipeline.lanes import InlineLane, LaneFailure, Lanes
+from consumer.pipeline.offsets import OffsetBook, TopicPartitionKey
+from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.outcome_log import log_outcome, outcome_logging_enabled
+from consumer.pipeline.pauses import PausedPartitions
+from consumer.pipeline.records import Fate, InboundRecord, Republished
+from consumer.pipeline.undelivered import CHECK_INTERVAL_S, SeekBacks
+from retry_topics.clock import Clock
+from retry_topics.due_gate import Ready, due_gate
+from retry_topics.policy import RetryPolicy, RetryTier, tier_labels
+from retry_topics.routing import RetryTo
+
+LOG = logging.getLogger("clinic_events.runner")
+_TOPIC_OF = attrgetter("topic")
+_EVENT_ID_OF = attrgetter("event_id")
+BATCH_SIZE = 500
+IDLE_POLL_S = 0.25
+
+
+class FatalError(RuntimeError):
+    """Processing cannot go on safely (a republish was refused, a lane died)."""
+
+
+class Runner:
+    """Owns the consumer and producer for the lifetime of ``run``."""
+
+    def __init__(self, *, consumer: Consumer, producer: Producer, policy: RetryPolicy,
+                 lanes_factory: Callable[[Callable[[Republished, str | None], None]],
+                                         Lanes | InlineLane],
+                 outcomes: PendingOutcomes, clock: Clock, telemetry: Telemetry,
+                 max_in_flight: int = 5000, drain_timeout_s: float = 30.0) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._policy = policy
+        self._outcomes = outcomes
+        self._clock = clock
+        self._telemetry = telemetry
+        self._max_in_flight = max_in_flight
+        self._drain_timeout_s = drain_timeout_s
+        self._book = OffsetBook()
+        self._paused = PausedPartitions()
+        self._seek_backs = SeekBacks()
+        self._undelivered_checked_at = float("-inf")  # clock.monotonic() of the last check
+        self._throttled = False  # back-pressure holds every partition (max_in_flight)
+        self._main_held = False  # back-pressure holds the main topic's (the lanes' limit)
+        self._assigned: set[TopicPartitionKey] = set()
+        self._acks: list[tuple[Republished, str | None]] = []
+        self._acks_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._hurry = False
+        self._drained = False  # the shutdown drain ran: closing's revoke need not drain again
+        self._fatal: BaseException | None = None
+        self.stats: Counter[str] = Counter()
+        self._lanes = lanes_factory(self._on_republished)
+        self._tier_by_topic = {tier.topic: tier for tier in (*policy.tiers, *policy.drain_tiers)}
+        self._tier_labels = tier_labels(policy)
+
+    @property
+    def assignment(self) -> frozenset[TopicPartitionKey]:
+        """The (topic, partition) pairs this instance owns right now."""
+        return frozenset(self._assigned)
+
+    @property
+    def waiting(self) -> frozenset[TopicPartitionKey]:
+        """The retry partitions paused until their head record is due."""
+        return self._paused.held()
+
+    def stop(self, *, hurry: bool = False) -> None:
+        """Ask the loop to finish (signal handlers call this).
+
+        It drains first: every record already handed to the lanes is finished, for at most
+        the drain timeout. ``hurry`` (an operator's second signal) finishes only the handler
+        calls in progress; records still queued in the lanes are left uncommitted, so they
+        are redelivered after a restart.
+        """
+        if hurry:
+            self._hurry = True
+            self._lanes.discard_pending()
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consume until stopped; raise FatalError if processing could not go on safely."""
+        self._consumer.subscribe(list(self._policy.consumed_topics), on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        try:
+            while not self._stop.is_set() and self._fatal is None:
+                self._service()
+                room = self._apply_backpressure()
+                messages = self._next_batch(self._poll_timeout_s(), room)
+                if messages:
+                    self._accept(messages)
+                if self._clock.monotonic() - self._undelivered_checked_at >= CHECK_INTERVAL_S:
+                    self._step_over_undelivered(self._assigned)
+        finally:
+            self._shutdown()
+        if self._fatal is not None:
+            raise FatalError(str(self._fatal)) from self._fatal
+
+    # -- the loop's steps -------------------------------------------------------------------
+
+    def _next_batch(self, timeout_s: float, room: int) -> list[Message]:
+        """Up to ``room`` records (BATCH_SIZE at most), waiting ``timeout_s`` for the first.
+
+        ``consume(n, timeout)`` waits for n records or the whole timeout, which would hold a
+        lone record back; ``poll`` returns as soon as one arrives, then the rest is taken
+        without waiting.
+        """
+        size = max(1, min(BATCH_SIZE, room))
+        messages: list[Message] = self._consumer.consume(size, 0)
+        if messages:
+            return messages
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(size - 1, 0)] if size > 1 else [first]
+
+    def _accept(self, messages: list[Message]) -> None:
+        """Hold back records not yet due, track and dispatch the rest (decoded later).
+
+        Runs once per consumed record, so the loop reads everything it needs into locals and
+        tracks offsets once per partition per batch.
+        """
+        runnable: list[InboundRecord] = []
+        tracked: dict[TopicPartitionKey, list[int]] = {}
+        now = self._clock.now_ms()
+        paused, assigned = self._paused, self._assigned
+        tier_by_topic = self._tier_by_topic
+        # A batch holds runs of records from one partition: look a partition up once a run.
+        last: tuple[object, object] = (None, None)
+        tp: TopicPartitionKey = ("", 0)
+        offsets: list[int] = []
+        tier: RetryTier | None = None
+        wanted = False
+        seek_backs = self._seek_backs
+        sought_back = False  # the run's partition awaits its head after a seek back
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    LOG.warning("consumer error: %s", error)
+                continue
+            raw_topic, raw_partition = message.topic(), message.partition()
+            if (raw_topic, raw_partition) != last:
+                last = (raw_topic, raw_partition)
+                tp = (str(raw_topic), raw_partition or 0)
+                tier = tier_by_topic.get(tp[0])
+                offsets = tracked.setdefault(tp, [])
+                # behind a paused head (re-fetched after resume), or revoked: skipped
+                wanted = tp not in paused and tp in assigned
+                sought_back = bool(seek_backs) and tp in seek_backs
+            if sought_back:
+                seek_backs.delivered(tp, message.offset() or 0)
+                sought_back = tp in seek_backs
+            if not wanted:
+                continue
+            record = to_inbound(message, tp[0], tp[1])
+            if tier is not None:
+                gate = due_gate(record.headers.due_at_ms, now, tier.delay_ms)
+                if not isinstance(gate, Ready):
+                    self._pause_until(tp, record.offset, now + gate.ms)
+                    wanted = False  # the rest of this partition's run waits behind it
+                    continue
+            offsets.append(record.offset)
+            runnable.append(record)
+        for partition_key, consumed in tracked.items():
+            if consumed:
+                self._book.track(partition_key, consumed)
+        if runnable:
+            self._dispatch(runnable)
+
+    def _dispatch(self, runnable: list[InboundRecord]) -> None:
+        """Hand records to the lanes, which may process some on this thread at once.
+
+        Processing turns every ``Exception`` into a fate or a lane failure, so what escapes
+        here is a ``BaseException`` (a ``KeyboardInterrupt``, say): the records it was
+        processing can never finish, and a drain waiting for them would wait out its whole
+        timeout. So it stops as after a second signal: only calls already in progress on
+        lane threads finish, and unfinished records are redelivered after a restart.
+        """
+        try:
+            self._lanes.dispatch(runnable)
+        except BaseException:
+            self.stop(hurry=True)
+            raise
+
+    def _pause_until(self, tp: TopicPartitionKey, head_offset: int, due_at_ms: int) -> None:
+        partition = TopicPartition(tp[0], tp[1], head_offset)
+        self._consumer.pause([partition])
+        self._consumer.seek(partition)
+        self._seek_backs.sought(tp, head_offset)
+        self._paused.hold(tp, due_at_ms)
+
+    def _resume_due(self) -> None:
+        if not self._paused:
+            return
+        due = self._paused.take_due(self._clock.now_ms())
+        if due and not self._throttled:
+            self._consumer.resume([TopicPartition(t, p) for t, p in due])
+
+    def _poll_timeout_s(self) -> float:
+        return self._paused.wait_s(self._clock.now_ms(), IDLE_POLL_S)
+
+    def _apply_backpressure(self) -> int:
+        """Hold fetching while too many records are in flight; fetch again below half.
+
+        Two limits. First attempts (the main topic) are held at the lanes' ``in_flight_limit``:
+        ``max_in_flight``, or less when the handler is slow (about a second of work), so a
+        slow downstream never builds minutes of queued work. Retry tiers are held only at
+        ``max_in_flight``: a retry record is fetched when it is due, and must not wait
+        behind first attempts (the lanes also take it before them). Returns how many more
+        records may be taken now.
+        """
+        in_flight = self._book.in_flight()
+        ceiling = self._max_in_flight
+        limit = self._lanes.in_flight_limit(ceiling)
+        hold_all = in_flight >= (ceiling // 2 if self._throttled else ceiling)
+        hold_main = in_flight >= (limit // 2 if self._main_held else limit)
+        main_was_held = self._throttled or self._main_held
+        tiers_were_held = self._throttled
+        self._throttled, self._main_held = hold_all, hold_main
+        if (hold_all or hold_main) != main_was_held:
+            self._hold(self._partitions(tiers=False), hold_all or hold_main)
+        if hold_all != tiers_were_held:
+            self._hold(self._partitions(tiers=True), hold_all)
+        return (ceiling if hold_main else limit) - in_flight
+
+    def _partitions(self, *, tiers: bool) -> list[TopicPartitionKey]:
+        """The assigned partitions of the retry tiers, or of the main topic."""
+        return [tp for tp in self._assigned if (tp[0] in self._tier_by_topic) == tiers]
+
+    def _hold(self, partitions: list[TopicPartitionKey], hold: bool) -> None:
+        """Pause ``partitions``, or resume those not waiting for a due head."""
+        if hold:
+            self._consumer.pause([TopicPartition(t, p) for t, p in partitions])
+        else:
+            self._consumer.resume([TopicPartition(t, p) for t, p in partitions
+                                   if (t, p) not in self._paused])
+
+    def _service(self, wait_s: float = 0.0) -> None:
+        """Serve producer acks and lane results; store offsets that advanced."""
+        self._producer.poll(0)
+        advanced: dict[TopicPartitionKey, int] = {}
+        self._finish_lane_results(advanced, wait_s)
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        for fate, error in acks:
+            if error is not None:
+                self._fatal = self._fatal or FatalError(
+                    f"broker refused a record republished to {fate.destination.topic}: {error}")
+                continue
+            self._finish_republished(fate, advanced)
+        if advanced:
+            self._store_offsets(advanced)
+        self._resume_due()
+
+    def _step_over_undelivered(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Store idle partitions' positions past offsets never delivered (transaction markers).
+
+        See ``consumer.pipeline.undelivered`` for why and when this is safe.
+        """
+        self._undelivered_checked_at = self._clock.monotonic()
+        idle = [TopicPartition(t, p) for t, p in partitions
+                if (t, p) in self._assigned and (t, p) not in self._paused
+                and (t, p) not in self._seek_backs and self._book.in_flight((t, p)) == 0]
+        if not idle:
+            return
+        try:
+            positions = self._consumer.position(idle)
+        except KafkaException as exc:
+            LOG.debug("could not read consumer positions: %s", exc)
+            return
+        advanced: dict[TopicPartitionKey, int] = {}
+        for position in positions:
+            tp = (position.topic, position.partition)
+            if position.error is None and position.offset >= 0 and \
+                    self._book.step_over(tp, position.offset):
+                advanced[tp] = position.offset
+        if advanced:
+            self._store_offsets(advanced)
+
+    def _finish_lane_results(self, advanced: dict[TopicPartitionKey, int], wait_s: float) -> None:
+        results = self._lanes.results
+        fates: list[Fate] = []
+        first = True
+        while True:
+            try:
+                result = results.get(timeout=wait_s) if first and wait_s else results.get_nowait()
+            except queue.Empty:
+                break
+            first = False
+            if isinstance(result, LaneFailure):
+                LOG.error("a worker lane failed", exc_info=result.error)
+                self._fatal = self._fatal or result.error
+                continue
+            fates.extend(result)
+        if fates:
+            self._finish_many(fates, advanced)
+
+    def _finish_many(self, fates: list[Fate], advanced: dict[TopicPartitionKey, int]) -> None:
+        """Record delivered outcomes in one write, then count, log and complete the fates.
+
+        Per pass, not per record, where possible: one loop gathers the ids, counts and
+        offsets; nothing is completed unless the write succeeded.
+        """
+        counts: Counter[tuple[EventOutcome, str]] = Counter()
+        completed: dict[TopicPartitionKey, list[int]] = {}
+        delivered: list[InboundRecord] = []
+        # Fates come in runs of one partition (a lane's chunk keeps consumption order):
+        # look the partition's list up once a run.
+        run: tuple[str, int] = ("", -1)
+        offsets: list[int] = []
+        for fate in fates:
+            record = fate.record
+            if record.partition != run[1] or record.topic != run[0]:
+                run = (record.topic, record.partition)
+                offsets = completed.setdefault(run, [])
+            offsets.append(record.offset)
+            if fate.kind == "delivered":
+                delivered.append(record)
+            else:
+                counts[(fate.kind, record.topic)] += 1
+        for topic, count in Counter(map(_TOPIC_OF, delivered)).items():
+            counts[("delivered", topic)] = count
+        try:
+            self._outcomes.record_delivered(
+                [eid for eid in map(_EVENT_ID_OF, delivered) if eid is not None])
+        except Exception as exc:
+            LOG.error("could not record delivered outcomes", exc_info=exc)
+            self._fatal = self._fatal or exc
+            return
+        if outcome_logging_enabled():
+            for fate in fates:
+                log_outcome(fate.kind, fate.record)
+        for (kind, topic), count in counts.items():
+            self.stats[kind] += count
+            self._telemetry.count_event(kind, tier=self._tier_labels.get(topic, "main"),
+                                        count=count)
+        for tp, offsets in completed.items():
+            self._complete(tp, offsets, advanced)
+
+    def _finish_republished(
+        self, fate: Republished, advanced: dict[TopicPartitionKey, int]
+    ) -> None:
+        record = fate.record
+        if fate.kind == "dead_lettered" and record.event_id is not None:
+            self._outcomes.record_dead_lettered(record.event_id)
+        destination = fate.destination
+        key = f"retried:{destination.tier.index}" if isinstance(destination, RetryTo) else fate.kind
+        self.stats[fate.kind] += 1
+        self._telemetry.count_event(fate.kind, tier=self._tier_labels.get(record.topic, "main"))
+        if key != fate.kind:
+            self.stats[key] += 1
+        log_outcome(fate.kind, record, error_class=fate.error_class,
+                    destination=destination.topic,
+                    level=logging.WARNING if fate.kind == "dead_lettered" else logging.INFO)
+        self._complete((record.topic, record.partition), (record.offset,), advanced)
+
+    def _complete(self, tp: TopicPartitionKey, offsets: Sequence[int],
+                  advanced: dict[TopicPartitionKey, int]) -> None:
+        """Complete records of ``tp``; note the next offset to store if it advanced."""
+        moved = self._book.complete(tp, offsets)
+        if moved is not None:
+            advanced[tp] = moved
+
+    def _store_offsets(self, advanced: dict[TopicPartitionKey, int]) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in advanced.items()
+                   if (t, p) in self._assigned]
+        if not offsets:
+            return
+        try:
+            self._consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:
+            LOG.warning("could not store offsets (partition revoked?): %s", exc)
+
+    def _on_republished(self, fate: Republished, error: str | None) -> None:
+        """Producer callback (runs inside producer.poll on the poll thread, or in flush)."""
+        with self._acks_lock:
+            self._acks.append((fate, error))
+
+    # -- rebalancing and shutdown -----------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the partitions on, fetching unless back-pressure holds them.
+
+        librdkafka keeps an application's pause on a partition across a revoke and a later
+        assignment of the same partition to the same client. A retry partition that was
+        waiting for its head when a rebalance took it away would come back paused, with no
+        due time left to resume it (``_on_revoke`` forgets it): its records would wait until
+        the process restarted. So every assigned partition is resumed here, or paused while
+        back-pressure holds it (see ``_apply_backpressure``).
+        """
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        held = [tp for tp in partitions if self._throttled or (
+            self._main_held and tp.topic not in self._tier_by_topic)]
+        if held:
+            consumer.pause(held)
+        if len(held) < len(partitions):
+            consumer.resume([tp for tp in partitions if tp not in held])
+        LOG.info("assigned %d partitions", len(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        for tp in revoked:
+            self._paused.forget(tp)  # never resume a partition that is going away
+        if not self._drained:  # at shutdown the drain has run already (and said what is left)
+            self._drain(revoked, self._drain_timeout_s)
+        self._step_over_undelivered(revoked)
+        self._commit()
+        self._forget(revoked)
+        LOG.info("revoked %d partitions", len(partitions))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+        LOG.warning("lost %d partitions", len(partitions))
+
+    def _forget(self, partitions: set[TopicPartitionKey]) -> None:
+        for tp in partitions:
+            self._paused.forget(tp)
+            self._seek_backs.forget(tp)
+            self._book.forget(tp)
+            self._assigned.discard(tp)
+
+    def _drain(self, partitions: set[TopicPartitionKey] | None, timeout_s: float) -> None:
+        """Finish in-flight records (of ``partitions``, or all) within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self._fatal is None:
+            pending = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
+            if pending == 0:
+                return
+            if self._hurry and self._lanes.idle():
+                break  # queued chunks were discarded: nothing more will finish
+            self._producer.poll(0.01)
+            self._service(wait_s=0.05)
+        self._service()
+        pending = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
+        if pending:
+            LOG.warning("%d records still in flight when the drain ended; they will be "
+                        "redelivered (at-least-once)", pending)
+
+    def _commit(self) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not (isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET):
+                LOG.warning("commit failed: %s", exc)
+
+    def _shutdown(self) -> None:
+        self._drain(None, self._drain_timeout_s)
+        self._drained = True
+        self._producer.flush(self._drain_timeout_s)
+        self._service()
+        self._step_over_undelivered(self._assigned)
+        self._commit()
+        self._consumer.close()
+        self._lanes.stop()
+        close_producer = getattr(self._producer, "close", None)  # confluent-kafka >= 2.13
+        if close_producer is not None:
+            close_producer()

@@ -1,0 +1,297 @@
+"""``clinic-events dlq`` options and output that need no broker: event types, piped tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rich.table import Table
+
+from consumer.cli.dlq import dlq_group, table_console
+from consumer.cli.main import main
+from consumer.events.codec import EVENT_TYPES, EventCodec
+from consumer.kafka.dlq_io import ReplayRun
+from consumer.ops.dlq.model import UNDECODABLE, DlqRecord, parse_dlq_record
+from retry_topics.headers import RecordHeaders, encode_headers
+
+SUBCOMMANDS = ("list", "show", "replay")
+LONG_ID = "evt-" + "3f2a9c1e-5b7d-4e2a-9f3c-1a2b3c4d5e6f" * 3
+ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_a_misspelled_event_type_is_a_usage_error_naming_the_valid_ones(subcommand: str) -> None:
+    # Refused while parsing, before any configuration is read or Kafka is asked.
+    result = CliRunner().invoke(main, ["dlq", subcommand, "--event-type", "intake.submited"])
+    assert result.exit_code == 2, result.output
+    assert "'intake.submited' is not one of" in result.stderr
+    assert all(valid in result.stderr for valid in (*EVENT_TYPES, UNDECODABLE))
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+@pytest.mark.parametrize("event_type", [*EVENT_TYPES, UNDECODABLE])
+def test_every_event_type_and_undecodable_are_accepted(subcommand: str, event_type: str) -> None:
+    command = dlq_group.commands[subcommand]
+    context = command.make_context(subcommand, ["--event-type", event_type])
+    assert context.params["event_types"] == (event_type,)
+
+
+def _printed_table(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    table = Table(title="would do")
+    for column in ("partition", "offset", "event id", "event type", "error class", "action"):
+        table.add_column(column, overflow="fold")
+    table.add_row("0", "12", LONG_ID, "appointment.rescheduled",
+                  "consumer.errors.PermanentError", "replay -> clinic.events")
+    table_console().print(table)
+    return ANSI_STYLE.sub("", capsys.readouterr().out).splitlines()
+
+
+def test_piped_tables_keep_ids_on_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # stdout is not a terminal
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert [line for line in _printed_table(capsys) if LONG_ID in line]
+
+
+def test_terminal_tables_keep_the_terminal_width(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "100")
+    assert table_console().width == 100
+    lines = _printed_table(capsys)
+    assert not [line for line in lines if LONG_ID in line]  # folded to fit, as before
+    assert max(len(line) for line in lines) <= 100
+
+
+def test_an_interrupted_replay_reports_what_it_committed_in_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C mid-replay: exit 130, and --json still prints how far the run got (the counts
+    replay() left on the caller's run: the committed ones)."""
+    def interrupted(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
+        run.tally.examined, run.tally.replayed = 7, 5
+        run.offsets = {0: [10, 16]}
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("consumer.cli.dlq.replay", interrupted)
+    result = CliRunner().invoke(main, ["dlq", "replay", "--json"])
+    assert result.exit_code == 130
+    document = json.loads(result.stdout)
+    assert document["outcome"] == "interrupted"
+    assert (document["counts"]["examined"], document["counts"]["replayed"]) == (7, 5)
+    assert document["dlq_offsets"] == [{"partition": 0, "from": 10, "to": 16}]
+    assert "interrupted after 5 record(s) replayed and committed" in result.stderr
+
+
+def _unreachable_config(tmp_path: Path) -> Path:
+    """Settings naming a broker that refuses connections: a command that gets as far as
+    asking Kafka fails slowly and differently, so a quick exit 2 proves it never did."""
+    path = tmp_path / "clinic-events.toml"
+    path.write_text('[kafka]\nbootstrap_servers = "127.0.0.1:1"\n[topics]\nmain = "clinic.events"\n'
+                    f'[dedup]\nstore = "sqlite:///{tmp_path}/dedup.sqlite3"\n')
+    return path
+
+
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)], ids=["replay", "dry-run"])
+@pytest.mark.parametrize(("target", "named"), [("clinic.events.dlq", "the DLQ itself"),
+                                               ("clinic.events.audit", "the audit topic")])
+def test_replay_to_the_dlq_or_the_audit_topic_is_a_usage_error_before_kafka_is_asked(
+    tmp_path: Path, target: str, named: str, dry_run: tuple[str, ...],
+) -> None:
+    config = _unreachable_config(tmp_path)
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["dlq", "replay", "--config", str(config), "--to", target,
+                                       *dry_run])
+    assert result.exit_code == 2, result.output
+    assert f"--to: {target} is {named}" in result.stderr
+    assert time.monotonic() - started < 5  # no Kafka request was waited for
+
+
+def _stopped_by_signal(*signums: int) -> Callable[..., ReplayRun]:
+    """A replay() that sends itself ``signums`` and stops as the real one does once asked."""
+    def replay(*_args: object, run: ReplayRun, stop_requested: Callable[[], bool],
+               **_kwargs: object) -> ReplayRun:
+        assert not stop_requested()
+        for signum in signums:
+            os.kill(os.getpid(), signum)
+            deadline = time.monotonic() + 5
+            while not stop_requested() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the handler runs between two bytecodes of this thread
+        assert stop_requested()
+        run.tally.examined, run.tally.replayed = 4, 3
+        run.offsets, run.outcome = {0: [0, 3]}, "interrupted"
+        return run
+    return replay
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_replay_which_reports_it_and_exits_128_plus_the_signal(
+    monkeypatch: pytest.MonkeyPatch, signum: int, code: int,
+) -> None:
+    """SIGTERM or SIGINT asks replay() to stop; the command prints the summary (outcome
+    interrupted, human and --json), exits 128 + the signal number and restores the handlers.
+    SIGINT works even where the shell ignored it (a background job of a script)."""
+    monkeypatch.setattr("consumer.cli.dlq.replay", _stopped_by_signal(signum))
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = CliRunner().invoke(main, ["dlq", "replay", "--json"])
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        human = CliRunner().invoke(main, ["dlq", "replay"])
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert {s: signal.getsignal(s) for s in before} == before
+    name = signal.Signals(signum).name
+    assert result.exit_code == code, result.output
+    document = json.loads(result.stdout)
+    assert (document["outcome"], document["stopped_by"]) == ("interrupted", name)
+    assert (document["counts"]["examined"], document["counts"]["replayed"]) == (4, 3)
+    assert f"{name} received, stopping after the record in progress" in result.stderr
+    assert f"interrupted after 3 record(s) replayed and committed ({name})" in result.stderr
+    assert human.exit_code == code, human.output
+    assert f"interrupted ({name}): replayed 3 record(s)" in human.stdout
+
+
+def test_a_second_signal_stops_the_replay_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second signal raises KeyboardInterrupt inside replay(); the exit code is still
+    that of the first signal."""
+    def replay(*args: object, run: ReplayRun, stop_requested: Callable[[], bool],
+               **kwargs: object) -> ReplayRun:
+        _stopped_by_signal(signal.SIGTERM)(*args, run=run, stop_requested=stop_requested,
+                                           **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # interrupted by the handler's KeyboardInterrupt
+        raise AssertionError("the second signal did not interrupt the replay")
+
+    monkeypatch.setattr("consumer.cli.dlq.replay", replay)
+    result = CliRunner().invoke(main, ["dlq", "replay", "--json"])
+    assert result.exit_code == 143, result.output
+    assert "SIGINT received again: stopping at once" in result.stderr
+    assert json.loads(result.stdout)["outcome"] == "interrupted"
+
+
+def test_a_signal_while_the_last_spans_are_exported_keeps_the_summary_and_exit_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no collector answering, exporting the replay's spans holds the exit up to 3 s;
+    an operator's second Ctrl-C meanwhile gives up on the spans, not on the summary."""
+    exported: list[str] = []
+
+    def interrupted_export(*_providers: object, **_kwargs: object) -> None:
+        exported.append("asked")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("consumer.cli.dlq.replay", _stopped_by_signal(signal.SIGINT))
+    monkeypatch.setattr("consumer.cli.dlq.shutdown_providers", interrupted_export)
+    result = CliRunner().invoke(main, ["dlq", "replay", "--json"])
+    assert exported == ["asked"]
+    assert result.exit_code == 130, result.output
+    assert json.loads(result.stdout)["outcome"] == "interrupted"
+
+
+@pytest.mark.parametrize("args", [("list", "--json"), ("show",), ("replay", "--dry-run"),
+                                  ("replay", "--json")])
+def test_an_unreachable_broker_is_one_clear_line_and_exit_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
+) -> None:
+    """No raw KafkaError and no flood of client log lines; --json gets an error document."""
+    monkeypatch.setattr("consumer.kafka.dlq_io.TIMEOUT_S", 1.0)  # the real 30 s, shortened
+    config = _unreachable_config(tmp_path)
+    result = CliRunner().invoke(main, ["dlq", args[0], "--config", str(config), *args[1:]])
+    assert result.exit_code == 4, result.output
+    expected = ("cannot reach Kafka at 127.0.0.1:1 to read clinic.events.dlq: "
+                "Failed to get metadata: Local: Broker transport failure (waited 1 s)")
+    assert f"clinic-events: dlq: {expected}\n" in result.stderr
+    assert "KafkaError{" not in result.stderr
+    assert len(result.stderr.splitlines()) <= 3  # first client line, its count, the error
+    if "--json" in args:
+        assert json.loads(result.stdout) == {"error": expected}
+    else:
+        assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("dry_run", "note"), [
+    ((), "17 record(s) not matching the filters were passed over: group g will not examine "
+         "them again; replay them with a fresh --group NAME"),
+    (("--dry-run",), "a replay with these filters passes over the 17 record(s) not matching "
+                     "them: group g would not examine them again (a fresh --group NAME would)"),
+], ids=["replay", "dry-run"])
+def test_a_filtered_replay_says_that_it_passed_over_the_records_not_matching(
+    monkeypatch: pytest.MonkeyPatch, dry_run: tuple[str, ...], note: str,
+) -> None:
+    def replay(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
+        run.tally.examined, run.tally.not_matching, run.tally.replayed = 20, 17, 3
+        return run
+
+    monkeypatch.setattr("consumer.cli.dlq.replay", replay)
+    args = ["dlq", "replay", "--group", "g", "--event-type", "appointment.cancelled", *dry_run]
+    human = CliRunner(env={"COLUMNS": "300"}).invoke(main, args)
+    assert human.exit_code == 0, human.output
+    assert note in human.stdout
+    document = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
+    assert document["passed_over_note"] == note
+
+
+def test_a_replay_that_passed_over_nothing_has_no_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    def replay(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
+        run.tally.examined = run.tally.replayed = 3
+        return run
+
+    monkeypatch.setattr("consumer.cli.dlq.replay", replay)
+    human = CliRunner().invoke(main, ["dlq", "replay"])
+    assert "passed over" not in human.stdout
+    assert json.loads(CliRunner().invoke(main, ["dlq", "replay", "--json"]).stdout)[
+        "passed_over_note"] is None
+
+
+def test_show_writes_no_control_character_and_shows_an_odd_key_as_hex(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key that is not UTF-8 and header text holding NUL, ESC and rich markup: the table
+    shows the key as marked hex and escapes the controls (markup stays literal text);
+    --json carries the exact key bytes."""
+    headers = RecordHeaders(
+        event_id="evt-1", event_type=None, error_class="consumer.errors.\x1b[2JPermanentError",
+        error_message="HTTP 422 \x00[/bold] \x1b[31mred\nsecond line", dlq_reason="undecodable")
+    record = parse_dlq_record(partition=0, offset=7, timestamp_ms=None,
+                              key=b"\x00garbage-key\xff", value=b"\x1b[31mnot avro\x00",
+                              headers=encode_headers(headers), codec=EventCodec())
+
+    def scan(*_args: object) -> Iterator[DlqRecord]:
+        yield record
+
+    monkeypatch.setattr("consumer.cli.dlq.scan", scan)
+    table = CliRunner().invoke(main, ["dlq", "show", "--reveal"])
+    assert table.exit_code == 0, table.output
+    assert not [char for char in table.stdout if not char.isprintable() and char != "\n"]
+    assert "hex 00676172626167652d6b6579ff (not printable UTF-8)" in table.stdout
+    assert "HTTP 422 \\x00[/bold] \\x1b[31mred\\nsecond line" in table.stdout
+    assert "consumer.errors.\\x1b[2JPermanentError" in table.stdout
+    listed = CliRunner().invoke(main, ["dlq", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "consumer.errors.\\x1b[2JPermanentError" in listed.stdout
+    document = json.loads(CliRunner().invoke(main, ["dlq", "show", "--json"]).stdout)
+    (view,) = document["records"]
+    assert (view["key"], view["key_hex"]) == (None, "00676172626167652d6b6579ff")
+    assert view["error_message"] == "HTTP 422 \x00[/bold] \x1b[31mred\nsecond line"
+
+
+@pytest.mark.parametrize(("subcommand", "codes"), [
+    ("list", ("0 done", "1 failed", "2 invalid", "4 Kafka could not be reached")),
+    ("show", ("0 done", "1 failed", "2 invalid", "4 Kafka could not be reached")),
+    ("replay", ("0 done", "1 failed", "2 invalid options (--to a missing topic",
+                "4 Kafka could not be reached", "130 interrupted by SIGINT", "143 by SIGTERM")),
+])
+def test_help_lists_every_exit_code(subcommand: str, codes: tuple[str, ...]) -> None:
+    result = CliRunner(env={"COLUMNS": "1000"}).invoke(main, ["dlq", subcommand, "--help"])
+    text = " ".join(result.stdout.split())
+    assert [code for code in codes if code not in text] == []

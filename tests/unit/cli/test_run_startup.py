@@ -1,0 +1,89 @@
+"""``run``'s start-up lines: what an operator needs to tell which configuration is in use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from consumer.cli.main import main
+from consumer.cli.run import delivery_target
+from consumer.config.settings import DeliverySettings
+
+
+class _StoppedRunner:
+    def __init__(self) -> None:
+        self.stats: dict[str, int] = {}
+
+    def run(self) -> None:
+        """Returns at once, as after a clean stop."""
+
+
+class _Assembly:
+    runner = _StoppedRunner()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@pytest.fixture
+def run_without_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run`` with ``build_runner`` stubbed: no broker, no store, no handler import."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+
+    def build(settings: object, **_kwargs: Any) -> _Assembly:
+        return _Assembly()
+
+    monkeypatch.setattr("consumer.cli.run.build_runner", build)
+
+
+@pytest.mark.usefixtures("run_without_kafka")
+@pytest.mark.parametrize(("delivery", "target"), [
+    ("", "delivering to http://127.0.0.1:8080/events"),
+    ('url = "https://api.example/events"\n', "delivering to https://api.example/events"),
+    ('handler = "mypkg.handlers:deliver"\n', "delivering with handler mypkg.handlers:deliver"),
+])
+def test_the_start_up_line_names_the_delivery_target(
+    tmp_path: Path, delivery: str, target: str
+) -> None:
+    path = tmp_path / "clinic-events.toml"
+    path.write_text(f'[kafka]\ngroup_id = "g1"\n[delivery]\n{delivery}')
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (f"clinic-events: consuming clinic.events and 4 retry tiers as group g1, {target}\n"
+            in result.output)
+
+
+def test_a_password_in_the_delivery_url_is_masked() -> None:
+    delivery = DeliverySettings(url="https://svc:s3cret@api.example:8443/events", handler=None,
+                                timeout_ms=1000, concurrency=1)
+    assert delivery_target(delivery) == "to https://svc:****@api.example:8443/events"
+
+
+@pytest.mark.usefixtures("run_without_kafka")
+def test_the_pass_through_client_properties_are_shown_with_secrets_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLINIC_EVENTS_KAFKA_CLIENT_SASL_USERNAME", "clinic")
+    path = tmp_path / "clinic-events.toml"
+    path.write_text('[kafka.client]\n"sasl.password" = "hunter2"\n'
+                    '"sasl.oauthbearer.config" = "clientSecret=hunter3"\n'
+                    '"security.protocol" = "SASL_SSL"\n"sasl.mechanism" = "PLAIN"\n')
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert ("clinic-events: [kafka.client] sasl.mechanism=PLAIN, sasl.oauthbearer.config=****, "
+            "sasl.password=****, sasl.username=clinic, security.protocol=SASL_SSL\n"
+            ) in result.output
+    assert "hunter" not in result.output
+
+
+@pytest.mark.usefixtures("run_without_kafka")
+def test_no_client_line_without_pass_through_properties(tmp_path: Path) -> None:
+    path = tmp_path / "clinic-events.toml"
+    path.write_text("")
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[kafka.client]" not in result.output

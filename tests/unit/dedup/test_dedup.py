@@ -1,0 +1,206 @@
+"""Dedup stores: the outcome rules, expiry, batching and URL parsing (SQLite and in-memory).
+
+SQLite-only behaviour (the log, the writer lock, migration) is in ``test_dedup_sqlite``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from consumer.dedup.store import (
+    LOOKUP_CHUNK,
+    DedupStore,
+    MemoryDedupStore,
+    SqliteDedupStore,
+    open_dedup_store,
+)
+from consumer.errors import ConfigError
+from retry_topics.clock import ManualClock
+
+TTL_MS = 60_000
+StoreFactory = Callable[[ManualClock], DedupStore]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Builds stores of one kind; every store built is closed after the test."""
+    opened: list[DedupStore] = []
+
+    def build(clock: ManualClock) -> DedupStore:
+        store: DedupStore
+        if request.param == "memory":
+            store = MemoryDedupStore(clock, ttl_ms=TTL_MS)
+        else:
+            store = SqliteDedupStore(tmp_path / "nested" / "dedup.sqlite3", TTL_MS, clock)
+        opened.append(store)
+        return store
+
+    yield build
+    for store in opened:
+        store.close()
+
+
+def test_unknown_ids_are_absent_and_recorded_ids_found(make_store: StoreFactory) -> None:
+    store = make_store(ManualClock())
+    store.record("evt-1", "delivered")
+    store.record("evt-2", "dead_lettered")
+    assert store.lookup(["evt-1", "evt-2", "evt-3"]) == {
+        "evt-1": "delivered", "evt-2": "dead_lettered"}
+    assert store.lookup([]) == {}
+
+
+def test_delivered_is_never_overwritten_by_dead_lettered(make_store: StoreFactory) -> None:
+    store = make_store(ManualClock())
+    store.record("evt-1", "delivered")
+    store.record("evt-1", "dead_lettered")
+    store.record_many([("evt-1", "dead_lettered")])
+    assert store.lookup(["evt-1"]) == {"evt-1": "delivered"}
+
+
+def test_dead_lettered_is_overwritten_by_a_later_delivery(make_store: StoreFactory) -> None:
+    store = make_store(ManualClock())
+    store.record("evt-1", "dead_lettered")
+    store.record("evt-1", "delivered")
+    assert store.lookup(["evt-1"]) == {"evt-1": "delivered"}
+
+
+def test_outcomes_expire_after_the_ttl(make_store: StoreFactory) -> None:
+    clock = ManualClock()
+    store = make_store(clock)
+    store.record("evt-1", "delivered")
+    clock.advance(TTL_MS - 1)
+    assert store.lookup(["evt-1"]) == {"evt-1": "delivered"}
+    clock.advance(1)
+    assert store.lookup(["evt-1"]) == {}
+
+
+def test_an_expired_delivery_no_longer_blocks_dead_lettering(make_store: StoreFactory) -> None:
+    clock = ManualClock()
+    store = make_store(clock)
+    store.record("evt-1", "delivered")
+    clock.advance(TTL_MS)
+    store.record("evt-1", "dead_lettered")
+    assert store.lookup(["evt-1"]) == {"evt-1": "dead_lettered"}
+
+
+def test_recording_again_refreshes_the_ttl(make_store: StoreFactory) -> None:
+    clock = ManualClock()
+    store = make_store(clock)
+    store.record("evt-1", "delivered")
+    clock.advance(TTL_MS - 10)
+    store.record("evt-1", "delivered")
+    clock.advance(TTL_MS - 10)
+    assert store.lookup(["evt-1"]) == {"evt-1": "delivered"}
+
+
+def test_record_delivered_follows_the_rules_of_record_many(make_store: StoreFactory) -> None:
+    store = make_store(ManualClock())
+    store.record("evt-1", "dead_lettered")
+    store.record_delivered(["evt-1", "evt-2", "evt-2"])
+    store.record_delivered([])
+    store.record("evt-2", "dead_lettered")
+    assert store.lookup(["evt-1", "evt-2"]) == {"evt-1": "delivered", "evt-2": "delivered"}
+
+
+def test_forget_allows_redelivery(make_store: StoreFactory) -> None:
+    store = make_store(ManualClock())
+    store.record("evt-1", "delivered")
+    store.forget("evt-1")
+    store.forget("never-seen")
+    assert store.lookup(["evt-1"]) == {}
+
+
+def test_batches_larger_than_one_chunk(make_store: StoreFactory) -> None:
+    store = make_store(ManualClock())
+    ids = [f"evt-{n}" for n in range(LOOKUP_CHUNK * 2 + 7)]
+    store.record_many([(event_id, "delivered") for event_id in ids[::2]])
+    found = store.lookup([*ids, *ids[:3]])
+    assert found == {event_id: "delivered" for event_id in ids[::2]}
+
+
+def test_unknown_outcome_is_refused_and_nothing_is_written(make_store: StoreFactory) -> None:
+    store = make_store(ManualClock())
+    with pytest.raises(ValueError, match="unknown dedup outcome"):
+        store.record_many([("evt-1", "delivered"), ("evt-2", "maybe")])  # type: ignore[list-item]
+    assert store.lookup(["evt-1", "evt-2"]) == {}
+
+
+def test_concurrent_worker_threads(make_store: StoreFactory) -> None:
+    store = make_store(ManualClock())
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for n in range(50):
+                store.record(f"w{worker}-{n}", "delivered")
+                assert store.lookup([f"w{worker}-{n}"]) == {f"w{worker}-{n}": "delivered"}
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(store.lookup([f"w{w}-{n}" for w in range(8) for n in range(50)])) == 400
+
+
+def test_open_parses_relative_and_absolute_sqlite_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_dedup_store("sqlite:///state/dedup.sqlite3", TTL_MS)
+    relative.close()
+    assert (tmp_path / "state" / "dedup.sqlite3").is_file()
+    absolute_path = tmp_path / "abs" / "d.sqlite3"
+    absolute = open_dedup_store(f"sqlite:///{absolute_path}", TTL_MS)
+    absolute.close()
+    assert str(absolute_path).startswith("/")
+    assert absolute_path.is_file()
+
+
+def test_open_memory_store_keeps_the_rules() -> None:
+    clock = ManualClock()
+    store = open_dedup_store("memory://", TTL_MS, clock)
+    store.record("evt-1", "delivered")
+    clock.advance(TTL_MS)
+    assert store.lookup(["evt-1"]) == {}
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://db/x", "sqlite:///", "memory://extra", "sqlite://relative.db"])
+def test_open_refuses_unknown_or_incomplete_urls(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"dedup\.store"):
+        open_dedup_store(url, TTL_MS)
+
+
+def test_open_reports_an_unopenable_sqlite_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"dedup\.store.*a-file/dedup\.sqlite3"):
+        open_dedup_store(f"sqlite:///{blocker}/dedup.sqlite3", TTL_MS)
+
+
+def test_open_reports_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"this is not sqlite " * 100)
+    with pytest.raises(ConfigError, match=r"dedup\.store"):
+        open_dedup_store(f"sqlite:///{junk}", TTL_MS)
+
+
+def test_open_refuses_a_non_positive_ttl() -> None:
+    with pytest.raises(ConfigError, match=r"dedup\.ttl"):
+        open_dedup_store("memory://", 0)
+
+
+def test_open_masks_a_redis_password_in_errors() -> None:
+    with pytest.raises(ConfigError, match=r"dedup\.store") as caught:
+        open_dedup_store("redis://user:s3cret@127.0.0.1:1/0", TTL_MS)
+    assert "s3cret" not in str(caught.value)
+    assert "user:****@127.0.0.1:1/0" in str(caught.value)

@@ -1,0 +1,230 @@
+"""Lag evaluation as pure functions: OK / WARN / ERR / STOP, growth, stalls, waiting vs overdue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from consumer.cli.lag import render
+from consumer.ops.lag.history import HistoryFile, points_from_json, points_to_json
+from consumer.ops.lag.model import (
+    GroupSample,
+    HistoryPoint,
+    LagRules,
+    PartitionSample,
+    Status,
+    TopicKind,
+    TopicSample,
+    evaluate,
+    partition_lag,
+    report_to_json,
+    to_history_point,
+)
+
+NOW = 1_800_000_000_000
+RULES = LagRules(window_ms=300_000, grace_ms=30_000)
+
+
+def _part(committed: int | None, end: int, *, beginning: int = 0, partition: int = 0,
+          **extra: object) -> PartitionSample:
+    return PartitionSample(partition=partition, committed=committed, beginning=beginning,
+                           end=end, **extra)  # type: ignore[arg-type]
+
+
+def _sample(*topics: tuple[str, TopicKind, tuple[PartitionSample, ...]], members: int = 1,
+            at: int = NOW) -> GroupSample:
+    return GroupSample(group="g", taken_at_ms=at, members=members, topics=tuple(
+        TopicSample(topic=name, kind=kind, partitions=parts) for name, kind, parts in topics))
+
+
+def _main(*parts: PartitionSample, members: int = 1, at: int = NOW) -> GroupSample:
+    return _sample(("m", "main", parts), members=members, at=at)
+
+
+def _point(at: int, committed: int | None, lag: int, topic: str = "m") -> HistoryPoint:
+    return HistoryPoint(taken_at_ms=at, offsets={(topic, 0): (committed, lag)})
+
+
+def test_lag_counts_from_the_committed_offset_else_from_the_beginning() -> None:
+    assert partition_lag("main", _part(7, 10, beginning=2)) == 3
+    assert partition_lag("main", _part(None, 10, beginning=2)) == 8
+    assert partition_lag("retry", _part(None, 0)) == 0
+    assert partition_lag("dlq", _part(9, 10, beginning=4)) == 6  # records held, not "unread"
+
+
+def test_no_lag_is_ok_even_without_members() -> None:
+    report = evaluate(_main(_part(10, 10), members=0), [], RULES)
+    assert report.status is Status.OK
+    assert report.topics[0].lag == 0
+
+
+def test_lag_with_no_members_is_stop() -> None:
+    report = evaluate(_main(_part(3, 10), members=0), [], RULES)
+    assert report.status is Status.STOP
+    assert "no members" in report.topics[0].reasons[0]
+    assert int(report.status) == 3
+
+
+def test_with_no_members_each_partition_whose_records_wait_is_stop_too() -> None:
+    """The rows an operator reads say which partitions nobody consumes, not OK."""
+    report = evaluate(_main(_part(3, 10), _part(10, 10, partition=1), members=0), [], RULES)
+    assert [p.status for p in report.topics[0].partitions] == [Status.STOP, Status.OK]
+
+
+def test_a_retry_tier_no_longer_configured_is_judged_as_a_tier_run_drains() -> None:
+    """run keeps consuming it, so it is OK while worked off, STOP without members, ERR if
+    overdue; the reason says what it is."""
+    def leftover(*parts: PartitionSample, members: int = 1) -> GroupSample:
+        return GroupSample(group="g", taken_at_ms=NOW, members=members, topics=(TopicSample(
+            topic="m.retry.30s", kind="retry", configured=False, partitions=parts),))
+
+    report = evaluate(leftover(_part(3, 5)), [], RULES)
+    (topic,) = report.topics
+    assert (report.status, topic.configured, topic.lag) == (Status.OK, False, 2)
+    assert topic.reasons == ("not in [retry] delays: run consumes it until the topic is "
+                             "deleted",)
+    assert evaluate(leftover(_part(3, 5), members=0), [], RULES).status is Status.STOP
+    overdue = _part(3, 5, overdue=2, oldest_due_at_ms=NOW - 600_000)
+    assert evaluate(leftover(overdue), [], RULES).status is Status.ERR
+    empty = evaluate(leftover(_part(5, 5)), [], RULES)
+    assert (empty.status, empty.topics[0].reasons) == (
+        Status.OK, ("not in [retry] delays, and empty: delete the topic",))
+
+
+def test_lag_with_members_and_no_history_is_ok() -> None:
+    report = evaluate(_main(_part(3, 10, oldest_timestamp_ms=NOW - 4_000)), [], RULES)
+    assert report.status is Status.OK
+    assert report.topics[0].max_time_lag_ms == 4_000
+
+
+def test_lag_growing_over_the_window_is_warn() -> None:
+    history = [_point(NOW - 240_000, 1, 2), _point(NOW - 120_000, 2, 5)]
+    report = evaluate(_main(_part(3, 12)), history, RULES)
+    assert report.status is Status.WARN
+    assert "grew from 2 to 9" in report.topics[0].reasons[0]
+
+
+def test_lag_that_fell_in_between_is_not_growth() -> None:
+    history = [_point(NOW - 240_000, 1, 2), _point(NOW - 120_000, 9, 1)]
+    assert evaluate(_main(_part(10, 19)), history, RULES).status is Status.OK
+
+
+def test_a_short_span_of_samples_gives_no_trend_verdict() -> None:
+    history = [_point(NOW - 10_000, 1, 2)]
+    assert evaluate(_main(_part(1, 50)), history, RULES).status is Status.OK
+
+
+def test_samples_outside_the_window_are_ignored() -> None:
+    history = [_point(NOW - 900_000, 1, 2)]
+    assert evaluate(_main(_part(3, 12)), history, RULES).status is Status.OK
+
+
+def test_a_sample_with_zero_lag_in_the_window_means_no_growth() -> None:
+    history = [_point(NOW - 240_000, 5, 0), _point(NOW - 120_000, 5, 3)]
+    assert evaluate(_main(_part(5, 12)), history, RULES).status is Status.OK
+
+
+def test_committed_offset_not_moving_with_lag_is_a_stall() -> None:
+    history = [_point(NOW - 240_000, 4, 6), _point(NOW - 120_000, 4, 6)]
+    report = evaluate(_main(_part(4, 10)), history, RULES)
+    assert report.status is Status.ERR
+    assert "stalled" in report.topics[0].reasons[0]
+
+
+def test_a_stall_without_members_is_stop() -> None:
+    history = [_point(NOW - 240_000, 4, 6)]
+    assert evaluate(_main(_part(4, 10), members=0), history, RULES).status is Status.STOP
+
+
+def test_a_retry_topic_waiting_for_its_due_time_is_ok_and_not_stalled() -> None:
+    part = _part(4, 10, waiting=6)
+    history = [_point(NOW - 240_000, 4, 6, topic="r"), _point(NOW - 120_000, 4, 6, topic="r")]
+    report = evaluate(_sample(("r", "retry", (part,))), history, RULES)
+    assert report.status is Status.OK
+    assert (report.topics[0].waiting, report.topics[0].overdue) == (6, 0)
+
+
+def test_overdue_within_grace_is_ok_beyond_grace_is_err() -> None:
+    within = _part(0, 3, waiting=1, overdue=2, oldest_due_at_ms=NOW - 10_000)
+    assert evaluate(_sample(("r", "retry", (within,))), [], RULES).status is Status.OK
+    beyond = _part(0, 3, waiting=1, overdue=2, oldest_due_at_ms=NOW - 45_000)
+    report = evaluate(_sample(("r", "retry", (beyond,))), [], RULES)
+    assert report.status is Status.ERR
+    assert report.topics[0].max_overdue_ms == 45_000
+    assert "2 overdue" in report.topics[0].reasons[0]
+
+
+def test_a_dlq_holding_records_is_warn() -> None:
+    empty = evaluate(_sample(("d", "dlq", (_part(None, 5, beginning=5),))), [], RULES)
+    assert empty.status is Status.OK
+    held = evaluate(_sample(("d", "dlq", (_part(None, 5, beginning=2),)), members=0), [], RULES)
+    assert held.status is Status.WARN
+    assert held.topics[0].lag == 3
+
+
+def test_a_missing_topic_is_warn() -> None:
+    report = evaluate(GroupSample(group="g", taken_at_ms=NOW, members=1, topics=(
+        TopicSample(topic="m", kind="main", exists=False),)), [], RULES)
+    assert report.status is Status.WARN
+
+
+def test_the_worst_topic_decides_the_overall_status() -> None:
+    report = evaluate(_sample(
+        ("m", "main", (_part(10, 10),)),
+        ("r", "retry", (_part(0, 1, overdue=1, oldest_due_at_ms=NOW - 60_000),)),
+        ("d", "dlq", (_part(None, 1),)),
+    ), [], RULES)
+    assert [t.status for t in report.topics] == [Status.OK, Status.ERR, Status.WARN]
+    assert report.status is Status.ERR
+
+
+def test_json_document_is_stable() -> None:
+    part = _part(None, 4, beginning=1, oldest_timestamp_ms=NOW - 2_000)
+    document = report_to_json(evaluate(_main(part, members=0), [], RULES))
+    assert document["group"] == "g"
+    assert document["status"] == "STOP"
+    (topic,) = document["topics"]
+    assert {k: topic[k] for k in ("topic", "kind", "status", "lag", "max_time_lag_ms",
+                                   "waiting", "overdue")} == {
+        "topic": "m", "kind": "main", "status": "STOP", "lag": 3, "max_time_lag_ms": 2_000,
+        "waiting": 0, "overdue": 0}
+    (row,) = topic["partitions"]
+    assert {k: row[k] for k in ("partition", "committed", "end", "lag", "time_lag_ms",
+                                 "waiting", "overdue")} == {
+        "partition": 0, "committed": None, "end": 4, "lag": 3, "time_lag_ms": 2_000,
+        "waiting": 0, "overdue": 0}
+
+
+def test_rules_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="window"):
+        LagRules(window_ms=0)
+
+
+def test_history_round_trips_and_prunes_old_points(tmp_path: Path) -> None:
+    point = to_history_point(_main(_part(None, 4, beginning=1)))
+    assert points_from_json(points_to_json([point])) == [point]
+    assert points_from_json("garbage") == []
+    history = HistoryFile(tmp_path / "h.json", group="g", main_topic="m")
+    history.append(_point(NOW - 600_000, 1, 1), keep_ms=300_000)
+    history.append(_point(NOW - 100_000, 2, 1), keep_ms=300_000)
+    history.append(_point(NOW, 3, 1), keep_ms=300_000)
+    assert [p.taken_at_ms for p in history.load()] == [NOW - 100_000, NOW]
+    other = HistoryFile(tmp_path / "h.json", group="other", main_topic="m")
+    assert other.load() == []
+    (tmp_path / "h.json").write_text("{not json")
+    assert history.load() == []
+
+
+def test_the_table_names_an_empty_leftover_tier_as_such() -> None:
+    """An empty tier the delays no longer include reads 'empty', not 'nothing waiting'."""
+    sample = GroupSample(group="g", taken_at_ms=NOW, members=1, topics=(
+        TopicSample(topic="m.retry.30s", kind="retry", configured=False,
+                    partitions=(_part(5, 5),)),
+        TopicSample(topic="m.retry.1m", kind="retry", partitions=(_part(5, 5),))))
+    console = Console(width=200, record=True)
+    console.print(render(evaluate(sample, [], RULES)))
+    text = console.export_text()
+    assert "m.retry.30s  retry  OK  not in [retry] delays, and empty: delete the topic" in text
+    assert "m.retry.1m  retry  OK  nothing waiting" in text
