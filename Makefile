@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit integration lint typecheck check demo bench clean
+.PHONY: install test unit integration lint typecheck check wheel-smoke demo bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 2; }
@@ -32,6 +32,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# The product as users install it: a built wheel in a fresh venv, driven end to end.
+wheel-smoke: $(STAMP)
+	PYTHON=$(BIN)/python .ci/wheel-smoke
 
 demo: $(STAMP)
 	$(BIN)/python -m consumer demo
