@@ -1,16 +1,32 @@
 """Exceptions of the clinic-events application.
 
-One root, small leaves, stdlib bases where they fit::
+One root, small leaves, stdlib bases where they fit. The leaves that belong to one layer live
+beside the code that raises them (module named on the right); the rest are defined here::
 
     ClinicEventsError
     ├── ConfigError (ValueError)            bad configuration; the CLI exits with code 2
     ├── UndecodableRecord (ValueError)      bytes that are not a clinic event; keeps the raw bytes
     ├── InvalidEvent (ValueError)           an event that does not fit the schema (publish, encode)
+    ├── KafkaUnreachable                    no broker answered the first request in time; every
+    │                                       command that talks to Kafka exits with code 4
+    ├── TopicLayoutError                    topics do not fit or could not be created
+    │   │                                   (consumer.kafka.provisioning)
+    │   ├── PartitionCountError             existing topics have too few partitions (exit 2)
+    │   └── ClientSettingsError (ValueError) librdkafka refused [kafka.client] (exit 2)
+    ├── DlqIoError                          the DLQ could not be read or a replay committed
+    │                                       (consumer.kafka.dlq_io)
+    ├── DlqFilterError (ValueError)         a DLQ filter, time or replay target that cannot be
+    │                                       used (consumer.ops.dlq.model)
+    ├── LagProbeError (RuntimeError)        Kafka could not be asked for lag
+    │                                       (consumer.kafka.lag_probe)
     ├── LocalKafkaError (RuntimeError)      the local broker could not be started or stopped
     │   └── MissingToolError                Java 17 or Maven is not installed
     └── HandlerError                        raised by delivery handlers to state intent
         ├── TransientError                  try again later (timeouts, 429, 5xx, ...)
         └── PermanentError                  never retry (invalid request, ...)
+
+The pure ``retry_topics`` package has its own root, ``retry_topics.errors.RetryTopicsError``
+(policy, duration, topic-name and header errors), so it stays usable on its own.
 
 Handlers raise ``TransientError`` / ``PermanentError``; any other exception is classified by
 the configured rules. Foreign errors are wrapped with ``raise ... from exc``.
@@ -45,6 +61,15 @@ class InvalidEvent(ClinicEventsError, ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+
+
+class KafkaUnreachable(ClinicEventsError):
+    """No broker answered the first request of a command (list topics, the DLQ's metadata) in
+    time.
+
+    Not something the configuration can fix (unless the bootstrap address is wrong): every
+    command that talks to Kafka exits with its "Kafka could not be reached" code (4).
+    """
 
 
 class LocalKafkaError(ClinicEventsError, RuntimeError):

@@ -67,6 +67,7 @@ from consumer.dev.demo_view import (
 )
 from consumer.dev.local_kafka import LocalKafka
 from consumer.dev.simulator import DownstreamSimulator, FailurePlan
+from consumer.errors import KafkaUnreachable
 from consumer.kafka.admin_session import ensure_topics_logged
 from consumer.kafka.dlq_io import DlqIoError, scan
 from consumer.kafka.provisioning import TopicLayoutError
@@ -230,7 +231,7 @@ def _run(base: Settings | None, broker: _Broker, plan: FailurePlan, lines: list[
             f"events are rejected with 422 (seed {simulator.seed})")
         try:
             ensure_topics_logged(settings)
-        except TopicLayoutError as exc:
+        except (TopicLayoutError, KafkaUnreachable) as exc:
             raise click.ClickException(str(exc)) from exc
         delays = tuple(format_duration(tier.delay_ms) for tier in settings.retry.tiers)
         main = settings.topics.main
@@ -431,7 +432,7 @@ def _dead_letters(settings: Settings, since_ms: int,
                            error_message=record.headers.error_message or "")
             for record in scan(settings, dlq_topic_name(settings.topics.main),
                                DlqFilter(since_ms=since_ms)))
-    except DlqIoError as exc:
+    except (DlqIoError, KafkaUnreachable) as exc:
         say(f"could not read the dead letters: {exc}")
         return ()
 

@@ -40,12 +40,12 @@ from consumer.cli.options import (
     json_option,
     settings_from,
 )
+from consumer.errors import KafkaUnreachable
 from consumer.events.codec import EVENT_TYPES
 from consumer.kafka.clients import kafka_reason
 from consumer.kafka.dlq_io import (
     Decision,
     DlqIoError,
-    KafkaUnreachable,
     ReplayRequest,
     ReplayRun,
     replay,

@@ -10,10 +10,10 @@ from typing import TypeVar
 import click
 
 from consumer.config.settings import Settings, load_settings
+from consumer.errors import KafkaUnreachable
 from consumer.kafka.clients import check_client_settings
 from consumer.kafka.provisioning import (
     ClientSettingsError,
-    KafkaUnreachableError,
     PartitionCountError,
     TopicLayoutError,
 )
@@ -94,9 +94,9 @@ class Rate(click.FloatRange):
         return rate
 
 
-def layout_exit_code(error: TopicLayoutError) -> int:
+def layout_exit_code(error: TopicLayoutError | KafkaUnreachable) -> int:
     """2 when the configuration does not fit (too few partitions, client settings librdkafka
     refuses), 4 when Kafka cannot be reached, else 1 (a creation refused)."""
     if isinstance(error, PartitionCountError | ClientSettingsError):
         return 2
-    return EXIT_UNREACHABLE if isinstance(error, KafkaUnreachableError) else 1
+    return EXIT_UNREACHABLE if isinstance(error, KafkaUnreachable) else 1

@@ -31,7 +31,7 @@ from consumer.cli.options import (
     layout_exit_code,
     settings_from,
 )
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, KafkaUnreachable
 from consumer.kafka.clients import producer_from
 from consumer.kafka.provisioning import TopicLayoutError
 from consumer.kafka.publishing import EventPublisher, PublishSummary, TokenBucket
@@ -82,7 +82,7 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
                 lines = _with_progress(handle, stack)
             publisher.publish_lines(lines, limiter=limiter)
             summary = publisher.flush()
-    except TopicLayoutError as exc:
+    except (TopicLayoutError, KafkaUnreachable) as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         if as_json:  # scripts parse stdout: an empty one is no answer
             click.echo(json.dumps({"error": str(exc)}))

@@ -19,6 +19,7 @@ from consumer.cli.options import (
 )
 from consumer.cli.wiring import build_runner
 from consumer.config.settings import DeliverySettings
+from consumer.errors import KafkaUnreachable
 from consumer.kafka.provisioning import TopicLayoutError
 from consumer.observability.telemetry import (
     configure_metrics,
@@ -56,7 +57,7 @@ def run_command(config_path: Path | None, log_level: str) -> None:
         assembly = build_runner(
             settings, tracer_provider=provider if exports("OTEL_TRACES_EXPORTER") else None,
             meter_provider=meters if exports("OTEL_METRICS_EXPORTER") else None)
-    except TopicLayoutError as exc:
+    except (TopicLayoutError, KafkaUnreachable) as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(layout_exit_code(exc))
 

@@ -14,6 +14,7 @@ from consumer.cli.options import (
     layout_exit_code,
     settings_from,
 )
+from consumer.errors import KafkaUnreachable
 from consumer.kafka.admin_session import ensure_topics_logged
 from consumer.kafka.provisioning import TopicLayoutError
 
@@ -38,7 +39,7 @@ def ensure(config_path: Path | None, as_json: bool) -> None:
     settings = settings_from(config_path)
     try:
         report = ensure_topics_logged(settings)
-    except TopicLayoutError as exc:
+    except (TopicLayoutError, KafkaUnreachable) as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         if as_json:  # scripts parse stdout: an empty one is no answer
             click.echo(json.dumps({"error": str(exc)}))

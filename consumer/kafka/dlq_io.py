@@ -28,8 +28,8 @@ A missing DLQ, or a ``--partition`` it does not have, stops a run before anythin
 transaction, no audit record): nothing was examined.
 
 **An unreachable broker** fails the first request, the DLQ's metadata, after
-:data:`TIMEOUT_S` with :class:`KafkaUnreachable`. Meanwhile librdkafka logs the same
-connection failure every few milliseconds; ``consumer.kafka.client_log.ClientLog`` passes each
+:data:`TIMEOUT_S` with ``consumer.errors.KafkaUnreachable``. Meanwhile librdkafka logs the
+same connection failure every few milliseconds; ``consumer.kafka.client_log.ClientLog`` passes each
 distinct line on once and counts the repeats.
 """
 
@@ -46,7 +46,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.config.settings import Settings
 from consumer.dedup.store import DedupStore, open_dedup_store
-from consumer.errors import ClinicEventsError
+from consumer.errors import ClinicEventsError, KafkaUnreachable
 from consumer.events.codec import EventCodec
 from consumer.kafka.client_log import ClientLog
 from consumer.kafka.clients import build_consumer, build_producer, kafka_reason
@@ -81,10 +81,6 @@ Decision = Replay | Skip | None
 
 class DlqIoError(ClinicEventsError):
     """The DLQ could not be read or a replay could not be committed."""
-
-
-class KafkaUnreachable(DlqIoError):
-    """The broker did not answer the first request (the DLQ's metadata) in time."""
 
 
 class DlqReader:

@@ -8,7 +8,7 @@ configured count (a topic with *more* partitions is accepted). The audit topic h
 partition (it is a log of operator actions, read in order) and is kept forever; the DLQ is
 kept four weeks so people have time to review it. Settings librdkafka refuses when the admin
 client is built (an unknown or invalid ``[kafka.client]`` property) raise
-``ClientSettingsError``: bad configuration, not an unreachable broker.
+``ClientSettingsError``: bad configuration, not an unreachable broker (``KafkaUnreachable``).
 """
 
 from __future__ import annotations
@@ -20,19 +20,19 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from retry_topics.errors import RetryTopicsError
+from consumer.errors import ClinicEventsError, KafkaUnreachable
 from retry_topics.naming import audit_topic_name
 from retry_topics.policy import RetryPolicy
 
 __all__ = [
-    "ClientSettingsError", "KafkaUnreachableError", "PartitionCountError",
+    "ClientSettingsError", "PartitionCountError",
     "ProvisioningSettings", "TopicLayoutError", "TopicReport", "ensure_topics",
 ]
 
 DLQ_RETENTION_MS = 28 * 24 * 3600 * 1000
 
 
-class TopicLayoutError(RetryTopicsError):
+class TopicLayoutError(ClinicEventsError):
     """Topics exist but do not fit the configuration, or could not be created."""
 
 
@@ -41,14 +41,6 @@ class PartitionCountError(TopicLayoutError):
 
     The configuration does not fit the cluster: the commands treat it as bad configuration
     (exit code 2), unlike a broker that cannot be reached or refuses a creation (exit 1).
-    """
-
-
-class KafkaUnreachableError(TopicLayoutError):
-    """The cluster's topics could not be listed: no broker answered in time.
-
-    Not a layout problem the operator can fix in the configuration (unless the bootstrap
-    address is wrong): the commands exit with their "Kafka could not be reached" code (4).
     """
 
 
@@ -112,9 +104,9 @@ def ensure_topics(settings: ProvisioningSettings, *, admin: AdminClient | None =
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise KafkaUnreachableError(f"cannot reach Kafka at {config.get('bootstrap.servers')} "
-                                    f"to list topics: {_reason(exc)} (waited {timeout_s:g} s)"
-                                    ) from exc
+        raise KafkaUnreachable(f"cannot reach Kafka at {config.get('bootstrap.servers')} "
+                               f"to list topics: {_reason(exc)} (waited {timeout_s:g} s)"
+                               ) from exc
     existing = {name: len(meta.partitions) for name, meta in metadata.topics.items()
                 if meta.error is None}
     too_small = [

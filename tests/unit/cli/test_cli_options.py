@@ -12,11 +12,8 @@ from click.testing import CliRunner
 from consumer.cli.main import main
 from consumer.cli.options import Duration, Rate
 from consumer.cli.run import describe_stats
-from consumer.kafka.provisioning import (
-    KafkaUnreachableError,
-    PartitionCountError,
-    TopicLayoutError,
-)
+from consumer.errors import KafkaUnreachable
+from consumer.kafka.provisioning import PartitionCountError, TopicLayoutError
 
 
 @pytest.mark.parametrize(("text", "ms"), [("30s", 30_000), ("1m30s", 90_000), ("250ms", 250)])
@@ -84,11 +81,11 @@ def test_run_reports_its_counts_in_words_with_retries_per_tier() -> None:
 
 @pytest.mark.parametrize(("error", "exit_code"), [
     (PartitionCountError("clinic.events has 3 partitions, configuration needs 6"), 2),
-    (KafkaUnreachableError("cannot reach Kafka at 127.0.0.1:9092 to list topics"), 4),
+    (KafkaUnreachable("cannot reach Kafka at 127.0.0.1:9092 to list topics"), 4),
     (TopicLayoutError("could not create topic clinic.events.dlq: Authorization failed"), 1),
 ])
 def test_topics_ensure_json_reports_a_failure_on_stdout_too(
-    monkeypatch: pytest.MonkeyPatch, error: TopicLayoutError, exit_code: int,
+    monkeypatch: pytest.MonkeyPatch, error: TopicLayoutError | KafkaUnreachable, exit_code: int,
 ) -> None:
     """Too few partitions is bad configuration (2); an unreachable broker is exit 4, as for
     every command; a creation the broker refuses is 1."""
@@ -104,7 +101,7 @@ def test_topics_ensure_json_reports_a_failure_on_stdout_too(
 def test_publish_json_answers_with_an_error_document_when_it_stops_before_sending(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    error = KafkaUnreachableError("cannot reach Kafka at 127.0.0.1:9092 to list topics")
+    error = KafkaUnreachable("cannot reach Kafka at 127.0.0.1:9092 to list topics")
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise error
