@@ -24,7 +24,7 @@ import redis
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumer.dev.local_kafka import LocalKafka
+from consumer.dev.local_kafka import LocalKafka, free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -111,12 +111,6 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 REDIS_START_DEADLINE_S = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for_ping(url: str, server: subprocess.Popen[bytes], log: Path) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from consumer.dev.local_kafka import free_port
 from consumer.events.codec import EventCodec
 from consumer.events.model import entity_key, event_to_json
 from retry_topics.headers import EVENT_ID, EVENT_TYPE, TRACEPARENT
@@ -103,10 +103,7 @@ def test_stdin_with_topic_override_creates_the_layout_and_exits_zero(
 def test_an_unreachable_broker_counts_every_event_as_failed(tmp_path: Path) -> None:
     """With no broker listening, publishing ends after the delivery timeout, counts each
     event as failed and exits non-zero instead of hanging."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = write_config(tmp_path, bootstrap=f"127.0.0.1:{port}", main="t.nobroker")
+    config = write_config(tmp_path, bootstrap=f"127.0.0.1:{free_port()}", main="t.nobroker")
     source = tmp_path / "events.jsonl"
     source.write_text("\n".join(_event_line(i) for i in range(3)) + "\n")
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from consumer.dedup.store import REDIS_KEY_PREFIX, Outcome, RedisDedupStore, open_dedup_store
+from consumer.dev.local_kafka import free_port
 from consumer.errors import ConfigError
-from tests.integration.conftest import free_port
 
 TTL_MS = 60_000
 
