@@ -4,11 +4,11 @@ Nothing in this package performs I/O; the consumer runtime executes the decision
 """
 
 from retry_topics.classification import (
-    CLASSIFICATIONS,
     Classification,
     ExceptionRules,
     classify_exception,
     classify_http_status,
+    parse_classification,
     parse_retry_after_ms,
     qualified_name,
 )
@@ -39,7 +39,6 @@ from retry_topics.routing import DeadLetter, Decision, RetryTo, dead_letter_unde
 
 __all__ = [
     "BACKOFF_NAMES",
-    "CLASSIFICATIONS",
     "DLQ_REASONS",
     "BackoffName",
     "Classification",
@@ -74,6 +73,7 @@ __all__ = [
     "encode_headers",
     "format_duration",
     "next_hop_headers",
+    "parse_classification",
     "parse_duration_ms",
     "parse_retry_after_ms",
     "qualified_name",

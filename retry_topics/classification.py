@@ -26,22 +26,27 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Literal, get_args
+from enum import StrEnum
 
 from retry_topics.errors import PolicyError
 
 __all__ = [
-    "CLASSIFICATIONS",
     "Classification",
     "ExceptionRules",
     "classify_exception",
     "classify_http_status",
+    "parse_classification",
     "parse_retry_after_ms",
     "qualified_name",
 ]
 
-Classification = Literal["transient", "permanent"]
-CLASSIFICATIONS: tuple[Classification, ...] = get_args(Classification)
+
+class Classification(StrEnum):
+    """Whether a failure is worth retrying; the value is the ``clinic.classification`` header."""
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
 
 #: 4xx statuses that mean "try again later" rather than "your request is wrong".
 _TRANSIENT_CLIENT_STATUSES = frozenset({408, 425, 429})
@@ -53,8 +58,8 @@ def classify_http_status(status: int) -> Classification | None:
     if 200 <= status <= 299:
         return None
     if status in _TRANSIENT_CLIENT_STATUSES or 500 <= status <= 599:
-        return "transient"
-    return "permanent"
+        return Classification.TRANSIENT
+    return Classification.PERMANENT
 
 
 def parse_retry_after_ms(value: str, now_ms: int) -> int | None:
@@ -81,6 +86,17 @@ def parse_retry_after_ms(value: str, now_ms: int) -> int | None:
     return max(0, math.ceil(timestamp * 1000) - now_ms)
 
 
+def parse_classification(value: str, what: str = "classification") -> Classification:
+    """``value`` as a :class:`Classification`: a member, or its text (``"transient"``) as a
+    configuration file or a caller without the enum gives it; anything else is a PolicyError."""
+    try:
+        return Classification(value)
+    except ValueError:
+        raise PolicyError(
+            f"unknown {what} {value!r}; valid values are {', '.join(Classification)}"
+        ) from None
+
+
 def qualified_name(cls: type) -> str:
     """Dotted path of a class as used in rules and headers, e.g. ``builtins.ValueError``."""
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -92,14 +108,11 @@ class ExceptionRules:
 
     transient: tuple[str, ...] = ()
     permanent: tuple[str, ...] = ()
-    default: Classification = "transient"
+    default: Classification = Classification.TRANSIENT
 
     def __post_init__(self) -> None:
-        if self.default not in CLASSIFICATIONS:
-            raise PolicyError(
-                f"unknown default classification {self.default!r}; "
-                f"valid values are {', '.join(CLASSIFICATIONS)}"
-            )
+        default = parse_classification(self.default, "default classification")
+        object.__setattr__(self, "default", default)
         for kind, names in (("transient", self.transient), ("permanent", self.permanent)):
             for name in names:
                 if not isinstance(name, str) or "." not in name.strip(".") or " " in name:
@@ -117,9 +130,9 @@ class ExceptionRules:
         for cls in type(exc).__mro__:
             name = qualified_name(cls)
             if name in permanent:
-                return "permanent"
+                return Classification.PERMANENT
             if name in transient:
-                return "transient"
+                return Classification.TRANSIENT
         return self.default
 
 

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from retry_topics.classification import CLASSIFICATIONS, Classification
+from retry_topics.classification import Classification
 from retry_topics.errors import HeaderError
 from retry_topics.redaction import MAX_ERROR_MESSAGE_BYTES, cap_utf8, redact_message
 
@@ -80,6 +80,7 @@ REPLAY_FORCE = "clinic.replay-force"
 
 DlqReason = Literal["permanent", "exhausted", "undecodable"]
 DLQ_REASONS: tuple[DlqReason, ...] = get_args(DlqReason)
+_CLASSIFICATION_VALUES = tuple(c.value for c in Classification)  # as error messages show them
 
 Header = tuple[str, bytes | None]
 
@@ -158,11 +159,14 @@ class RecordHeaders:
     other: tuple[Header, ...] = ()
 
     def __post_init__(self) -> None:
-        enums = ((CLASSIFICATION, self.classification, CLASSIFICATIONS),
-                 (DLQ_REASON, self.dlq_reason, DLQ_REASONS))  # fmt: skip
-        for name, value, allowed in enums:
-            if value is not None and value not in allowed:
-                raise _bad(name, f"must be one of {allowed}, got {value!r}")
+        if self.classification is not None:
+            try:  # decoded headers give the text; the field holds the enum
+                object.__setattr__(self, "classification", Classification(self.classification))
+            except ValueError:
+                raise _bad(CLASSIFICATION, f"must be one of {_CLASSIFICATION_VALUES}, "
+                                           f"got {self.classification!r}") from None
+        if self.dlq_reason is not None and self.dlq_reason not in DLQ_REASONS:
+            raise _bad(DLQ_REASON, f"must be one of {DLQ_REASONS}, got {self.dlq_reason!r}")
         clashes = sorted({name for name, _ in self.other if name in KNOWN_HEADERS})
         if clashes:
             raise HeaderError(f"known headers {clashes} must be set as fields, not in 'other'")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retry_topics.classification import CLASSIFICATIONS, Classification
+from retry_topics.classification import Classification, parse_classification
 from retry_topics.errors import PolicyError
 from retry_topics.headers import DlqReason
 from retry_topics.policy import RetryPolicy, RetryTier
@@ -83,13 +83,9 @@ def decide_next(
         raise PolicyError(
             f"attempts_made counts the attempt that just failed, so it is >= 1; got {attempts_made}"
         )
-    if classification not in CLASSIFICATIONS:
-        raise PolicyError(
-            f"unknown classification {classification!r}; valid values are "
-            f"{', '.join(CLASSIFICATIONS)}"
-        )
+    classification = parse_classification(classification)
     source_index = _source_index(policy, source_topic)
-    if classification == "permanent":
+    if classification is Classification.PERMANENT:
         return DeadLetter(topic=policy.dlq_topic, reason="permanent", attempts=attempts_made)
     next_index = max(attempts_made, source_index + 1)
     if attempts_made >= policy.max_topic_attempts or next_index > len(policy.tiers):

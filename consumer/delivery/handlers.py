@@ -42,6 +42,7 @@ from consumer.errors import ConfigError, PermanentError, TransientError
 from consumer.events.codec import EventRecord
 from consumer.events.model import event_to_json
 from retry_topics.classification import (
+    Classification,
     ExceptionRules,
     classify_http_status,
     parse_retry_after_ms,
@@ -149,7 +150,7 @@ class HttpDelivery:
         if classification is None:
             return
         message = f"{where} answered {status} {_standard_phrase(status)}".rstrip()
-        if classification == "permanent":
+        if classification is Classification.PERMANENT:
             raise PermanentError(message, error_class=f"http.{status}")
         retry_after = response.headers.get("Retry-After")
         raise TransientError(
@@ -184,7 +185,7 @@ class CallableDelivery:
             error_class = qualified_name(type(exc))
             message = cap_utf8(f"{type(exc).__name__}: {redact_message(str(exc))}",
                                MAX_WRAPPED_MESSAGE_BYTES)
-            if self._rules.classify_exception(exc) == "permanent":
+            if self._rules.classify_exception(exc) is Classification.PERMANENT:
                 raise PermanentError(message, error_class=error_class) from exc
             raise TransientError(message, error_class=error_class) from exc
 

@@ -37,7 +37,7 @@ from consumer.events.codec import EventCodec, EventRecord
 from consumer.observability.telemetry import INVALID_SPAN, Telemetry
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.records import Delivered, Duplicate, Fate, InboundRecord, Republished
-from retry_topics.classification import ExceptionRules, qualified_name
+from retry_topics.classification import Classification, ExceptionRules, qualified_name
 from retry_topics.clock import Clock
 from retry_topics.headers import (
     REPLAY_FORCE,
@@ -75,7 +75,7 @@ class Publisher(Protocol):
 class Failure:
     """A handler failure, normalised."""
 
-    classification: str
+    classification: Classification
     error_class: str
     message: str
     retry_after_ms: int | None = None
@@ -238,7 +238,7 @@ class RecordProcessor:
         if record.event is None:
             reason = record.decode_error.reason if record.decode_error else "undecodable"
             self._telemetry.record_error(span, "undecodable")
-            undecodable = Failure("permanent", "undecodable", reason)
+            undecodable = Failure(Classification.PERMANENT, "undecodable", reason)
             return self._republish(record, dead_letter_undecodable(
                 self._policy, record.attempt), undecodable, "undecodable")
         prior = known.get(record.event_id or "") if known else None
@@ -255,8 +255,7 @@ class RecordProcessor:
             return None  # handed over: a lane makes the quick retries (in the same span)
         self._telemetry.record_error(span, failure.error_class)
         decision = decide_next(
-            self._policy, record.topic, record.attempt,
-            "permanent" if failure.classification == "permanent" else "transient",
+            self._policy, record.topic, record.attempt, failure.classification,
             self._clock.now_ms(), failure.retry_after_ms,
         )
         dlq_reason = decision.reason if isinstance(decision, DeadLetter) else None
@@ -296,7 +295,7 @@ class RecordProcessor:
             else:
                 return None
         quick = self._policy.in_process
-        if failure.classification == "permanent" or quick.attempts <= 1 or \
+        if failure.classification is Classification.PERMANENT or quick.attempts <= 1 or \
                 not self._retry_after_fits(failure):
             return failure
         if not may_wait:
@@ -338,7 +337,8 @@ class RecordProcessor:
             raise
         except Exception as exc:
             failure = self._normalise(exc)
-            cls = PermanentError if failure.classification == "permanent" else TransientError
+            cls = PermanentError if failure.classification is Classification.PERMANENT \
+                else TransientError
             raise cls(failure.message, error_class=failure.error_class) from exc
 
     def _timed_deliver(self, event: EventRecord, context: DeliveryContext) -> None:
@@ -369,9 +369,10 @@ class RecordProcessor:
 
     def _normalise(self, exc: BaseException) -> Failure:
         if isinstance(exc, TransientError):
-            return Failure("transient", exc.error_class, str(exc), exc.retry_after_ms)
+            return Failure(Classification.TRANSIENT, exc.error_class, str(exc),
+                           exc.retry_after_ms)
         if isinstance(exc, PermanentError):
-            return Failure("permanent", exc.error_class, str(exc))
+            return Failure(Classification.PERMANENT, exc.error_class, str(exc))
         return Failure(self._rules.classify_exception(exc), qualified_name(type(exc)),
                        f"{type(exc).__name__}: {exc}")
 
@@ -387,7 +388,7 @@ class RecordProcessor:
                               offset=record.offset, timestamp_ms=record.timestamp_ms),
             attempts=decision.attempts, now_ms=now, error_class=failure.error_class,
             error_message=failure.message,
-            classification="permanent" if failure.classification == "permanent" else "transient",
+            classification=failure.classification,
             due_at_ms=decision.due_at_ms if isinstance(decision, RetryTo) else None,
             dlq_reason=dlq_reason,
         )

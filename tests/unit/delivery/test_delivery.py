@@ -27,7 +27,7 @@ from consumer.delivery.handlers import (
 from consumer.errors import ConfigError, PermanentError, TransientError
 from consumer.events.codec import EventRecord
 from consumer.events.model import event_to_json
-from retry_topics.classification import ExceptionRules
+from retry_topics.classification import Classification, ExceptionRules
 from retry_topics.clock import ManualClock
 from tests.unit.sample_events import sample_event
 
@@ -225,7 +225,7 @@ class FatalError(BoomError):
 
 
 RULES = ExceptionRules(permanent=(f"{__name__}.FatalError", "builtins.KeyError"),
-                       transient=(f"{__name__}.BoomError",), default="transient")
+                       transient=(f"{__name__}.BoomError",), default=Classification.TRANSIENT)
 
 
 def _raising(exc: BaseException) -> Callable[[EventRecord, DeliveryContext], object]:
@@ -296,7 +296,7 @@ def test_keyboard_interrupt_in_a_handler_still_propagates() -> None:
 
 
 def test_default_permanent_rule_and_redacted_message() -> None:
-    rules = ExceptionRules(default="permanent")
+    rules = ExceptionRules(default=Classification.PERMANENT)
     with pytest.raises(PermanentError) as caught:
         CallableDelivery(_raising(ValueError("call +15551234567 now")), rules).deliver(
             EVENT, CONTEXT)

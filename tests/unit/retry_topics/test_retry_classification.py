@@ -24,12 +24,12 @@ def test_2xx_is_success(status: int) -> None:
 
 @pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504, 599])
 def test_retryable_statuses_are_transient(status: int) -> None:
-    assert classify_http_status(status) == "transient"
+    assert classify_http_status(status) is Classification.TRANSIENT
 
 
 @pytest.mark.parametrize("status", [100, 101, 301, 302, 304, 400, 401, 403, 404, 409, 422, 499])
 def test_other_statuses_are_permanent(status: int) -> None:
-    assert classify_http_status(status) == "permanent"
+    assert classify_http_status(status) is Classification.PERMANENT
 
 
 @pytest.mark.parametrize(
@@ -75,15 +75,15 @@ def test_qualified_name() -> None:
 
 
 def test_default_applies_when_nothing_matches() -> None:
-    assert ExceptionRules().classify_exception(RuntimeError("x")) == "transient"
-    rules = ExceptionRules(default="permanent")
-    assert rules.classify_exception(RuntimeError("x")) == "permanent"
+    assert ExceptionRules().classify_exception(RuntimeError("x")) is Classification.TRANSIENT
+    rules = ExceptionRules(default=Classification.PERMANENT)
+    assert rules.classify_exception(RuntimeError("x")) is Classification.PERMANENT
 
 
 def test_rule_matches_a_base_class() -> None:
     rules = ExceptionRules(permanent=("builtins.LookupError",))
-    assert rules.classify_exception(KeyError("k")) == "permanent"
-    assert rules.classify_exception(TimeoutError()) == "transient"
+    assert rules.classify_exception(KeyError("k")) is Classification.PERMANENT
+    assert rules.classify_exception(TimeoutError()) is Classification.TRANSIENT
 
 
 def test_most_specific_class_wins() -> None:
@@ -91,37 +91,49 @@ def test_most_specific_class_wins() -> None:
         transient=(name_of(SpecificBoomError),),
         permanent=(name_of(BoomError),),
     )
-    assert rules.classify_exception(SpecificBoomError()) == "transient"
-    assert rules.classify_exception(BoomError()) == "permanent"
+    assert rules.classify_exception(SpecificBoomError()) is Classification.TRANSIENT
+    assert rules.classify_exception(BoomError()) is Classification.PERMANENT
 
 
 def test_mro_order_decides_between_two_bases() -> None:
     # SpecificBoomError's MRO lists BoomError before ValueError.
     rules = ExceptionRules(transient=(name_of(BoomError),), permanent=("builtins.ValueError",))
-    assert rules.classify_exception(SpecificBoomError()) == "transient"
+    assert rules.classify_exception(SpecificBoomError()) is Classification.TRANSIENT
 
 
 def test_permanent_wins_a_tie() -> None:
     both = ("builtins.ValueError",)
-    rules = ExceptionRules(transient=both, permanent=both, default="transient")
-    assert rules.classify_exception(ValueError()) == "permanent"
+    rules = ExceptionRules(transient=both, permanent=both, default=Classification.TRANSIENT)
+    assert rules.classify_exception(ValueError()) is Classification.PERMANENT
 
 
 def test_rules_match_base_exception_subclasses() -> None:
     rules = ExceptionRules(permanent=("builtins.BaseException",))
-    assert rules.classify_exception(KeyboardInterrupt()) == "permanent"
+    assert rules.classify_exception(KeyboardInterrupt()) is Classification.PERMANENT
 
 
 def test_function_form_delegates_to_the_rules() -> None:
     rules = ExceptionRules(permanent=("builtins.ValueError",))
     outcome: Classification = classify_exception(ValueError(), rules)
-    assert outcome == "permanent"
+    assert outcome is Classification.PERMANENT
 
 
 @pytest.mark.parametrize("name", ["ValueError", "", "builtins. ValueError", ".ValueError."])
 def test_rule_names_must_be_dotted_paths(name: str) -> None:
     with pytest.raises(PolicyError, match="dotted class path"):
         ExceptionRules(transient=(name,))
+
+
+def test_classifications_are_the_header_values() -> None:
+    """The enum's values are what ``clinic.classification`` carries on the wire."""
+    assert [c.value for c in Classification] == ["transient", "permanent"]
+    assert f"{Classification.PERMANENT}" == "permanent"
+
+
+def test_a_default_given_as_text_is_the_enum() -> None:
+    """Configuration files give the default as text."""
+    text: str = "permanent"
+    assert ExceptionRules(default=text).default is Classification.PERMANENT  # type: ignore[arg-type]
 
 
 def test_unknown_default_is_rejected() -> None:

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from retry_topics import headers as h
+from retry_topics.classification import Classification
 from retry_topics.errors import HeaderError, RetryTopicsError
 from retry_topics.headers import (
     FailureInfo,
@@ -33,7 +34,7 @@ FULL = RecordHeaders(
     last_failure_at_ms=1_700_000_002_000,
     error_class="httpx.ConnectTimeout",
     error_message="timed out — réessayer",
-    classification="transient",
+    classification=Classification.TRANSIENT,
     dlq_reason="exhausted",
     replay_count=1,
     event_id="evt-123",
@@ -152,6 +153,12 @@ def test_invalid_utf8_names_the_header() -> None:
     assert caught.value.header == "clinic.error-class"
 
 
+def test_a_decoded_classification_is_the_enum() -> None:
+    decoded = decode_headers([("clinic.classification", b"permanent")])
+    assert decoded.classification is Classification.PERMANENT
+    assert encode_headers(decoded) == [("clinic.classification", b"permanent")]
+
+
 @pytest.mark.parametrize(
     ("name", "raw"), [("clinic.classification", b"maybe"), ("clinic.dlq-reason", b"bored")]
 )
@@ -199,7 +206,7 @@ def test_provenance_and_failure_views() -> None:
         last_failure_at_ms=1_700_000_002_000,
         error_class="httpx.ConnectTimeout",
         error_message="timed out — réessayer",
-        classification="transient",
+        classification=Classification.TRANSIENT,
     )
 
 
@@ -210,7 +217,7 @@ def test_with_provenance_and_with_failure_round_trip_through_the_views() -> None
         last_failure_at_ms=10,
         error_class="builtins.TimeoutError",
         error_message="slow",
-        classification="transient",
+        classification=Classification.TRANSIENT,
     )
     built = RecordHeaders().with_provenance(PROVENANCE).with_failure(failure)
     assert built.provenance == PROVENANCE
@@ -387,7 +394,7 @@ def test_first_hop_takes_provenance_from_the_source_record() -> None:
         now_ms=5_000,
         error_class="httpx.ReadTimeout",
         error_message="timeout calling member 123456789",
-        classification="transient",
+        classification=Classification.TRANSIENT,
         due_at_ms=35_000,
     )
     assert hop.provenance == PROVENANCE
@@ -407,7 +414,7 @@ def test_later_hops_keep_original_provenance_and_first_failure() -> None:
         now_ms=1_700_000_090_000,
         error_class="builtins.ValueError",
         error_message="bad",
-        classification="permanent",
+        classification=Classification.PERMANENT,
         dlq_reason="permanent",
     )
     assert second.provenance == FULL.provenance

@@ -17,6 +17,7 @@ POLICY = RetryPolicy(
 )
 MAIN, T1, T2, T3 = POLICY.all_topics[:4]
 DLQ = POLICY.dlq_topic
+TRANSIENT, PERMANENT = Classification.TRANSIENT, Classification.PERMANENT
 
 
 def test_topics_under_test() -> None:
@@ -30,16 +31,16 @@ def test_topics_under_test() -> None:
 
 
 def test_transient_failure_on_main_goes_to_tier_one() -> None:
-    decision = decide_next(POLICY, MAIN, 1, "transient", NOW)
+    decision = decide_next(POLICY, MAIN, 1, TRANSIENT, NOW)
     assert decision == RetryTo(topic=T1, due_at_ms=NOW + 5_000, attempts=1, tier=POLICY.tiers[0])
 
 
 def test_transient_failures_walk_the_tiers_then_exhaust() -> None:
     walk: list[RetryTo | DeadLetter] = [
-        decide_next(POLICY, MAIN, 1, "transient", NOW),
-        decide_next(POLICY, T1, 2, "transient", NOW),
-        decide_next(POLICY, T2, 3, "transient", NOW),
-        decide_next(POLICY, T3, 4, "transient", NOW),
+        decide_next(POLICY, MAIN, 1, TRANSIENT, NOW),
+        decide_next(POLICY, T1, 2, TRANSIENT, NOW),
+        decide_next(POLICY, T2, 3, TRANSIENT, NOW),
+        decide_next(POLICY, T3, 4, TRANSIENT, NOW),
     ]
     assert walk == [
         RetryTo(topic=T1, due_at_ms=NOW + 5_000, attempts=1, tier=POLICY.tiers[0]),
@@ -51,20 +52,20 @@ def test_transient_failures_walk_the_tiers_then_exhaust() -> None:
 
 @pytest.mark.parametrize("source", ["clinic.events", "clinic.events.retry.30s"])
 def test_permanent_failure_goes_straight_to_the_dlq(source: str) -> None:
-    assert decide_next(POLICY, source, 1 if source == MAIN else 3, "permanent", NOW) == (
+    assert decide_next(POLICY, source, 1 if source == MAIN else 3, PERMANENT, NOW) == (
         DeadLetter(topic=DLQ, reason="permanent", attempts=1 if source == MAIN else 3)
     )
 
 
 def test_permanent_wins_even_when_attempts_are_exhausted() -> None:
-    assert decide_next(POLICY, T3, 4, "permanent", NOW) == DeadLetter(
+    assert decide_next(POLICY, T3, 4, PERMANENT, NOW) == DeadLetter(
         topic=DLQ, reason="permanent", attempts=4
     )
 
 
 @pytest.mark.parametrize("attempts_made", [4, 5, 99])
 def test_attempts_at_or_beyond_the_maximum_are_exhausted(attempts_made: int) -> None:
-    assert decide_next(POLICY, MAIN, attempts_made, "transient", NOW) == DeadLetter(
+    assert decide_next(POLICY, MAIN, attempts_made, TRANSIENT, NOW) == DeadLetter(
         topic=DLQ, reason="exhausted", attempts=attempts_made
     )
 
@@ -72,21 +73,21 @@ def test_attempts_at_or_beyond_the_maximum_are_exhausted(attempts_made: int) -> 
 def test_single_tier_policy() -> None:
     single = RetryPolicy(main_topic="m", delays_ms=(1_000,), in_process=InProcessRetry())
     assert single.max_topic_attempts == 2
-    first = decide_next(single, "m", 1, "transient", 0)
+    first = decide_next(single, "m", 1, TRANSIENT, 0)
     assert isinstance(first, RetryTo)
     assert (first.topic, first.due_at_ms) == ("m.retry.1s", 1_000)
-    assert decide_next(single, "m.retry.1s", 2, "transient", 0) == DeadLetter(
+    assert decide_next(single, "m.retry.1s", 2, TRANSIENT, 0) == DeadLetter(
         topic="m.dlq", reason="exhausted", attempts=2
     )
 
 
 def test_a_record_never_moves_back_to_an_earlier_tier() -> None:
     # The attempts header was lost (the caller counted 1), but the record came from tier 2.
-    decision = decide_next(POLICY, T2, 1, "transient", NOW)
+    decision = decide_next(POLICY, T2, 1, TRANSIENT, NOW)
     assert isinstance(decision, RetryTo)
     assert decision.topic == T3
     assert decision.attempts == 1
-    assert decide_next(POLICY, T3, 1, "transient", NOW) == DeadLetter(
+    assert decide_next(POLICY, T3, 1, TRANSIENT, NOW) == DeadLetter(
         topic=DLQ, reason="exhausted", attempts=1
     )
 
@@ -96,8 +97,8 @@ def test_a_record_never_moves_back_to_an_earlier_tier() -> None:
 
 @pytest.mark.parametrize("retry_after_ms", [0, 1, 4_999, 5_000])
 def test_retry_after_within_the_next_tier_changes_nothing(retry_after_ms: int) -> None:
-    assert decide_next(POLICY, MAIN, 1, "transient", NOW, retry_after_ms) == decide_next(
-        POLICY, MAIN, 1, "transient", NOW
+    assert decide_next(POLICY, MAIN, 1, TRANSIENT, NOW, retry_after_ms) == decide_next(
+        POLICY, MAIN, 1, TRANSIENT, NOW
     )
 
 
@@ -108,7 +109,7 @@ def test_retry_after_within_the_next_tier_changes_nothing(retry_after_ms: int) -
 def test_retry_after_jumps_to_the_first_tier_long_enough(
     retry_after_ms: int, expected_topic: str
 ) -> None:
-    decision = decide_next(POLICY, MAIN, 1, "transient", NOW, retry_after_ms=retry_after_ms)
+    decision = decide_next(POLICY, MAIN, 1, TRANSIENT, NOW, retry_after_ms=retry_after_ms)
     assert isinstance(decision, RetryTo)
     assert decision.topic == expected_topic
     assert decision.due_at_ms == NOW + decision.tier.delay_ms
@@ -116,30 +117,30 @@ def test_retry_after_jumps_to_the_first_tier_long_enough(
 
 
 def test_retry_after_beyond_every_tier_uses_the_longest_tier_never_the_dlq() -> None:
-    decision = decide_next(POLICY, MAIN, 1, "transient", NOW, retry_after_ms=86_400_000)
+    decision = decide_next(POLICY, MAIN, 1, TRANSIENT, NOW, retry_after_ms=86_400_000)
     assert decision == RetryTo(topic=T3, due_at_ms=NOW + 600_000, attempts=1, tier=POLICY.tiers[2])
-    from_last_but_one = decide_next(POLICY, T2, 3, "transient", NOW, retry_after_ms=86_400_000)
+    from_last_but_one = decide_next(POLICY, T2, 3, TRANSIENT, NOW, retry_after_ms=86_400_000)
     assert isinstance(from_last_but_one, RetryTo)
     assert from_last_but_one.topic == T3
 
 
 def test_retry_after_only_considers_remaining_tiers() -> None:
     # After tier 2, a short Retry-After must not send the record back to tier 1.
-    decision = decide_next(POLICY, T2, 3, "transient", NOW, retry_after_ms=1_000)
+    decision = decide_next(POLICY, T2, 3, TRANSIENT, NOW, retry_after_ms=1_000)
     assert isinstance(decision, RetryTo)
     assert decision.topic == T3
 
 
 def test_retry_after_does_not_rescue_exhausted_or_permanent_failures() -> None:
-    assert isinstance(decide_next(POLICY, T3, 4, "transient", NOW, 1_000), DeadLetter)
-    assert isinstance(decide_next(POLICY, MAIN, 1, "permanent", NOW, 1_000), DeadLetter)
+    assert isinstance(decide_next(POLICY, T3, 4, TRANSIENT, NOW, 1_000), DeadLetter)
+    assert isinstance(decide_next(POLICY, MAIN, 1, PERMANENT, NOW, 1_000), DeadLetter)
 
 
 def test_after_a_jump_the_next_failure_continues_after_the_jumped_tier() -> None:
-    jumped = decide_next(POLICY, MAIN, 1, "transient", NOW, retry_after_ms=600_000)
+    jumped = decide_next(POLICY, MAIN, 1, TRANSIENT, NOW, retry_after_ms=600_000)
     assert isinstance(jumped, RetryTo)
     assert jumped.topic == T3
-    assert decide_next(POLICY, jumped.topic, jumped.attempts + 1, "transient", NOW) == (
+    assert decide_next(POLICY, jumped.topic, jumped.attempts + 1, TRANSIENT, NOW) == (
         DeadLetter(topic=DLQ, reason="exhausted", attempts=2)
     )
 
@@ -149,14 +150,14 @@ def test_after_a_jump_the_next_failure_continues_after_the_jumped_tier() -> None
 
 def test_unknown_source_topic_is_rejected_with_the_known_topics() -> None:
     with pytest.raises(PolicyError, match="neither the main topic nor a retry tier") as caught:
-        decide_next(POLICY, "clinic.events.dlq", 1, "transient", NOW)
+        decide_next(POLICY, "clinic.events.dlq", 1, TRANSIENT, NOW)
     assert T1 in str(caught.value)
 
 
 @pytest.mark.parametrize("attempts_made", [0, -1])
 def test_attempts_made_counts_the_failed_attempt(attempts_made: int) -> None:
     with pytest.raises(PolicyError, match=">= 1"):
-        decide_next(POLICY, MAIN, attempts_made, "transient", NOW)
+        decide_next(POLICY, MAIN, attempts_made, TRANSIENT, NOW)
 
 
 def test_unknown_classification_is_rejected() -> None:
@@ -195,4 +196,4 @@ def test_a_policy_drains_only_delays_it_no_longer_has_and_never_publishes_to_the
 def test_a_record_failing_in_a_draining_tier_goes_on_to_the_next_longer_configured_tier(
     source: str, attempts: int, expected: str,
 ) -> None:
-    assert decide_next(DRAINING, source, attempts, "transient", NOW).topic == expected
+    assert decide_next(DRAINING, source, attempts, TRANSIENT, NOW).topic == expected
