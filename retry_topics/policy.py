@@ -245,13 +245,6 @@ class RetryPolicy:
                 return tier
         return None
 
-    def tier_at_least(self, delay_ms: int) -> RetryTier | None:
-        """The first (shortest) tier whose delay is >= ``delay_ms``, or ``None`` if none is."""
-        for tier in self.tiers:
-            if tier.delay_ms >= delay_ms:
-                return tier
-        return None
-
 
 def tier_labels(policy: RetryPolicy) -> dict[str, str]:
     """Retry topic -> its delay as written in topic names and metrics (``"30s"``).

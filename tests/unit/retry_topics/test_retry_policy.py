@@ -200,15 +200,6 @@ def test_tier_for_topic() -> None:
     assert policy.tier_for_topic("other.retry.30s") is None
 
 
-def test_tier_at_least() -> None:
-    policy = make_policy(5_000, 30_000, 600_000)
-    assert policy.tier_at_least(0) == policy.tiers[0]
-    assert policy.tier_at_least(5_000) == policy.tiers[0]
-    assert policy.tier_at_least(5_001) == policy.tiers[1]
-    assert policy.tier_at_least(600_000) == policy.tiers[2]
-    assert policy.tier_at_least(600_001) is None
-
-
 def test_from_generated_multiplies_and_caps() -> None:
     policy = RetryPolicy.from_generated(
         "clinic.events", initial_ms=5_000, multiplier=3, max_ms=60_000, tiers=4
