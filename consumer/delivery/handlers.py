@@ -67,12 +67,12 @@ def user_agent() -> str:
         return "clinic-events/0+unknown"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryContext:
     """Where an event came from and which attempt this is; ``attempt`` is 1 on the main topic.
 
-    Built for every handler call, so not frozen and built positionally (measured: each
-    choice halves the cost of building it); handlers only read it.
+    Frozen: handlers run on several threads and may keep it (in a log record, a task); no
+    call can change what another sees.
     """
 
     event_id: str

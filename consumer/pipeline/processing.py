@@ -161,8 +161,9 @@ class RecordProcessor:
                 traceparent, tracestate = incoming_trace(record.raw_headers) \
                     if record.trace_context else _NO_TRACE
                 context = DeliveryContext(
-                    record.event_id or "", record.event_type or "", record.topic,
-                    record.partition, record.offset, record.attempt, traceparent, tracestate)
+                    event_id=record.event_id or "", event_type=record.event_type or "",
+                    topic=record.topic, partition=record.partition, offset=record.offset,
+                    attempt=record.attempt, traceparent=traceparent, tracestate=tracestate)
                 started = monotonic() if timed else 0.0
                 try:
                     quick_deliver(event, context)
@@ -277,9 +278,10 @@ class RecordProcessor:
         the record (``carried_failure``) and returned as it is; the lane that processes the
         record next starts from it with the quick retries.
         """
-        context = DeliveryContext(  # event_id, event_type, topic, partition, offset, ...
-            record.event_id or "", record.event_type or "", record.topic, record.partition,
-            record.offset, record.attempt, traceparent, tracestate)
+        context = DeliveryContext(
+            event_id=record.event_id or "", event_type=record.event_type or "",
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            attempt=record.attempt, traceparent=traceparent, tracestate=tracestate)
         carried = record.carried_failure
         if isinstance(carried, Failure):
             failure = carried

@@ -44,6 +44,11 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+def test_a_delivery_context_cannot_be_changed_by_a_handler() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CONTEXT.attempt = 2  # type: ignore[misc]
+
+
 @pytest.fixture
 def http(clock: ManualClock) -> Iterator[Callable[[Responder], HttpDelivery]]:
     """Builds HttpDelivery handlers answering through ``responder``; closes them afterwards."""
