@@ -81,10 +81,6 @@ class Failure:
     retry_after_ms: int | None = None
 
 
-#: An untraced record's (traceparent, tracestate).
-_NO_TRACE: tuple[None, None] = (None, None)
-
-
 class RecordProcessor:
     """Runs chunks of records through dedup, the handler, and routing."""
 
@@ -139,46 +135,11 @@ class RecordProcessor:
         known: dict[str, Outcome] = self._outcomes.lookup(ids) if ids else {}
         fates: list[Fate] = []
         delivered: list[str] = []
-        monotonic = self._clock.monotonic
         processed = 0
-        spans = self._telemetry.tracing_live
-        # The common case (nothing records spans, no failure carried, not seen before) is
-        # ``_decide`` and ``_deliver`` inlined: two calls fewer per event. An incoming trace
-        # context is handed to the handler as ``process_span`` would (its scope is only
-        # entered if the first call fails, for the retries and the next hop), so a call's
-        # duration is recorded outside it: no exemplar points at the upstream's span when
-        # this process records none of its own.
-        quick_deliver = None if spans else self._handler.deliver
-        timed = self._telemetry.metrics_live
-        incoming_trace = self._telemetry.incoming_trace
         for record in records:
             if self._abandoned:
                 break
-            event = record.event
-            if quick_deliver is not None and event is not None \
-                    and record.carried_failure is None \
-                    and not (known and record.event_id in known):
-                traceparent, tracestate = incoming_trace(record.raw_headers) \
-                    if record.trace_context else _NO_TRACE
-                context = DeliveryContext(
-                    event_id=record.event_id or "", event_type=record.event_type or "",
-                    topic=record.topic, partition=record.partition, offset=record.offset,
-                    attempt=record.attempt, traceparent=traceparent, tracestate=tracestate)
-                started = monotonic() if timed else 0.0
-                try:
-                    quick_deliver(event, context)
-                except Exception as first:  # noqa: BLE001 - classified like any failure
-                    # carried: the quick retries start from this failure, without a new call
-                    failure = record.carried_failure = self._normalise(first)
-                    if timed:
-                        self._record_duration(record.topic, started, failure.error_class)
-                    fate = self._process_one(record, known, may_wait)
-                else:
-                    if timed:
-                        self._record_duration(record.topic, started, None)
-                    fate = Delivered(record)
-            else:  # rare: undecodable, seen before, carried failure, or spans recorded
-                fate = self._process_one(record, known, may_wait)
+            fate = self._process_one(record, known, may_wait)
             if fate is None:
                 break  # handed over to a lane for its quick retries
             processed += 1
@@ -195,7 +156,7 @@ class RecordProcessor:
                 # not a second dead letter; the poll thread records it once acknowledged
                 known[record.event_id] = "dead_lettered"
                 self._outcomes.stage_dead_lettered(record.event_id)
-            if deadline is not None and monotonic() > deadline:
+            if deadline is not None and self._clock.monotonic() > deadline:
                 break
         self._outcomes.stage(delivered)
         return fates, processed
