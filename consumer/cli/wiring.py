@@ -20,6 +20,7 @@ from consumer.delivery.handlers import DeliveryHandler, build_handler
 from consumer.events.codec import EventCodec
 from consumer.kafka.admin_session import ensure_topics_logged
 from consumer.kafka.clients import KafkaPublisher, build_consumer, build_producer
+from consumer.kafka.group_consumer import KafkaGroupConsumer
 from consumer.kafka.lag_probe import LagProbe, LagProbeError, leftover_tiers
 from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.lanes import InlineLane, Lanes
@@ -96,9 +97,8 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
             LOG.info("created missing topics: %s", ", ".join(created))
         settings = with_leftover_tiers(settings, report.listed)
     telemetry = Telemetry(tracer_provider, meter_provider)
-    producer = build_producer(settings)
-    consumer = build_consumer(settings)
-    publisher = KafkaPublisher(producer)
+    publisher = KafkaPublisher(build_producer(settings))
+    consumer = KafkaGroupConsumer(build_consumer(settings))
     codec = EventCodec()
 
     outcomes = PendingOutcomes(store)
@@ -116,7 +116,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
         return Lanes(settings.delivery.concurrency, processor.process_chunk,
                      processor.process_until, abandon=processor.abandon)
 
-    runner = Runner(consumer=consumer, producer=producer, policy=settings.retry,
+    runner = Runner(consumer=consumer, producer=publisher, policy=settings.retry,
                     lanes_factory=lanes_factory, outcomes=outcomes, clock=clock,
                     telemetry=telemetry,
                     drain_timeout_s=drain_timeout_s)

@@ -158,10 +158,24 @@ _DROPPED.propagate = False
 
 
 class KafkaPublisher:
-    """``Publisher`` over a confluent-kafka Producer; acks arrive via ``producer.poll``."""
+    """``Publisher`` and the run loop's ``ProducerPort`` over a confluent-kafka Producer.
+
+    Acks arrive through ``serve`` (``producer.poll``) on the run loop's thread.
+    """
 
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
+
+    def serve(self, timeout_s: float) -> None:
+        self._producer.poll(timeout_s)
+
+    def flush(self, timeout_s: float) -> None:
+        self._producer.flush(timeout_s)
+
+    def close(self) -> None:
+        close = getattr(self._producer, "close", None)  # confluent-kafka >= 2.13
+        if close is not None:
+            close()
 
     def publish(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: list[tuple[str, bytes]], on_ack: OnAck) -> None:

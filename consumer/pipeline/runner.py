@@ -27,10 +27,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-
-from consumer.kafka.clients import to_inbound
 from consumer.observability.telemetry import EventOutcome, Telemetry
+from consumer.pipeline.broker import BrokerError, ConsumerPort, Partition, ProducerPort
 from consumer.pipeline.lanes import InlineLane, LaneFailure, Lanes
 from consumer.pipeline.offsets import OffsetBook, TopicPartitionKey
 from consumer.pipeline.outcome_buffer import PendingOutcomes
@@ -57,7 +55,7 @@ class FatalError(RuntimeError):
 class Runner:
     """Owns the consumer and producer for the lifetime of ``run``."""
 
-    def __init__(self, *, consumer: Consumer, producer: Producer, policy: RetryPolicy,
+    def __init__(self, *, consumer: ConsumerPort, producer: ProducerPort, policy: RetryPolicy,
                  lanes_factory: Callable[[Callable[[Republished, str | None], None]],
                                          Lanes | InlineLane],
                  outcomes: PendingOutcomes, clock: Clock, telemetry: Telemetry,
@@ -113,15 +111,15 @@ class Runner:
 
     def run(self) -> None:
         """Consume until stopped; raise FatalError if processing could not go on safely."""
-        self._consumer.subscribe(list(self._policy.consumed_topics), on_assign=self._on_assign,
-                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._consumer.subscribe(list(self._policy.consumed_topics), self)
         try:
             while not self._stop.is_set() and self._fatal is None:
                 self._service()
                 room = self._apply_backpressure()
-                messages = self._next_batch(self._poll_timeout_s(), room)
-                if messages:
-                    self._accept(messages)
+                records = self._consumer.consume(max(1, min(BATCH_SIZE, room)),
+                                                 self._poll_timeout_s())
+                if records:
+                    self._accept(records)
                 if self._clock.monotonic() - self._undelivered_checked_at >= CHECK_INTERVAL_S:
                     self._step_over_undelivered(self._assigned)
         finally:
@@ -131,23 +129,7 @@ class Runner:
 
     # -- the loop's steps -------------------------------------------------------------------
 
-    def _next_batch(self, timeout_s: float, room: int) -> list[Message]:
-        """Up to ``room`` records (BATCH_SIZE at most), waiting ``timeout_s`` for the first.
-
-        ``consume(n, timeout)`` waits for n records or the whole timeout, which would hold a
-        lone record back; ``poll`` returns as soon as one arrives, then the rest is taken
-        without waiting.
-        """
-        size = max(1, min(BATCH_SIZE, room))
-        messages: list[Message] = self._consumer.consume(size, 0)
-        if messages:
-            return messages
-        first = self._consumer.poll(timeout_s)
-        if first is None:
-            return []
-        return [first, *self._consumer.consume(size - 1, 0)] if size > 1 else [first]
-
-    def _accept(self, messages: list[Message]) -> None:
+    def _accept(self, records: list[InboundRecord]) -> None:
         """Hold back records not yet due, track and dispatch the rest (decoded later).
 
         Runs once per consumed record, so the loop reads everything it needs into locals and
@@ -159,34 +141,25 @@ class Runner:
         paused, assigned = self._paused, self._assigned
         tier_by_topic = self._tier_by_topic
         # A batch holds runs of records from one partition: look a partition up once a run.
-        last: tuple[object, object] = (None, None)
-        tp: TopicPartitionKey = ("", 0)
+        tp: TopicPartitionKey = ("", -1)
         offsets: list[int] = []
         tier: RetryTier | None = None
         wanted = False
         seek_backs = self._seek_backs
         sought_back = False  # the run's partition awaits its head after a seek back
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    LOG.warning("consumer error: %s", error)
-                continue
-            raw_topic, raw_partition = message.topic(), message.partition()
-            if (raw_topic, raw_partition) != last:
-                last = (raw_topic, raw_partition)
-                tp = (str(raw_topic), raw_partition or 0)
+        for record in records:
+            if record.partition != tp[1] or record.topic != tp[0]:
+                tp = (record.topic, record.partition)
                 tier = tier_by_topic.get(tp[0])
                 offsets = tracked.setdefault(tp, [])
                 # behind a paused head (re-fetched after resume), or revoked: skipped
                 wanted = tp not in paused and tp in assigned
                 sought_back = bool(seek_backs) and tp in seek_backs
             if sought_back:
-                seek_backs.delivered(tp, message.offset() or 0)
+                seek_backs.delivered(tp, record.offset)
                 sought_back = tp in seek_backs
             if not wanted:
                 continue
-            record = to_inbound(message, tp[0], tp[1])
             if tier is not None:
                 gate = due_gate(record.headers.due_at_ms, now, tier.delay_ms)
                 if not isinstance(gate, Ready):
@@ -217,9 +190,8 @@ class Runner:
             raise
 
     def _pause_until(self, tp: TopicPartitionKey, head_offset: int, due_at_ms: int) -> None:
-        partition = TopicPartition(tp[0], tp[1], head_offset)
-        self._consumer.pause([partition])
-        self._consumer.seek(partition)
+        self._consumer.pause([tp])
+        self._consumer.seek(tp, head_offset)
         self._seek_backs.sought(tp, head_offset)
         self._paused.hold(tp, due_at_ms)
 
@@ -228,7 +200,7 @@ class Runner:
             return
         due = self._paused.take_due(self._clock.now_ms())
         if due and not self._throttled:
-            self._consumer.resume([TopicPartition(t, p) for t, p in due])
+            self._consumer.resume(due)
 
     def _poll_timeout_s(self) -> float:
         return self._paused.wait_s(self._clock.now_ms(), IDLE_POLL_S)
@@ -264,14 +236,13 @@ class Runner:
     def _hold(self, partitions: list[TopicPartitionKey], hold: bool) -> None:
         """Pause ``partitions``, or resume those not waiting for a due head."""
         if hold:
-            self._consumer.pause([TopicPartition(t, p) for t, p in partitions])
+            self._consumer.pause(partitions)
         else:
-            self._consumer.resume([TopicPartition(t, p) for t, p in partitions
-                                   if (t, p) not in self._paused])
+            self._consumer.resume([tp for tp in partitions if tp not in self._paused])
 
     def _service(self, wait_s: float = 0.0) -> None:
         """Serve producer acks and lane results; store offsets that advanced."""
-        self._producer.poll(0)
+        self._producer.serve(0)
         advanced: dict[TopicPartitionKey, int] = {}
         self._finish_lane_results(advanced, wait_s)
         with self._acks_lock:
@@ -292,22 +263,18 @@ class Runner:
         See ``consumer.pipeline.undelivered`` for why and when this is safe.
         """
         self._undelivered_checked_at = self._clock.monotonic()
-        idle = [TopicPartition(t, p) for t, p in partitions
-                if (t, p) in self._assigned and (t, p) not in self._paused
-                and (t, p) not in self._seek_backs and self._book.in_flight((t, p)) == 0]
+        idle = [tp for tp in partitions
+                if tp in self._assigned and tp not in self._paused
+                and tp not in self._seek_backs and self._book.in_flight(tp) == 0]
         if not idle:
             return
         try:
-            positions = self._consumer.position(idle)
-        except KafkaException as exc:
+            positions = self._consumer.positions(idle)
+        except BrokerError as exc:
             LOG.debug("could not read consumer positions: %s", exc)
             return
-        advanced: dict[TopicPartitionKey, int] = {}
-        for position in positions:
-            tp = (position.topic, position.partition)
-            if position.error is None and position.offset >= 0 and \
-                    self._book.step_over(tp, position.offset):
-                advanced[tp] = position.offset
+        advanced = {tp: position for tp, position in positions.items()
+                    if self._book.step_over(tp, position)}
         if advanced:
             self._store_offsets(advanced)
 
@@ -396,13 +363,12 @@ class Runner:
             advanced[tp] = moved
 
     def _store_offsets(self, advanced: dict[TopicPartitionKey, int]) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in advanced.items()
-                   if (t, p) in self._assigned]
+        offsets = {tp: offset for tp, offset in advanced.items() if tp in self._assigned}
         if not offsets:
             return
         try:
-            self._consumer.store_offsets(offsets=offsets)
-        except KafkaException as exc:
+            self._consumer.store_offsets(offsets)
+        except BrokerError as exc:
             LOG.warning("could not store offsets (partition revoked?): %s", exc)
 
     def _on_republished(self, fate: Republished, error: str | None) -> None:
@@ -412,27 +378,27 @@ class Runner:
 
     # -- rebalancing and shutdown -----------------------------------------------------------
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def on_assign(self, partitions: list[Partition]) -> None:
         """Take the partitions on, fetching unless back-pressure holds them.
 
         librdkafka keeps an application's pause on a partition across a revoke and a later
         assignment of the same partition to the same client. A retry partition that was
         waiting for its head when a rebalance took it away would come back paused, with no
-        due time left to resume it (``_on_revoke`` forgets it): its records would wait until
+        due time left to resume it (``on_revoke`` forgets it): its records would wait until
         the process restarted. So every assigned partition is resumed here, or paused while
         back-pressure holds it (see ``_apply_backpressure``).
         """
-        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        self._assigned.update(partitions)
         held = [tp for tp in partitions if self._throttled or (
-            self._main_held and tp.topic not in self._tier_by_topic)]
+            self._main_held and tp[0] not in self._tier_by_topic)]
         if held:
-            consumer.pause(held)
+            self._consumer.pause(held)
         if len(held) < len(partitions):
-            consumer.resume([tp for tp in partitions if tp not in held])
+            self._consumer.resume([tp for tp in partitions if tp not in held])
         LOG.info("assigned %d partitions", len(partitions))
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        revoked = {(tp.topic, tp.partition) for tp in partitions}
+    def on_revoke(self, partitions: list[Partition]) -> None:
+        revoked = set(partitions)
         for tp in revoked:
             self._paused.forget(tp)  # never resume a partition that is going away
         if not self._drained:  # at shutdown the drain has run already (and said what is left)
@@ -442,8 +408,8 @@ class Runner:
         self._forget(revoked)
         LOG.info("revoked %d partitions", len(partitions))
 
-    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._forget({(tp.topic, tp.partition) for tp in partitions})
+    def on_lost(self, partitions: list[Partition]) -> None:
+        self._forget(set(partitions))
         LOG.warning("lost %d partitions", len(partitions))
 
     def _forget(self, partitions: set[TopicPartitionKey]) -> None:
@@ -462,7 +428,7 @@ class Runner:
                 return
             if self._hurry and self._lanes.idle():
                 break  # queued chunks were discarded: nothing more will finish
-            self._producer.poll(0.01)
+            self._producer.serve(0.01)
             self._service(wait_s=0.05)
         self._service()
         pending = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
@@ -472,11 +438,9 @@ class Runner:
 
     def _commit(self) -> None:
         try:
-            self._consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if not (isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET):
-                LOG.warning("commit failed: %s", exc)
+            self._consumer.commit()
+        except BrokerError as exc:
+            LOG.warning("commit failed: %s", exc)
 
     def _shutdown(self) -> None:
         self._drain(None, self._drain_timeout_s)
@@ -487,6 +451,4 @@ class Runner:
         self._commit()
         self._consumer.close()
         self._lanes.stop()
-        close_producer = getattr(self._producer, "close", None)  # confluent-kafka >= 2.13
-        if close_producer is not None:
-            close_producer()
+        self._producer.close()

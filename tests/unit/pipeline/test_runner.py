@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from consumer.dedup.store import MemoryDedupStore
 from consumer.observability.telemetry import Telemetry
+from consumer.pipeline.broker import Partition, RebalanceListener
 from consumer.pipeline.lanes import InlineLane, Lanes
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.records import Delivered, Fate, InboundRecord, Republished
@@ -26,29 +26,28 @@ DRAIN_TIMEOUT_S = 5.0
 class ScriptedConsumer:
     """Assigns partition 0 of the main topic on subscribe, then hands out ``batches``."""
 
-    def __init__(self, batches: list[list[Message]]) -> None:
+    def __init__(self, batches: list[list[InboundRecord]]) -> None:
         self.batches = batches
         self.closed = False
 
-    def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
-        callbacks["on_assign"](self, [TopicPartition(MAIN, 0)])
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        listener.on_assign([(MAIN, 0)])
 
-    def consume(self, num_messages: int, timeout: float) -> list[Message]:
+    def consume(self, max_records: int, timeout_s: float) -> list[InboundRecord]:
         return self.batches.pop(0) if self.batches else []
 
-    def poll(self, timeout: float) -> None:
-        return None
+    def pause(self, partitions: Iterable[Partition]) -> None: ...
 
-    def pause(self, partitions: list[TopicPartition]) -> None: ...
+    def resume(self, partitions: Iterable[Partition]) -> None: ...
 
-    def resume(self, partitions: list[TopicPartition]) -> None: ...
+    def seek(self, partition: Partition, offset: int) -> None: ...
 
-    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
+    def positions(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        return {}
 
-    def store_offsets(self, offsets: list[TopicPartition]) -> None: ...
+    def store_offsets(self, offsets: Mapping[Partition, int]) -> None: ...
 
-    def commit(self, asynchronous: bool) -> None: ...
+    def commit(self) -> None: ...
 
     def close(self) -> None:
         self.closed = True
@@ -57,16 +56,15 @@ class ScriptedConsumer:
 class IdleProducer:
     """Nothing is republished in these tests."""
 
-    def poll(self, timeout: float) -> int:
-        return 0
+    def serve(self, timeout_s: float) -> None: ...
 
-    def flush(self, timeout: float) -> int:
-        return 0
+    def flush(self, timeout_s: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
-def _messages(*offsets: int) -> list[Message]:
-    return [Message(topic=MAIN, partition=0, offset=offset, key=b"appt-1", value=b"v",
-                    timestamp=(1, 1_000)) for offset in offsets]
+def _messages(*offsets: int) -> list[InboundRecord]:
+    return [InboundRecord(MAIN, 0, offset, 1_000, b"appt-1", b"v", ()) for offset in offsets]
 
 
 def _interrupted_from(offset: int, records: Sequence[InboundRecord]) -> list[Fate]:
@@ -96,7 +94,7 @@ def test_an_interrupt_escaping_processing_on_the_poll_thread_stops_without_waiti
     outcomes already decided are logged, and the interrupt reaches the caller."""
     consumer = ScriptedConsumer([_messages(0, 1), _messages(2, 3)])
     clock = ManualClock()
-    runner = Runner(consumer=cast(Consumer, consumer), producer=cast(Producer, IdleProducer()),
+    runner = Runner(consumer=consumer, producer=IdleProducer(),
                     policy=RetryPolicy(main_topic=MAIN, delays_ms=(5_000,)),
                     lanes_factory=lanes_factory,
                     outcomes=PendingOutcomes(MemoryDedupStore(clock)), clock=clock,
