@@ -1,0 +1,247 @@
+"""An in-memory broker behind the run loop's ports, driven by a manual clock.
+
+Why: the run loop's timing and rebalance behaviour (a retry partition paused until its head
+is due, a seek back, a resume, a revoke in the middle of a wait, offsets stored past
+transaction markers) is proven here in milliseconds and deterministically, with the same
+contract tests that run against ``consumer.kafka.group_consumer`` on a real broker. It models
+what the loop relies on, nothing more:
+
+- a topic is a list of partitions, a partition a list of slots; a slot holds a record or a
+  transaction marker, which takes an offset but is never delivered;
+- one consumer group: positions per assigned partition, stored and committed offsets;
+- an assignment change is announced to the listener inside the next ``consume``, as
+  librdkafka does inside ``poll``; a pause outlives a revoke and a later assignment of the
+  same partition to the same consumer, as librdkafka's does;
+- ``consume`` with nothing to return advances the manual clock by its timeout: waiting costs
+  simulated time only. A test that never stops the loop fails at ``max_idle_ms``.
+- published records are acknowledged in ``serve``, like a producer's delivery reports.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from consumer.pipeline.broker import BrokerError, Partition, RebalanceListener
+from consumer.pipeline.processing import OnAck
+from consumer.pipeline.records import InboundRecord
+from retry_topics.clock import ManualClock
+from retry_topics.headers import Header
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record as the broker keeps it."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...]
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class _Group:
+    committed: dict[Partition, int] = field(default_factory=dict)
+
+
+class IdleTooLong(AssertionError):
+    """The loop waited longer than the test allows without being stopped."""
+
+
+class MemoryBroker:
+    """Topics, one consumer group's committed offsets, and the manual clock they share."""
+
+    def __init__(self, clock: ManualClock, *, max_idle_ms: int = 24 * 3_600_000) -> None:
+        self.clock = clock
+        self.max_idle_ms = max_idle_ms
+        self._topics: dict[str, list[list[StoredRecord | None]]] = {}
+        self._group = _Group()
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        self._topics.setdefault(name, [[] for _ in range(partitions)])
+
+    def partitions(self, topic: str) -> list[Partition]:
+        return [(topic, p) for p in range(len(self._topics[topic]))]
+
+    def append(self, topic: str, record: StoredRecord, partition: int | None = None) -> int:
+        """Append ``record``; the partition is the key's (CRC32) unless given. Its offset."""
+        log = self._topics[topic]
+        if partition is None:
+            partition = zlib.crc32(record.key or b"") % len(log)
+        log[partition].append(record)
+        return len(log[partition]) - 1
+
+    def append_marker(self, topic: str, partition: int) -> int:
+        """Append a transaction marker: it takes an offset, and nobody ever receives it."""
+        log = self._topics[topic][partition]
+        log.append(None)
+        return len(log) - 1
+
+    def records(self, topic: str) -> list[tuple[int, int, StoredRecord]]:
+        """Every record of ``topic`` as (partition, offset, record)."""
+        return [(p, offset, slot)
+                for p, log in enumerate(self._topics.get(topic, []))
+                for offset, slot in enumerate(log) if slot is not None]
+
+    def end(self, partition: Partition) -> int:
+        return len(self._topics[partition[0]][partition[1]])
+
+    def slot(self, partition: Partition, offset: int) -> StoredRecord | None:
+        return self._topics[partition[0]][partition[1]][offset]
+
+    def committed(self, partition: Partition) -> int | None:
+        return self._group.committed.get(partition)
+
+    def commit(self, offsets: Mapping[Partition, int]) -> None:
+        self._group.committed.update(offsets)
+
+
+class MemoryConsumer:
+    """``ConsumerPort`` over a ``MemoryBroker``: the only member of its group."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+        self._listener: RebalanceListener | None = None
+        self._topics: tuple[str, ...] = ()
+        self._assigned: set[Partition] = set()
+        self._positions: dict[Partition, int] = {}
+        self._paused: set[Partition] = set()
+        self._stored: dict[Partition, int] = {}
+        self._announcements: list[tuple[str, list[Partition]]] = []
+        self._idle_ms = 0
+        self.closed = False
+
+    # -- what tests do to the group ---------------------------------------------------------
+
+    def rebalance(self, *, revoke: Iterable[Partition] = (), lose: Iterable[Partition] = (),
+                  assign: Iterable[Partition] = ()) -> None:
+        """Announce an assignment change at the next ``consume``: revoked, lost, assigned."""
+        for kind, partitions in (("revoke", revoke), ("lose", lose), ("assign", assign)):
+            if partitions := list(partitions):
+                self._announcements.append((kind, partitions))
+
+    @property
+    def paused(self) -> frozenset[Partition]:
+        return frozenset(self._paused)
+
+    @property
+    def stored(self) -> Mapping[Partition, int]:
+        """Offsets stored and not yet committed (librdkafka would auto-commit them)."""
+        return dict(self._stored)
+
+    # -- the port ---------------------------------------------------------------------------
+
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        self._listener = listener
+        self._topics = tuple(topics)
+        for topic in topics:
+            self._broker.create_topic(topic)
+        self.rebalance(assign=[tp for topic in topics for tp in self._broker.partitions(topic)])
+
+    def consume(self, max_records: int, timeout_s: float) -> list[InboundRecord]:
+        self._announce()
+        records: list[InboundRecord] = []
+        for tp in sorted(self._assigned - self._paused):
+            end = self._broker.end(tp)
+            position = self._positions[tp]
+            while position < end and len(records) < max_records:
+                slot = self._broker.slot(tp, position)
+                if slot is not None:
+                    records.append(InboundRecord(tp[0], tp[1], position, slot.timestamp_ms,
+                                                 slot.key, slot.value, slot.headers))
+                position += 1
+            self._positions[tp] = position
+        if records:
+            self._idle_ms = 0
+            return records
+        waited = max(1, round(timeout_s * 1000))
+        self._idle_ms += waited
+        if self._idle_ms > self._broker.max_idle_ms:
+            raise IdleTooLong(f"the loop idled {self._idle_ms} ms without being stopped")
+        self._broker.clock.advance(waited)
+        return []
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        self._paused.difference_update(partitions)
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        if partition not in self._assigned:
+            raise BrokerError(f"seek on {partition}, which is not assigned")
+        self._positions[partition] = offset
+
+    def positions(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        return {tp: self._positions[tp] for tp in partitions if tp in self._positions}
+
+    def store_offsets(self, offsets: Mapping[Partition, int]) -> None:
+        strangers = [tp for tp in offsets if tp not in self._assigned]
+        if strangers:
+            raise BrokerError(f"store_offsets for partitions not assigned: {strangers}")
+        self._stored.update(offsets)
+
+    def commit(self) -> None:
+        self._broker.commit({tp: offset for tp, offset in self._stored.items()
+                             if tp in self._assigned})
+
+    def close(self) -> None:
+        if self._listener is not None and self._assigned:
+            self._listener.on_revoke(sorted(self._assigned))
+        self.commit()
+        self._assigned.clear()
+        self.closed = True
+
+    def _announce(self) -> None:
+        announcements, self._announcements = self._announcements, []
+        for kind, partitions in announcements:
+            assert self._listener is not None
+            if kind == "assign":
+                for tp in partitions:
+                    self._assigned.add(tp)
+                    committed = self._broker.committed(tp)
+                    self._positions[tp] = 0 if committed is None else committed
+                self._listener.on_assign(partitions)
+            elif kind == "revoke":
+                self._listener.on_revoke(partitions)
+                self._drop(partitions)
+            else:
+                self._listener.on_lost(partitions)
+                self._drop(partitions)
+
+    def _drop(self, partitions: list[Partition]) -> None:
+        for tp in partitions:
+            self._assigned.discard(tp)
+            self._positions.pop(tp, None)
+            self._stored.pop(tp, None)
+
+
+class MemoryProducer:
+    """``Publisher`` and ``ProducerPort`` over a ``MemoryBroker``; acks arrive in ``serve``."""
+
+    def __init__(self, broker: MemoryBroker, *, refuse: Iterable[str] = ()) -> None:
+        self._broker = broker
+        self._refused = frozenset(refuse)
+        self._unacknowledged: list[tuple[OnAck, str | None]] = []
+
+    def publish(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: list[tuple[str, bytes]], on_ack: OnAck) -> None:
+        if topic in self._refused:
+            self._unacknowledged.append((on_ack, f"broker refused a record for {topic}"))
+            return
+        self._broker.create_topic(topic)
+        self._broker.append(topic, StoredRecord(key, value, tuple(headers),
+                                                self._broker.clock.now_ms()))
+        self._unacknowledged.append((on_ack, None))
+
+    def serve(self, timeout_s: float) -> None:
+        acks, self._unacknowledged = self._unacknowledged, []
+        for on_ack, error in acks:
+            on_ack(error)
+
+    def flush(self, timeout_s: float) -> None:
+        self.serve(timeout_s)
+
+    def close(self) -> None:
+        """Nothing to release."""

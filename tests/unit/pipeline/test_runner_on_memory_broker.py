@@ -1,0 +1,233 @@
+"""The run loop on the in-memory broker with a manual clock: timing and rebalances, exactly.
+
+Each test runs the real ``Runner`` and ``RecordProcessor`` (one lane, on the poll thread)
+against ``MemoryBroker``; waiting costs simulated time only, so a 30 s retry tier takes
+milliseconds and the due time can be checked to the millisecond.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from consumer.dedup.store import MemoryDedupStore
+from consumer.delivery.handlers import DeliveryContext
+from consumer.errors import PermanentError, TransientError
+from consumer.events.codec import EventCodec, EventRecord
+from consumer.observability.telemetry import Telemetry
+from consumer.pipeline.lanes import InlineLane
+from consumer.pipeline.memory_broker import (
+    MemoryBroker,
+    MemoryConsumer,
+    MemoryProducer,
+    StoredRecord,
+)
+from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.processing import RecordProcessor
+from consumer.pipeline.records import InboundRecord, Republished
+from consumer.pipeline.runner import Runner
+from retry_topics.classification import ExceptionRules
+from retry_topics.clock import ManualClock
+from retry_topics.headers import decode_headers
+from retry_topics.policy import InProcessRetry, RetryPolicy
+from tests.unit.sample_events import sample_event
+
+MAIN = "clinic.events"
+TIER_5S, TIER_30S, DLQ = f"{MAIN}.retry.5s", f"{MAIN}.retry.30s", f"{MAIN}.dlq"
+CODEC = EventCodec()
+
+
+@dataclass
+class ScriptedHandler:
+    """Fails an event's first ``failures[event_id]`` calls; records when each call happened."""
+
+    clock: ManualClock
+    failures: dict[str, int] = field(default_factory=dict)
+    permanent: set[str] = field(default_factory=set)
+    calls: list[tuple[str, int, str]] = field(default_factory=list)  # (event_id, now_ms, topic)
+
+    def deliver(self, event: EventRecord, context: DeliveryContext) -> None:
+        self.calls.append((context.event_id, self.clock.now_ms(), context.topic))
+        if context.event_id in self.permanent:
+            raise PermanentError("rejected", error_class="http.422")
+        earlier = sum(1 for call in self.calls if call[0] == context.event_id) - 1
+        if earlier < self.failures.get(context.event_id, 0):
+            raise TransientError("unavailable", error_class="http.503")
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def times(self, event_id: str) -> list[int]:
+        return [at for eid, at, _ in self.calls if eid == event_id]
+
+
+@dataclass
+class Loop:
+    broker: MemoryBroker
+    consumer: MemoryConsumer
+    runner: Runner
+    handler: ScriptedHandler
+    clock: ManualClock
+
+    def publish(self, event_id: str, *, key: bytes = b"appt-1", partition: int = 0) -> int:
+        event: dict[str, Any] = sample_event("appointment.scheduled", event_id)
+        return self.broker.append(MAIN, StoredRecord(key, CODEC.encode(event), (),
+                                                     self.clock.now_ms()), partition)
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        """Run the loop on this thread; it is stopped at the first poll where ``done`` holds."""
+        consume = self.consumer.consume
+
+        def consume_until_done(max_records: int, timeout_s: float) -> list[InboundRecord]:
+            if done():
+                self.runner.stop()
+                return []
+            return consume(max_records, timeout_s)
+
+        self.consumer.consume = consume_until_done  # type: ignore[method-assign]
+        try:
+            self.runner.run()
+        finally:
+            self.consumer.consume = consume  # type: ignore[method-assign]
+
+
+def _loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = ()) -> Loop:
+    clock = ManualClock()
+    broker = MemoryBroker(clock, max_idle_ms=3_600_000)
+    broker.create_topic(MAIN, main_partitions)
+    for topic in (TIER_5S, TIER_30S, DLQ):
+        broker.create_topic(topic)
+    policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
+                         in_process=InProcessRetry(attempts=1))
+    handler = ScriptedHandler(clock)
+    consumer = MemoryConsumer(broker)
+    producer = MemoryProducer(broker, refuse=refuse)
+    outcomes = PendingOutcomes(MemoryDedupStore(clock))
+    telemetry = Telemetry()
+
+    def lanes(on_republished: Callable[[Republished, str | None], None]) -> InlineLane:
+        processor = RecordProcessor(
+            policy=policy, handler=handler, outcomes=outcomes, publisher=producer,
+            telemetry=telemetry, clock=clock, rules=ExceptionRules(), group_id="clinic-events",
+            on_republished=on_republished, codec=CODEC)
+        return InlineLane(processor.process_chunk, abandon=processor.abandon)
+
+    runner = Runner(consumer=consumer, producer=producer, policy=policy, lanes_factory=lanes,
+                    outcomes=outcomes, clock=clock, telemetry=telemetry, drain_timeout_s=1.0)
+    return Loop(broker, consumer, runner, handler, clock)
+
+
+def test_a_retry_runs_exactly_when_due_never_before() -> None:
+    """The tier record's partition is paused until its head is due, then resumed: the retry
+    happens at the failure time + 5 s, to the poll's granularity, never earlier."""
+    loop = _loop()
+    loop.handler.failures["evt-a"] = 1
+    loop.publish("evt-a")
+    loop.run_until(lambda: len(loop.handler.times("evt-a")) == 2)
+    first, retry = loop.handler.times("evt-a")
+    assert 5_000 <= retry - first <= 5_000 + 250  # IDLE_POLL_S is the coarsest wait
+    assert loop.runner.stats["delivered"] == 1
+
+
+def test_a_waiting_retry_does_not_hold_up_later_events_of_other_partitions() -> None:
+    """While the failed event waits in its tier, events published after it are delivered
+    at once: the wait pauses one tier partition, not the loop."""
+    loop = _loop(main_partitions=2)
+    loop.handler.failures["evt-slow"] = 1
+    loop.publish("evt-slow", partition=0)
+    for n in range(5):
+        loop.publish(f"evt-{n}", key=f"appt-{n}".encode(), partition=1)
+    loop.run_until(lambda: len(loop.handler.calls) == 7)
+    failed_at = loop.handler.times("evt-slow")[0]
+    others = [at for eid, at, _ in loop.handler.calls if eid.startswith("evt-") and
+              eid != "evt-slow"]
+    assert max(others) < failed_at + 5_000
+    assert loop.handler.times("evt-slow")[1] >= failed_at + 5_000
+
+
+def test_each_tier_keeps_its_delay_and_a_last_failure_is_dead_lettered_once() -> None:
+    """Attempts at 0, +5 s and +30 s; the third failure goes to the DLQ with attempts 3."""
+    loop = _loop()
+    loop.handler.failures["evt-b"] = 99
+    loop.publish("evt-b")
+    loop.run_until(lambda: loop.runner.stats["dead_lettered"] == 1)
+    first, second, third = loop.handler.times("evt-b")
+    assert second - first >= 5_000 and third - second >= 30_000
+    (dead,) = loop.broker.records(DLQ)
+    assert decode_headers(dead[2].headers).attempts == 3
+
+
+def test_offsets_are_committed_only_after_a_republish_is_acknowledged() -> None:
+    """A republish the broker refuses stops the loop with the source offset uncommitted, so
+    the event is redelivered after a restart rather than lost."""
+    loop = _loop(refuse=(TIER_5S,))
+    loop.handler.failures["evt-c"] = 1
+    loop.publish("evt-c")
+    with pytest.raises(Exception, match="refused"):
+        loop.run_until(lambda: False)
+    assert loop.broker.committed((MAIN, 0)) in (None, 0)
+
+
+def test_a_partition_revoked_while_its_head_waits_is_resumed_when_it_comes_back() -> None:
+    """The broker keeps a pause across a revoke and a re-assignment to the same consumer;
+    the loop resumes the partition on assignment, so the waiting retry still runs."""
+    loop = _loop()
+    loop.handler.failures["evt-d"] = 1
+    loop.publish("evt-d")
+    tier = (TIER_5S, 0)
+    rebalanced = False
+
+    def done() -> bool:
+        nonlocal rebalanced
+        if not rebalanced and tier in loop.consumer.paused:
+            loop.consumer.rebalance(revoke=[tier], assign=[tier])
+            rebalanced = True
+        return len(loop.handler.times("evt-d")) == 2
+
+    loop.run_until(done)
+    assert rebalanced
+    first, retry = loop.handler.times("evt-d")
+    assert retry - first >= 5_000
+
+
+def test_a_lost_partition_is_forgotten_and_its_offsets_are_not_stored() -> None:
+    """After ``on_lost`` the loop stores nothing for the partition: its new owner decides."""
+    loop = _loop()
+    loop.publish("evt-e")
+    lost = False
+
+    def done() -> bool:
+        nonlocal lost
+        if loop.handler.calls and not lost:
+            loop.consumer.rebalance(lose=[(MAIN, 0)])
+            lost = True
+            return False
+        return lost and (MAIN, 0) not in loop.runner.assignment
+
+    loop.run_until(done)
+    assert loop.broker.committed((MAIN, 0)) is None
+
+
+def test_offsets_step_over_transaction_markers_at_the_end_of_a_partition() -> None:
+    """A marker takes an offset nobody receives; once the partition is idle the stored
+    offset moves past it, so lag reads 0 instead of 1 forever."""
+    loop = _loop()
+    loop.publish("evt-f")
+    marker = loop.broker.append_marker(MAIN, 0)
+    loop.run_until(lambda: loop.consumer.stored.get((MAIN, 0)) == marker + 1)
+    assert loop.runner.stats["delivered"] == 1
+    assert loop.broker.committed((MAIN, 0)) == marker + 1
+
+
+def test_a_permanent_failure_goes_straight_to_the_dlq_keeping_the_original_bytes() -> None:
+    loop = _loop()
+    loop.handler.permanent.add("evt-g")
+    offset = loop.publish("evt-g")
+    loop.run_until(lambda: bool(loop.broker.records(DLQ)))
+    (dead,) = loop.broker.records(DLQ)
+    original = loop.broker.slot((MAIN, 0), offset)
+    assert original is not None and dead[2].value == original.value
+    assert len(loop.handler.calls) == 1
