@@ -15,7 +15,8 @@ defined in :mod:`retry_topics.headers` by the same rules, kept here so every pub
 * **due time** is present only on retry-tier records and **DLQ reason** only on DLQ records;
 * trace context, event id/type, replay count and unknown headers ride along unchanged (the
   telemetry layer re-stamps ``traceparent`` with :func:`retry_topics.headers.replace_header`);
-* a **replay** clears attempts, due time and DLQ reason and increments the replay count.
+* a **replay** clears attempts, due time, DLQ reason and the failure description, increments
+  the replay count, and carries ``clinic.replay-force`` only when the replay is forced.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 from retry_topics.classification import Classification
-from retry_topics.headers import DlqReason, FailureInfo, Provenance, RecordHeaders
+from retry_topics.headers import REPLAY_FORCE, DlqReason, FailureInfo, Provenance, RecordHeaders
 from retry_topics.redaction import redact_message
 
 __all__ = ["next_hop_headers", "replay_headers"]
@@ -64,7 +65,7 @@ def next_hop_headers(
     return dataclasses.replace(hop, due_at_ms=due_at_ms, dlq_reason=dlq_reason)
 
 
-def replay_headers(dead_letter: RecordHeaders) -> RecordHeaders:
+def replay_headers(dead_letter: RecordHeaders, *, force: bool = False) -> RecordHeaders:
     """Headers for replaying a dead-lettered record onto its original topic.
 
     The record starts over: attempt count, due time, DLQ reason and the failure description
@@ -72,7 +73,11 @@ def replay_headers(dead_letter: RecordHeaders) -> RecordHeaders:
     the replay count is incremented. Provenance, trace context and event identity stay, so a
     record that fails again still points at where it first entered the system; the failure
     that dead-lettered it is kept in the audit record of the replay, not on the record.
+
+    ``force`` adds ``clinic.replay-force: 1`` (last, after the other unknown headers). A
+    marker left by an earlier forced replay is dropped either way: each replay decides anew.
     """
+    other = tuple(header for header in dead_letter.other if header[0] != REPLAY_FORCE)
     return dataclasses.replace(
         dead_letter,
         attempts=None,
@@ -84,4 +89,5 @@ def replay_headers(dead_letter: RecordHeaders) -> RecordHeaders:
         first_failure_at_ms=None,
         last_failure_at_ms=None,
         replay_count=(dead_letter.replay_count or 0) + 1,
+        other=(*other, (REPLAY_FORCE, b"1")) if force else other,
     )

@@ -30,7 +30,6 @@ from consumer.events.model import event_to_json
 from retry_topics.durations import parse_duration_ms
 from retry_topics.errors import HeaderError, PolicyError
 from retry_topics.headers import (
-    REPLAY_FORCE,
     Header,
     RecordHeaders,
     decode_headers,
@@ -348,18 +347,6 @@ class Skip:
     detail: str
 
 
-def replayed_headers(dead: RecordHeaders, *, force: bool) -> list[tuple[str, bytes]]:
-    """Headers of a replayed record: no attempts, due time or error headers, replay count
-    incremented, provenance, trace context and unknown headers kept; force marker if forced."""
-    started_over = dataclasses.replace(
-        replay_headers(dead), attempts=None, due_at_ms=None, dlq_reason=None,
-        first_failure_at_ms=None, last_failure_at_ms=None, error_class=None,
-        error_message=None, classification=None,
-        other=tuple(h for h in dead.other if h[0] != REPLAY_FORCE))
-    encoded = encode_headers(started_over)
-    return [*encoded, (REPLAY_FORCE, b"1")] if force else encoded
-
-
 def decide_replay(
     record: DlqRecord, *, target: str | None, max_replays: int,
     outcome: Outcome | None, force: bool,
@@ -368,6 +355,7 @@ def decide_replay(
 
     ``outcome`` is what the dedup store recorded for the record's event id; ``force``
     replays an event already delivered (marking the record so the consumer delivers it).
+    The headers are reset by :func:`retry_topics.hops.replay_headers`.
     """
     if record.header_problem is not None:
         return Skip(reason="malformed-headers", detail=record.header_problem)
@@ -382,7 +370,7 @@ def decide_replay(
     if not topic:
         return Skip(reason="no-target", detail="no clinic.original-topic header (use --to)")
     return Replay(topic=topic, key=record.key, value=record.value,
-                  headers=replayed_headers(record.headers, force=force))
+                  headers=encode_headers(replay_headers(record.headers, force=force)))
 
 
 @dataclass(slots=True)
