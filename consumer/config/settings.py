@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from consumer.dedup.rules import store_kind
 from consumer.errors import ConfigError
 from retry_topics.classification import ExceptionRules
 from retry_topics.durations import parse_duration_ms
@@ -502,7 +503,7 @@ def _build_policy(main: str, retry: dict[str, Any]) -> RetryPolicy:
 
 def _build_dedup(dedup: dict[str, Any]) -> DedupSettings:
     store = _str("dedup", "store", dedup["store"])
-    if not store.startswith(("sqlite://", "redis://", "rediss://", "memory://")):
+    if store_kind(store) is None:
         raise ConfigError(f"dedup.store must start with sqlite://, redis:// or memory://, "
                           f"got {store!r}")
     return DedupSettings(store=store, ttl_ms=_positive_duration("dedup", "ttl", dedup["ttl"]))

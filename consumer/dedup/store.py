@@ -33,7 +33,14 @@ from urllib.parse import urlsplit
 
 import redis
 
-from consumer.dedup.rules import OUTCOMES, Outcome, check_outcomes, check_ttl, live_outcomes
+from consumer.dedup.rules import (
+    OUTCOMES,
+    Outcome,
+    check_outcomes,
+    check_ttl,
+    live_outcomes,
+    store_kind,
+)
 from consumer.dedup.sqlite import SqliteDedupStore
 from consumer.errors import ConfigError
 from retry_topics.clock import Clock, SystemClock
@@ -196,16 +203,17 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
     SQLite store then takes no writer lock); it changes nothing for Redis or memory.
     """
     check_ttl(ttl_ms)
+    kind = store_kind(url)
     try:
-        if url.startswith("sqlite:///"):
+        if kind == "sqlite" and url.startswith("sqlite:///"):
             raw_path = url.removeprefix("sqlite:///")
             if not raw_path or raw_path == "/":
                 raise ConfigError(f"dedup.store {url!r} names no file; use "
                                   "sqlite:///relative/path.sqlite3 or sqlite:////abs/path")
             return SqliteDedupStore(Path(raw_path), ttl_ms, clock, read_only=read_only)
-        if url.startswith(("redis://", "rediss://")):
+        if kind == "redis":
             return RedisDedupStore(url, ttl_ms)
-        if url == "memory://":
+        if kind == "memory" and url == "memory://":
             return MemoryDedupStore(clock, ttl_ms=ttl_ms)
     except (OSError, sqlite3.Error, redis.RedisError, ValueError) as exc:
         if isinstance(exc, ConfigError):

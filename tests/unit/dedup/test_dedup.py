@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from consumer.dedup.rules import StoreKind, store_kind
 from consumer.dedup.store import (
     LOOKUP_CHUNK,
     DedupStore,
@@ -171,6 +172,17 @@ def test_open_memory_store_keeps_the_rules() -> None:
     clock.advance(TTL_MS)
     assert store.lookup(["evt-1"]) == {}
     store.close()
+
+
+@pytest.mark.parametrize(("url", "kind"), [
+    ("sqlite:///state/dedup.sqlite3", "sqlite"), ("sqlite://relative.db", "sqlite"),
+    ("redis://h:6379/0", "redis"), ("rediss://h:6380/0", "redis"), ("memory://", "memory"),
+    ("memory://extra", "memory"), ("postgres://db/x", None), ("SQLITE:///x", None),
+    ("x://sqlite://y", None), ("sqlite", None), ("", None),
+])
+def test_store_kind_is_read_from_the_scheme_alone(url: str, kind: StoreKind | None) -> None:
+    """Settings refuse what has no kind; the store checks the rest of the URL when opening."""
+    assert store_kind(url) == kind
 
 
 @pytest.mark.parametrize(
