@@ -7,7 +7,7 @@ behaviour to the real client's.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,8 +60,8 @@ class KafkaWorld:
 
 
 @pytest.fixture
-def world(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[KafkaWorld]:
-    yield KafkaWorld(kafka_bootstrap, topic_prefix, tmp_path)
+def world(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> KafkaWorld:
+    return KafkaWorld(kafka_bootstrap, topic_prefix, tmp_path)
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
