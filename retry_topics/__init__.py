@@ -35,7 +35,16 @@ from retry_topics.naming import (
 )
 from retry_topics.policy import BACKOFF_NAMES, BackoffName, InProcessRetry, RetryPolicy, RetryTier
 from retry_topics.redaction import cap_utf8, redact_message
-from retry_topics.routing import DeadLetter, Decision, RetryTo, dead_letter_undecodable, decide_next
+from retry_topics.routing import (
+    DeadLetter,
+    Decision,
+    RetryInProcess,
+    RetryTo,
+    Step,
+    dead_letter_undecodable,
+    decide_after_failure,
+    decide_next,
+)
 
 __all__ = [
     "BACKOFF_NAMES",
@@ -55,10 +64,12 @@ __all__ = [
     "Provenance",
     "Ready",
     "RecordHeaders",
+    "RetryInProcess",
     "RetryPolicy",
     "RetryTier",
     "RetryTo",
     "RetryTopicsError",
+    "Step",
     "SystemClock",
     "Wait",
     "audit_topic_name",
@@ -66,6 +77,7 @@ __all__ = [
     "classify_exception",
     "classify_http_status",
     "dead_letter_undecodable",
+    "decide_after_failure",
     "decide_next",
     "decode_headers",
     "dlq_topic_name",

@@ -1,11 +1,17 @@
-"""Where next for a failed record, decided by one pure function.
+"""Where next for a failed record, decided by pure functions.
 
 Given the retry policy, the topic the record was consumed from, how many topic attempts have
 been made, how the failure was classified and the current time, :func:`decide_next` returns
 either :class:`RetryTo` (republish to a retry tier, due at a given time) or
-:class:`DeadLetter` (republish to the DLQ, with a reason). The caller only executes the
-decision, so every routing rule is testable without Kafka:
+:class:`DeadLetter` (republish to the DLQ, with a reason). :func:`decide_after_failure`
+comes first, after every failed handler call: it answers :class:`RetryInProcess` (call
+again, in this process, after a quick wait) or defers to :func:`decide_next`. The caller
+only executes the decision, so every routing rule is testable without Kafka:
 
+* **in process** while the policy's ``in_process.attempts`` calls are not all made, for a
+  transient failure whose Retry-After (if any) fits in one quick wait
+  (``<= in_process.max_wait_ms``); the quick wait is then at least that Retry-After.
+  A longer Retry-After skips the quick calls: the record goes on to a tier at once;
 * **permanent** failures go to the DLQ at once (reason ``"permanent"``): retrying cannot help;
 * **transient** failures go to the next tier. ``attempts_made`` counts topic attempts,
   including the one that just failed: after the main-topic attempt it is 1 and the record goes
@@ -32,7 +38,10 @@ from retry_topics.errors import PolicyError
 from retry_topics.headers import DlqReason
 from retry_topics.policy import RetryPolicy, RetryTier
 
-__all__ = ["DeadLetter", "Decision", "RetryTo", "dead_letter_undecodable", "decide_next"]
+__all__ = [
+    "DeadLetter", "Decision", "RetryInProcess", "RetryTo", "Step", "dead_letter_undecodable",
+    "decide_after_failure", "decide_next",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,7 +63,16 @@ class DeadLetter:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryInProcess:
+    """Call the handler again in this process, after at least ``min_wait_ms`` (a Retry-After
+    the quick waits honour; 0 without one) and the policy's backoff."""
+
+    min_wait_ms: int
+
+
 Decision = RetryTo | DeadLetter
+Step = RetryInProcess | RetryTo | DeadLetter
 
 
 def _source_index(policy: RetryPolicy, source_topic: str) -> int:
@@ -97,6 +115,34 @@ def decide_next(
         tier = long_enough[0] if long_enough else remaining[-1]
     return RetryTo(
         topic=tier.topic, due_at_ms=now_ms + tier.delay_ms, attempts=attempts_made, tier=tier
+    )
+
+
+def decide_after_failure(
+    policy: RetryPolicy,
+    source_topic: str,
+    attempts_made: int,
+    calls_made: int,
+    classification: Classification,
+    now_ms: int,
+    retry_after_ms: int | None = None,
+) -> Step:
+    """Decide what follows handler call ``calls_made`` (1-based, within topic attempt
+    ``attempts_made``) that just failed: another call in process, or :func:`decide_next`."""
+    if calls_made < 1:
+        raise PolicyError(
+            f"calls_made counts the call that just failed, so it is >= 1; got {calls_made}"
+        )
+    classification = parse_classification(classification)
+    quick = policy.in_process
+    if (
+        classification is Classification.TRANSIENT
+        and calls_made < quick.attempts
+        and (retry_after_ms is None or retry_after_ms <= quick.max_wait_ms)
+    ):
+        return RetryInProcess(min_wait_ms=max(0, retry_after_ms or 0))
+    return decide_next(
+        policy, source_topic, attempts_made, classification, now_ms, retry_after_ms
     )
 
 

@@ -7,7 +7,14 @@ import pytest
 from retry_topics.classification import Classification
 from retry_topics.errors import PolicyError
 from retry_topics.policy import InProcessRetry, RetryPolicy
-from retry_topics.routing import DeadLetter, RetryTo, dead_letter_undecodable, decide_next
+from retry_topics.routing import (
+    DeadLetter,
+    RetryInProcess,
+    RetryTo,
+    dead_letter_undecodable,
+    decide_after_failure,
+    decide_next,
+)
 
 NOW = 1_700_000_000_000
 POLICY = RetryPolicy(
@@ -143,6 +150,56 @@ def test_after_a_jump_the_next_failure_continues_after_the_jumped_tier() -> None
     assert decide_next(POLICY, jumped.topic, jumped.attempts + 1, TRANSIENT, NOW) == (
         DeadLetter(topic=DLQ, reason="exhausted", attempts=2)
     )
+
+
+# ---- after a failed handler call: again in process, or decide_next ---------------------------
+
+QUICK = RetryPolicy(main_topic="clinic.events", delays_ms=(5_000, 30_000, 600_000),
+                    in_process=InProcessRetry(attempts=3, max_wait_ms=1_000))
+
+
+@pytest.mark.parametrize("calls_made", [1, 2])
+def test_a_transient_failure_is_retried_in_process_while_calls_remain(calls_made: int) -> None:
+    assert decide_after_failure(QUICK, MAIN, 1, calls_made, TRANSIENT, NOW) == RetryInProcess(
+        min_wait_ms=0)
+
+
+def test_after_the_last_in_process_call_the_record_goes_to_a_tier() -> None:
+    assert decide_after_failure(QUICK, MAIN, 1, 3, TRANSIENT, NOW) == decide_next(
+        QUICK, MAIN, 1, TRANSIENT, NOW)
+    assert decide_after_failure(QUICK, T3, 4, 3, TRANSIENT, NOW) == DeadLetter(
+        topic=DLQ, reason="exhausted", attempts=4)
+
+
+def test_a_permanent_failure_is_never_retried_in_process() -> None:
+    assert decide_after_failure(QUICK, MAIN, 1, 1, PERMANENT, NOW) == DeadLetter(
+        topic=DLQ, reason="permanent", attempts=1)
+
+
+def test_a_single_in_process_attempt_means_no_quick_retry() -> None:
+    once = RetryPolicy(main_topic="clinic.events", delays_ms=(5_000,),
+                       in_process=InProcessRetry(attempts=1))
+    assert isinstance(decide_after_failure(once, MAIN, 1, 1, TRANSIENT, NOW), RetryTo)
+
+
+@pytest.mark.parametrize("retry_after_ms", [0, 700, 1_000])
+def test_a_retry_after_that_fits_one_quick_wait_is_its_lower_bound(retry_after_ms: int) -> None:
+    assert decide_after_failure(QUICK, MAIN, 1, 1, TRANSIENT, NOW, retry_after_ms) == \
+        RetryInProcess(min_wait_ms=retry_after_ms)
+
+
+def test_a_longer_retry_after_skips_the_quick_calls_and_picks_a_long_enough_tier() -> None:
+    decision = decide_after_failure(QUICK, MAIN, 1, 1, TRANSIENT, NOW, retry_after_ms=20_000)
+    assert isinstance(decision, RetryTo)
+    assert (decision.topic, decision.due_at_ms) == (T2, NOW + 30_000)
+    assert decide_after_failure(QUICK, MAIN, 1, 2, TRANSIENT, NOW, 1_001) == decide_next(
+        QUICK, MAIN, 1, TRANSIENT, NOW, 1_001)
+
+
+@pytest.mark.parametrize("calls_made", [0, -1])
+def test_calls_made_counts_the_failed_call(calls_made: int) -> None:
+    with pytest.raises(PolicyError, match="calls_made counts the call that just failed"):
+        decide_after_failure(QUICK, MAIN, 1, calls_made, TRANSIENT, NOW)
 
 
 # ---- validation and undecodable -----------------------------------------------------------
