@@ -4,7 +4,8 @@ A record that fails with a transient error gets two kinds of retries:
 
 1. **In-process retries** (:class:`InProcessRetry`): a few quick attempts inside the consumer,
    a few hundred milliseconds apart, for blips such as a dropped connection. They hold up the
-   partition, so they are short and few.
+   partition, so they are short and few. tenacity runs them; the policy names its wait
+   strategy (``wait_strategy``).
 2. **Topic retries** (:class:`RetryPolicy`): the record is republished to a retry tier topic
    with a fixed delay (``clinic.events.retry.30s``, ``...retry.10m``, ...). Each tier has one
    delay, so the head of each of its partitions is always the next record due, and a waiting
@@ -25,10 +26,12 @@ longer than its tier, as if it had come from the configured tier just before tha
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Literal, get_args
+
+from tenacity import wait_exponential, wait_fixed, wait_none, wait_random_exponential
+from tenacity.wait import wait_base
 
 from retry_topics.durations import format_duration
 from retry_topics.errors import PolicyError
@@ -40,9 +43,6 @@ __all__ = [
 
 BackoffName = Literal["immediate", "fixed", "exponential", "exponential_jitter"]
 BACKOFF_NAMES: tuple[BackoffName, ...] = get_args(BackoffName)
-
-# 2**62 ms is far beyond any cap; bounding the exponent keeps the arithmetic cheap.
-_MAX_EXPONENT = 62
 
 
 def _require_int(name: str, value: int, minimum: int) -> None:
@@ -83,26 +83,22 @@ class InProcessRetry:
         """Number of in-process retries after the first try."""
         return self.attempts - 1
 
-    def wait_ms(self, retry_number: int, rng: random.Random | None = None) -> int:
-        """Milliseconds to wait before in-process retry ``retry_number`` (1-based).
+    def wait_strategy(self) -> wait_base:
+        """tenacity's wait before each in-process retry, in seconds, for this backoff.
 
-        ``immediate`` is 0, ``fixed`` is ``first_wait_ms``, ``exponential`` doubles from
-        ``first_wait_ms`` and ``exponential_jitter`` draws uniformly from 0 to that value
-        ("full jitter", which spreads out retries of many consumers that failed together).
-        Every result is capped at ``max_wait_ms``.
+        ``immediate`` waits nothing, ``fixed`` waits ``first_wait_ms``, ``exponential``
+        doubles from ``first_wait_ms`` and ``exponential_jitter`` draws uniformly between 0
+        and that ("full jitter", which spreads out the retries of many consumers that failed
+        together). Every wait is capped at ``max_wait_ms``.
         """
-        if retry_number < 1:
-            raise PolicyError(f"retry_number is 1-based, got {retry_number}")
+        first_s, cap_s = self.first_wait_ms / 1000, self.max_wait_ms / 1000
         if self.backoff == "immediate":
-            return 0
+            return wait_none()
         if self.backoff == "fixed":
-            return min(self.first_wait_ms, self.max_wait_ms)
-        exponent = min(retry_number - 1, _MAX_EXPONENT)
-        ceiling = min(self.first_wait_ms << exponent, self.max_wait_ms)
+            return wait_fixed(first_s)
         if self.backoff == "exponential":
-            return ceiling
-        draw = rng.randint if rng is not None else random.randint
-        return draw(0, ceiling)
+            return wait_exponential(multiplier=first_s, max=cap_s)
+        return wait_random_exponential(multiplier=first_s, max=cap_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

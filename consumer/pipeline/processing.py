@@ -7,11 +7,12 @@ For each chunk of records a lane hands it (records of one lane, in consumption o
 1. look up every event id in the dedup store at once (one round trip per chunk);
 2. skip events already delivered, and events already dead-lettered unless they come back
    through a DLQ replay (``clinic.replay-count`` > 0) or a forced replay;
-3. call the handler inside a ``process <topic>`` span; on a transient failure retry briefly
-   in-process (tenacity, waits from the policy's backoff), keeping tenacity off the success
-   path; a ``Retry-After`` longer than the quick waits allow goes straight to a tier;
-4. decide where a failed record goes with the pure ``decide_next`` and republish it (retry
-   tier or DLQ) with the next hop's headers and a fresh ``traceparent`` from a ``send`` span;
+3. call the handler inside a ``process <topic>`` span; after a failure the pure
+   ``decide_after_failure`` says whether to call again in process (tenacity runs those
+   retries, with the policy's backoff), or where the record goes: a ``Retry-After`` longer
+   than a quick wait goes straight to a tier;
+4. republish a failed record to the retry tier or DLQ decided, with the next hop's headers
+   and a fresh ``traceparent`` from a ``send`` span;
 5. stage the chunk's delivered outcomes (``PendingOutcomes``); the poll thread records
    them durably, once per pass, before it stores any of their offsets;
 6. drop each record's decoded event as soon as its fate is decided (only ids, offsets and
@@ -27,8 +28,9 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from opentelemetry.trace import Span
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 from consumer.dedup.store import Outcome
 from consumer.delivery.handlers import DeliveryContext, DeliveryHandler
@@ -48,7 +50,14 @@ from retry_topics.headers import (
 )
 from retry_topics.hops import next_hop_headers
 from retry_topics.policy import RetryPolicy, tier_labels
-from retry_topics.routing import DeadLetter, RetryTo, dead_letter_undecodable, decide_next
+from retry_topics.routing import (
+    DeadLetter,
+    RetryInProcess,
+    RetryTo,
+    Step,
+    dead_letter_undecodable,
+    decide_after_failure,
+)
 
 OnAck = Callable[[str | None], None]
 """Called once the broker acknowledged (None) or refused (error text) a republished record."""
@@ -62,6 +71,31 @@ class stop_when(stop_base):  # noqa: N801 - named like tenacity's own stop strat
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return self._predicate(retry_state)
+
+
+class wait_at_least_retry_after(wait_base):  # noqa: N801 - named like tenacity's waits
+    """``base``, or the Retry-After of the failure if that is longer (both in seconds).
+
+    Only a Retry-After that fits in one quick wait gets here: ``decide_after_failure``
+    sends a record with a longer one to a tier instead.
+    """
+
+    def __init__(self, base: wait_base) -> None:
+        self._base = base
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        failure = _failure_of(retry_state)
+        hint = failure.retry_after_ms if isinstance(failure, TransientError) else None
+        return max(self._base(retry_state), (hint or 0) / 1000)
+
+
+def _failure_of(retry_state: RetryCallState) -> BaseException:
+    """The exception of the attempt tenacity just finished (only failures are retried)."""
+    outcome = retry_state.outcome
+    failure = outcome.exception() if outcome is not None else None
+    if failure is None:
+        raise RuntimeError("tenacity asked about an attempt that did not fail")
+    return failure
 
 
 class Publisher(Protocol):
@@ -100,6 +134,7 @@ class RecordProcessor:
         self._group_id = group_id
         self._on_republished = on_republished
         self._tier_labels = tier_labels(policy)
+        self._quick_wait = wait_at_least_retry_after(policy.in_process.wait_strategy())
         self._codec = codec or EventCodec()
         self._abandoned = False
 
@@ -210,18 +245,15 @@ class RecordProcessor:
         if span is not INVALID_SPAN:
             traceparent = self._telemetry.current_traceparent()
             tracestate = self._telemetry.current_tracestate()
-        failure = self._deliver(record, record.event, traceparent, tracestate, may_wait)
-        if failure is None:
+        outcome = self._deliver(record, record.event, traceparent, tracestate, may_wait)
+        if outcome is None:
             return Delivered(record)
-        if failure is record.carried_failure:
+        failure, step = outcome
+        if isinstance(step, RetryInProcess):
             return None  # handed over: a lane makes the quick retries (in the same span)
         self._telemetry.record_error(span, failure.error_class)
-        decision = decide_next(
-            self._policy, record.topic, record.attempt, failure.classification,
-            self._clock.now_ms(), failure.retry_after_ms,
-        )
-        dlq_reason = decision.reason if isinstance(decision, DeadLetter) else None
-        return self._republish(record, decision, failure, dlq_reason)
+        dlq_reason = step.reason if isinstance(step, DeadLetter) else None
+        return self._republish(record, step, failure, dlq_reason)
 
     @staticmethod
     def _may_process_again(record: InboundRecord, prior: Outcome) -> bool:
@@ -232,70 +264,76 @@ class RecordProcessor:
         return prior == "dead_lettered" and record.replayed
 
     def _deliver(self, record: InboundRecord, event: EventRecord, traceparent: str | None,
-                 tracestate: str | None, may_wait: bool = True) -> Failure | None:
-        """Call the handler; retry transient failures briefly in-process.
+                 tracestate: str | None, may_wait: bool = True) -> tuple[Failure, Step] | None:
+        """Call the handler, and again in process while ``decide_after_failure`` says so.
 
-        If the first call failed on a thread that ``may_wait`` not, the failure is kept on
-        the record (``carried_failure``) and returned as it is; the lane that processes the
-        record next starts from it with the quick retries.
+        None: delivered. Otherwise the last failure and the step that follows it: a tier or
+        the DLQ, or ``RetryInProcess`` when the first call failed on a thread that may not
+        wait; that failure is then kept on the record (``carried_failure``) and the lane that
+        processes the record next retries from it, without calling the handler again.
+
+        tenacity runs the retries, its stop from ``decide_after_failure`` and its waits from
+        the policy's backoff. Its attempt 1 is the first call, made before tenacity is set
+        up: most calls succeed, and a tenacity loop around each would cost about as much as
+        the rest of the pipeline's own work per event (~10 us). Attempt 1 raises that call's
+        failure again, so tenacity makes the first wait and counts the first call like any
+        other.
         """
         context = DeliveryContext(
             event_id=record.event_id or "", event_type=record.event_type or "",
             topic=record.topic, partition=record.partition, offset=record.offset,
             attempt=record.attempt, traceparent=traceparent, tracestate=tracestate)
-        carried = record.carried_failure
-        if isinstance(carried, Failure):
-            failure = carried
-            record.carried_failure = None
-        else:
+        first = record.carried_failure
+        record.carried_failure = None
+        if not isinstance(first, HandlerError):
             try:
-                if self._telemetry.metrics_live:
-                    self._timed_deliver(event, context)
-                else:
-                    self._handler.deliver(event, context)
-            except Exception as first:  # noqa: BLE001 - every failure is classified below
-                failure = self._normalise(first)
+                self._call(event, context)
+            except HandlerError as exc:
+                first = exc
             else:
                 return None
-        quick = self._policy.in_process
-        if failure.classification is Classification.PERMANENT or quick.attempts <= 1 or \
-                not self._retry_after_fits(failure):
-            return failure
+        failure = self._normalise(first)
+        step = self._next_step(record, 1, failure)
+        if not isinstance(step, RetryInProcess):
+            return failure, step
         if not may_wait:
-            record.carried_failure = failure
-            return failure
+            record.carried_failure = first
+            return failure, step
 
-        def wait(state: RetryCallState) -> float:
-            # tenacity's attempt n is the handler's call n+1, i.e. quick retry number n+1;
-            # a Retry-After that fits the quick waits is honoured as a lower bound.
-            outcome = state.outcome
-            exc = outcome.exception() if outcome is not None else None
-            hint = self._normalise(exc).retry_after_ms if exc is not None else None
-            return max(quick.wait_ms(state.attempt_number + 1), hint or 0) / 1000
+        def stop(state: RetryCallState) -> bool:
+            failed = self._normalise(_failure_of(state))
+            return not isinstance(self._next_step(record, state.attempt_number, failed),
+                                  RetryInProcess)
 
-        def stop_on_long_retry_after(state: RetryCallState) -> bool:
-            outcome = state.outcome
-            exc = outcome.exception() if outcome is not None else None
-            return exc is not None and not self._retry_after_fits(self._normalise(exc))
-
-        retrying = Retrying(
-            stop=stop_after_attempt(quick.attempts - 1) | stop_when(stop_on_long_retry_after),
-            wait=wait, sleep=self._clock.sleep,
-            retry=retry_if_exception_type(TransientError), reraise=True,
-        )
-        # tenacity does not wait before its first attempt: the first quick wait is ours
-        self._clock.sleep(max(quick.wait_ms(1), failure.retry_after_ms or 0) / 1000)
+        retrying = Retrying(stop=stop_when(stop), wait=self._quick_wait,
+                            sleep=self._clock.sleep, retry=retry_if_exception_type(HandlerError),
+                            reraise=True)
+        calls = 1
         try:
             for attempt in retrying:
+                calls = attempt.retry_state.attempt_number
                 with attempt:
-                    self._call_normalised(event, context)
+                    if calls == 1:
+                        raise first
+                    self._call(event, context)
         except HandlerError as exc:
-            return self._normalise(exc)
+            failure = self._normalise(exc)
+            return failure, self._next_step(record, calls, failure)
         return None
 
-    def _call_normalised(self, event: EventRecord, context: DeliveryContext) -> None:
+    def _next_step(self, record: InboundRecord, calls: int, failure: Failure) -> Step:
+        """``decide_after_failure`` for ``record`` after its handler call ``calls`` failed."""
+        return decide_after_failure(
+            self._policy, record.topic, record.attempt, calls, failure.classification,
+            self._clock.now_ms(), failure.retry_after_ms)
+
+    def _call(self, event: EventRecord, context: DeliveryContext) -> None:
+        """One handler call; any failure is raised as a HandlerError (classified by rules)."""
         try:
-            self._timed_deliver(event, context)  # a retry is slow anyway: always timed
+            if self._telemetry.metrics_live:
+                self._timed_deliver(event, context)
+            else:
+                self._handler.deliver(event, context)
         except HandlerError:
             raise
         except Exception as exc:
@@ -324,11 +362,6 @@ class RecordProcessor:
         self._telemetry.record_delivery_duration(
             (self._clock.monotonic() - started) * 1000,
             tier=self._tier_labels.get(topic, "main"), error_type=error_type)
-
-    def _retry_after_fits(self, failure: Failure) -> bool:
-        """A Retry-After longer than one quick wait may be means: go to a tier instead."""
-        return failure.retry_after_ms is None or \
-            failure.retry_after_ms <= self._policy.in_process.max_wait_ms
 
     def _normalise(self, exc: BaseException) -> Failure:
         if isinstance(exc, TransientError):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from confluent_kafka import Consumer, Producer
+from tenacity import RetryCallState, Retrying
 
 from consumer.cli.main import main
 from consumer.config.settings import KAFKA_CLIENT_LOGGER, load_settings
@@ -102,7 +103,8 @@ def test_quick_retries_may_wait_nothing(tmp_path: Path) -> None:
     """A first in-process wait of 0 is meaningful (retry at once), unlike the durations
     refused below."""
     path = _write(tmp_path, '[retry]\nin_process_backoff = "0ms"\nbackoff = "fixed"\n')
-    assert load_settings(path, env={}).retry.in_process.wait_ms(1) == 0
+    first_wait = load_settings(path, env={}).retry.in_process.wait_strategy()
+    assert first_wait(RetryCallState(Retrying(), fn=None, args=(), kwargs={})) == 0
 
 
 def test_handler_replaces_url(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
@@ -13,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumer.dedup.store import MemoryDedupStore
-from consumer.delivery.handlers import DeliveryContext
+from consumer.delivery.handlers import DeliveryContext, HttpDelivery
 from consumer.errors import PermanentError, TransientError, UndecodableRecord
 from consumer.events.codec import EventCodec
 from consumer.observability.telemetry import Telemetry
@@ -56,11 +57,24 @@ class CapturingPublisher:
         self.acks.append(on_ack)
 
 
+class SleepRecordingClock(ManualClock):
+    """A manual clock that notes every wait asked of it, in seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        super().sleep(seconds)
+
+
 class Fixture:
     def __init__(self, handler: ScriptedHandler, *, quick_attempts: int = 1,
                  rules: ExceptionRules | None = None,
-                 telemetry: Telemetry | None = None) -> None:
-        self.clock = ManualClock()
+                 telemetry: Telemetry | None = None,
+                 in_process: InProcessRetry | None = None) -> None:
+        self.clock = SleepRecordingClock()
         self.store = MemoryDedupStore(self.clock)
         self.outcomes = PendingOutcomes(self.store)
         self.publisher = CapturingPublisher()
@@ -68,8 +82,8 @@ class Fixture:
         self.acked: list[tuple[Republished, str | None]] = []
         self.policy = RetryPolicy(
             main_topic=MAIN, delays_ms=(5_000, 30_000, 120_000),
-            in_process=InProcessRetry(attempts=quick_attempts, first_wait_ms=100,
-                                      backoff="fixed", max_wait_ms=1_000),
+            in_process=in_process or InProcessRetry(attempts=quick_attempts, first_wait_ms=100,
+                                                    backoff="fixed", max_wait_ms=1_000),
         )
         self.processor = RecordProcessor(
             policy=self.policy, handler=handler, outcomes=self.outcomes,
@@ -264,6 +278,79 @@ def test_a_short_retry_after_is_honoured_by_the_quick_waits() -> None:
     start = fx.clock.monotonic()
     assert isinstance(fx.run(record())[0], Delivered)
     assert fx.clock.monotonic() - start == pytest.approx(0.7)  # not the 100 ms fixed wait
+
+
+def test_quick_waits_follow_the_policys_backoff() -> None:
+    """tenacity makes every wait, the first one too: exponential from the first wait."""
+    quick = InProcessRetry(attempts=4, first_wait_ms=100, backoff="exponential",
+                           max_wait_ms=1_000)
+    fx = Fixture(ScriptedHandler(*[TransientError("503")] * 3), in_process=quick)
+    assert isinstance(fx.run(record())[0], Delivered)
+    assert len(fx.handler.calls) == 4
+    assert fx.clock.sleeps == pytest.approx([0.1, 0.2, 0.4])
+
+
+def test_full_jitter_waits_stay_under_the_exponential_ceiling() -> None:
+    quick = InProcessRetry(attempts=6, first_wait_ms=100, backoff="exponential_jitter",
+                           max_wait_ms=500)
+    for _ in range(20):
+        fx = Fixture(ScriptedHandler(*[TransientError("503")] * 5), in_process=quick)
+        assert isinstance(fx.run(record())[0], Delivered)
+        ceilings = [0.1, 0.2, 0.4, 0.5, 0.5]
+        assert len(fx.clock.sleeps) == len(ceilings)
+        assert all(0 <= wait <= ceiling for wait, ceiling in zip(fx.clock.sleeps, ceilings,
+                                                                  strict=True))
+
+
+def test_a_retry_after_on_a_quick_retry_is_honoured_too() -> None:
+    fx = Fixture(ScriptedHandler(TransientError("503"), TransientError("429", retry_after_ms=700)),
+                 quick_attempts=3)
+    assert isinstance(fx.run(record())[0], Delivered)
+    assert fx.clock.sleeps == pytest.approx([0.1, 0.7])
+
+
+def test_a_long_retry_after_on_a_quick_retry_ends_them_and_picks_a_tier() -> None:
+    fx = Fixture(ScriptedHandler(TransientError("503"),
+                                 TransientError("429", retry_after_ms=20_000)),
+                 quick_attempts=3)
+    assert fx.run(record()) == []
+    assert len(fx.handler.calls) == 2
+    assert fx.clock.sleeps == pytest.approx([0.1])
+    assert fx.publisher.sent[0][0] == "clinic.events.retry.30s"
+
+
+@pytest.mark.parametrize(("retry_after", "calls", "sleeps", "topic"), [
+    ("1", 2, [1.0], None),  # fits one quick wait (max 1 s): waited out in process
+    ("60", 1, [], "clinic.events.retry.2m"),  # too long: the first tier of at least 60 s
+])
+def test_an_http_429_with_retry_after_waits_in_process_or_picks_a_tier(
+    retry_after: str, calls: int, sleeps: list[float], topic: str | None,
+) -> None:
+    fx = Fixture(ScriptedHandler(), quick_attempts=3)
+    answers = [httpx.Response(429, headers={"Retry-After": retry_after}), httpx.Response(200)]
+    requests: list[httpx.Request] = []
+
+    def downstream(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return answers.pop(0)
+
+    http = HttpDelivery("http://downstream.test/events", 1_000,
+                        transport=httpx.MockTransport(downstream), clock=fx.clock)
+    fx.processor._handler = http
+    try:
+        fates = fx.run(record())
+    finally:
+        http.close()
+    assert len(requests) == calls
+    assert fx.clock.sleeps == pytest.approx(sleeps)
+    if topic is None:
+        assert [type(fate) for fate in fates] == [Delivered]
+    else:
+        (sent, _key, _value, headers) = fx.publisher.sent[0]
+        assert sent == topic
+        decoded = decode_headers(headers)
+        assert (decoded.error_class, decoded.due_at_ms) == ("http.429",
+                                                            fx.clock.now_ms() + 120_000)
 
 
 def test_a_long_retry_after_skips_quick_retries_and_picks_a_long_enough_tier() -> None:
