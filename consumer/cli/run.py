@@ -35,7 +35,8 @@ from consumer.pipeline.runner import FatalError
 @config_option
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="Outcome lines (delivered, duplicate, retried) are INFO; dead-lettered WARNING.")
+              help="Per event: dead-lettered is WARNING, retried INFO, delivered and "
+                   "duplicate DEBUG; at INFO a summary counts every outcome each 10 s.")
 def run_command(config_path: Path | None, log_level: str) -> None:
     """Deliver events from the main topic and the retry tiers until stopped.
 

@@ -32,7 +32,12 @@ from consumer.pipeline.broker import BrokerError, ConsumerPort, Partition, Produ
 from consumer.pipeline.lanes import InlineLane, LaneFailure, Lanes
 from consumer.pipeline.offsets import OffsetBook, TopicPartitionKey
 from consumer.pipeline.outcome_buffer import PendingOutcomes
-from consumer.pipeline.outcome_log import log_outcome, outcome_logging_enabled
+from consumer.pipeline.outcome_log import (
+    OUTCOME_LEVEL,
+    OutcomeSummary,
+    log_outcome,
+    outcome_logging_enabled,
+)
 from consumer.pipeline.pauses import PausedPartitions
 from consumer.pipeline.records import Fate, InboundRecord, Republished
 from consumer.pipeline.undelivered import CHECK_INTERVAL_S, SeekBacks
@@ -82,6 +87,7 @@ class Runner:
         self._drained = False  # the shutdown drain ran: closing's revoke need not drain again
         self._fatal: BaseException | None = None
         self.stats: Counter[str] = Counter()
+        self._summary = OutcomeSummary(clock.monotonic())
         self._lanes = lanes_factory(self._on_republished)
         self._tier_by_topic = {tier.topic: tier for tier in (*policy.tiers, *policy.drain_tiers)}
         self._tier_labels = tier_labels(policy)
@@ -115,6 +121,7 @@ class Runner:
         try:
             while not self._stop.is_set() and self._fatal is None:
                 self._service()
+                self._summary.tick(self._clock.monotonic())
                 room = self._apply_backpressure()
                 records = self._consumer.consume(max(1, min(BATCH_SIZE, room)),
                                                  self._poll_timeout_s())
@@ -328,11 +335,12 @@ class Runner:
             LOG.error("could not record delivered outcomes", exc_info=exc)
             self._fatal = self._fatal or exc
             return
-        if outcome_logging_enabled():
+        if outcome_logging_enabled(OUTCOME_LEVEL["delivered"]):
             for fate in fates:
                 log_outcome(fate.kind, fate.record)
         for (kind, topic), count in counts.items():
             self.stats[kind] += count
+            self._summary.note(kind, count)
             self._telemetry.count_event(kind, tier=self._tier_labels.get(topic, "main"),
                                         count=count)
         for tp, offsets in completed.items():
@@ -347,12 +355,12 @@ class Runner:
         destination = fate.destination
         key = f"retried:{destination.tier.index}" if isinstance(destination, RetryTo) else fate.kind
         self.stats[fate.kind] += 1
+        self._summary.note(fate.kind)
         self._telemetry.count_event(fate.kind, tier=self._tier_labels.get(record.topic, "main"))
         if key != fate.kind:
             self.stats[key] += 1
         log_outcome(fate.kind, record, error_class=fate.error_class,
-                    destination=destination.topic,
-                    level=logging.WARNING if fate.kind == "dead_lettered" else logging.INFO)
+                    destination=destination.topic)
         self._complete((record.topic, record.partition), (record.offset,), advanced)
 
     def _complete(self, tp: TopicPartitionKey, offsets: Sequence[int],
@@ -450,5 +458,6 @@ class Runner:
         self._step_over_undelivered(self._assigned)
         self._commit()
         self._consumer.close()
+        self._summary.tick(self._clock.monotonic(), final=True)
         self._lanes.stop()
         self._producer.close()

@@ -99,7 +99,7 @@ def test_an_interrupt_escaping_processing_on_the_poll_thread_stops_without_waiti
                     lanes_factory=lanes_factory,
                     outcomes=PendingOutcomes(MemoryDedupStore(clock)), clock=clock,
                     telemetry=Telemetry(), drain_timeout_s=DRAIN_TIMEOUT_S)
-    caplog.set_level(logging.INFO, logger="clinic_events")
+    caplog.set_level(logging.DEBUG, logger="clinic_events")
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         runner.run()

@@ -7,6 +7,7 @@ milliseconds and the due time can be checked to the millisecond.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,3 +234,28 @@ def test_a_permanent_failure_goes_straight_to_the_dlq_keeping_the_original_bytes
     assert original is not None
     assert dead[2].value == original.value
     assert len(loop.handler.calls) == 1
+
+
+def test_at_info_a_healthy_stream_logs_summaries_not_a_line_per_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Twenty events delivered at once, five more 15 s later: one summary line at the 10 s
+    interval, one at shutdown for the rest, and no per-event line."""
+    loop = _loop()
+    caplog.set_level(logging.INFO, logger="clinic_events")
+    for n in range(20):
+        loop.publish(f"evt-{n}", key=f"appt-{n}".encode())
+    late = False
+
+    def done() -> bool:
+        nonlocal late
+        if not late and loop.clock.monotonic() >= 15:
+            for n in range(20, 25):
+                loop.publish(f"evt-{n}", key=f"appt-{n}".encode())
+            late = True
+        return loop.runner.stats["delivered"] == 25
+
+    loop.run_until(done)
+    outcome_lines = [r for r in caplog.records if r.name == "clinic_events.outcome"]
+    assert [(r.getMessage(), vars(r)["delivered"]) for r in outcome_lines] == [
+        ("outcomes", 20), ("outcomes", 5)]
