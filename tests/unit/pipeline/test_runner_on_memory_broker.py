@@ -95,7 +95,8 @@ class Loop:
             self.consumer.consume = consume  # type: ignore[method-assign]
 
 
-def _loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = ()) -> Loop:
+def _loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = (),
+          max_in_flight: int = 5000) -> Loop:
     clock = ManualClock()
     broker = MemoryBroker(clock, max_idle_ms=3_600_000)
     broker.create_topic(MAIN, main_partitions)
@@ -117,7 +118,8 @@ def _loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = ()) -> Loop:
         return InlineLane(processor.process_chunk, abandon=processor.abandon)
 
     runner = Runner(consumer=consumer, producer=producer, policy=policy, lanes_factory=lanes,
-                    outcomes=outcomes, clock=clock, telemetry=telemetry, drain_timeout_s=1.0)
+                    outcomes=outcomes, clock=clock, telemetry=telemetry, drain_timeout_s=1.0,
+                    max_in_flight=max_in_flight)
     return Loop(broker, consumer, runner, handler, clock)
 
 
@@ -259,3 +261,23 @@ def test_at_info_a_healthy_stream_logs_summaries_not_a_line_per_event(
     outcome_lines = [r for r in caplog.records if r.name == "clinic_events.outcome"]
     assert [(r.getMessage(), vars(r)["delivered"]) for r in outcome_lines] == [
         ("outcomes", 20), ("outcomes", 5)]
+
+
+def test_the_loop_takes_no_more_records_than_max_in_flight_allows() -> None:
+    """Back-pressure: with at most 4 records in flight, no batch asks for more than the
+    room left, and the backlog is still worked off completely, in order."""
+    loop = _loop(max_in_flight=4)
+    for n in range(20):
+        loop.publish(f"evt-{n:02}")
+    asked: list[int] = []
+    consume = loop.consumer.consume
+
+    def spying(max_records: int, timeout_s: float) -> list[InboundRecord]:
+        asked.append(max_records)
+        return consume(max_records, timeout_s)
+
+    loop.consumer.consume = spying  # type: ignore[method-assign]
+    loop.run_until(lambda: loop.runner.stats["delivered"] == 20)
+    assert asked
+    assert max(asked) <= 4
+    assert [eid for eid, _, _ in loop.handler.calls] == [f"evt-{n:02}" for n in range(20)]
