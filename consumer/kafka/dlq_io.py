@@ -40,7 +40,7 @@ import json
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
@@ -49,7 +49,12 @@ from consumer.dedup.store import DedupStore, open_dedup_store
 from consumer.errors import ClinicEventsError, KafkaUnreachable
 from consumer.events.codec import EventCodec
 from consumer.kafka.client_log import ClientLog
-from consumer.kafka.clients import build_consumer, build_producer, kafka_reason
+from consumer.kafka.clients import (
+    build_consumer,
+    build_producer,
+    kafka_reason,
+    message_headers,
+)
 from consumer.observability.telemetry import Telemetry
 from consumer.ops.dlq.model import (
     DlqFilter,
@@ -65,7 +70,6 @@ from consumer.ops.dlq.model import (
     parse_dlq_record,
     plan_ranges,
 )
-from retry_topics.headers import Header
 
 COMMIT_EVERY = 10
 COMMIT_INTERVAL_S = 1.0
@@ -175,7 +179,7 @@ class DlqReader:
         return parse_dlq_record(
             partition=partition, offset=offset, key=message.key(), value=message.value(),
             timestamp_ms=stamp if stamp_type and stamp >= 0 else None,
-            headers=cast("list[Header] | None", message.headers()), codec=self._codec)
+            headers=message_headers(message), codec=self._codec)
 
 
 def scan(settings: Settings, topic: str, flt: DlqFilter) -> Generator[DlqRecord, None, None]:

@@ -42,7 +42,7 @@ from consumer.config.settings import Settings
 from consumer.errors import ClinicEventsError
 from consumer.kafka.admin_session import AdminSession
 from consumer.kafka.client_log import ClientLog
-from consumer.kafka.clients import kafka_client, kafka_reason
+from consumer.kafka.clients import kafka_client, kafka_reason, message_headers
 from consumer.ops.lag.model import (
     GroupSample,
     PartitionSample,
@@ -323,11 +323,8 @@ def _record(plan: _Scan, message: Message, now_ms: int) -> None:
         plan.oldest_timestamp_ms = stamp
     if plan.kind != "retry":
         return
-    headers = message.headers()
-    pairs = [(name, value.encode() if isinstance(value, str) else value)
-             for name, value in (headers.items() if isinstance(headers, dict) else headers or ())]
     try:
-        due_at = decode_headers(pairs).due_at_ms
+        due_at = decode_headers(message_headers(message)).due_at_ms
     except HeaderError:
         due_at = None
     due = due_at if due_at is not None else (stamp if stamp is not None else now_ms)
