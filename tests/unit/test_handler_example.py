@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from consumer import DeliveryContext, PermanentError, TransientError
+from consumer.config.settings import load_settings
 from consumer.delivery.handlers import CallableDelivery, load_callable
 from consumer.events.model import event_from_json
 from examples import handler as example
@@ -97,3 +98,24 @@ def test_the_example_events_are_delivered_or_rejected_by_clinic() -> None:
     assert set(rejected) == {"clinic-harbor"}  # and not empty
     assert len(client.idempotency_keys) == len(lines) - len(rejected)
 
+
+def _readme_block(language: str, containing: str) -> str:
+    readme = (EVENTS_FILE.parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = readme.split(f"```{language}\n")[1:]
+    return next(block.split("```")[0] for block in blocks if containing in block)
+
+
+def test_the_readme_excerpt_is_taken_from_the_example() -> None:
+    source = {line.strip() for line in Path(example.__file__).read_text("utf-8").splitlines()}
+    excerpt = _readme_block("python", "class EhrDelivery")
+    missing = [line for line in excerpt.splitlines() if line.strip() not in source]
+    assert missing == []
+
+
+def test_the_readme_configuration_loads_and_names_the_example(tmp_path: Path) -> None:
+    config = tmp_path / "clinic-events.toml"
+    config.write_text(_readme_block("toml", "[delivery]"), encoding="utf-8")
+    settings = load_settings(config, env={})
+    assert settings.delivery.handler == "examples.handler:deliver"
+    assert settings.delivery.url is None
+    assert load_callable(settings.delivery.handler) is example.deliver
