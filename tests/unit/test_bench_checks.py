@@ -1,4 +1,4 @@
-"""The throughput benchmark's verdicts: per-round ratios, decode bracketing the round."""
+"""The benchmarks' verdicts: per-round ratios, fair-drain figures, PASS or MISS."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from bench.delay_precision import lateness_targets
 from bench.throughput import (
     GcCounter,
     Sample,
@@ -17,6 +18,7 @@ from bench.throughput import (
     loop_result,
     random_traceparent,
 )
+from bench.verdicts import Target, Unit, median_ratio, render_table
 
 
 def _pass(rate: float, decoding_us: float = 0.0) -> Sample:
@@ -97,3 +99,66 @@ def test_no_check_is_left_for_the_withdrawn_pipeline_over_raw_target() -> None:
     names = [c.name for c in checks({"pipeline": pipeline, "decode": decode, "raw": raw},
                                     "pipeline")]
     assert not [name for name in names if "raw" in name]
+
+
+# -- PASS or MISS -----------------------------------------------------------------------------
+
+
+def test_a_target_passes_on_its_own_side_of_the_bound_bound_included() -> None:
+    at_least = Target(key="1a", name="x", value=0.6, bound=0.6, unit=Unit.RATIO, at_least=True)
+    at_most = Target(key="4a", name="y", value=5.01, bound=5.0, unit=Unit.SECONDS,
+                     at_least=False)
+    assert at_least.verdict == "PASS"
+    assert at_most.verdict == "MISS"
+    assert replace(at_most, value=5.0).passed
+
+
+def test_median_ratio_pairs_the_rounds() -> None:
+    value, each = median_ratio([10.0, 30.0, 20.0], [20.0, 20.0, 20.0])
+    assert each == pytest.approx([0.5, 1.5, 1.0])
+    assert value == pytest.approx(1.0)
+
+
+def test_median_ratio_refuses_unpaired_rounds() -> None:
+    with pytest.raises(ValueError, match="same, non-zero number of rounds"):
+        median_ratio([1.0, 2.0], [1.0])
+
+
+def test_the_table_prints_each_verdict_its_bound_and_the_count() -> None:
+    table = render_table([
+        Target(key="1a", name="happy path", value=0.45, bound=0.6, unit=Unit.RATIO,
+               at_least=True, rounds=(0.44, 0.45, 0.5)),
+        Target(key="5a", name="lateness p99", value=38.0, bound=50.0, unit=Unit.MS,
+               at_least=False, note="(tier 5s)"),
+    ])
+    lines = table.splitlines()
+    assert "45.0%" in lines[1]
+    assert ">= 60.0%" in lines[1]
+    assert "MISS [44.0% 45.0% 50.0%]" in lines[1]
+    assert "<= 50 ms  PASS  (tier 5s)" in lines[2]
+    assert lines[-1] == "1/2 PASS"
+
+
+# -- retry lateness ---------------------------------------------------------------------------
+
+
+def _row(p99: float, low: float) -> dict[str, float]:
+    return {"samples": 80, "min_ms": low, "p50_ms": 20.0, "p99_ms": p99, "max_ms": p99 + 5,
+            "early": int(low < 0)}
+
+
+def test_lateness_is_judged_on_the_worst_tier() -> None:
+    report = {"events": 80, "tiers": {"t.retry.1s": _row(30.0, 4.0),
+                                      "t.retry.5s": _row(76.0, -2.0),
+                                      "t.retry.9s": {"samples": 0}}}
+    p99, early = lateness_targets(report)
+    assert (p99.value, p99.verdict) == (76.0, "MISS")
+    assert "t.retry.5s" in p99.note
+    assert (early.value, early.verdict) == (-2.0, "MISS")
+
+
+def test_lateness_of_on_time_retries_passes() -> None:
+    p99, early = lateness_targets({"events": 80, "tiers": {"t.retry.1s": _row(41.0, 3.0)}})
+    assert p99.passed
+    assert early.passed
+
