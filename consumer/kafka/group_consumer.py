@@ -32,8 +32,10 @@ def _topic_partitions(partitions: Iterable[Partition]) -> list[TopicPartition]:
 class KafkaGroupConsumer:
     """``ConsumerPort`` over a confluent-kafka ``Consumer`` (built by ``build_consumer``)."""
 
-    def __init__(self, consumer: Consumer) -> None:
+    def __init__(self, consumer: Consumer, *, timeout_s: float = 10.0) -> None:
         self._consumer = consumer
+        self._timeout_s = timeout_s
+        self._starts: dict[Partition, int] = {}  # where fetching began, per assignment
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -41,9 +43,11 @@ class KafkaGroupConsumer:
 
         def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
             listener.on_revoke(_pairs(partitions))
+            self._forget_starts(partitions)
 
         def on_lost(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
             listener.on_lost(_pairs(partitions))
+            self._forget_starts(partitions)
 
         self._consumer.subscribe(list(topics), on_assign=on_assign, on_revoke=on_revoke,
                                  on_lost=on_lost)
@@ -85,6 +89,39 @@ class KafkaGroupConsumer:
             raise BrokerError(kafka_reason(exc)) from exc
         return {(tp.topic, tp.partition): tp.offset for tp in positions
                 if tp.error is None and tp.offset >= 0}
+
+    def backlog(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        """High watermark (as the last fetch saw it) less the next offset to hand out.
+
+        Before a partition has handed out a record, librdkafka has no position for it:
+        fetching began at the group's committed offset, read once per assignment (or at
+        the beginning, where the group never committed: ``auto.offset.reset``).
+        """
+        try:
+            positions = self.positions(partitions)
+            unknown = [tp for tp in partitions if tp not in positions]
+            if any(tp not in self._starts for tp in unknown):
+                self._read_starts([tp for tp in unknown if tp not in self._starts])
+            backlog = {}
+            for tp in partitions:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp[0], tp[1]), cached=True)
+                start = self._starts.get(tp, -1)
+                position = positions.get(tp, start if start >= 0 else low)
+                backlog[tp] = max(0, high - position) if high >= 0 and position >= 0 else 0
+            return backlog
+        except KafkaException as exc:
+            raise BrokerError(kafka_reason(exc)) from exc
+
+    def _read_starts(self, partitions: list[Partition]) -> None:
+        committed = self._consumer.committed(_topic_partitions(partitions),
+                                             timeout=self._timeout_s)
+        for tp in committed:
+            self._starts[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else -1
+
+    def _forget_starts(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._starts.pop((tp.topic, tp.partition), None)
 
     def store_offsets(self, offsets: Mapping[Partition, int]) -> None:
         try:

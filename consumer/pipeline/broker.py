@@ -57,7 +57,8 @@ class ConsumerPort(Protocol):
         """
 
     def pause(self, partitions: Iterable[Partition]) -> None:
-        """Stop fetching ``partitions`` (records already fetched are still returned)."""
+        """Stop fetching ``partitions``; records fetched but not handed out are dropped, and
+        fetching starts again from the first of them on ``resume``."""
 
     def resume(self, partitions: Iterable[Partition]) -> None:
         """Fetch ``partitions`` again."""
@@ -70,6 +71,10 @@ class ConsumerPort(Protocol):
 
         Raises ``BrokerError`` when the client cannot tell.
         """
+
+    def backlog(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        """Records of each of ``partitions`` known to wait beyond those handed out already
+        (0 where the client cannot tell yet)."""
 
     def store_offsets(self, offsets: Mapping[Partition, int]) -> None:
         """Mark ``offsets`` to be committed; raises ``BrokerError`` (e.g. not assigned)."""

@@ -9,6 +9,10 @@ what the loop relies on, nothing more:
 - a topic is a list of partitions, a partition a list of slots; a slot holds a record or a
   transaction marker, which takes an offset but is never delivered;
 - one consumer group: positions per assigned partition, stored and committed offsets;
+- a fetch queue like librdkafka's: each partition not paused is fetched a chunk at a time
+  (``fetch_records``) once none of its records wait in the queue, chunks queue up in
+  fetch order, and ``consume`` hands out the queue's head; pausing or seeking a partition
+  drops its queued records, and it is fetched again, at the back, once resumed;
 - an assignment change is announced to the listener inside the next ``consume``, as
   librdkafka does inside ``poll``; a pause outlives a revoke and a later assignment of the
   same partition to the same consumer, as librdkafka's does;
@@ -20,6 +24,7 @@ what the loop relies on, nothing more:
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -100,12 +105,15 @@ class MemoryBroker:
 class MemoryConsumer:
     """``ConsumerPort`` over a ``MemoryBroker``: the only member of its group."""
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, *, fetch_records: int = 100) -> None:
         self._broker = broker
+        self._fetch_records = fetch_records
         self._listener: RebalanceListener | None = None
         self._topics: tuple[str, ...] = ()
         self._assigned: set[Partition] = set()
-        self._positions: dict[Partition, int] = {}
+        self._fetched_to: dict[Partition, int] = {}  # next offset to fetch
+        self._queue: deque[InboundRecord] = deque()
+        self._queued: dict[Partition, int] = {}  # records of each partition in the queue
         self._paused: set[Partition] = set()
         self._stored: dict[Partition, int] = {}
         self._announcements: list[tuple[str, list[Partition]]] = []
@@ -141,17 +149,13 @@ class MemoryConsumer:
 
     def consume(self, max_records: int, timeout_s: float) -> list[InboundRecord]:
         self._announce()
+        self._fetch()
         records: list[InboundRecord] = []
-        for tp in sorted(self._assigned - self._paused):
-            end = self._broker.end(tp)
-            position = self._positions[tp]
-            while position < end and len(records) < max_records:
-                slot = self._broker.slot(tp, position)
-                if slot is not None:
-                    records.append(InboundRecord(tp[0], tp[1], position, slot.timestamp_ms,
-                                                 slot.key, slot.value, slot.headers))
-                position += 1
-            self._positions[tp] = position
+        while self._queue and len(records) < max_records:
+            record = self._queue.popleft()
+            tp = (record.topic, record.partition)
+            self._queued[tp] -= 1
+            records.append(record)
         if records:
             self._idle_ms = 0
             return records
@@ -163,7 +167,9 @@ class MemoryConsumer:
         return []
 
     def pause(self, partitions: Iterable[Partition]) -> None:
-        self._paused.update(partitions)
+        for tp in partitions:
+            self._paused.add(tp)
+            self._drop_queued(tp)
 
     def resume(self, partitions: Iterable[Partition]) -> None:
         self._paused.difference_update(partitions)
@@ -171,10 +177,24 @@ class MemoryConsumer:
     def seek(self, partition: Partition, offset: int) -> None:
         if partition not in self._assigned:
             raise BrokerError(f"seek on {partition}, which is not assigned")
-        self._positions[partition] = offset
+        self._drop_queued(partition)
+        self._fetched_to[partition] = offset
 
     def positions(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
-        return {tp: self._positions[tp] for tp in partitions if tp in self._positions}
+        """The next record's offset: the queue's next one of the partition, or the fetch
+        position (past markers) when none waits."""
+        positions = {}
+        for tp in partitions:
+            if tp not in self._fetched_to:
+                continue
+            queued = next((r.offset for r in self._queue
+                           if (r.topic, r.partition) == tp), None) if self._queued.get(tp) else None
+            positions[tp] = self._fetched_to[tp] if queued is None else queued
+        return positions
+
+    def backlog(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        positions = self.positions(partitions)
+        return {tp: self._broker.end(tp) - position for tp, position in positions.items()}
 
     def store_offsets(self, offsets: Mapping[Partition, int]) -> None:
         strangers = [tp for tp in offsets if tp not in self._assigned]
@@ -201,7 +221,7 @@ class MemoryConsumer:
                 for tp in partitions:
                     self._assigned.add(tp)
                     committed = self._broker.committed(tp)
-                    self._positions[tp] = 0 if committed is None else committed
+                    self._fetched_to[tp] = 0 if committed is None else committed
                 self._listener.on_assign(partitions)
             elif kind == "revoke":
                 self._listener.on_revoke(partitions)
@@ -212,9 +232,36 @@ class MemoryConsumer:
 
     def _drop(self, partitions: list[Partition]) -> None:
         for tp in partitions:
+            self._drop_queued(tp)
             self._assigned.discard(tp)
-            self._positions.pop(tp, None)
+            self._fetched_to.pop(tp, None)
             self._stored.pop(tp, None)
+
+    def _fetch(self) -> None:
+        """Queue the next chunk of every fetching partition none of whose records wait."""
+        for tp in sorted(self._assigned - self._paused):
+            if self._queued.get(tp):
+                continue
+            position, end = self._fetched_to[tp], self._broker.end(tp)
+            taken = 0
+            while position < end and taken < self._fetch_records:
+                slot = self._broker.slot(tp, position)
+                if slot is not None:
+                    self._queue.append(InboundRecord(tp[0], tp[1], position, slot.timestamp_ms,
+                                                     slot.key, slot.value, slot.headers))
+                    taken += 1
+                position += 1
+            self._fetched_to[tp] = position
+            self._queued[tp] = taken
+
+    def _drop_queued(self, tp: Partition) -> None:
+        """Forget ``tp``'s queued records; it is fetched again from the first of them."""
+        if not self._queued.get(tp):
+            return
+        first = next(r.offset for r in self._queue if (r.topic, r.partition) == tp)
+        self._queue = deque(r for r in self._queue if (r.topic, r.partition) != tp)
+        self._queued[tp] = 0
+        self._fetched_to[tp] = first
 
 
 class MemoryProducer:

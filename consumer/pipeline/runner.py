@@ -78,7 +78,7 @@ class Runner:
         self._seek_backs = SeekBacks()
         self._undelivered_checked_at = float("-inf")  # clock.monotonic() of the last check
         self._throttled = False  # back-pressure holds every partition (max_in_flight)
-        self._main_held = False  # back-pressure holds the main topic's (the lanes' limit)
+        self._main_held: set[TopicPartitionKey] = set()  # main partitions over their share
         self._assigned: set[TopicPartitionKey] = set()
         self._acks: list[tuple[Republished, str | None]] = []
         self._acks_lock = threading.Lock()
@@ -226,26 +226,69 @@ class Runner:
         ceiling = self._max_in_flight
         limit = self._lanes.in_flight_limit(ceiling)
         hold_all = in_flight >= (ceiling // 2 if self._throttled else ceiling)
-        hold_main = in_flight >= (limit // 2 if self._main_held else limit)
-        main_was_held = self._throttled or self._main_held
-        tiers_were_held = self._throttled
-        self._throttled, self._main_held = hold_all, hold_main
-        if (hold_all or hold_main) != main_was_held:
-            self._hold(self._partitions(tiers=False), hold_all or hold_main)
-        if hold_all != tiers_were_held:
-            self._hold(self._partitions(tiers=True), hold_all)
-        return (ceiling if hold_main else limit) - in_flight
+        if hold_all != self._throttled:
+            self._throttled = hold_all
+            self._hold(list(self._assigned), hold_all)
+        share = self._share_main(in_flight, limit)
+        if share is None:  # every main partition is held: only retry records come in
+            return ceiling - in_flight
+        return min(limit - in_flight, share)
+
+    def _share_main(self, in_flight: int, limit: int) -> int | None:
+        """Share the lanes' limit among the main partitions with work; hold those at their
+        share. Returns the share, or None when every main partition is held.
+
+        Why: librdkafka drops a paused partition's prefetched records and fetches it again
+        at the back of its queue, and otherwise hands records out in the order it fetched
+        them, a partition's chunk at a time. Holding the whole main topic at the limit let
+        the partition at the queue's head fill the room at every resume while the others
+        stood still for minutes. Near the limit (half of it in flight or more), each main
+        partition with records in flight or waiting gets an equal share of the limit: one
+        that reaches it is held until it is down to half of it, which moves the next
+        partition's records to the head of the queue. A lone busy partition's share is the
+        whole limit. Far from the limit every partition fetches.
+        """
+        main = self._partitions(tiers=False)
+        if in_flight < limit // 2:
+            self._release_main(list(self._main_held))
+            return limit
+        try:
+            waiting = self._consumer.backlog(main)
+        except BrokerError as exc:
+            LOG.debug("could not read the main partitions' backlog: %s", exc)
+            waiting = {}
+        counts = {tp: self._book.in_flight(tp) for tp in main}
+        busy = sum(1 for tp in main
+                   if counts[tp] or waiting.get(tp, 0) or tp in self._main_held)
+        share = max(1, limit // max(1, busy))
+        held = [tp for tp in main if tp not in self._main_held and counts[tp] >= share]
+        self._main_held.update(held)
+        if held and not self._throttled:
+            self._consumer.pause(held)
+        self._release_main([tp for tp in self._main_held if counts.get(tp, 0) <= share // 2])
+        if main and len(self._main_held) >= len(main):
+            return None
+        return share
+
+    def _release_main(self, partitions: list[TopicPartitionKey]) -> None:
+        if not partitions:
+            return
+        self._main_held.difference_update(partitions)
+        if not self._throttled:
+            self._consumer.resume(partitions)
 
     def _partitions(self, *, tiers: bool) -> list[TopicPartitionKey]:
         """The assigned partitions of the retry tiers, or of the main topic."""
         return [tp for tp in self._assigned if (tp[0] in self._tier_by_topic) == tiers]
 
     def _hold(self, partitions: list[TopicPartitionKey], hold: bool) -> None:
-        """Pause ``partitions``, or resume those not waiting for a due head."""
+        """Pause ``partitions``, or resume those neither waiting for a due head nor over
+        their share."""
         if hold:
             self._consumer.pause(partitions)
         else:
-            self._consumer.resume([tp for tp in partitions if tp not in self._paused])
+            self._consumer.resume([tp for tp in partitions
+                                   if tp not in self._paused and tp not in self._main_held])
 
     def _service(self, wait_s: float = 0.0) -> None:
         """Serve producer acks and lane results; store offsets that advanced."""
@@ -397,8 +440,7 @@ class Runner:
         back-pressure holds it (see ``_apply_backpressure``).
         """
         self._assigned.update(partitions)
-        held = [tp for tp in partitions if self._throttled or (
-            self._main_held and tp[0] not in self._tier_by_topic)]
+        held = partitions if self._throttled else []
         if held:
             self._consumer.pause(held)
         if len(held) < len(partitions):
@@ -424,6 +466,7 @@ class Runner:
         for tp in partitions:
             self._paused.forget(tp)
             self._seek_backs.forget(tp)
+            self._main_held.discard(tp)
             self._book.forget(tp)
             self._assigned.discard(tp)
 

@@ -189,6 +189,27 @@ def a_transaction_marker_moves_the_position_but_is_never_received(world: PortWor
         consumer.close()
 
 
+def backlog_counts_the_records_not_handed_out_yet(world: PortWorld) -> None:
+    for n in range(3):
+        world.produce(0, b"k", f"v{n}".encode())
+    consumer = world.consumer()
+    listener = Listener()
+    consumer.subscribe([world.topic], listener)
+    try:
+        first: list[InboundRecord] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while not first:
+            assert time.monotonic() < deadline, "no record within the deadline"
+            first = consumer.consume(1, 0.1)
+        assert [r.offset for r in first] == [0]
+        tp0, tp1 = (world.topic, 0), (world.topic, 1)
+        while consumer.backlog([tp0, tp1]) != {tp0: 2, tp1: 0}:
+            assert time.monotonic() < deadline, f"backlog {consumer.backlog([tp0, tp1])}"
+            time.sleep(0.05)
+    finally:
+        consumer.close()
+
+
 def closing_revokes_every_partition(world: PortWorld) -> None:
     member = _joined(world)
     consumer, listener = member.consumer, member.listener
@@ -203,5 +224,6 @@ CHECKS = [
     stored_offsets_are_committed_and_a_new_member_starts_there,
     storing_an_offset_of_a_partition_not_assigned_is_a_broker_error,
     a_transaction_marker_moves_the_position_but_is_never_received,
+    backlog_counts_the_records_not_handed_out_yet,
     closing_revokes_every_partition,
 ]

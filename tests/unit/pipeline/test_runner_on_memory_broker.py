@@ -8,7 +8,8 @@ milliseconds and the due time can be checked to the millisecond.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import queue
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from consumer.delivery.handlers import DeliveryContext
 from consumer.errors import PermanentError, TransientError
 from consumer.events.codec import EventCodec, EventRecord
 from consumer.observability.telemetry import Telemetry
-from consumer.pipeline.lanes import InlineLane
+from consumer.pipeline.lanes import InlineLane, LaneFailure
 from consumer.pipeline.memory_broker import (
     MemoryBroker,
     MemoryConsumer,
@@ -28,7 +29,7 @@ from consumer.pipeline.memory_broker import (
 )
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
-from consumer.pipeline.records import InboundRecord, Republished
+from consumer.pipeline.records import Delivered, Fate, InboundRecord, Republished
 from consumer.pipeline.runner import Runner
 from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
@@ -281,3 +282,70 @@ def test_the_loop_takes_no_more_records_than_max_in_flight_allows() -> None:
     assert asked
     assert max(asked) <= 4
     assert [eid for eid, _, _ in loop.handler.calls] == [f"evt-{n:02}" for n in range(20)]
+
+
+class HeldLanes:
+    """Lanes whose records stay in flight until the test finishes them, oldest first.
+
+    Like a slow downstream with a deep backlog, but every step is the test's: ``finish(n)``
+    completes the ``n`` oldest records in flight.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._in_flight: list[InboundRecord] = []
+        self.results: queue.SimpleQueue[list[Fate] | LaneFailure] = queue.SimpleQueue()
+
+    def dispatch(self, records: Sequence[InboundRecord]) -> None:
+        self._in_flight.extend(records)
+
+    def finish(self, count: int) -> None:
+        done, self._in_flight = self._in_flight[:count], self._in_flight[count:]
+        if done:
+            self.results.put([Delivered(record) for record in done])
+
+    def in_flight_limit(self, ceiling: int) -> int:
+        return min(ceiling, self._limit)
+
+    def idle(self) -> bool:
+        return not self._in_flight
+
+    def discard_pending(self) -> None:
+        self._in_flight.clear()
+
+    def stop(self, timeout_s: float = 30.0, *, discard_pending: bool = True) -> None:
+        self._in_flight.clear()
+
+
+def test_a_backlog_drains_from_every_partition_at_once() -> None:
+    """A client that always hands out its lowest partition first (as librdkafka does after
+    a pause purged its prefetched records) must not starve the others: each main partition
+    gets a share of the in-flight room, so all three make progress together."""
+    clock = ManualClock()
+    broker = MemoryBroker(clock)
+    broker.create_topic(MAIN, 3)
+    for partition in range(3):
+        for n in range(300):
+            broker.append(MAIN, StoredRecord(f"k{n}".encode(), b"v", (), clock.now_ms()),
+                          partition)
+    lanes = HeldLanes(limit=30)
+    consumer = MemoryConsumer(broker, fetch_records=300)  # a chunk outlasts the room
+    runner = Runner(consumer=consumer, producer=MemoryProducer(broker),
+                    policy=RetryPolicy(main_topic=MAIN, delays_ms=(5_000,)),
+                    lanes_factory=lambda _on_republished: lanes,  # type: ignore[arg-type,return-value]
+                    outcomes=PendingOutcomes(MemoryDedupStore(clock)), clock=clock,
+                    telemetry=Telemetry(), drain_timeout_s=0.1)
+    progress: list[list[int]] = []
+    consume = consumer.consume
+
+    def step(max_records: int, timeout_s: float) -> list[InboundRecord]:
+        lanes.finish(10)
+        progress.append([consumer.stored.get((MAIN, p), 0) for p in range(3)])
+        if runner.stats["delivered"] >= 450:  # half the backlog
+            runner.stop()
+        return consume(max_records, timeout_s)
+
+    consumer.consume = step  # type: ignore[method-assign]
+    runner.run()
+    halfway = progress[-1]
+    assert min(halfway) >= 100, f"offsets stored at half the backlog: {halfway}"
