@@ -26,6 +26,7 @@ from consumer.cli.main import main
 from consumer.dedup.store import open_dedup_store
 from consumer.events.codec import EventCodec
 from consumer.events.model import entity_key
+from retry_topics.classification import Classification
 from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
 from retry_topics.naming import audit_topic_name, dlq_topic_name
 from tests.integration.conftest import create_topics
@@ -81,7 +82,8 @@ def _seed(bootstrap: str, main_topic: str, specs: Sequence[dict[str, Any]],
             attempts=2, original_topic=main_topic, original_partition=index % partitions,
             original_offset=100 + index, original_timestamp_ms=NOW_MS - 60_000,
             first_failure_at_ms=NOW_MS - 50_000, last_failure_at_ms=NOW_MS - 40_000,
-            traceparent=traceparent, replay_count=spec.get("replays"), classification="permanent")
+            traceparent=traceparent, replay_count=spec.get("replays"),
+            classification=Classification.PERMANENT)
         if event_type is None:
             key, value, event_id = None, GARBAGE, None
             headers = replace(common, error_class="consumer.errors.UndecodableRecord",

@@ -33,8 +33,8 @@ class KafkaWorld:
     def produce(self, partition: int, key: bytes, value: bytes,
                 headers: list[tuple[str, bytes]] | None = None) -> None:
         producer = Producer({"bootstrap.servers": self._bootstrap})
-        producer.produce(self.topic, value=value, key=key, partition=partition,
-                         headers=headers or [])
+        wire: list[tuple[str, str | bytes | None]] = list(headers or [])
+        producer.produce(self.topic, value=value, key=key, partition=partition, headers=wire)
         assert producer.flush(30) == 0
 
     def produce_in_transaction(self, partition: int, key: bytes, value: bytes) -> None:

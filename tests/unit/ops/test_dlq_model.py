@@ -32,6 +32,7 @@ from consumer.ops.dlq.model import (
     plan_ranges,
     record_view,
 )
+from retry_topics.classification import Classification
 from retry_topics.headers import (
     REPLAY_FORCE,
     Provenance,
@@ -49,7 +50,7 @@ DEAD = RecordHeaders(
     attempts=3, original_topic="clinic.events", original_partition=2, original_offset=41,
     original_timestamp_ms=T0, first_failure_at_ms=T0 + 1, last_failure_at_ms=T0 + 2,
     error_class="consumer.errors.PermanentError", error_message="HTTP 422",
-    classification="permanent", dlq_reason="permanent", event_id="evt-1",
+    classification=Classification.PERMANENT, dlq_reason="permanent", event_id="evt-1",
     event_type="appointment.scheduled", traceparent=TRACEPARENT,
     other=(("x-upstream", b"scheduling"),),
 )
@@ -267,7 +268,7 @@ def test_view_shows_the_unknown_schema_fingerprint_of_an_undecodable_record(
         RecordHeaders(), source=Provenance(topic="clinic.events", partition=0, offset=7,
                                            timestamp_ms=T0),
         attempts=1, now_ms=T0, error_class="undecodable", error_message=undecodable.value.reason,
-        classification="permanent", dlq_reason="undecodable")
+        classification=Classification.PERMANENT, dlq_reason="undecodable")
     record = parse_dlq_record(partition=0, offset=0, timestamp_ms=T0, key=None, value=value,
                               headers=encode_headers(headers), codec=CODEC)
     expected = f"unknown schema fingerprint {fingerprint}"

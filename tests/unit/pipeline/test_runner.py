@@ -45,6 +45,9 @@ class ScriptedConsumer:
     def positions(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
         return {}
 
+    def backlog(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        return {}
+
     def store_offsets(self, offsets: Mapping[Partition, int]) -> None: ...
 
     def commit(self) -> None: ...
