@@ -10,6 +10,8 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from bench.delay_precision import lateness_targets
+from bench.fairness import ProgressSample, drain_fairness, progress
+from bench.targets import decode_drift
 from bench.throughput import (
     GcCounter,
     Sample,
@@ -139,6 +141,56 @@ def test_the_table_prints_each_verdict_its_bound_and_the_count() -> None:
     assert lines[-1] == "1/2 PASS"
 
 
+# -- a fair drain -----------------------------------------------------------------------------
+
+
+START = {0: 0, 1: 0, 2: 100}
+END = {0: 100, 1: 100, 2: 200}
+
+
+def _at(at_s: float, *offsets: int) -> ProgressSample:
+    return ProgressSample(at_s, dict(enumerate(offsets)))
+
+
+def test_progress_is_the_drained_fraction_of_each_partitions_backlog() -> None:
+    fractions = progress(_at(1.0, 50, 100, 125), START, END)
+    assert fractions == {0: 0.5, 1: 1.0, 2: 0.25}
+
+
+def test_an_empty_partition_counts_as_drained() -> None:
+    assert progress(_at(1.0, 0), {0: 0}, {0: 0}) == {0: 1.0}
+
+
+def test_partitions_in_step_have_a_small_spread_and_no_long_flat_stretch() -> None:
+    samples = [_at(0.0, 0, 0, 100), _at(1.0, 0, 0, 100), *[
+        _at(1.0 + step, 10 * step, 10 * step, 100 + 10 * step) for step in range(1, 11)]]
+    fairness = drain_fairness(samples, START, END)
+    assert fairness.spread == 0.0
+    assert fairness.longest_flat_s == 0.0
+    assert fairness.flat_partition is None
+    assert fairness.drain_s == pytest.approx(9.0)  # from the first progress, at 2 s, to 11 s
+
+
+def test_a_partition_left_flat_while_others_drain_is_measured_from_the_first_progress() -> None:
+    """p2 waits until p0 and p1 are done, as a starved partition does."""
+    samples = [_at(0.0, 0, 0, 100)]  # the group joins: nobody moves, nothing counted
+    samples += [_at(float(t), 20 * t, 20 * t, 100) for t in range(1, 6)]  # p0, p1 drain
+    samples += [_at(6.0, 100, 100, 150), _at(7.0, 100, 100, 200)]
+    fairness = drain_fairness(samples, START, END)
+    assert fairness.flat_partition == 2
+    assert fairness.longest_flat_s == pytest.approx(4.0)  # 1 s -> 5 s, others moving
+    assert fairness.spread == pytest.approx(1.0)
+    assert fairness.done_at_s == {0: 4.0, 1: 4.0, 2: 6.0}
+    assert fairness.drain_s == pytest.approx(6.0)
+
+
+def test_a_flat_stretch_counts_only_while_another_partition_moves() -> None:
+    """All partitions flat together (a pause of the whole consumer) is no unfairness."""
+    samples = [_at(0.0, 0, 0, 100), _at(1.0, 10, 10, 110), _at(9.0, 10, 10, 110),
+               _at(10.0, 100, 100, 200)]
+    assert drain_fairness(samples, START, END).longest_flat_s == pytest.approx(0.0)
+
+
 # -- retry lateness ---------------------------------------------------------------------------
 
 
@@ -162,3 +214,7 @@ def test_lateness_of_on_time_retries_passes() -> None:
     assert p99.passed
     assert early.passed
 
+
+def test_the_noise_of_a_round_is_how_far_its_decode_passes_ran_apart() -> None:
+    assert decode_drift(60_000, 40_000) == pytest.approx(0.4)
+    assert decode_drift(50_000, 50_000) == 0.0
