@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from consumer.dedup.rules import store_kind
+from consumer.config.dedup_store import store_kind
 from consumer.errors import ConfigError
 from retry_topics.classification import ExceptionRules
 from retry_topics.durations import parse_duration_ms

@@ -1,5 +1,4 @@
-"""The outcomes a dedup store remembers, the checks every store applies to its input, and
-the store kinds ``dedup.store`` may name."""
+"""The outcomes a dedup store remembers and the checks every store applies to its input."""
 
 from __future__ import annotations
 
@@ -8,29 +7,10 @@ from typing import Literal, get_args
 
 from consumer.errors import ConfigError
 
-__all__ = [
-    "OUTCOMES", "Outcome", "StoreKind", "check_outcomes", "check_ttl", "live_outcomes",
-    "store_kind",
-]
+__all__ = ["OUTCOMES", "Outcome", "check_outcomes", "check_ttl", "live_outcomes"]
 
 Outcome = Literal["delivered", "dead_lettered"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
-StoreKind = Literal["sqlite", "redis", "memory"]
-_KIND_OF_SCHEME: dict[str, StoreKind] = {
-    "sqlite": "sqlite", "redis": "redis", "rediss": "redis", "memory": "memory"}
-
-
-def store_kind(url: str) -> StoreKind | None:
-    """The kind of store a ``dedup.store`` URL names, by its scheme; ``None`` for another.
-
-    The one list of schemes: settings refuse any other when they load, and
-    ``consumer.dedup.store.open_dedup_store`` picks the store by it, then checks the rest of
-    the URL (a SQLite file path, nothing after ``memory://``).
-    """
-    scheme, separator, _ = url.partition("://")
-    return _KIND_OF_SCHEME.get(scheme) if separator else None
-
-
 def check_outcomes(items: Sequence[tuple[str, str]]) -> None:
     """Refuse an outcome no store knows, naming the valid ones."""
     unknown = {outcome for _, outcome in items}.difference(OUTCOMES)

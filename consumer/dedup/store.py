@@ -33,13 +33,13 @@ from urllib.parse import urlsplit
 
 import redis
 
+from consumer.config.dedup_store import store_kind
 from consumer.dedup.rules import (
     OUTCOMES,
     Outcome,
     check_outcomes,
     check_ttl,
     live_outcomes,
-    store_kind,
 )
 from consumer.dedup.sqlite import SqliteDedupStore
 from consumer.errors import ConfigError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.dedup.rules import StoreKind, store_kind
+from consumer.config.dedup_store import StoreKind, store_kind
 from consumer.dedup.store import (
     LOOKUP_CHUNK,
     DedupStore,
