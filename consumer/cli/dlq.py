@@ -25,7 +25,6 @@ from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import click
-from confluent_kafka import KafkaException
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracerProvider
 from rich.console import Console
@@ -42,7 +41,6 @@ from consumer.cli.options import (
 )
 from consumer.errors import KafkaUnreachable
 from consumer.events.codec import EVENT_TYPES
-from consumer.kafka.clients import kafka_reason
 from consumer.kafka.dlq_io import (
     Decision,
     DlqIoError,
@@ -135,8 +133,6 @@ def _kafka_errors(as_json: bool) -> Iterator[None]:
         _fail(as_json, str(exc), EXIT_UNREACHABLE)
     except DlqIoError as exc:
         _fail(as_json, str(exc), 1)
-    except KafkaException as exc:
-        _fail(as_json, f"Kafka: {kafka_reason(exc)}", 1)
 
 
 def _fail(as_json: bool, message: str, code: int) -> NoReturn:

@@ -39,6 +39,7 @@ import getpass
 import json
 import time
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,16 @@ Decision = Replay | Skip | None
 
 class DlqIoError(ClinicEventsError):
     """The DLQ could not be read or a replay could not be committed."""
+
+
+@contextmanager
+def _kafka_failures() -> Iterator[None]:
+    """A client error leaving ``scan`` or ``replay`` becomes a ``DlqIoError``, so callers
+    never handle the client's own exceptions."""
+    try:
+        yield
+    except KafkaException as exc:
+        raise DlqIoError(f"Kafka: {kafka_reason(exc)}") from exc
 
 
 class DlqReader:
@@ -184,7 +195,8 @@ class DlqReader:
 
 def scan(settings: Settings, topic: str, flt: DlqFilter) -> Generator[DlqRecord, None, None]:
     """Every DLQ record matching ``flt``, from the low to the high watermark seen at start."""
-    with DlqReader(settings, topic, f"{settings.kafka.group_id}.dlq-inspect") as reader:
+    with _kafka_failures(), \
+            DlqReader(settings, topic, f"{settings.kafka.group_id}.dlq-inspect") as reader:
         watermarks = reader.watermarks()
         check_partition(flt, topic, watermarks)
         for chunk in reader.read(plan_ranges(watermarks, flt)):
@@ -348,7 +360,7 @@ def replay(settings: Settings, request: ReplayRequest, *,
     """
     run = run if run is not None else ReplayRun()
     started = _now_iso()
-    with DlqReader(settings, request.dlq_topic, request.group) as reader:
+    with _kafka_failures(), DlqReader(settings, request.dlq_topic, request.group) as reader:
         # The DLQ first: without it (or the partition asked for) nothing can be replayed, and
         # that, not a missing audit topic, is what the operator has to fix.
         watermarks = reader.watermarks()
