@@ -17,8 +17,8 @@ beside the code that raises them (module named on the right); the rest are defin
     │                                       (consumer.kafka.dlq_io)
     ├── DlqFilterError (ValueError)         a DLQ filter, time or replay target that cannot be
     │                                       used (consumer.ops.dlq.model)
-    ├── LagProbeError (RuntimeError)        Kafka could not be asked for lag
-    │                                       (consumer.kafka.lag_probe)
+    ├── GroupQueryError (RuntimeError)      Kafka could not be asked about the group
+    │                                       (consumer.kafka.group_offsets)
     ├── LocalKafkaError (RuntimeError)      the local broker could not be started or stopped
     │   └── MissingToolError                Java 17 or Maven is not installed
     └── HandlerError                        raised by delivery handlers to state intent

@@ -30,7 +30,8 @@ from consumer.cli.options import (
     settings_from,
 )
 from consumer.config.settings import Settings
-from consumer.kafka.lag_probe import DEFAULT_SCAN_CAP, LagProbe, LagProbeError
+from consumer.kafka.group_offsets import GroupQueryError
+from consumer.kafka.lag_probe import DEFAULT_SCAN_CAP, LagProbe
 from consumer.kafka.lag_probe import Progress as OnProgress
 from consumer.ops.lag.history import HistoryFile, default_history_file
 from consumer.ops.lag.model import (
@@ -139,7 +140,7 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
                 _emit(report, as_json, console)
             else:
                 report = _watch(probe, trend, rules, as_json, console, interval, count)
-    except LagProbeError as exc:
+    except GroupQueryError as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(EXIT_UNREACHABLE)
     sys.exit(int(report.status))

@@ -21,7 +21,7 @@ from consumer.events.codec import EventCodec
 from consumer.kafka.admin_session import ensure_topics_logged
 from consumer.kafka.clients import KafkaPublisher, build_consumer, build_producer
 from consumer.kafka.group_consumer import KafkaGroupConsumer
-from consumer.kafka.lag_probe import LagProbe, LagProbeError, leftover_tiers
+from consumer.kafka.group_offsets import GroupOffsets, GroupQueryError, leftover_tiers
 from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.lanes import InlineLane, Lanes
 from consumer.pipeline.outcome_buffer import PendingOutcomes
@@ -60,9 +60,9 @@ def with_leftover_tiers(settings: Settings, listed: Iterable[str]) -> Settings:
     if not leftover_tiers(settings, listed):
         return settings
     try:
-        with LagProbe(settings) as probe:
-            leftovers = probe.stranded()
-    except LagProbeError as exc:  # e.g. credentials that may not read group offsets
+        with GroupOffsets(settings) as group:
+            leftovers = group.stranded()
+    except GroupQueryError as exc:  # e.g. credentials that may not read group offsets
         LOG.warning("could not look for retry tiers [retry] delays no longer include (records "
                     "left in one are not consumed): %s", exc)
         return settings

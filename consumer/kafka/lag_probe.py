@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
@@ -30,19 +30,15 @@ from typing import Any
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
-    KafkaException,
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin._listoffsets import OffsetSpec  # re-exported without a type export
 
 from consumer.config.settings import Settings
-from consumer.errors import ClinicEventsError
-from consumer.kafka.admin_session import AdminSession
 from consumer.kafka.client_log import ClientLog
-from consumer.kafka.clients import kafka_client, kafka_reason, message_headers
+from consumer.kafka.clients import kafka_client, message_headers
+from consumer.kafka.group_offsets import GroupOffsets, leftover_tiers
 from consumer.ops.lag.model import (
     GroupSample,
     PartitionSample,
@@ -52,18 +48,10 @@ from consumer.ops.lag.model import (
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import HeaderError
 from retry_topics.headers import decode_headers
-from retry_topics.naming import retry_tiers_of
 
 DEFAULT_SCAN_CAP = 10_000
-_COORDINATOR_CHANGING = frozenset({
-    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE})
 Progress = Callable[[int, int], None]
 """Called with (records read, records to read) while the probe scans."""
-
-
-class LagProbeError(ClinicEventsError, RuntimeError):
-    """Kafka could not be asked (unreachable, not authorised, ...)."""
 
 
 @dataclass(slots=True)
@@ -88,17 +76,6 @@ def watched_topics(settings: Settings, leftovers: Sequence[str] = ()
             *((t, "retry") for t in leftovers), (policy.dlq_topic, "dlq")]
 
 
-def leftover_tiers(settings: Settings, existing: Iterable[str]) -> list[str]:
-    """Retry tiers of the main topic among ``existing`` that the configured delays lack.
-
-    Why: after ``[retry] delays`` change, the old tiers' topics stay and may hold records;
-    ``run`` drains them (``RetryPolicy.with_draining``) and ``lag`` shows them.
-    """
-    policy = settings.retry
-    return [name for name in retry_tiers_of(policy.main_topic, existing)
-            if name not in policy.retry_topics]
-
-
 class LagProbe:
     """Takes :class:`GroupSample` s of ``settings.kafka.group_id``; close it (or use ``with``)."""
 
@@ -109,8 +86,7 @@ class LagProbe:
         self._clock = clock or SystemClock()
         self._scan_cap = scan_cap
         self._timeout = timeout_s
-        self._session = AdminSession(settings)
-        self._admin = self._session.client
+        self._group_offsets = GroupOffsets(settings, timeout_s=timeout_s)
         self._reader: Consumer | None = None
         self._reader_log = ClientLog()
 
@@ -126,17 +102,18 @@ class LagProbe:
             self._reader.close()
             self._reader = None
         self._reader_log.close()
-        self._session.close()
+        self._group_offsets.close()
 
     def sample(self, on_progress: Progress | None = None) -> GroupSample:
         """Read offsets, members and the unconsumed records' timestamps and due times."""
-        counts = self._partition_counts()
+        group = self._group_offsets
+        counts = group.partition_counts()
         leftovers = leftover_tiers(self._settings, counts)
         topics = watched_topics(self._settings, leftovers)
         tps = [TopicPartition(name, p) for name, _ in topics for p in range(counts.get(name, 0))]
-        members, committed = self._members_and_committed(tps)
-        beginning = self._offsets(tps, _spec("earliest"))
-        end = self._offsets(tps, _spec("latest"))
+        members, committed = group.members_and_committed(tps)
+        beginning = group.offsets(tps, "earliest")
+        end = group.offsets(tps, "latest")
         now_ms = self._clock.now_ms()
         kinds = dict(topics)
         plans = {key: plan for key in beginning
@@ -161,95 +138,6 @@ class LagProbe:
                                        configured=name not in leftovers))
         return GroupSample(group=self._group, taken_at_ms=now_ms, members=members,
                            topics=tuple(samples))
-
-    def stranded(self) -> dict[str, int]:
-        """Leftover retry tiers (see ``leftover_tiers``) -> records after the group's
-        committed offset there (0 where it never committed: unknown)."""
-        counts = self._partition_counts()
-        leftovers = leftover_tiers(self._settings, counts)
-        if not leftovers:
-            return {}
-        tps = [TopicPartition(name, p) for name in leftovers for p in range(counts[name])]
-        _, committed = self._members_and_committed(tps)
-        end = self._offsets(tps, _spec("latest"))
-        stranded = dict.fromkeys(leftovers, 0)
-        for key, offset in committed.items():
-            # Never committed: unknown, not stranded. A fresh group name, or offsets Kafka
-            # expired for a topic no longer subscribed to, says nothing of those records.
-            if offset is not None:
-                stranded[key[0]] += max(0, end[key] - offset)
-        return stranded
-
-    def _partition_counts(self) -> dict[str, int]:
-        """Topic -> partitions, of every topic the cluster lists without an error."""
-        try:
-            metadata = self._admin.list_topics(timeout=self._timeout)
-        except KafkaException as exc:
-            raise LagProbeError(f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: "
-                                f"{kafka_reason(exc)} (waited {self._timeout:g} s)") from exc
-        return {name: len(meta.partitions) for name, meta in metadata.topics.items()
-                if meta.error is None}
-
-    def _members_and_committed(self, tps: list[TopicPartition]
-                               ) -> tuple[int, dict[tuple[str, int], int | None]]:
-        """The group's member count, then its committed offsets of ``tps``, in that order.
-
-        The order is what keeps the process alive: see ``_members``. Every reading of
-        committed offsets goes through here, so no caller can reverse it.
-        """
-        members = self._members()
-        return members, self._committed(tps)
-
-    def _committed(self, tps: list[TopicPartition]) -> dict[tuple[str, int], int | None]:
-        """Committed offsets of ``tps``; only ever after ``_members`` (see there)."""
-        if not tps:
-            return {}
-        request = [ConsumerGroupTopicPartitions(self._group, tps)]
-        try:
-            futures = self._admin.list_consumer_group_offsets(
-                request, request_timeout=self._timeout)
-            result = futures[self._group].result(timeout=self._timeout + 5)
-        except KafkaException as exc:
-            raise LagProbeError(f"cannot read committed offsets of {self._group}: "
-                                f"{kafka_reason(exc)}") from exc
-        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-                for tp in result.topic_partitions}
-
-    def _offsets(self, tps: list[TopicPartition], spec: Any) -> dict[tuple[str, int], int]:
-        if not tps:
-            return {}
-        try:
-            futures = self._admin.list_offsets({tp: spec for tp in tps},
-                                               request_timeout=self._timeout)
-            return {(tp.topic, tp.partition): int(future.result(timeout=self._timeout + 5).offset)
-                    for tp, future in futures.items()}
-        except KafkaException as exc:
-            raise LagProbeError(f"cannot read partition offsets: {kafka_reason(exc)}") from exc
-
-    def _members(self) -> int:
-        """Members of the group, retrying while its coordinator is moving or loading.
-
-        Called *before* ``list_consumer_group_offsets`` on purpose: librdkafka's admin client
-        crashes the process (NULL group handle, librdkafka issue #5040) when an OffsetFetch
-        answer says NOT_COORDINATOR, which happens the first time a group is looked up on a
-        cluster. Describing the group first, until its coordinator answers, avoids that case.
-        """
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                future = self._admin.describe_consumer_groups(
-                    [self._group], request_timeout=self._timeout)[self._group]
-                return len(future.result(timeout=self._timeout + 5).members)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                code = error.code() if isinstance(error, KafkaError) else None
-                if code == KafkaError.GROUP_ID_NOT_FOUND:
-                    return 0
-                if code in _COORDINATOR_CHANGING and time.monotonic() < deadline:
-                    time.sleep(0.2)  # bounded by the deadline; the coordinator is loading
-                    continue
-                raise LagProbeError(f"cannot describe group {self._group}: "
-                                    f"{kafka_reason(exc)}") from exc
 
     def _plan(self, kind: TopicKind, committed: int | None, beginning: int,
               end: int) -> _Scan | None:
@@ -308,11 +196,6 @@ class LagProbe:
             self._reader = kafka_client(Consumer, self._settings.consumer_config(**overrides),
                                         "consumer")
         return self._reader
-
-
-def _spec(name: str) -> Any:
-    """``OffsetSpec.earliest()`` / ``.latest()`` (untyped classmethods in confluent-kafka)."""
-    return getattr(OffsetSpec, name)()
 
 
 def _record(plan: _Scan, message: Message, now_ms: int) -> None:
