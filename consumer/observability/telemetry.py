@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -176,10 +175,6 @@ def shutdown_providers(*providers: TracerProvider | MeterProvider, timeout_s: fl
 
 def _kind(provider: TracerProvider | MeterProvider) -> str:
     return "traces" if isinstance(provider, TracerProvider) else "metrics"
-
-
-_CANONICAL_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_ZERO_TRACE_ID, _ZERO_SPAN_ID = "0" * 32, "0" * 16
 
 
 def _format_traceparent(context: SpanContext) -> str | None:
@@ -364,38 +359,6 @@ class Telemetry:
                 self.record_error(span, _error_type(exc))
                 span.end()
                 raise
-
-    def incoming_trace(self, headers: KafkaHeaders) -> tuple[str | None, str | None]:
-        """The ``traceparent`` and ``tracestate`` a record with ``headers`` hands on when no
-        span is recorded, in one pass over its headers.
-
-        ``traceparent`` is the value ``current_traceparent`` gives inside the record's
-        ``process_span`` without an SDK tracer, without making anything current: the last
-        ``traceparent`` header, normalised by the W3C propagator, or ``None`` if it is not
-        valid. A value already in canonical form (version 00, lowercase, non-zero ids,
-        nothing after the flags), which is what every OpenTelemetry SDK writes, is its own
-        normal form and skips the propagator unless a ``tracestate`` is to be parsed too.
-        ``tracestate`` comes only with a valid ``traceparent`` (W3C: it means nothing
-        without one), as the propagator parsed it (malformed list members dropped); ``None``
-        if empty.
-        """
-        raw: bytes | None = None
-        stated = False
-        for name, value in headers or ():
-            if name == TRACEPARENT and value is not None:
-                raw = value
-            elif name == TRACESTATE:
-                stated = True
-        if raw is None:
-            return None, None
-        text = raw.decode("utf-8", errors="replace")
-        canonical = _CANONICAL_TRACEPARENT.fullmatch(text) is not None \
-            and text[3:35] != _ZERO_TRACE_ID and text[36:52] != _ZERO_SPAN_ID
-        if canonical and not stated:
-            return text, None
-        context = trace.get_current_span(self._extract(headers)).get_span_context()
-        traceparent = text if canonical else _format_traceparent(context)
-        return traceparent, (context.trace_state.to_header() or None) if stated else None
 
     def _extract(self, headers: KafkaHeaders) -> Context:
         """The W3C trace context in ``headers`` (an empty context if none is valid).

@@ -442,27 +442,3 @@ def test_without_an_sdk_a_trace_context_travels_as_under_the_apis_no_op_tracer(
         assert got[0] is None
 
 
-@pytest.mark.parametrize("incoming", [
-    [],
-    [("traceparent", UPSTREAM.encode())],
-    [("traceparent", f"00-{UPSTREAM_TRACE_ID}-b7ad6b7169203331-00".encode())],
-    [("traceparent", f" \t{UPSTREAM}\t".encode())],  # padded: valid, normalised
-    [("traceparent", f"01-{UPSTREAM_TRACE_ID}-b7ad6b7169203331-01-future".encode())],
-    [("traceparent", f"00-{UPSTREAM_TRACE_ID}-b7ad6b7169203331-01-extra".encode())],
-    [("traceparent", f"ff-{UPSTREAM_TRACE_ID}-b7ad6b7169203331-01".encode())],
-    [("traceparent", UPSTREAM.upper().encode())],
-    [("traceparent", f"00-{'0' * 32}-b7ad6b7169203331-01".encode())],
-    [("traceparent", f"00-{UPSTREAM_TRACE_ID}-{'0' * 16}-01".encode())],
-    [("traceparent", b"\xff\xfe")],
-    [("traceparent", None)],
-    [("traceparent", b"garbage"), ("traceparent", UPSTREAM.encode())],  # the last one counts
-    [("traceparent", UPSTREAM.encode()), ("traceparent", b"garbage")],
-    [("tracestate", b"vendor=a")],
-])
-def test_incoming_traceparent_is_what_the_handler_would_get_inside_the_span(
-    incoming: list[tuple[str, bytes | None]],
-) -> None:
-    telemetry = Telemetry(trace.NoOpTracerProvider())
-    with _process(telemetry, incoming):
-        expected = telemetry.current_traceparent()
-    assert telemetry.incoming_trace(incoming)[0] == expected

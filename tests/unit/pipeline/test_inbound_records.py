@@ -91,16 +91,8 @@ def test_a_publishers_headers_are_kept_raw_until_read() -> None:
     record = to_inbound(_message(b"", identity), "clinic.events", 0)
     assert record.decoded_headers is None
     assert record.attempt == 1
-    assert not record.trace_context
     assert record.headers.event_id == "evt-1"
     assert record.decoded_headers is record.headers
-
-
-def test_a_trace_context_is_noticed_without_decoding() -> None:
-    for name in ("traceparent", "tracestate"):
-        record = to_inbound(_message(b"", [(name, b"x")]), "clinic.events", 0)
-        assert record.trace_context
-        assert record.decoded_headers is None
 
 
 def test_a_malformed_header_beside_no_attempts_still_makes_a_first_attempt() -> None:
