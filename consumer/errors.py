@@ -19,6 +19,8 @@ beside the code that raises them (module named on the right); the rest are defin
     │                                       used (consumer.ops.dlq.model)
     ├── GroupQueryError (RuntimeError)      Kafka could not be asked about the group
     │                                       (consumer.kafka.group_offsets)
+    ├── FatalError (RuntimeError)           run cannot go on safely (a republish refused)
+    │                                       (consumer.pipeline.runner)
     ├── LocalKafkaError (RuntimeError)      the local broker could not be started or stopped
     │   └── MissingToolError                Java 17 or Maven is not installed
     └── HandlerError                        raised by delivery handlers to state intent

@@ -54,7 +54,7 @@ __all__ = [
     "ORIGINAL_TIMESTAMP", "ORIGINAL_TOPIC", "REPLAY_COUNT", "REPLAY_FORCE", "TRACEPARENT",
     "TRACESTATE",
     "DlqReason", "FailureInfo", "Header", "Provenance", "RecordHeaders", "cap_utf8",
-    "decode_headers", "encode_headers", "redact_message", "replace_header",
+    "decode_headers", "encode_headers", "redact_message", "replace_header", "replay_forced",
 ]  # fmt: skip
 
 ATTEMPTS = "clinic.attempts"
@@ -283,6 +283,11 @@ def decode_headers(headers: Sequence[Header] | None) -> RecordHeaders:
         else:
             values[field_name] = _decode_str(name, raw)
     return RecordHeaders(**values, other=tuple(other))  # type: ignore[arg-type]
+
+
+def replay_forced(headers: RecordHeaders) -> bool:
+    """Whether ``dlq replay --force`` marked the record (``REPLAY_FORCE`` set to ``1``)."""
+    return any(name == REPLAY_FORCE and value == b"1" for name, value in headers.other)
 
 
 def replace_header(

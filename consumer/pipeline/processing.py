@@ -42,11 +42,11 @@ from consumer.pipeline.records import Delivered, Duplicate, Fate, InboundRecord,
 from retry_topics.classification import Classification, ExceptionRules, qualified_name
 from retry_topics.clock import Clock
 from retry_topics.headers import (
-    REPLAY_FORCE,
     DlqReason,
     Provenance,
     RecordHeaders,
     encode_headers,
+    replay_forced,
 )
 from retry_topics.hops import next_hop_headers
 from retry_topics.policy import RetryPolicy, tier_labels
@@ -257,9 +257,7 @@ class RecordProcessor:
 
     @staticmethod
     def _may_process_again(record: InboundRecord, prior: Outcome) -> bool:
-        forced = any(name == REPLAY_FORCE and value == b"1"
-                     for name, value in record.headers.other)
-        if forced:
+        if replay_forced(record.headers):
             return True
         return prior == "dead_lettered" and record.replayed
 

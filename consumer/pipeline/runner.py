@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 
+from consumer.errors import ClinicEventsError
 from consumer.observability.telemetry import EventOutcome, Telemetry
 from consumer.pipeline.broker import BrokerError, ConsumerPort, Partition, ProducerPort
 from consumer.pipeline.lanes import InlineLane, LaneFailure, Lanes
@@ -53,7 +54,7 @@ BATCH_SIZE = 500
 IDLE_POLL_S = 0.25
 
 
-class FatalError(RuntimeError):
+class FatalError(ClinicEventsError, RuntimeError):
     """Processing cannot go on safely (a republish was refused, a lane died)."""
 
 

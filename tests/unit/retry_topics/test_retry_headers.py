@@ -443,3 +443,9 @@ def test_replay_resets_attempts_and_counts_replays() -> None:
         last_failure_at_ms=FULL.last_failure_at_ms,
     )
     assert unchanged == dataclasses.replace(FULL, replay_count=2)
+
+
+def test_a_replay_is_forced_only_by_the_marker_set_to_one() -> None:
+    assert h.replay_forced(h.RecordHeaders(other=((h.REPLAY_FORCE, b"1"),)))
+    assert not h.replay_forced(h.RecordHeaders(other=((h.REPLAY_FORCE, b"0"),)))
+    assert not h.replay_forced(h.RecordHeaders())
