@@ -41,7 +41,7 @@ demo: $(STAMP)
 	$(BIN)/python -m consumer demo
 
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python -m bench.targets
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Worked examples for handler authors; not part of the installed package."""
