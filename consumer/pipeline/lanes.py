@@ -1,41 +1,32 @@
-"""Worker lanes: bounded concurrency with strict per-key order.
+"""Worker threads with per-key order: bounded concurrency, one record of a key at a time.
 
-A record's key (the entity it is about) picks its lane by hash, and each lane is one thread
-working through a FIFO of chunks. So two records with the same key are never in flight at
-once and are processed in consumption order, while up to ``len(lanes)`` different keys are
-processed concurrently. The poll thread hands each lane one chunk per consume batch, which
-keeps the hand-off cost per record small. Results go back on one queue the poll thread
-drains; a lane that hits an unexpected error reports it and stops, so the runner can shut
-down without storing offsets for unfinished records.
+A record's key (the entity it is about) is its lane: the records of one key are processed
+one at a time, in consumption order, while up to ``count`` keys are processed at once. The
+workers share the waiting work: a free worker takes the oldest records whose keys no other
+worker holds. Why shared, not a thread per hash of the key: with fixed lanes, one lane still
+worked through its queue at the end of a backlog while the others sat idle (a fifth of the
+calls a 20 ms downstream could take were lost that way). Results go back on one queue the
+poll thread drains; a worker that hits an unexpected error reports it and stops, so the
+runner can shut down without storing offsets for unfinished records.
+
+**Retry records first.** A retry record reaches the workers only once it is due, and must
+not wait behind first attempts queued before it: a key whose next record is a retry is taken
+before any key whose next record is a first attempt. Per-key order is not at stake: a
+retried event is already behind the later events of its key.
+
+**Small takes, early reports.** A worker takes about ``TAKE_S`` of work at the recent pace:
+one record when the downstream is slow, up to ``INLINE_SLICE`` when it is quick. So work
+spreads over every worker, a slow call holds up no other key, and fates come back (outcomes
+recorded, offsets stored) at least that often.
 
 **Caller runs quick work.** Threads only pay off while handlers wait (on HTTP, say): under
-the GIL, waking a lane for a chunk of fast, CPU-only work costs more than the work (measured
-here: the pipeline's own cost per event doubled). So while chunks run at under
-``QUICK_RECORD_S`` per record (decoding included), the poll thread processes a lane's chunk
-itself, provided that lane has nothing queued or running (so per-key order holds), within a
-budget of ``CALLER_BUDGET_S``: it stops after the first record that ends past the budget
-and hands the rest to the lane's thread. After ``SLOW_RUNS_TO_LEAVE`` slow runs in a row it
-leaves work to the threads until it tries again after a probe interval: ``FIRST_PROBE_S``,
-doubled after each probe that finds work still slow, up to ``LAST_PROBE_S`` (a stray slow
-chunk, from a GC pause or a busy core, costs little).
-
-**A slow handler call is left to the threads at once.** A run that took longer than
-``LONG_RUN_S`` (at least one call far past the budget: a slow or hanging downstream, not
-a GC pause or a preemption) hands work to the threads without waiting for more slow runs;
-otherwise one dispatch could run several such calls on the poll thread back to back, and
-retry partitions would resume late by that much. And the poll thread probes again only
-when the lanes have shown no slowness for ``PROBE_QUIET_S``: no chunk that took
-``SLOW_CHUNK_S`` or more, or ``SLOW_PACE_S`` or more per record, finished in that time, and
-none has been running that long. One fast chunk is no evidence: with a downstream slow for
-some events only, the chunk that finished last is as often a quick one. So while the
-downstream stays slow, even in part, no probe makes the poll thread call it: the poll thread
-waits out at most one slow handler call each time the downstream turns slow.
-
-**Slow work stays short and reports early.** A lane thread hands back fates at least every
-``REPORT_EVERY_S`` (plus one call), so outcomes are recorded and offsets stored as calls
-finish rather than when a long chunk ends. A lane takes queued chunks of retry records
-before queued first attempts, and a chunk of first attempts steps aside between two reports
-when a retry chunk arrives. ``in_flight_limit`` tells the runner how many records to let in:
+the GIL, waking a worker for a batch of fast, CPU-only work costs more than the work. So
+when no worker has anything, waiting or running, and the recent pace is under
+``QUICK_RECORD_S`` per record, the poll thread processes the batch itself for at most
+``CALLER_BUDGET_S`` and leaves the rest to the workers. The pace is measured wherever work
+runs, so a downstream that turns slow moves work to the workers from the next batch on (the
+poll thread waits out at most one slow call), and one that turns quick again brings it back
+once the workers are idle. ``in_flight_limit`` tells the runner how many records to let in:
 about ``QUEUED_WORK_S`` of work at the recent pace (a slower sample is taken at once, a
 quicker one gradually), so a slow downstream never builds minutes of queued work ahead of a
 due retry or a shutdown.
@@ -43,11 +34,12 @@ due retry or a shutdown.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import queue
 import threading
 import time
-import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -67,15 +59,9 @@ class BoundedChunkProcessor(Protocol):
 
 
 QUICK_RECORD_S = 200e-6
-CALLER_BUDGET_S = 0.010  # two GIL switch intervals: a chunk preempted once still fits
-SLOW_RUNS_TO_LEAVE = 3  # in a row: one slow run is as often a GC pause or a busy core
-LONG_RUN_S = 2 * CALLER_BUDGET_S  # a run this long: a slow call, left to the threads at once
-SLOW_CHUNK_S = 0.1  # a lane chunk this long holds a slow call (31 quick records take ~2 ms)
-SLOW_PACE_S = CALLER_BUDGET_S  # or this long per record
-PROBE_QUIET_S = 3.2  # probe only after this long without a slow lane chunk
-FIRST_PROBE_S, LAST_PROBE_S = 0.05, 3.2
+CALLER_BUDGET_S = 0.010  # two GIL switch intervals: a batch preempted once still fits
 INLINE_SLICE = 64
-REPORT_EVERY_S = 0.05  # a lane thread hands back its fates at least this often (+ one call)
+TAKE_S = 0.05  # a worker's take: about this much work, so it reports at least this often
 QUEUED_WORK_S = 1.0  # in-flight work the runner lets build up, at the recent pace
 PACE_DECAY = 0.3  # weight of a quicker pace sample (a slower one is taken at once)
 
@@ -162,225 +148,210 @@ class InlineLane:
         return self._pace.limit(1, ceiling, 1)
 
 
+@dataclass(slots=True)
+class _KeyWork:
+    """The records of one key waiting for a worker, each with its place in consumption
+    order: retry records first, then the rest."""
+
+    retries: deque[tuple[int, InboundRecord]]
+    firsts: deque[tuple[int, InboundRecord]]
+
+    def head(self) -> tuple[int, int] | None:
+        """(0 for a retry record, 1 for a first attempt; its place) of the next record."""
+        if self.retries:
+            return 0, self.retries[0][0]
+        if self.firsts:
+            return 1, self.firsts[0][0]
+        return None
+
+
 class Lanes:
-    """N threads, each owning a FIFO of record chunks; the caller runs quick work itself."""
+    """``count`` worker threads sharing the waiting work, one record of a key at a time."""
 
     def __init__(self, count: int, process: ChunkProcessor,
                  process_until: BoundedChunkProcessor | None = None,
                  abandon: Callable[[], None] | None = None) -> None:
+        self._count = count
         self._process = process
         self._process_until = process_until
-        self._abandon = abandon  # makes running chunks start no further record
-        self._discard = False
-        # Chunks queued or running per lane: the poll thread adds, the lane subtracts.
-        self._backlog = [0] * count
-        self._retries_queued = [0] * count  # of those, chunks of retry records
-        self._backlog_lock = threading.Lock()
-        self._quick = process_until is not None
-        self._probe_at = 0.0  # when, if not quick, the caller tries running work again
-        self._probe_interval = FIRST_PROBE_S
-        self._slow_runs = 0
-        # Written by the lane threads, read by the caller (floats: no lock needed): when a
-        # slow chunk last finished, and when each lane's running chunk started (0.0: idle).
-        self._slow_chunk_at = float("-inf")
-        self._started_at = [0.0] * count
+        self._abandon = abandon  # makes running work start no further record
+        self._changed = threading.Condition()
+        # Guarded by ``_changed``: waiting records by key, keys a worker holds, and a heap
+        # of (priority, place, key) of each key's next record, for keys no worker holds
+        # (an entry whose key was taken since, or whose next record changed, is skipped).
+        self._waiting: dict[bytes, _KeyWork] = {}
+        self._held: set[bytes] = set()
+        self._ready: list[tuple[int, int, bytes]] = []
+        self._records_waiting = 0
+        self._stopping = False
+        self._sequence = itertools.count()
         self._pace = RecentPace()
         self.results: queue.SimpleQueue[LaneResult] = queue.SimpleQueue()
-        # (0 for retry records, 1 for first attempts; sequence; chunk or None to stop)
-        self._queues: list[queue.PriorityQueue[
-            tuple[int, int, Sequence[InboundRecord] | None]]] = [
-            queue.PriorityQueue() for _ in range(count)
-        ]
-        self._enqueued = itertools.count()  # FIFO among chunks of one priority
-        self._threads = [
-            threading.Thread(target=self._work, args=(i, q), name=f"lane-{i}", daemon=True)
-            for i, q in enumerate(self._queues)
-        ]
+        self._threads = [threading.Thread(target=self._work, name=f"lane-{i}", daemon=True)
+                         for i in range(count)]
         for thread in self._threads:
             thread.start()
 
     def dispatch(self, records: Sequence[InboundRecord]) -> None:
-        """Hand a batch to the lanes: one chunk per lane, consumption order kept.
+        """Hand a batch over, in consumption order; run it here while work is quick."""
+        if self._process_until is not None and self.idle() and \
+                self._pace.seconds < QUICK_RECORD_S:
+            records = self._run_here(self._process_until, records)
+        if records:
+            self._enqueue(records)
 
-        A record's lane is the CRC32 of its key, or of partition:offset for key-less records.
+    def _run_here(self, process_until: BoundedChunkProcessor,
+                  records: Sequence[InboundRecord]) -> Sequence[InboundRecord]:
+        """Process ``records`` on the calling thread, in slices (a slice's decoded events stay
+        in cache), while they run at the quick pace; return what is left for the workers.
+
+        The time allowed is the batch at the quick pace, at least ``CALLER_BUDGET_S``: past
+        it, the record in progress is the last one run here.
         """
-        chunks: dict[int, list[InboundRecord]] = {}
-        lanes = len(self._queues)
-        crc32 = zlib.crc32
-        for record in records:
-            key = record.key if record.key else f"{record.partition}:{record.offset}".encode()
-            # retry records (attempt > 1) are chunked apart: a lane thread takes them first
-            lane = crc32(key) % lanes if record.attempt == 1 else crc32(key) % lanes + lanes
-            chunk = chunks.get(lane)
-            if chunk is None:
-                chunk = chunks[lane] = []
-            chunk.append(record)
-        process_until = self._process_until
-        probing = False
-        if not self._quick and process_until is not None:
-            now = time.monotonic()
-            if now >= self._probe_at:
-                if not self._lanes_slow(now):
-                    self._quick = probing = True  # the budget bounds what a slow call costs
-                else:  # the lanes are still slow: probing would only wait on the downstream
-                    self._probe_at = now + self._probe_interval
-        # retry chunks first (slots from ``lanes`` on), first attempts in their order
-        for slot, chunk in sorted(chunks.items(), key=lambda item: item[0] < lanes):
-            lane = slot % lanes
-            if process_until is not None and self._quick and self._backlog[lane] == 0:
-                self._run_here(process_until, lane, chunk)
-            else:
-                self._enqueue(lane, chunk, retry=slot >= lanes)
-        if probing and self._quick:
-            self._probe_interval = FIRST_PROBE_S  # quick again: the next slip is forgiven fast
-
-    def _lanes_slow(self, now: float) -> bool:
-        """A lane chunk was slow within ``PROBE_QUIET_S``, or one has been running that long."""
-        if now - self._slow_chunk_at < PROBE_QUIET_S:
-            return True
-        return any(started and now - started >= SLOW_CHUNK_S for started in self._started_at)
-
-    def _run_here(self, process_until: BoundedChunkProcessor, lane: int,
-                  chunk: list[InboundRecord]) -> None:
-        """Process ``chunk`` on the calling thread within the budget; queue what is left."""
         started = time.monotonic()
+        deadline = started + max(CALLER_BUDGET_S, len(records) * QUICK_RECORD_S)
+        done = 0
         try:
-            fates, done = process_until(chunk, started + CALLER_BUDGET_S)
-        except Exception as exc:  # noqa: BLE001 - reported like a lane failure
-            self._leave_to_threads()
+            while done < len(records):
+                chunk = records[done:done + INLINE_SLICE]
+                fates, ran = process_until(chunk, deadline)
+                self.results.put(fates)
+                done += ran
+                if ran < len(chunk):
+                    break  # past the deadline, or a record handed over for quick retries
+        except Exception as exc:  # noqa: BLE001 - reported like a worker failure
             self.results.put(LaneFailure(exc))
+            return ()
+        self._pace.note((time.monotonic() - started) / max(done, 1))
+        return records[done:]
+
+    def _enqueue(self, records: Sequence[InboundRecord]) -> None:
+        with self._changed:
+            for record in records:
+                # key-less records are independent of each other
+                key = record.key or f"{record.partition}:{record.offset}".encode()
+                work = self._waiting.get(key)
+                if work is None:
+                    work = self._waiting[key] = _KeyWork(deque(), deque())
+                was = work.head()
+                place = next(self._sequence)
+                (work.retries if record.attempt > 1 else work.firsts).append((place, record))
+                head = work.head()
+                if key not in self._held and head != was and head is not None:
+                    heapq.heappush(self._ready, (*head, key))
+            self._records_waiting += len(records)
+            self._changed.notify(len(records))
+
+    def _take(self) -> list[tuple[bytes, list[InboundRecord]]]:
+        """Up to a take's worth of waiting records, whole keys' runs, oldest key first
+        (keys whose next record is a retry before all others). Called holding the lock."""
+        size = INLINE_SLICE if self._pace.seconds <= 0.0 else \
+            max(1, min(INLINE_SLICE, int(TAKE_S / self._pace.seconds)))
+        taken: list[tuple[bytes, list[InboundRecord]]] = []
+        count = 0
+        while self._ready and count < size:
+            priority, place, key = heapq.heappop(self._ready)
+            work = self._waiting.get(key)
+            if key in self._held or work is None or work.head() != (priority, place):
+                continue  # stale: taken since, or its next record changed
+            run: list[InboundRecord] = []
+            for source in (work.retries, work.firsts):
+                while source and count < size:
+                    run.append(source.popleft()[1])
+                    count += 1
+            self._held.add(key)
+            taken.append((key, run))
+        self._records_waiting -= count
+        return taken
+
+    def _release(self, taken: list[tuple[bytes, list[InboundRecord]]]) -> None:
+        """Give the keys of a finished take back; those with waiting records become ready."""
+        with self._changed:
+            for key, _ in taken:
+                self._held.discard(key)
+                work = self._waiting[key]
+                head = work.head()
+                if head is not None:
+                    heapq.heappush(self._ready, (*head, key))
+                else:
+                    del self._waiting[key]
+            self._changed.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while not self._stopping and not self._ready:
+                    self._changed.wait()
+                if self._stopping and not self._ready:
+                    return
+                taken = self._take()
+            if not taken:
+                continue
+            try:
+                self._run([record for _, run in taken for record in run])
+            except BaseException as exc:  # noqa: BLE001 - reported to the poll thread
+                self.results.put(LaneFailure(exc))
+                self._release(taken)
+                return
+            self._release(taken)
+
+    def _run(self, records: list[InboundRecord]) -> None:
+        """Process a take, handing back fates at least every ``TAKE_S``."""
+        process_until = self._process_until
+        if process_until is None:
+            self.results.put(self._process(records))
             return
-        self.results.put(fates)
-        elapsed = time.monotonic() - started
-        self._pace.note(elapsed / max(done, 1))
-        if elapsed > LONG_RUN_S:
-            self._leave_to_threads()
-        elif done < len(chunk) or elapsed > done * QUICK_RECORD_S:
-            self._slow_runs += 1
-            if self._slow_runs >= SLOW_RUNS_TO_LEAVE:
-                self._leave_to_threads()
-        else:
-            self._slow_runs = 0
-        if done < len(chunk):
-            self._enqueue(lane, chunk[done:], retry=chunk[0].attempt > 1)
-
-    def _leave_to_threads(self) -> None:
-        self._slow_runs = 0
-        if not self._quick:
-            return
-        self._quick = False
-        self._probe_at = time.monotonic() + self._probe_interval
-        self._probe_interval = min(self._probe_interval * 2, LAST_PROBE_S)
-
-    def _enqueue(self, lane: int, chunk: Sequence[InboundRecord], *, retry: bool) -> None:
-        """Queue ``chunk`` on ``lane``; a chunk of retry records goes before first attempts.
-
-        Why first: a retry record reaches the lanes only once it is due, and first attempts
-        queued before it could hold it up for many handler calls when the downstream is
-        slow. Per-key order is not at stake: a retried event is already behind the later
-        events of its key, and both kinds stay in order among themselves.
-        """
-        with self._backlog_lock:
-            self._backlog[lane] += 1
-            if retry:
-                self._retries_queued[lane] += 1
-        self._queues[lane].put((0 if retry else 1, next(self._enqueued), chunk))
+        rest: Sequence[InboundRecord] = records
+        while rest:
+            started = time.monotonic()
+            fates, done = process_until(rest, started + TAKE_S, may_wait=True)
+            if fates:
+                self.results.put(fates)
+            if done == 0:
+                return  # abandoned (a second stop signal): start no further record
+            self._pace.note((time.monotonic() - started) / done)
+            rest = rest[done:]
 
     def in_flight_limit(self, ceiling: int) -> int:
         """How many records the runner should let be in flight: ``QUEUED_WORK_S`` of work.
 
-        At the recent pace, with every lane busy, at most ``ceiling`` and at least two per
-        lane. Why: with a slow downstream, thousands of queued first attempts would hold up
-        a due retry record (and a drain at shutdown) for minutes; with quick handlers the
-        ceiling binds as before.
+        At the recent pace, with every worker busy, at most ``ceiling`` and at least two per
+        worker. Why: with a slow downstream, thousands of queued first attempts would hold
+        up a due retry record (and a drain at shutdown) for minutes; with quick handlers the
+        ceiling binds.
         """
-        lanes = len(self._queues)
-        return self._pace.limit(lanes, ceiling, 2 * lanes)
+        return self._pace.limit(self._count, ceiling, 2 * self._count)
 
     def discard_pending(self) -> None:
-        """Drop the chunks not started yet, and stop running ones after their current record.
-
-        Their records' offsets are never stored, so they are redelivered after a restart.
-        """
-        self._discard = True
+        """Drop the records no worker has taken, and stop running takes after their current
+        record. Their offsets are never stored, so they are redelivered after a restart."""
+        with self._changed:
+            self._waiting = {key: work for key, work in self._waiting.items()
+                             if key in self._held}
+            for work in self._waiting.values():
+                work.retries.clear()
+                work.firsts.clear()
+            self._ready.clear()
+            self._records_waiting = 0
         if self._abandon is not None:
             self._abandon()
 
     def idle(self) -> bool:
-        """No chunk is queued or running on any lane thread."""
-        with self._backlog_lock:
-            return not any(self._backlog)
+        """No record is waiting for a worker or being processed by one."""
+        with self._changed:
+            return not self._records_waiting and not self._held
 
     def stop(self, timeout_s: float = 30.0, *, discard_pending: bool = True) -> None:
-        """End the threads; chunks not yet started are dropped unless asked otherwise.
+        """End the workers; records not taken yet are dropped unless asked otherwise.
 
         Dropping is safe: their offsets were never stored, so they are redelivered.
         """
-        self._discard = discard_pending
-        for lane_queue in self._queues:
-            lane_queue.put((2, next(self._enqueued), None))  # after every queued chunk
+        if discard_pending:
+            with self._changed:
+                self._ready.clear()
+                self._records_waiting = 0
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         for thread in self._threads:
             thread.join(timeout_s)
-
-    def _work(self, lane: int, lane_queue: queue.PriorityQueue[
-            tuple[int, int, Sequence[InboundRecord] | None]]) -> None:
-        while True:
-            priority, sequence, chunk = lane_queue.get()
-            if chunk is None:
-                return
-            retry = priority == 0
-            if retry:
-                with self._backlog_lock:
-                    self._retries_queued[lane] -= 1
-            if self._discard:
-                self._done(lane)
-                continue
-            started = self._started_at[lane] = time.monotonic()
-            try:
-                rest = self._run_chunk(lane, chunk, yield_to_retries=not retry)
-            except BaseException as exc:  # noqa: BLE001 - reported to the poll thread
-                self.results.put(LaneFailure(exc))
-                return
-            finished = time.monotonic()
-            self._started_at[lane] = 0.0
-            took, ran = finished - started, len(chunk) - len(rest)
-            if took >= SLOW_CHUNK_S or took >= SLOW_PACE_S * ran:
-                self._slow_chunk_at = finished
-            self._pace.note(took / max(ran, 1))
-            if rest:  # a retry chunk came in: it runs first, then the rest in its old place
-                lane_queue.put((priority, sequence, rest))
-            else:
-                self._done(lane)
-
-    def _run_chunk(self, lane: int, chunk: Sequence[InboundRecord], *,
-                   yield_to_retries: bool) -> Sequence[InboundRecord]:
-        """Process ``chunk`` on a lane thread, handing back fates every ``REPORT_EVERY_S``.
-
-        Why not once at the end: with a slow downstream a chunk takes seconds, and until
-        its fates are back their outcomes are neither recorded nor logged nor committed; a
-        crash meanwhile would hand every event of it that the downstream had already
-        accepted to the handler again. For the same reason a chunk of first attempts
-        ``yield_to_retries``: it stops between two reports when a retry chunk is queued on
-        its lane, and returns what it did not process.
-        """
-        process_until = self._process_until
-        if process_until is None:
-            self.results.put(self._process(chunk))
-            return ()
-        rest = chunk
-        while rest:
-            fates, done = process_until(rest[:INLINE_SLICE], time.monotonic() + REPORT_EVERY_S,
-                                        may_wait=True)
-            if fates:
-                self.results.put(fates)
-            if done == 0:
-                return ()  # abandoned (a second stop signal): start no further record
-            rest = rest[done:]
-            if rest and yield_to_retries and self._retries_queued[lane]:
-                return rest
-        return ()
-
-    def _done(self, lane: int) -> None:
-        with self._backlog_lock:
-            self._backlog[lane] -= 1
-

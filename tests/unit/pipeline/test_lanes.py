@@ -1,5 +1,5 @@
-"""Worker lanes: same key never concurrent and in order; the caller runs quick work; lane
-failures are reported."""
+"""Worker lanes: same key never concurrent and in order; work spreads over every worker;
+the caller runs quick work; failures are reported."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import zlib
 from collections.abc import Sequence
 
 from consumer.pipeline.lanes import (
+    CALLER_BUDGET_S,
     INLINE_SLICE,
-    LONG_RUN_S,
-    PROBE_QUIET_S,
     QUEUED_WORK_S,
-    SLOW_CHUNK_S,
-    SLOW_RUNS_TO_LEAVE,
+    QUICK_RECORD_S,
     BoundedChunkProcessor,
     InlineLane,
     LaneFailure,
@@ -145,9 +143,9 @@ def test_a_lane_with_queued_work_is_never_overtaken_by_the_caller() -> None:
         return [Delivered(r) for r in chunk], len(chunk)
 
     lanes = Lanes(1, lambda chunk: [], process_until)
-    lanes._quick = False  # the first chunk goes to the (slow) lane thread
+    lanes._pace.note(1.0)  # slow: the first record goes to the worker
     lanes.dispatch([_record(b"a", 0)])
-    lanes._quick = True  # quick again, but lane 0 is busy: the next chunk must queue
+    lanes._pace.seconds = 0.0  # quick again, but the key is busy: the next record must queue
     lanes.dispatch([_record(b"a", 1)])
     release.set()
     assert len(_collect(lanes, 2)) == 2
@@ -155,58 +153,51 @@ def test_a_lane_with_queued_work_is_never_overtaken_by_the_caller() -> None:
     assert order == [0, 1]
 
 
-def test_work_past_the_budget_goes_to_the_lane_thread_until_the_next_probe() -> None:
+def test_work_past_the_budget_goes_to_the_workers_and_comes_back_when_quick() -> None:
+    """A slow call on the caller: the rest of the batch, and the next batches while the pace
+    is slow, go to the workers; once quick samples bring the pace back and the workers are
+    idle, the caller runs work again."""
     caller = threading.current_thread().name
     ran_on: list[tuple[str, int]] = []
+    slow = {0}
 
-    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
-        ran_on.extend((threading.current_thread().name, r.offset) for r in chunk)
-        return [Delivered(r) for r in chunk]
-
-    def process_until(chunk: Sequence[InboundRecord],
-                      _deadline: float | None, *,
+    def process_until(chunk: Sequence[InboundRecord], _deadline: float | None, *,
                       may_wait: bool = False) -> tuple[list[Fate], int]:
-        first = chunk[0]  # a slow handler call: the deadline passes after the first record
+        first = chunk[0]
+        if first.offset in slow:
+            time.sleep(CALLER_BUDGET_S * 2)  # a slow call: the deadline passes
         ran_on.append((threading.current_thread().name, first.offset))
         return [Delivered(first)], 1
 
-    lanes = Lanes(1, process, process_until)
-    offset = 0
-    for _ in range(SLOW_RUNS_TO_LEAVE):  # each run: one record here, the rest to the lane
-        lanes.dispatch([_record(b"a", offset), _record(b"a", offset + 1)])
-        assert len(_collect(lanes, 2)) == 2
-        assert [(name == caller, o) for name, o in ran_on[-2:]] == [
-            (True, offset), (False, offset + 1)]
-        offset += 2
-    lanes.dispatch([_record(b"a", offset)])  # slow runs in a row: left to the lane thread
+    lanes = Lanes(2, lambda chunk: [], process_until)
+    lanes.dispatch([_record(b"a", 0), _record(b"a", 1)])
+    assert len(_collect(lanes, 2)) == 2
+    assert [(name == caller, o) for name, o in ran_on] == [(True, 0), (False, 1)]
+    lanes.dispatch([_record(b"a", 2)])  # the pace is slow now: to the workers
     assert len(_collect(lanes, 1)) == 1
-    assert ran_on[-1] == (ran_on[-2][0], offset)
     assert ran_on[-1][0] != caller
-    lanes._probe_at = time.monotonic()  # the probe interval has passed
-    lanes.dispatch([_record(b"a", offset + 1)])
+    for _ in range(40):
+        lanes._pace.note(QUICK_RECORD_S / 10)  # quick samples, as the workers would take
+    lanes.dispatch([_record(b"a", 3)])
     assert len(_collect(lanes, 1)) == 1
     lanes.stop()
-    assert ran_on[-1] == (caller, offset + 1)
+    assert ran_on[-1] == (caller, 3)
 
 
-def test_one_slow_handler_call_leaves_the_rest_of_the_dispatch_to_the_lane_threads() -> None:
-    """A call far past the budget is a slow downstream: the caller runs no further chunk."""
+def test_one_slow_handler_call_leaves_the_rest_of_the_dispatch_to_the_workers() -> None:
+    """A call far past the budget is a slow downstream: the caller runs no further record."""
     caller = threading.current_thread().name
     ran_on: list[tuple[str, bytes | None]] = []
-
-    def process(chunk: Sequence[InboundRecord]) -> list[Fate]:
-        ran_on.extend((threading.current_thread().name, r.key) for r in chunk)
-        return [Delivered(r) for r in chunk]
 
     def process_until(chunk: Sequence[InboundRecord],
                       _deadline: float | None, *,
                       may_wait: bool = False) -> tuple[list[Fate], int]:
-        time.sleep(LONG_RUN_S * 1.5)  # one slow handler call
+        time.sleep(CALLER_BUDGET_S * 1.5)  # one slow handler call
         ran_on.append((threading.current_thread().name, chunk[0].key))
         return [Delivered(chunk[0])], 1
 
-    lanes = Lanes(16, process, process_until)
-    keys = [bytes([k]) for k in range(64)]  # spread over many lanes: many chunks
+    lanes = Lanes(16, lambda chunk: [], process_until)
+    keys = [bytes([k]) for k in range(64)]
     lanes.dispatch([_record(key, n) for n, key in enumerate(keys)])
     assert len(_collect(lanes, len(keys))) == len(keys)
     lanes.stop()
@@ -214,81 +205,63 @@ def test_one_slow_handler_call_leaves_the_rest_of_the_dispatch_to_the_lane_threa
     assert len(on_caller) == 1, f"the caller waited out {len(on_caller)} slow calls"
 
 
-def _keys_for_lanes(count: int) -> list[bytes]:
-    """One key per lane (lane = CRC32 of the key modulo the lane count)."""
-    keys: dict[int, bytes] = {}
-    n = 0
-    while len(keys) < count:
-        key = f"key-{n}".encode()
-        keys.setdefault(zlib.crc32(key) % count, key)
-        n += 1
-    return [keys[lane] for lane in range(count)]
-
-
-def test_no_probe_runs_on_the_caller_after_a_slow_lane_chunk_even_if_a_quick_one_followed(
-) -> None:
-    """A downstream slow for some events only: the chunk that finished last may be quick."""
+def test_the_caller_runs_nothing_while_a_worker_is_in_a_call() -> None:
+    """Per-key order and a hung downstream alike: work runs here only when every worker is
+    idle."""
     caller = threading.current_thread().name
-    slow_key, quick_key = _keys_for_lanes(2)
-    ran_on: list[tuple[str, bytes | None]] = []
-
-    def process_until(chunk: Sequence[InboundRecord],
-                      _deadline: float | None, *,
-                      may_wait: bool = False) -> tuple[list[Fate], int]:
-        if may_wait and chunk[0].key == slow_key:  # slow on a lane thread
-            time.sleep(SLOW_CHUNK_S * 1.2)
-        ran_on.extend((threading.current_thread().name, r.key) for r in chunk)
-        return [Delivered(r) for r in chunk], len(chunk)
-
-    lanes = Lanes(2, lambda chunk: [], process_until)
-    lanes._leave_to_threads()  # as after a slow run
-    lanes.dispatch([_record(slow_key, 0)])
-    assert len(_collect(lanes, 1)) == 1
-    lanes.dispatch([_record(quick_key, 1)])  # finishes last, quickly
-    assert len(_collect(lanes, 1)) == 1
-    lanes._probe_at = time.monotonic()  # the probe interval has passed
-    lanes.dispatch([_record(quick_key, 2)])
-    assert len(_collect(lanes, 1)) == 1
-    assert ran_on[-1][0] != caller, "no probe within the quiet time after a slow chunk"
-
-    lanes._slow_chunk_at -= PROBE_QUIET_S  # quiet for long enough
-    lanes._probe_at = time.monotonic()
-    lanes.dispatch([_record(quick_key, 3)])
-    assert len(_collect(lanes, 1)) == 1
-    lanes.stop()
-    assert ran_on[-1] == (caller, quick_key), "quiet again: the probe runs on the caller"
-
-
-def test_no_probe_runs_on_the_caller_while_a_lane_is_in_a_long_call() -> None:
-    caller = threading.current_thread().name
-    hung_key, other_key = _keys_for_lanes(2)
     release = threading.Event()
-
     ran_here: list[str] = []
     on_caller = _delivered_on(ran_here)
 
     def process_until(chunk: Sequence[InboundRecord], deadline: float | None, *,
                       may_wait: bool = False) -> tuple[list[Fate], int]:
-        if may_wait and chunk[0].key == hung_key:  # hangs on a lane thread
+        if may_wait and chunk[0].key == b"hung":
             release.wait(10)
         return on_caller(chunk, deadline, may_wait=may_wait)
 
     lanes = Lanes(2, lambda chunk: [], process_until)
-    lanes._leave_to_threads()
-    lanes.dispatch([_record(hung_key, 0)])  # a call that hangs on a lane thread
-    hung_lane = zlib.crc32(hung_key) % 2
-    deadline = time.monotonic() + 5
-    while not lanes._started_at[hung_lane] and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert lanes._started_at[hung_lane], "the lane started the call"
-    lanes._started_at[hung_lane] -= SLOW_CHUNK_S  # as if it had been running that long
-    lanes._probe_at = time.monotonic()
-    lanes.dispatch([_record(other_key, 1)])
+    lanes._pace.note(1.0)
+    lanes.dispatch([_record(b"hung", 0)])
+    _wait_until_taken(lanes)
+    lanes._pace.seconds = 0.0  # quick, as far as the pace knows
+    lanes.dispatch([_record(b"other", 1)])
     assert len(_collect(lanes, 1)) == 1
     release.set()
     assert len(_collect(lanes, 1)) == 1
     lanes.stop()
-    assert caller not in ran_here, "no probe while a lane is stuck in a slow call"
+    assert caller not in ran_here
+
+
+def test_distinct_keys_never_wait_for_each_other_while_a_worker_is_free() -> None:
+    """Sixteen keys that a hash of the key would put in one lane of eight: with a slow
+    downstream they run eight at a time, not one after another."""
+    keys = [key for key in (f"k{n}".encode() for n in range(10_000))
+            if zlib.crc32(key) % 8 == 0][:16]
+    calls: list[float] = []
+    lock = threading.Lock()
+
+    def process_until(chunk: Sequence[InboundRecord], _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
+        time.sleep(0.02)
+        with lock:
+            calls.append(time.monotonic())
+        return [Delivered(chunk[0])], 1
+
+    lanes = Lanes(8, lambda chunk: [], process_until)
+    lanes._pace.note(0.02)  # a known slow pace: takes of one record
+    started = time.monotonic()
+    lanes.dispatch([_record(key, n) for n, key in enumerate(keys)])
+    assert len(_collect(lanes, 16)) == 16
+    lanes.stop()
+    elapsed = max(calls) - started
+    assert elapsed < 0.02 * 16 / 2, f"16 calls of 20 ms on 8 workers took {elapsed:.3f} s"
+
+
+def _wait_until_taken(lanes: Lanes) -> None:
+    deadline = time.monotonic() + 5
+    while not lanes._held and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert lanes._held, "a worker took the record"
 
 
 def test_discard_pending_drops_queued_chunks_abandons_running_ones_and_ends_idle() -> None:
@@ -304,11 +277,9 @@ def test_discard_pending_drops_queued_chunks_abandons_running_ones_and_ends_idle
 
     lanes = Lanes(1, process, abandon=lambda: abandoned.append(True))
     lanes.dispatch([_record(b"a", 0)])
+    _wait_until_taken(lanes)
     lanes.dispatch([_record(b"a", 1)])
     assert not lanes.idle()
-    deadline = time.monotonic() + 5
-    while not lanes._started_at[0] and time.monotonic() < deadline:
-        time.sleep(0.001)  # the lane has taken the first chunk
     lanes.discard_pending()
     assert abandoned == [True]  # the running chunk starts no further record
     release.set()
@@ -356,7 +327,8 @@ def test_a_lane_thread_hands_back_fates_before_its_chunk_is_done() -> None:
         return [Delivered(chunk[0])], 1  # one call took it past the report deadline
 
     lanes = Lanes(1, lambda chunk: [], process_until)
-    lanes._leave_to_threads()
+    lanes._pace.note(1.0)  # slow: to the worker, which takes all three (one key)
+    lanes._pace.seconds = 0.001
     lanes.dispatch([_record(b"a", 0), _record(b"a", 1), _record(b"a", 2)])
     first = lanes.results.get(timeout=5)
     assert not isinstance(first, LaneFailure)
@@ -379,11 +351,9 @@ def test_a_lane_takes_queued_retry_records_before_queued_first_attempts() -> Non
         return [Delivered(r) for r in chunk], len(chunk)
 
     lanes = Lanes(1, lambda chunk: [], process_until)
-    lanes._leave_to_threads()
+    lanes._pace.note(1.0)  # slow: to the worker, one record a take
     lanes.dispatch([_record(b"a", 0)])
-    deadline = time.monotonic() + 5
-    while not lanes._started_at[0] and time.monotonic() < deadline:
-        time.sleep(0.001)
+    _wait_until_taken(lanes)
     lanes.dispatch([_record(b"a", 1), _record(b"b", 2)])  # first attempts
     lanes.dispatch([_record(b"c", 3, attempts=1), _record(b"a", 4)])  # a retry, then a first
     release.set()
