@@ -18,14 +18,19 @@ tools far less protected than the record value, so before a message is put in
 
 Redaction runs before capping, so a secret is never cut into a shape the patterns miss. Only
 a bounded prefix of a huge message is scanned, and the word split by that cut is dropped.
+
+The patterns cannot know a name: "invalid visit for Ada Testperson" has no shape to catch.
+:func:`mask_values` masks the values the caller knows to be identifying (the consumer passes
+the failing event's own names, birth date, phone, member and patient ids) wherever they
+appear, in any case and with any separators between their letter and digit runs.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-__all__ = ["CUT_MARKER", "MAX_ERROR_MESSAGE_BYTES", "cap_utf8", "redact_message"]
+__all__ = ["CUT_MARKER", "MAX_ERROR_MESSAGE_BYTES", "cap_utf8", "mask_values", "redact_message"]
 
 MAX_ERROR_MESSAGE_BYTES = 1024
 CUT_MARKER = "…"
@@ -102,3 +107,52 @@ def redact_message(text: str, max_bytes: int = MAX_ERROR_MESSAGE_BYTES) -> str:
     if cut:
         redacted += CUT_MARKER
     return cap_utf8(redacted, max_bytes)
+
+
+_MASK = "***"
+#: A value with fewer letters and digits than this is masked only as a whole word: a patient
+#: id "42" or a first name "Al" must not eat every "42" in "4242" or "al" in "fatal".
+_WHOLE_WORD_BELOW = 4
+_VALUE_RUN = re.compile(r"[^\W\d_]++|\d++")  # a run of letters, or of digits
+_CUT_WORD = re.compile(rf"[^\s{CUT_MARKER}]*+{CUT_MARKER}\Z")
+_SEPARATORS = r"[\W_]*+"
+
+
+def mask_values(text: str, values: Iterable[str]) -> str:
+    """Mask every occurrence of each of ``values`` in ``text`` with ``***``.
+
+    Matching ignores case and what separates a value's runs of letters and of digits:
+    ``TEST-MBR-000101`` also matches ``test mbr 000101`` and ``TESTMBR000101``. A value is
+    never matched inside a longer number; a short value (under four letters and digits) only
+    as a whole word, or next to something already masked. Values with fewer than two
+    letters and digits are ignored (an initial identifies no one). Longer values are masked
+    first, so a full name wins over its parts.
+
+    Text that was cut before it got here (it ends in ``"…"``) loses its last word: the cut
+    may have left a prefix of a value ("Testp…") that no longer matches it. Only a bounded
+    prefix of a huge text is scanned, as in :func:`redact_message`.
+    """
+    if len(text) > _SCAN_CHARS:
+        text = _TRAILING_WORD.sub("", text[:_SCAN_CHARS]) + CUT_MARKER
+    long_patterns: dict[str, int] = {}
+    short_patterns: dict[str, int] = {}
+    for value in values:
+        runs = _VALUE_RUN.findall(value)
+        size = sum(map(len, runs))
+        if size < 2:
+            continue
+        body = _SEPARATORS.join(re.escape(run) for run in runs)
+        if size < _WHOLE_WORD_BELOW:
+            short_patterns[rf"(?<![^\W_]){body}(?![^\W_])"] = size
+            continue
+        before = r"(?<!\d)" if runs[0][0].isdigit() else ""
+        after = r"(?!\d)" if runs[-1][-1].isdigit() else ""
+        long_patterns[f"{before}{body}{after}"] = size
+    if not long_patterns and not short_patterns:
+        return text
+    masked = _CUT_WORD.sub(CUT_MARKER, text)
+    for patterns in (long_patterns, short_patterns):
+        if patterns:
+            ordered = sorted(patterns, key=lambda pattern: -patterns[pattern])
+            masked = re.sub("|".join(ordered), _MASK, masked, flags=re.IGNORECASE)
+    return masked
