@@ -36,6 +36,7 @@ from consumer.dedup.store import Outcome
 from consumer.delivery.handlers import DeliveryContext, DeliveryHandler
 from consumer.errors import HandlerError, PermanentError, TransientError
 from consumer.events.codec import EventCodec, EventRecord
+from consumer.events.identifying import identifying_values
 from consumer.observability.telemetry import INVALID_SPAN, Telemetry
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.records import Delivered, Duplicate, Fate, InboundRecord, Republished
@@ -50,6 +51,7 @@ from retry_topics.headers import (
 )
 from retry_topics.hops import next_hop_headers
 from retry_topics.policy import RetryPolicy, tier_labels
+from retry_topics.redaction import mask_values
 from retry_topics.routing import (
     DeadLetter,
     RetryInProcess,
@@ -381,7 +383,7 @@ class RecordProcessor:
             source=Provenance(topic=record.topic, partition=record.partition,
                               offset=record.offset, timestamp_ms=record.timestamp_ms),
             attempts=decision.attempts, now_ms=now, error_class=failure.error_class,
-            error_message=failure.message,
+            error_message=_without_identifying_values(failure.message, record.event),
             classification=failure.classification,
             due_at_ms=decision.due_at_ms if isinstance(decision, RetryTo) else None,
             dlq_reason=dlq_reason,
@@ -398,3 +400,13 @@ class RecordProcessor:
 def _with_event_identity(headers: RecordHeaders, record: InboundRecord) -> RecordHeaders:
     """Stamp the (non-PHI) event id and type, so DLQ tools can filter without decoding."""
     return replace(headers, event_id=record.event_id, event_type=record.event_type)
+
+def _without_identifying_values(message: str, event: EventRecord | None) -> str:
+    """``message`` with the event's own names, birth date, phone and ids masked.
+
+    Handler text may quote any payload field ("no plan for Ada Testperson, member
+    TEST-MBR-000101"), and the generic redaction rules cannot know a name. This is the one
+    place a failure's text leaves the process (the next hop's ``clinic.error-message``);
+    spans and log lines carry only the error class.
+    """
+    return mask_values(message, identifying_values(event)) if event is not None else message
