@@ -122,6 +122,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "dedup": {"store": "sqlite:///.clinic-events/dedup.sqlite3", "ttl": "7d"},
     "delivery": {"url": None, "handler": None, "timeout": "10s", "concurrency": 16},
     "classification": {"transient": [], "permanent": [], "default": "transient"},
+    "metrics": {"prometheus_port": None, "prometheus_host": "127.0.0.1", "lag_interval": "15s"},
 }
 
 
@@ -159,6 +160,16 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSettings:
+    """``[metrics]``: the Prometheus endpoint of ``run`` (off while ``prometheus_port`` is
+    None) and how often ``run`` samples lag and the DLQ for its gauges."""
+
+    prometheus_port: int | None = None
+    prometheus_host: str = "127.0.0.1"
+    lag_interval_ms: int = 15_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the application needs, validated."""
 
@@ -168,6 +179,7 @@ class Settings:
     dedup: DedupSettings
     delivery: DeliverySettings
     classification: ExceptionRules
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: str = "defaults"  # where the file came from, for messages
 
     def consumer_config(self, defaults: Mapping[str, Any] | None = None, /,
@@ -441,6 +453,7 @@ def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
         dedup=_build_dedup(merged["dedup"]),
         delivery=_build_delivery(merged["delivery"]),
         classification=_build_rules(merged["classification"]),
+        metrics=_build_metrics(merged["metrics"]),
         source=source,
     )
 
@@ -523,6 +536,24 @@ def _build_delivery(delivery: dict[str, Any]) -> DeliverySettings:
         url=url, handler=handler,
         timeout_ms=_positive_duration("delivery", "timeout", delivery["timeout"]),
         concurrency=_int("delivery", "concurrency", delivery["concurrency"], 1),
+    )
+
+
+def _build_metrics(metrics: dict[str, Any]) -> MetricsSettings:
+    """``[metrics]``; the port comes as a string from the environment (its default is None)."""
+    port = metrics["prometheus_port"]
+    if isinstance(port, str) and not port.strip():
+        port = None  # CLINIC_EVENTS_METRICS_PROMETHEUS_PORT="" turns the endpoint off
+    elif isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 1 <= port <= 65535):
+        raise ConfigError(f"metrics.prometheus_port must be a TCP port, 1 to 65535, got "
+                          f"{metrics['prometheus_port']!r}")
+    return MetricsSettings(
+        prometheus_port=port,
+        prometheus_host=_str("metrics", "prometheus_host", metrics["prometheus_host"]),
+        lag_interval_ms=_positive_duration("metrics", "lag_interval", metrics["lag_interval"]),
     )
 
 
