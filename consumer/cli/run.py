@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 
 from consumer.cli.gc_tuning import tune_for_streaming
+from consumer.cli.metrics import LagSampler
 from consumer.cli.options import (
     config_option,
     layout_exit_code,
@@ -19,8 +20,9 @@ from consumer.cli.options import (
 )
 from consumer.cli.wiring import build_runner
 from consumer.config.settings import DeliverySettings
-from consumer.errors import KafkaUnreachable
+from consumer.errors import ConfigError, KafkaUnreachable
 from consumer.kafka.provisioning import TopicLayoutError
+from consumer.observability.prometheus import PrometheusEndpoint
 from consumer.observability.telemetry import (
     configure_metrics,
     configure_tracing,
@@ -52,15 +54,31 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     configure_logging(log_level)
     tune_for_streaming()
     provider = configure_tracing()
-    meters = configure_metrics()
+    port = settings.metrics.prometheus_port
+    endpoint = (PrometheusEndpoint(settings.metrics.prometheus_host, port)
+                if port is not None else None)
+    meters = configure_metrics(readers=[endpoint.reader] if endpoint is not None else ())
+    # Without an OTLP exporter or the endpoint nobody reads metrics: no meter provider, no
+    # timing of handler calls, no lag sampling.
+    metrics_read = exports("OTEL_METRICS_EXPORTER") or endpoint is not None
     try:
         # A provider that exports nothing would still build a span per record: leave it out.
         assembly = build_runner(
             settings, tracer_provider=provider if exports("OTEL_TRACES_EXPORTER") else None,
-            meter_provider=meters if exports("OTEL_METRICS_EXPORTER") else None)
+            meter_provider=meters if metrics_read else None)
     except (TopicLayoutError, KafkaUnreachable) as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         sys.exit(layout_exit_code(exc))
+    sampler = LagSampler(settings, meters) if metrics_read else None
+    if endpoint is not None:
+        try:
+            endpoint.start()
+        except ConfigError:
+            assembly.close()
+            raise
+        click.echo(f"clinic-events: serving metrics at {endpoint.url}", err=True)
+    if sampler is not None:
+        sampler.start()
 
     signals_received: list[int] = []
 
@@ -92,6 +110,10 @@ def run_command(config_path: Path | None, log_level: str) -> None:
         sys.exit(1)
     finally:
         assembly.close()
+        if sampler is not None:
+            sampler.close()
+        if endpoint is not None:
+            endpoint.close()
         shutdown_providers(provider, meters)
     click.echo(f"clinic-events: stopped cleanly ({describe_stats(assembly.runner.stats)})",
                err=True)

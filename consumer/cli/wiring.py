@@ -22,6 +22,7 @@ from consumer.kafka.admin_session import ensure_topics_logged
 from consumer.kafka.clients import KafkaPublisher, build_consumer, build_producer
 from consumer.kafka.group_consumer import KafkaGroupConsumer
 from consumer.kafka.group_offsets import GroupOffsets, GroupQueryError, leftover_tiers
+from consumer.observability.messaging import MessagingClient
 from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.lanes import InlineLane, Lanes
 from consumer.pipeline.outcome_buffer import PendingOutcomes
@@ -77,6 +78,13 @@ def with_leftover_tiers(settings: Settings, listed: Iterable[str]) -> Settings:
     return replace(settings, retry=settings.retry.with_draining(delays))
 
 
+def messaging_client(settings: Settings) -> MessagingClient:
+    """Who the consumer is, for span attributes and metric labels (server, client id, group)."""
+    return MessagingClient.of(settings.kafka.bootstrap_servers,
+                              client_id=settings.kafka.client.get("client.id"),
+                              group=settings.kafka.group_id, main_topic=settings.topics.main)
+
+
 def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
                  tracer_provider: TracerProvider | None = None,
                  meter_provider: MeterProvider | None = None, clock: Clock | None = None,
@@ -96,7 +104,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
         elif created:
             LOG.info("created missing topics: %s", ", ".join(created))
         settings = with_leftover_tiers(settings, report.listed)
-    telemetry = Telemetry(tracer_provider, meter_provider)
+    telemetry = Telemetry(tracer_provider, meter_provider, messaging_client(settings))
     publisher = KafkaPublisher(build_producer(settings))
     consumer = KafkaGroupConsumer(build_consumer(settings))
     codec = EventCodec()

@@ -6,21 +6,32 @@ one trace from the upstream publisher through every retry tier to the DLQ. Repub
 a PRODUCER span ``send <topic>`` and re-stamps the record's trace headers with that span's
 context; the headers are *replaced*, never appended, so a record that hops ten times still
 carries exactly one ``traceparent``. Attributes follow the OpenTelemetry messaging semantic
-conventions (``messaging.*``) plus ``clinic_events.attempt``.
+conventions (``messaging.*``) plus ``clinic_events.attempt``; given a
+:class:`~consumer.observability.messaging.MessagingClient`, both kinds also carry
+``server.address``, ``server.port`` and ``messaging.client.id``.
 
 **No patient data in telemetry.** Span attributes hold topic, partition, offset, consumer
-group, the event id and the record key (both are opaque ids). Failures set ``error.type`` and
+group, the event id and the record key (both are opaque ids: the record key is the entity's
+id, ``intake_id``, ``appointment_id`` or ``check_id``, never a patient or member id, see
+``consumer.events.model.ENTITY_KEY_FIELD``); a ``send`` span carries the key too when its
+caller passes it. Failures set ``error.type`` and
 an ERROR status described by that type only; exception messages are never recorded (not as
 span events, not as status), because they may quote payload fields.
 
-**Metrics** use the OpenTelemetry metrics API: the counter ``clinic_events.events``
-(attributes ``outcome`` = delivered | duplicate | retried | dead_lettered, and ``tier``) and
-the histogram ``clinic_events.delivery.duration`` in milliseconds. Instruments are created
-once, when :class:`Telemetry` is built. With the API's default providers every call is a
-cheap no-op, so telemetry needs no separate "disabled" code path.
+**Metrics** use the OpenTelemetry metrics API. The messaging conventions' counter
+``messaging.client.consumed.messages`` (one per record whose fate is settled) and histogram
+``messaging.process.duration`` (seconds, one point per handler call) carry ``messaging.*``
+attributes; clinic-events' own counter ``clinic_events.events`` (attributes ``outcome`` =
+delivered | duplicate | retried | dead_lettered, and ``tier``) and histogram
+``clinic_events.delivery.duration`` (milliseconds) come from the same calls, for the OTLP
+users who already chart them. Names are in ``consumer.observability.messaging``. Instruments
+are created once, when :class:`Telemetry` is built. With the API's default providers every
+call is a cheap no-op, so telemetry needs no separate "disabled" code path.
 
 :func:`configure_tracing` builds the SDK tracer provider from the standard ``OTEL_*``
 environment variables; the caller shuts it down at exit so the last spans are flushed.
+:func:`configure_metrics` does the same for metrics, with any further readers (the Prometheus
+endpoint's, ``consumer.observability.prometheus``) beside the OTLP one.
 """
 
 from __future__ import annotations
@@ -52,9 +63,20 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Statu
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from consumer.errors import ConfigError, HandlerError
+from consumer.observability.messaging import (
+    CONSUMED_MESSAGES,
+    DELIVERY_DURATION,
+    EVENTS,
+    PROCESS_DURATION,
+    PROCESS_DURATION_BUCKETS_S,
+    MessagingClient,
+)
 from consumer.observability.otlp import otlp_metric_exporter, otlp_span_exporter
 from retry_topics.classification import qualified_name
+from retry_topics.durations import parse_duration_ms
+from retry_topics.errors import RetryTopicsError
 from retry_topics.headers import TRACEPARENT, TRACESTATE, replace_header
+from retry_topics.naming import retry_topic_name
 
 __all__ = [
     "EXPORTERS", "INVALID_SPAN", "NO_SPAN", "EventOutcome", "Telemetry", "configure_metrics",
@@ -129,19 +151,22 @@ def configure_tracing(service_name: str = "clinic-events") -> TracerProvider:
     return provider
 
 
-def configure_metrics(service_name: str = "clinic-events") -> MeterProvider:
+def configure_metrics(service_name: str = "clinic-events",
+                      readers: Sequence[MetricReader] = ()) -> MeterProvider:
     """An SDK meter provider from ``OTEL_METRICS_EXPORTER``: ``otlp`` (default), console, none.
 
     Readers export every ``OTEL_METRIC_EXPORT_INTERVAL`` ms (SDK default 60 s); the OTLP
     exporter's transport comes from ``OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL`` (see
     ``consumer.observability.otlp``) and it reads ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT``
-    itself. The caller shuts the provider down at exit so the last figures are exported.
+    itself. ``readers`` are added beside them whatever the variable says (the Prometheus
+    endpoint's reader: ``none`` turns OTLP off, not the scrape). The caller shuts the
+    provider down at exit so the last figures are exported.
     """
     resource = _resource(service_name)
     if _sdk_disabled():
         return MeterProvider(resource=resource, shutdown_on_exit=False)
     names = _exporter_names("OTEL_METRICS_EXPORTER")
-    readers: list[MetricReader] = []
+    readers = list(readers)
     for name in names:
         if name == "otlp":
             readers.append(PeriodicExportingMetricReader(otlp_metric_exporter()))
@@ -249,7 +274,8 @@ def _process_attributes(topic: str, partition: int, offset: int, key: bytes | No
     return attributes
 
 
-def _send_attributes(topic: str, event_id: str | None) -> dict[str, str | int]:
+def _send_attributes(topic: str, event_id: str | None,
+                     key: bytes | None = None) -> dict[str, str | int]:
     """The messaging semantic-convention attributes of a ``send`` span."""
     attributes: dict[str, str | int] = {
         "messaging.system": "kafka",
@@ -259,6 +285,11 @@ def _send_attributes(topic: str, event_id: str | None) -> dict[str, str | int]:
     }
     if event_id is not None:
         attributes["messaging.message.id"] = event_id
+    if key is not None:
+        try:  # noqa: SIM105 - as in _process_attributes
+            attributes["messaging.kafka.message.key"] = key.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
     return attributes
 
 
@@ -274,6 +305,7 @@ class Telemetry:
         self,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        client: MessagingClient | None = None,
     ) -> None:
         tracers = tracer_provider or trace.get_tracer_provider()
         meters = meter_provider or metrics.get_meter_provider()
@@ -287,13 +319,24 @@ class Telemetry:
         # processor does not even time handler calls.
         self.metrics_live = isinstance(meters, MeterProvider)
         self._propagator = TraceContextTextMapPropagator()
+        self._client = client
+        self._span_extras = client.span_attributes() if client is not None else {}
+        self._metric_base = (client.metric_attributes() if client is not None
+                             else {"messaging.system": "kafka"})
+        # tier label -> the messaging attributes of its points; built on first use
+        self._consumed_by_tier: dict[str, dict[str, str | int]] = {}
         meter = meters.get_meter(INSTRUMENTATION_NAME)
         self._events = meter.create_counter(
-            "clinic_events.events", unit="{event}",
-            description="Events handled, by outcome and tier")
+            EVENTS, unit="{event}", description="Events handled, by outcome and tier")
         self._duration = meter.create_histogram(
-            "clinic_events.delivery.duration", unit="ms",
+            DELIVERY_DURATION, unit="ms",
             description="Time spent in the delivery handler per attempt")
+        self._consumed = meter.create_counter(
+            CONSUMED_MESSAGES, unit="{message}",
+            description="Records of the main topic and the retry tiers whose fate is settled")
+        self._process_duration = meter.create_histogram(
+            PROCESS_DURATION, unit="s", description="Time spent in the handler per call",
+            explicit_bucket_boundaries_advisory=PROCESS_DURATION_BUCKETS_S)
 
     def process_span(
         self,
@@ -343,10 +386,11 @@ class Telemetry:
         the quick retries, so one attempt stays one span. Use it with ``current_span``; the
         caller ends it.
         """
-        return self._start(
-            f"process {topic}", SpanKind.CONSUMER,
-            _process_attributes(topic, partition, offset, key, event_id, attempt, group),
-            self._extract(headers))
+        attributes = _process_attributes(topic, partition, offset, key, event_id, attempt, group)
+        if self._span_extras:
+            attributes.update(self._span_extras)
+        return self._start(f"process {topic}", SpanKind.CONSUMER, attributes,
+                           self._extract(headers))
 
     @contextmanager
     def current_span(self, span: Span) -> Iterator[Span]:
@@ -373,25 +417,39 @@ class Telemetry:
         return self._propagator.extract(carrier)
 
     @contextmanager
-    def send_span(self, topic: str, event_id: str | None) -> Iterator[Span]:
-        """A PRODUCER span for republishing, child of the current span."""
+    def send_span(self, topic: str, event_id: str | None,
+                  key: bytes | None = None) -> Iterator[Span]:
+        """A PRODUCER span for republishing, child of the current span.
+
+        ``key`` is the record key, recorded as ``messaging.kafka.message.key`` (when it is
+        UTF-8 text): pass it only for keys that are entity ids by the wire contract, as
+        ``consumer.events.model.entity_key`` makes them, never a patient identifier.
+        """
         with self._span(self._start(f"send {topic}", SpanKind.PRODUCER,
-                                    _send_attributes(topic, event_id), None)) as span:
+                                    self._send(topic, event_id, key), None)) as span:
             yield span
 
     @contextmanager
     def replay_span(self, topic: str, event_id: str | None,
-                    headers: KafkaHeaders) -> Iterator[Span]:
+                    headers: KafkaHeaders, key: bytes | None = None) -> Iterator[Span]:
         """A PRODUCER span for a DLQ record an operator replays, continuing its trace.
 
         The parent is the trace context in the dead-lettered record's ``headers`` (its DLQ
         ``send`` span), so the replay, maybe days later, is a hop of the event's one trace;
         inside, ``headers_with_traceparent`` stamps the replayed record with this span.
+        ``key`` as for ``send_span``.
         """
         with self._span(self._start(f"send {topic}", SpanKind.PRODUCER,
-                                    _send_attributes(topic, event_id),
+                                    self._send(topic, event_id, key),
                                     self._extract(headers))) as span:
             yield span
+
+    def _send(self, topic: str, event_id: str | None,
+              key: bytes | None) -> dict[str, str | int]:
+        attributes = _send_attributes(topic, event_id, key)
+        if self._span_extras:
+            attributes.update(self._span_extras)
+        return attributes
 
     def _start(self, name: str, kind: SpanKind, attributes: dict[str, str | int],
                parent: Context | None) -> Span:
@@ -448,8 +506,13 @@ class Telemetry:
         span.set_status(Status(StatusCode.ERROR, error_type))
 
     def count_event(self, outcome: EventOutcome, *, tier: str, count: int = 1) -> None:
-        """Count ``count`` events' outcome; ``tier`` is ``main`` or the retry tier (``30s``)."""
+        """Count ``count`` events' outcome; ``tier`` is ``main`` or the retry tier (``30s``).
+
+        Each is one record consumed from that tier's topic, so the messaging counter grows
+        by as many.
+        """
         self._events.add(count, {"outcome": outcome, "tier": tier})
+        self._consumed.add(count, self._tier_attributes(tier, "poll"))
 
     def record_delivery_duration(
         self, duration_ms: float, *, tier: str, error_type: str | None = None
@@ -458,3 +521,31 @@ class Telemetry:
         attributes = {"tier": tier} if error_type is None else {"tier": tier,
                                                                 "error.type": error_type}
         self._duration.record(duration_ms, attributes)
+        process = self._tier_attributes(tier, "process")
+        if error_type is not None:
+            process = {**process, "error.type": error_type}
+        self._process_duration.record(duration_ms / 1000, process)
+
+    def _tier_attributes(self, tier: str, operation: str) -> dict[str, str | int]:
+        """The messaging attributes of a point about ``tier``'s topic, for ``operation``."""
+        cache_key = f"{operation} {tier}"
+        attributes = self._consumed_by_tier.get(cache_key)
+        if attributes is None:
+            attributes = {**self._metric_base, "messaging.operation.name": operation}
+            topic = self._tier_topic(tier)
+            if topic is not None:
+                attributes["messaging.destination.name"] = topic
+            self._consumed_by_tier[cache_key] = attributes
+        return attributes
+
+    def _tier_topic(self, tier: str) -> str | None:
+        """The topic of a tier label (``main``, ``30s``), when the main topic is known."""
+        main = self._client.main_topic if self._client is not None else None
+        if main is None:
+            return None
+        if tier == "main":
+            return main
+        try:
+            return retry_topic_name(main, parse_duration_ms(tier))
+        except RetryTopicsError:
+            return None
