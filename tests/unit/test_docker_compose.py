@@ -113,3 +113,30 @@ def test_the_image_runs_clinic_events() -> None:
     assert _argv(_dockerfile_instruction("CMD")) == [
         "run", "--config", "/etc/clinic-events/clinic-events.toml"]
     assert (ROOT / ".dockerignore").is_file()
+
+
+def test_prometheus_scrapes_the_consumer_and_loads_the_alert_rules() -> None:
+    """The job name, target, port and rule file the compose file and deploy/prometheus/ name
+    must agree, or Prometheus scrapes nothing and the alert rules never see a series."""
+    services = _services()
+    prometheus = services["prometheus"]
+    image, _, tag = prometheus["image"].partition(":")
+    assert image == "prom/prometheus"
+    assert tag, "pin the Prometheus version"
+    assert tag != "latest", "pin the Prometheus version"
+    assert all(port.startswith("127.0.0.1:") for port in prometheus["ports"])
+    mounts = dict(volume.removesuffix(":ro").split(":", 1) for volume in prometheus["volumes"])
+    config_path = mounts["./deploy/prometheus/prometheus.yml"]
+    assert f"--config.file={config_path}" in prometheus["command"]
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    mounted_dir = config_path.rpartition("/")[0]
+    for rule_file in config["rule_files"]:
+        where = rule_file if rule_file.startswith("/") else f"{mounted_dir}/{rule_file}"
+        assert mounts[f"./deploy/prometheus/{where.rpartition('/')[2]}"] == where
+    (job,) = config["scrape_configs"]
+    assert f'job="{job["job_name"]}"' in (ROOT / "deploy/prometheus/alerts.yml").read_text()
+    consumer_env = _env(services["consumer"])
+    port = consumer_env["CLINIC_EVENTS_METRICS_PROMETHEUS_PORT"]
+    assert consumer_env["CLINIC_EVENTS_METRICS_PROMETHEUS_HOST"] == "0.0.0.0"
+    assert job["static_configs"][0]["targets"] == [f"consumer:{port}"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
