@@ -12,6 +12,11 @@ Mechanism: ``start`` writes ``server.properties`` (combined broker+controller, b
 session with the log in the state folder, and polls (with a deadline) until the log says
 "Kafka Server started" and the port accepts connections. ``stop`` sends SIGTERM, waits for a
 clean shutdown, and SIGKILLs only after a deadline.
+
+``scram_users`` adds a second listener, ``SASL_PLAINTEXT`` with SCRAM-SHA-512, for tests of
+authentication: the users' credentials are written into the metadata log when the storage
+is formatted (``--add-scram``), and the broker keeps talking to itself over PLAINTEXT. Its
+address is ``sasl_bootstrap`` once started.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +41,7 @@ KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.25.3"
 READY_LINE = "Kafka Server started"
 DEFAULT_PORT = 9092
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -186,9 +192,12 @@ def _pid_alive(pid: int) -> bool:
 class LocalKafka:
     """Start, stop and inspect one local broker whose state lives in ``state_dir``."""
 
-    def __init__(self, state_dir: Path | None = None, *, cache_dir: Path | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, *, cache_dir: Path | None = None,
+                 scram_users: Mapping[str, str] | None = None) -> None:
         self.state_dir = (state_dir or default_state_dir()).resolve()
         self.cache_dir = cache_dir
+        self.scram_users = dict(scram_users or {})
+        self.sasl_bootstrap: str | None = None  # the SCRAM listener, once started with users
         self._pid_file = self.state_dir / "broker.pid"
         self._port_file = self.state_dir / "broker.port"
         self.log_file = self.state_dir / "broker.log"
@@ -298,7 +307,8 @@ class LocalKafka:
         props = self.state_dir / "server.properties"
         with contextlib.suppress(OSError):
             text = props.read_text()
-            broker = re.search(r"^advertised\.listeners=PLAINTEXT://[\d.]+:(\d+)$", text, re.M)
+            broker = re.search(r"^advertised\.listeners=PLAINTEXT://[\d.]+:(\d+)(?:,|$)", text,
+                               re.M)
             controller = re.search(
                 r"^controller\.quorum\.bootstrap\.servers=[\d.]+:(\d+)$", text, re.M
             )
@@ -329,18 +339,39 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.messages": "9223372036854775807",
         }
+        if self.scram_users:
+            props.update(self._sasl_listener(port, controller_port))
         path = self.state_dir / "server.properties"
         path.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
         (self.state_dir / "log4j2.properties").write_text(_LOG4J2)
         return path
 
+    def _sasl_listener(self, port: int, controller_port: int) -> dict[str, str]:
+        """Properties of a SASL_PLAINTEXT (SCRAM) listener beside the PLAINTEXT one."""
+        sasl_port = free_port()
+        self.sasl_bootstrap = f"127.0.0.1:{sasl_port}"
+        mechanism = SCRAM_MECHANISM.lower()
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},"
+                         f"CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},"
+                                    f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+            "listener.security.protocol.map":
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            f"listener.name.sasl_plaintext.{mechanism}.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        }
+
     def _format(self, java: str, classpath: str, props: Path) -> None:
         cluster_id = new_cluster_id()
+        scram = [arg for name, password in self.scram_users.items()
+                 for arg in ("--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]")]
         result = subprocess.run(
             [java, "-Xmx256m",
              f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
              "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(props), "--standalone"],
+             "-t", cluster_id, "-c", str(props), "--standalone", *scram],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
