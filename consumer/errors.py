@@ -8,7 +8,9 @@ beside the code that raises them (module named on the right); the rest are defin
     ├── UndecodableRecord (ValueError)      bytes that are not a clinic event; keeps the raw bytes
     ├── InvalidEvent (ValueError)           an event that does not fit the schema (publish, encode)
     ├── KafkaUnreachable                    no broker answered the first request in time; every
-    │                                       command that talks to Kafka exits with code 4
+    │   │                                   command that talks to Kafka exits with code 4
+    │   └── KafkaAccessRefused              Kafka answered but refused our credentials, or the
+    │                                       TLS handshake failed (exit 5) (consumer.kafka.access)
     ├── TopicLayoutError                    topics do not fit or could not be created
     │   │                                   (consumer.kafka.provisioning)
     │   ├── PartitionCountError             existing topics have too few partitions (exit 2)

@@ -33,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from consumer.cli.options import (
+    EXIT_REFUSED,
     EXIT_UNREACHABLE,
     Rate,
     config_option,
@@ -41,6 +42,7 @@ from consumer.cli.options import (
 )
 from consumer.errors import KafkaUnreachable
 from consumer.events.codec import EVENT_TYPES
+from consumer.kafka.access import KafkaAccessRefused
 from consumer.kafka.dlq_io import (
     Decision,
     DlqIoError,
@@ -120,7 +122,8 @@ def _filter(options: dict[str, Any]) -> DlqFilter:
 @contextlib.contextmanager
 def _kafka_errors(as_json: bool) -> Iterator[None]:
     """Kafka failures become one line on stderr and exit code 1, or 4 when Kafka cannot be
-    reached (as for ``lag``); a filter or target the topics cannot satisfy (a partition the
+    reached, 5 when it refuses our credentials or TLS handshake (as for ``lag``); a filter
+    or target the topics cannot satisfy (a partition the
     DLQ lacks, a missing --to topic) is a usage error, exit code 2, like a bad option. With
     --json, a failure puts ``{"error": ...}`` on stdout too: scripts parse it, and an empty
     one is no answer.
@@ -129,6 +132,8 @@ def _kafka_errors(as_json: bool) -> Iterator[None]:
         yield
     except DlqFilterError as exc:
         raise click.UsageError(str(exc)) from exc
+    except KafkaAccessRefused as exc:  # before KafkaUnreachable, its base
+        _fail(as_json, str(exc), EXIT_REFUSED)
     except KafkaUnreachable as exc:
         _fail(as_json, str(exc), EXIT_UNREACHABLE)
     except DlqIoError as exc:
@@ -191,7 +196,8 @@ def list_command(config_path: Path | None, as_json: bool, **options: Any) -> Non
 
     Exit code: 0 done; 1 failed (no DLQ topic, reading it failed); 2 invalid options (a
     --partition the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer
-    within 30 s). With --json, exit 1 and 4 print {"error": ...} too.
+    within 30 s); 5 Kafka refused our credentials or TLS. With --json, exit 1, 4 and 5
+    print {"error": ...} too.
     """
     settings = settings_from(config_path)
     topic, summary = dlq_topic_name(settings.topics.main), DlqSummary()
@@ -227,7 +233,8 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
 
     Exit code: 0 done; 1 failed (no DLQ topic, reading it failed); 2 invalid options (a
     --partition the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer
-    within 30 s). With --json, exit 1 and 4 print {"error": ...} too.
+    within 30 s); 5 Kafka refused our credentials or TLS. With --json, exit 1, 4 and 5
+    print {"error": ...} too.
     """
     settings = settings_from(config_path)
     topic = dlq_topic_name(settings.topics.main)
@@ -291,8 +298,8 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
     Exit code: 0 done; 1 failed (no DLQ topic, republishing or the audit record failed);
     2 invalid options (--to a missing topic, the DLQ or the audit topic; a --partition
     the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer within 30 s);
-    130 interrupted by SIGINT, 143 by SIGTERM (128 + the signal number). With --json,
-    exit 1 and 4 print {"error": ...} too.
+    5 Kafka refused our credentials or TLS; 130 interrupted by SIGINT, 143 by SIGTERM (128 +
+    the signal number). With --json, exit 1, 4 and 5 print {"error": ...} too.
     """
     settings = settings_from(config_path)
     main = settings.topics.main

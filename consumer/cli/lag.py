@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from consumer.cli.options import (
+    EXIT_REFUSED,
     EXIT_UNREACHABLE,
     Duration,
     config_option,
@@ -30,6 +31,7 @@ from consumer.cli.options import (
     settings_from,
 )
 from consumer.config.settings import Settings
+from consumer.kafka.access import KafkaAccessRefused
 from consumer.kafka.group_offsets import GroupQueryError
 from consumer.kafka.lag_probe import DEFAULT_SCAN_CAP, LagProbe
 from consumer.kafka.lag_probe import Progress as OnProgress
@@ -123,8 +125,9 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
       STOP  the group has no members while there is lag
 
     \b
-    Exit code: 0 OK, 1 WARN, 2 ERR, 3 STOP, 4 Kafka could not be asked.
-    (2 is also used for invalid options or configuration.)
+    Exit code: 0 OK, 1 WARN, 2 ERR, 3 STOP, 4 Kafka could not be asked, 5 Kafka refused
+    our credentials or TLS. (2 is also used for invalid options or configuration.) With
+    --json, exit 4 and 5 print {"error": ...} too.
     """
     if not watch:
         _refuse_pacing_without_watch(ctx)
@@ -140,9 +143,11 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
                 _emit(report, as_json, console)
             else:
                 report = _watch(probe, trend, rules, as_json, console, interval, count)
-    except GroupQueryError as exc:
+    except (GroupQueryError, KafkaAccessRefused) as exc:
         click.echo(f"clinic-events: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
+        if as_json:  # scripts parse stdout: an empty one is no answer
+            click.echo(json.dumps({"error": str(exc)}))
+        sys.exit(EXIT_REFUSED if isinstance(exc, KafkaAccessRefused) else EXIT_UNREACHABLE)
     sys.exit(int(report.status))
 
 

@@ -11,6 +11,7 @@ import click
 
 from consumer.config.settings import Settings, load_settings
 from consumer.errors import KafkaUnreachable
+from consumer.kafka.access import KafkaAccessRefused
 from consumer.kafka.clients import check_client_settings
 from consumer.kafka.provisioning import (
     ClientSettingsError,
@@ -22,6 +23,7 @@ from retry_topics.errors import RetryTopicsError
 
 F = TypeVar("F", bound=Callable[..., object])
 EXIT_UNREACHABLE = 4  # Kafka could not be reached (every command that talks to it)
+EXIT_REFUSED = 5  # Kafka refused our credentials, or the TLS handshake failed (idem)
 
 
 def config_option(func: F) -> F:
@@ -96,7 +98,10 @@ class Rate(click.FloatRange):
 
 def layout_exit_code(error: TopicLayoutError | KafkaUnreachable) -> int:
     """2 when the configuration does not fit (too few partitions, client settings librdkafka
-    refuses), 4 when Kafka cannot be reached, else 1 (a creation refused)."""
+    refuses), 4 when Kafka cannot be reached, 5 when it refuses our credentials or TLS,
+    else 1 (a creation refused)."""
     if isinstance(error, PartitionCountError | ClientSettingsError):
         return 2
+    if isinstance(error, KafkaAccessRefused):
+        return EXIT_REFUSED
     return EXIT_UNREACHABLE if isinstance(error, KafkaUnreachable) else 1

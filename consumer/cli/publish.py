@@ -65,7 +65,8 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
     keyed by the entity (appointment, intake, check) so one entity's events stay in order.
 
     Exit code: 0 all sent, 1 some line rejected or delivery failed, 2 bad configuration, 4
-    Kafka could not be reached to create the topics (nothing was sent).
+    Kafka could not be reached to create the topics, 5 it refused our credentials or TLS
+    handshake (nothing was sent in either case).
     """
     settings = settings_from(config_path)
     limiter = TokenBucket(rate) if rate else None

@@ -47,8 +47,8 @@ def run_command(config_path: Path | None, log_level: str) -> None:
 
     SIGTERM or SIGINT drains in-flight work, flushes, commits and exits 0. Exit code 2 on bad
     configuration (including an unreachable dedup store), 4 if Kafka could not be reached
-    at start-up, 1 if processing could not go on safely (the records concerned are
-    redelivered on the next start).
+    at start-up, 5 if it refused our credentials or TLS handshake, 1 if processing could
+    not go on safely (the records concerned are redelivered on the next start).
     """
     settings = settings_from(config_path)
     configure_logging(log_level)

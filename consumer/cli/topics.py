@@ -33,8 +33,8 @@ def ensure(config_path: Path | None, as_json: bool) -> None:
     Exit code 0 when every topic exists afterwards, 2 when existing topics have fewer
     partitions than the configuration asks for or the configuration is bad (a
     [kafka.client] property librdkafka refuses, ...), 4 when Kafka cannot be reached
-    (no answer within 30 s), 1 when it refuses a creation; with --json a topic failure
-    prints ``{"error": ...}`` too.
+    (no answer within 30 s), 5 when it refuses our credentials or TLS handshake, 1 when
+    it refuses a creation; with --json a topic failure prints ``{"error": ...}`` too.
     """
     settings = settings_from(config_path)
     try:

@@ -7,6 +7,8 @@ ensure``, ``run``, ``publish`` and ``lag`` printed a ``%3|...|FAIL|`` line every
 the call gave up, some 60 lines, unformatted and unparsable by log shippers. Here a daemon
 thread polls the client while it is open (a poll that finds no log line just waits, so it
 costs no CPU), and a ``ClientLog`` passes each distinct line once and counts its repeats.
+The lines pass an ``AccessWatch`` first, so ``list_topics``, the first request of every
+command, ends within a second or two when Kafka refuses our credentials or TLS handshake.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from types import TracebackType
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._metadata import ClusterMetadata
 
 from consumer.config.settings import Settings
+from consumer.kafka.access import AccessWatch, first_answer
 from consumer.kafka.client_log import ClientLog
 from consumer.kafka.clients import build_admin
 from consumer.kafka.provisioning import TopicReport, ensure_topics
@@ -32,7 +36,8 @@ class AdminSession:
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         self._log = ClientLog()
-        self.client: AdminClient = build_admin(settings, logger=self._log, **overrides)
+        self._access = AccessWatch(self._log, settings.admin_config(**overrides))
+        self.client: AdminClient = build_admin(settings, logger=self._access, **overrides)
         self._closed = threading.Event()
         self._server = threading.Thread(target=self._serve, name="kafka-admin-log",
                                         daemon=True)
@@ -41,6 +46,12 @@ class AdminSession:
     def _serve(self) -> None:
         while not self._closed.is_set():
             self.client.poll(SERVE_INTERVAL_S)
+
+    def list_topics(self, timeout_s: float) -> ClusterMetadata:
+        """The cluster's metadata; ``KafkaAccessRefused`` as soon as a login or TLS handshake
+        is refused, else the client's ``KafkaException`` after ``timeout_s``."""
+        return first_answer(lambda slice_s: self.client.list_topics(timeout=slice_s),
+                            timeout_s, self._access)
 
     def close(self) -> None:
         """Stop serving, hand over the last lines, and report repeats not reported yet."""
@@ -62,4 +73,5 @@ class AdminSession:
 def ensure_topics_logged(settings: Settings, *, timeout_s: float = 30.0) -> TopicReport:
     """``consumer.kafka.provisioning.ensure_topics`` with an :class:`AdminSession`'s client."""
     with AdminSession(settings) as session:
-        return ensure_topics(settings, admin=session.client, timeout_s=timeout_s)
+        return ensure_topics(settings, admin=session.client, list_topics=session.list_topics,
+                             timeout_s=timeout_s)

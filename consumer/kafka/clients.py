@@ -8,19 +8,31 @@ automatically (``enable.auto.offset.store=False``): the runner stores an offset 
 the record's fate is durable, and librdkafka's auto-commit then commits stored offsets.
 ``fetch.wait.max.ms`` is lowered so a retry partition resumed at its due time is fetched
 promptly instead of up to 500 ms later.
+
+Consumers and producers built here log through a ``consumer.kafka.access.AccessWatch`` and
+make ``list_topics`` in slices, so a command whose first request is refused (a wrong
+password, an untrusted certificate) says why within a second or two
+(``KafkaAccessRefused``) instead of "cannot reach Kafka" after its timeout. Unless a
+caller brings its own ``logger``, their lines go through a
+``consumer.kafka.client_log.ConnectionLog``: one line when the broker becomes unreachable,
+one when it is back.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from consumer.config.settings import Settings
+from consumer.config.settings import KAFKA_CLIENT_LOGGER, SECRET_MARKERS, Settings
 from consumer.errors import ConfigError
+from consumer.kafka.access import AccessWatch, first_answer
+from consumer.kafka.client_log import ConnectionLog
 from consumer.pipeline.processing import OnAck
 from consumer.pipeline.records import InboundRecord
 from retry_topics.headers import Header
@@ -28,6 +40,7 @@ from retry_topics.headers import Header
 #: Where an operator finds the valid librdkafka properties and values.
 LIBRDKAFKA_PROPERTIES = "https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md"
 Client = TypeVar("Client")
+_CLIENT_LOG = logging.getLogger(KAFKA_CLIENT_LOGGER)
 
 
 def kafka_client(factory: Callable[[dict[str, Any]], Client], config: dict[str, Any],
@@ -64,9 +77,45 @@ def build_admin(settings: Settings, **overrides: Any) -> AdminClient:
     return kafka_client(AdminClient, settings.admin_config(**overrides), "admin client")
 
 
+class WatchedConsumer(Consumer):
+    """A ``Consumer`` whose ``list_topics`` names a refused login or TLS handshake early.
+
+    Between the slices of a ``list_topics`` it is polled only while it has no partitions
+    assigned: a poll could otherwise hand over a record nobody would process.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.access = AccessWatch(config.get("logger") or _CLIENT_LOG, config)
+        super().__init__({**config, "logger": self.access})
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        if timeout < 0:
+            return super().list_topics(topic, timeout)
+        return first_answer(lambda slice_s: Consumer.list_topics(self, topic, slice_s),
+                            timeout, self.access, self._serve)
+
+    def _serve(self) -> None:
+        if not self.assignment():
+            self.poll(0)
+
+
+class WatchedProducer(Producer):
+    """A ``Producer`` whose ``list_topics`` names a refused login or TLS handshake early."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.access = AccessWatch(config.get("logger") or _CLIENT_LOG, config)
+        super().__init__({**config, "logger": self.access})
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        if timeout < 0:
+            return super().list_topics(topic, timeout)
+        return first_answer(lambda slice_s: Producer.list_topics(self, topic, slice_s),
+                            timeout, self.access, lambda: self.poll(0))
+
+
 def producer_from(config: dict[str, Any]) -> Producer:
     """A producer of exactly ``config`` (for ``EventPublisher``'s ``producer_factory``)."""
-    return kafka_client(Producer, config, "producer")
+    return kafka_client(WatchedProducer, config, "producer")
 
 
 #: What ``build_consumer`` chooses where ``[kafka.client]`` says nothing.
@@ -76,31 +125,45 @@ CONSUMER_DEFAULTS = {"auto.commit.interval.ms": 1000, "auto.offset.reset": "earl
 PRODUCER_DEFAULTS = {"linger.ms": 5, "message.timeout.ms": 60_000}
 
 
-def build_consumer(settings: Settings, **required: Any) -> Consumer:
+def build_consumer(settings: Settings, **required: Any) -> WatchedConsumer:
     """The group consumer of ``run``: manual offset storage, prompt fetches.
 
     ``required`` (a caller's own needs) wins over ``[kafka.client]``, which wins over
-    ``CONSUMER_DEFAULTS``.
+    ``CONSUMER_DEFAULTS``. Without a ``logger`` in ``required``, it logs through a
+    ``ConnectionLog``.
     """
-    return kafka_client(Consumer, settings.consumer_config(CONSUMER_DEFAULTS, **{
+    return kafka_client(WatchedConsumer, settings.consumer_config(CONSUMER_DEFAULTS, **{
         "group.id": settings.kafka.group_id,
         "enable.auto.commit": True,
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
+        **_connection_log("consumer", settings, required),
         **required,
     }), "consumer")
 
 
-def build_producer(settings: Settings, **required: Any) -> Producer:
+def build_producer(settings: Settings, **required: Any) -> WatchedProducer:
     """An idempotent producer: acknowledged by all in-sync replicas, no duplicates on retry.
 
-    Layered as ``build_consumer`` says, over ``PRODUCER_DEFAULTS``.
+    Layered (and logging) as ``build_consumer`` says, over ``PRODUCER_DEFAULTS``.
     """
-    return kafka_client(Producer, settings.producer_config(PRODUCER_DEFAULTS, **{
+    return kafka_client(WatchedProducer, settings.producer_config(PRODUCER_DEFAULTS, **{
         "enable.idempotence": True,
         "acks": "all",
+        **_connection_log("producer", settings, required),
         **required,
     }), "producer")
+
+
+def _connection_log(kind: str, settings: Settings, required: dict[str, Any]) -> dict[str, Any]:
+    """A ``ConnectionLog``'s properties, unless the caller brings its own ``logger``; those
+    ``[kafka.client]`` sets stay its own (and librdkafka judges them)."""
+    if "logger" in required:
+        return {}
+    log = ConnectionLog(kind)
+    wanted = {"logger": log, "error_cb": log.on_error, "stats_cb": log.on_stats,
+              "statistics.interval.ms": ConnectionLog.STATS_INTERVAL_MS}
+    return {name: value for name, value in wanted.items() if name not in settings.kafka.client}
 
 
 def check_client_settings(settings: Settings) -> None:
@@ -136,20 +199,53 @@ def _naming_the_property(refused: ConfigError, factory: Callable[[dict[str, Any]
     """``refused``, naming the ``[kafka.client]`` property at fault when one alone is.
 
     librdkafka names a property by its own canonical name, which may be an alias of the one
-    the operator set (``linger.ms`` is reported as ``queue.buffering.max.ms``): the client is
-    built again without each property in turn, and the one whose absence lets it build is
-    named as written.
+    the operator set (``linger.ms`` is reported as ``queue.buffering.max.ms``), and often
+    names none (``Unsupported hash function: SCRAM-SHA-999``): the client is built again
+    without each property in turn, and the one whose absence lets it build is named as
+    written. A property that the message names, or whose value it quotes, is named alone;
+    else ``security.protocol`` is tried last: without it every ``sasl.*`` and ``ssl.*``
+    property goes unchecked, so its absence "fixes" whatever one of them got wrong. A value
+    is shown masked when the name looks secret (:func:`looks_secret`), misspelt or not.
     """
-    for name in settings.kafka.client:
-        if name not in config:
-            continue
+    reason = str(refused).removeprefix("[kafka.client]: ")
+    names = [name for name in settings.kafka.client if name in config]
+    quoted = [name for name in names
+              if name in reason or (len(str(config[name])) >= 3 and str(config[name]) in reason)]
+    if len(quoted) == 1:
+        return _named(quoted[0], config[quoted[0]], reason)
+    gate = [name for name in names if name == "security.protocol"]
+    for name in [*(n for n in names if n not in gate), *gate]:
         try:
             _build_and_drop(factory, {k: v for k, v in config.items() if k != name}, kind)
         except ConfigError:
             continue
-        reason = str(refused).removeprefix("[kafka.client]: ")
-        return ConfigError(f"[kafka.client] {name} = {config[name]!r}: {reason}")
+        return _named(name, config[name], reason)
     return refused
+
+
+def _named(name: str, value: Any, reason: str) -> ConfigError:
+    """The ``ConfigError`` naming ``name = value``, the value masked if it looks secret."""
+    if looks_secret(name):
+        reason, value = reason.replace(str(value), "****"), "****"
+    return ConfigError(f"[kafka.client] {name} = {value!r}: {reason}")
+
+
+#: Words a secret property's name holds (beside ``SECRET_MARKERS``), for misspelt names.
+_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token", "key", "credentials", "jaas")
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a property's value must be masked: its name holds a secret marker, or a
+    part of it is a near miss of one (``sasl.pasword``, ``ssl.key.pasword``, ``sasl.secert``).
+
+    Why near misses: a misspelt name is exactly the one librdkafka refuses, and the message
+    that names it must not print the password it holds.
+    """
+    lowered = name.lower()
+    if any(marker in lowered for marker in SECRET_MARKERS):
+        return True
+    return any(difflib.get_close_matches(part, _SECRET_WORDS, n=1, cutoff=0.75)
+               for part in re.split(r"[._-]", lowered) if len(part) >= 3)
 
 
 _DROPPED = logging.getLogger("clinic_events.kafka.settings_check")

@@ -86,9 +86,12 @@ class GroupOffsets:
         return stranded
 
     def partition_counts(self) -> dict[str, int]:
-        """Topic -> partitions, of every topic the cluster lists without an error."""
+        """Topic -> partitions, of every topic the cluster lists without an error.
+
+        The first request: a refused login or TLS handshake raises ``KafkaAccessRefused``.
+        """
         try:
-            metadata = self._admin.list_topics(timeout=self._timeout)
+            metadata = self._session.list_topics(self._timeout)
         except KafkaException as exc:
             raise GroupQueryError(
                 f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: "

@@ -1,4 +1,4 @@
-"""Creating the topics a retry policy needs: main, one per retry tier, DLQ and audit.
+"""Creating the topics a retry policy needs: main, one per retry tier, DLQ, ledger and audit.
 
 The only module of this package that talks to Kafka (through confluent-kafka's AdminClient).
 It is idempotent: topics that exist are reported, not recreated. An existing main, retry or
@@ -6,13 +6,17 @@ dead-letter topic with fewer partitions than configured is refused with ``TopicL
 rather than silently used, because per-key ordering and consumer parallelism assume the
 configured count (a topic with *more* partitions is accepted). The audit topic has one
 partition (it is a log of operator actions, read in order) and is kept forever; the DLQ is
-kept four weeks so people have time to review it. Settings librdkafka refuses when the admin
+kept four weeks so people have time to review it. The DLQ ledger (which dead letters are
+replayed or discarded, one entry per DLQ record) has one partition and is compacted, never
+deleted by age: an entry that expired while its DLQ record still existed would reopen the
+record, and the next replay would send it again. Settings librdkafka refuses when the admin
 client is built (an unknown or invalid ``[kafka.client]`` property) raise
 ``ClientSettingsError``: bad configuration, not an unreachable broker (``KafkaUnreachable``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from consumer.errors import ClinicEventsError, KafkaUnreachable
-from retry_topics.naming import audit_topic_name
+from retry_topics.naming import audit_topic_name, dlq_ledger_topic_name
 from retry_topics.policy import RetryPolicy
 
 __all__ = [
@@ -87,22 +91,27 @@ def planned_topics(policy: RetryPolicy, partitions: int) -> dict[str, tuple[int,
     for tier in policy.tiers:
         plan[tier.topic] = (partitions, {})
     plan[policy.dlq_topic] = (partitions, {"retention.ms": str(DLQ_RETENTION_MS)})
+    plan[dlq_ledger_topic_name(policy.main_topic)] = (1, {"cleanup.policy": "compact"})
     plan[audit_topic_name(policy.main_topic)] = (1, {"retention.ms": "-1"})
     return plan
 
 
 def ensure_topics(settings: ProvisioningSettings, *, admin: AdminClient | None = None,
+                  list_topics: Callable[[float], Any] | None = None,
                   timeout_s: float = 30.0) -> TopicReport:
     """Create whatever topics are missing and check the partition counts of the rest.
 
     ``admin`` is a client built by the caller (one whose log lines it serves); without one,
-    a client of ``settings.admin_config()`` is built here.
+    a client of ``settings.admin_config()`` is built here. ``list_topics(timeout_s)`` makes
+    the first request (an ``AdminSession``'s names a refused login early); by default the
+    client's own.
     """
     config = settings.admin_config()
-    admin = admin if admin is not None else _admin_client(config)
+    client = admin if admin is not None else _admin_client(config)
     plan = planned_topics(settings.retry, settings.topics.partitions)
     try:
-        metadata = admin.list_topics(timeout=timeout_s)
+        metadata = (list_topics(timeout_s) if list_topics is not None
+                    else client.list_topics(timeout=timeout_s))
     except KafkaException as exc:
         raise KafkaUnreachable(f"cannot reach Kafka at {config.get('bootstrap.servers')} "
                                f"to list topics: {_reason(exc)} (waited {timeout_s:g} s)"
@@ -122,7 +131,7 @@ def ensure_topics(settings: ProvisioningSettings, *, admin: AdminClient | None =
     missing = [name for name in plan if name not in existing]
     created: list[str] = []
     if missing:
-        futures = admin.create_topics(
+        futures = client.create_topics(
             [NewTopic(name, num_partitions=plan[name][0],
                       replication_factor=settings.topics.replication_factor,
                       config=plan[name][1]) for name in missing],

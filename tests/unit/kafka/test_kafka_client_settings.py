@@ -17,7 +17,13 @@ from confluent_kafka.admin import AdminClient
 from consumer.cli.main import main
 from consumer.config.settings import load_settings
 from consumer.errors import ConfigError
-from consumer.kafka.clients import build_admin, build_consumer, build_producer, kafka_client
+from consumer.kafka.clients import (
+    build_admin,
+    build_consumer,
+    build_producer,
+    kafka_client,
+    looks_secret,
+)
 from consumer.kafka.provisioning import ClientSettingsError, TopicReport, ensure_topics
 
 BAD_PROPERTIES = [
@@ -134,3 +140,42 @@ def test_admin_client_type_is_what_build_admin_returns(config_file: Path) -> Non
     producer = build_producer(load_settings(config_file, env={}))
     assert isinstance(producer, Producer)
     producer.flush(0)
+
+
+@pytest.mark.parametrize(("lines", "named"), [
+    # librdkafka's message names no property; without security.protocol it checks no sasl.*
+    ('"security.protocol" = "SASL_PLAINTEXT"\n"sasl.mechanisms" = "SCRAM-SHA-999"\n'
+     '"sasl.username" = "clinic"\n"sasl.password" = "S3cret"',
+     "[kafka.client] sasl.mechanisms = 'SCRAM-SHA-999': "),
+    ('"security.protocol" = "SASL_PLAINTEXT"\n"sasl.mechanisms" = "PLAIN-X"',
+     "[kafka.client] sasl.mechanisms = 'PLAIN-X': "),
+])
+def test_a_refused_sasl_mechanism_is_named_not_the_security_protocol(
+    config_file: Path, lines: str, named: str
+) -> None:
+    path = _with_client(config_file, lines)
+    result = CliRunner().invoke(main, ["topics", "ensure", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"clinic-events: configuration error: {named}" in result.output
+
+
+@pytest.mark.parametrize("name", ["sasl.pasword", "sasl.passwd", "ssl.key.pasword",
+                                  "sasl.secert", "sasl.password.typo"])
+def test_a_misspelt_secret_property_is_named_with_its_value_masked(
+    config_file: Path, name: str
+) -> None:
+    path = _with_client(config_file, f'"{name}" = "S3cret-value"')
+    result = CliRunner().invoke(main, ["topics", "ensure", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"[kafka.client] {name} = '****': " in result.output
+    assert "S3cret" not in result.output
+
+
+@pytest.mark.parametrize(("name", "secret"), [
+    ("sasl.password", True), ("sasl.pasword", True), ("sasl.oauthbearer.client.secret", True),
+    ("ssl.key.password", True), ("sasl.username", False), ("sasl.mechanisms", False),
+    ("security.protocol", False), ("ssl.ca.location", False), ("linger.ms", False),
+    ("socket.keepalive.enable", False), ("client.id", False),
+])
+def test_looks_secret(name: str, secret: bool) -> None:
+    assert looks_secret(name) is secret

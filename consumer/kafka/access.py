@@ -1,0 +1,120 @@
+"""Telling a broker that refuses us from a broker that cannot be reached.
+
+A wrong SASL password or a CA that does not sign the broker's certificate fails every
+connection: librdkafka retries them and its blocking calls (list topics, offsets) give up
+only at their timeout, with the same "Broker transport failure" as an unreachable broker.
+The cause is in the client's log lines, one per failed connection ("SASL authentication
+error: ...", "SSL handshake failed: ..."), handed over when the client is polled.
+
+So every client clinic-events builds logs through an :class:`AccessWatch`, which passes each
+line on and remembers the first that says Kafka refused us (:func:`refusal`); and the first
+request of a command is made in slices (:func:`first_answer`): between slices the client is
+polled, and a refusal seen by then ends the request with :class:`KafkaAccessRefused` naming
+the cause, within a second or two, instead of 30 s later as "cannot reach Kafka".
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from confluent_kafka import KafkaError, KafkaException
+
+from consumer.errors import KafkaUnreachable
+
+#: The longest one slice of a first request waits before the watch is looked at.
+SLICE_S = 0.5
+#: Errors of a request that got no answer in its slice: asked again until the deadline.
+_NO_ANSWER = frozenset({KafkaError._TRANSPORT, KafkaError._TIMED_OUT})
+
+_AUTH = re.compile(r"SASL authentication error: (?P<reason>.*)|"
+                   r"(?P<other>Unsupported SASL mechanism.*|SASL handshake failed.*)")
+_TLS = re.compile(r"SSL handshake failed: (?P<reason>.*)|(?P<other>certificate verify failed.*)")
+_BROKER = re.compile(r"(?:(?:sasl_)?(?:ssl|plaintext)://)?(?P<host>[^\s/]+:\d+)/\S+: ")
+_SUFFIX = re.compile(r"\s*\(after \d+ms in state [A-Z_]+(?:, \d+ identical error\(s\) "
+                     r"suppressed)?\)\s*$")
+_LIBSSL_CODE = re.compile(r"error:[0-9A-F]+:[^:]*:[^:]*:")
+
+T = TypeVar("T")
+
+
+class KafkaAccessRefused(KafkaUnreachable):
+    """Kafka answered but refused our credentials, or the TLS handshake with it failed.
+
+    A ``KafkaUnreachable`` (nothing can be done with Kafka either way), with its own exit
+    code (5): no retry helps, the ``[kafka.client]`` security properties need fixing.
+    """
+
+
+class _Logger(Protocol):
+    def log(self, level: int, msg: str, *args: object) -> None: ...
+
+
+def refusal(line: str, config: Mapping[str, Any]) -> str | None:
+    """What a client log or error line says Kafka refused, in plain words; else None.
+
+    ``config`` is the client's: it names the user and the mechanism of a failed login.
+    """
+    broker = _BROKER.search(line)
+    where = f" at {broker.group('host')}" if broker else ""
+    auth = _AUTH.search(line)
+    if auth:
+        user = config.get("sasl.username")
+        mechanism = config.get("sasl.mechanisms", config.get("sasl.mechanism", "GSSAPI"))
+        who = f"user `{user}` ({mechanism})" if user else f"SASL mechanism {mechanism}"
+        reason = _SUFFIX.sub("", auth.group("reason") or auth.group("other"))
+        return (f"authentication failed for {who}{where}: {reason} (check sasl.username, "
+                "sasl.password and sasl.mechanisms in [kafka.client])")
+    tls = _TLS.search(line)
+    if tls:
+        reason = _LIBSSL_CODE.sub("", _SUFFIX.sub("", tls.group("reason") or tls.group("other")))
+        return (f"TLS handshake{where} failed: {reason.strip()} (check ssl.ca.location and "
+                "the other ssl.* properties in [kafka.client])")
+    return None
+
+
+class AccessWatch:
+    """A client's ``logger``: passes every line to ``inner`` and keeps the first refusal."""
+
+    def __init__(self, inner: _Logger, config: Mapping[str, Any]) -> None:
+        self._inner = inner
+        self._config = {k: v for k, v in config.items() if k.startswith("sasl.")}
+        self.refused: str | None = None
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        """What confluent-kafka calls for every librdkafka log line."""
+        if self.refused is None:
+            self.refused = refusal(msg % args if args else msg, self._config)
+        self._inner.log(level, msg, *args)
+
+    def close(self) -> None:
+        """Close ``inner`` if it has a ``close`` (a ``ClientLog`` reports its repeats)."""
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
+
+
+def first_answer(call: Callable[[float], T], timeout_s: float, watch: AccessWatch,
+                 serve: Callable[[], object] | None = None) -> T:
+    """``call(timeout)`` in slices of :data:`SLICE_S` until it answers or ``timeout_s`` passed.
+
+    Between slices ``serve`` polls the client (unless a thread does), so its log lines reach
+    ``watch``; once one says Kafka refused us, :class:`KafkaAccessRefused` is raised. An
+    error other than "no answer in time", or the last slice's, is raised as it is.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return call(max(0.001, min(SLICE_S, remaining)))
+        except KafkaException as exc:
+            if serve is not None:
+                serve()
+            if watch.refused is not None:
+                raise KafkaAccessRefused(f"Kafka refused us: {watch.refused}") from exc
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code not in _NO_ANSWER or remaining <= SLICE_S:
+                raise

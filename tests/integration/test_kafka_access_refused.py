@@ -1,0 +1,72 @@
+"""Commands against a broker that refuses our login: the cause, named within seconds, exit 5.
+
+The broker is the project-local one with a second listener, SASL_PLAINTEXT with
+SCRAM-SHA-512 and one user (``clinic`` / ``S3cret``), started for this module only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consumer.dev.local_kafka import LocalKafka
+from tests.integration.harness import run_cli, write_config
+
+USER, PASSWORD = "clinic", "S3cret"
+NAMED = "authentication failed for user `clinic` (SCRAM-SHA-512)"
+NAMED_WITHIN_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def sasl_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The SCRAM listener of a broker of its own (the session's has no SASL listener)."""
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka-sasl"), scram_users={USER: PASSWORD})
+    broker.start(port=0)
+    assert broker.sasl_bootstrap is not None
+    try:
+        yield broker.sasl_bootstrap
+    finally:
+        broker.stop()
+
+
+def _config(tmp_path: Path, bootstrap: str, main: str, password: str) -> Path:
+    return write_config(tmp_path, bootstrap=bootstrap, main=main, extra=(
+        '"security.protocol" = "SASL_PLAINTEXT"\n"sasl.mechanisms" = "SCRAM-SHA-512"\n'
+        f'"sasl.username" = "{USER}"\n"sasl.password" = "{password}"\n'))
+
+
+@pytest.mark.parametrize("command", [
+    ("topics", "ensure", "--json"),
+    ("lag", "--json", "--no-history"),
+    ("dlq", "list", "--json"),
+    ("publish", "--no-create-topics", "--json", "--file", "-"),
+])
+def test_a_wrong_password_is_named_within_seconds_with_exit_5(
+    sasl_bootstrap: str, topic_prefix: str, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Each command says the login failed, for whom and how, in seconds, and exits 5."""
+    config = _config(tmp_path, sasl_bootstrap, topic_prefix, "wrong")
+    started = time.monotonic()
+    result = run_cli(tmp_path, *command, "--config", str(config), stdin="")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 5, result.stderr
+    assert NAMED in result.stderr
+    assert NAMED in json.loads(result.stdout.strip().splitlines()[-1])["error"]
+    assert "wrong" not in result.stderr
+    assert elapsed < NAMED_WITHIN_S + 3, f"took {elapsed:.1f} s"  # + the CLI's start-up
+
+
+def test_the_right_password_works(sasl_bootstrap: str, topic_prefix: str,
+                                  tmp_path: Path) -> None:
+    """With the right password the same listener creates the topics and lag reads them."""
+    config = _config(tmp_path, sasl_bootstrap, topic_prefix, PASSWORD)
+    ensured = run_cli(tmp_path, "topics", "ensure", "--json", "--config", str(config))
+    assert ensured.returncode == 0, ensured.stderr
+    assert topic_prefix in json.loads(ensured.stdout)["created"]
+    lag = run_cli(tmp_path, "lag", "--json", "--no-history", "--config", str(config))
+    assert lag.returncode in (0, 1), lag.stderr  # OK, or WARN (no member yet)
+    assert "error" not in json.loads(lag.stdout)
