@@ -29,6 +29,7 @@ from retry_topics.headers import (
 from retry_topics.hops import next_hop_headers, replay_headers
 from retry_topics.naming import (
     audit_topic_name,
+    dlq_ledger_topic_name,
     dlq_topic_name,
     retry_topic_name,
     validate_topic_name,
@@ -80,6 +81,7 @@ __all__ = [
     "decide_after_failure",
     "decide_next",
     "decode_headers",
+    "dlq_ledger_topic_name",
     "dlq_topic_name",
     "due_gate",
     "encode_headers",

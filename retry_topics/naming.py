@@ -7,6 +7,7 @@ can find all of them with one prefix and nothing has to be configured twice::
     clinic.events.retry.5s     retry tier with a 5 second delay  (retry_topic_name)
     clinic.events.retry.10m    retry tier with a 10 minute delay
     clinic.events.dlq          dead-letter topic                 (dlq_topic_name)
+    clinic.events.dlq-ledger   which dead letters are resolved   (dlq_ledger_topic_name)
     clinic.events.audit        audit topic                       (audit_topic_name)
 
 The delay part is :func:`~retry_topics.durations.format_duration`'s canonical form, so a delay
@@ -28,6 +29,7 @@ __all__ = [
     "MAX_TOPIC_NAME_LENGTH",
     "audit_topic_name",
     "derived_kind",
+    "dlq_ledger_topic_name",
     "dlq_topic_name",
     "retry_tier_delay_ms",
     "retry_tiers_of",
@@ -39,9 +41,11 @@ __all__ = [
 MAX_TOPIC_NAME_LENGTH = 249
 
 _LEGAL = re.compile(r"[a-zA-Z0-9._-]+")
-#: A derived name's ending: ``.retry.<delay>`` (format_duration's units), ``.dlq``, ``.audit``.
+#: A derived name's ending: ``.retry.<delay>`` (format_duration's units), ``.dlq``,
+#: ``.dlq-ledger``, ``.audit``.
 _DERIVED = re.compile(
-    r"\.(?:(?P<retry>retry)\.(?:\d+(?:ms|s|m|h|d))+|(?P<dlq>dlq)|(?P<audit>audit))$")
+    r"\.(?:(?P<retry>retry)\.(?:\d+(?:ms|s|m|h|d))+|(?P<dlq>dlq)|(?P<ledger>dlq-ledger)"
+    r"|(?P<audit>audit))$")
 
 
 def validate_topic_name(name: str) -> str:
@@ -78,6 +82,13 @@ def dlq_topic_name(main: str) -> str:
     return validate_topic_name(f"{main}.dlq")
 
 
+def dlq_ledger_topic_name(main: str) -> str:
+    """Name of the compacted topic that records which dead letters of ``main`` are resolved
+    (replayed or discarded), keyed by their DLQ coordinates."""
+    validate_topic_name(main)
+    return validate_topic_name(f"{main}.dlq-ledger")
+
+
 def audit_topic_name(main: str) -> str:
     """Name of the audit topic of ``main``."""
     validate_topic_name(main)
@@ -85,8 +96,8 @@ def audit_topic_name(main: str) -> str:
 
 
 def derived_kind(name: str) -> str | None:
-    """``retry``, ``dlq`` or ``audit`` if ``name`` has the form of a topic derived from some
-    main topic, else ``None``.
+    """``retry``, ``dlq``, ``ledger`` or ``audit`` if ``name`` has the form of a topic derived
+    from some main topic, else ``None``.
 
     Why: such a topic is never a main topic. Publishing to one would hand consumers records
     without the headers that topic's records carry, and treating it as a main topic would

@@ -176,6 +176,7 @@ def test_topic_override_moves_the_whole_layout() -> None:
 
 @pytest.mark.parametrize(("topic", "what"), [
     ("clinic.events.dlq", "a dead-letter topic"), ("clinic.events.audit", "an audit topic"),
+    ("clinic.events.dlq-ledger", "a dead-letter ledger"),
     ("clinic.events.retry.5s", "a retry tier"), ("scratch.retry.1m30s", "a retry tier"),
 ])
 def test_a_derived_topic_is_refused_as_the_publish_target(topic: str, what: str) -> None:

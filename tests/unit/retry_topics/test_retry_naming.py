@@ -9,6 +9,7 @@ from retry_topics.naming import (
     MAX_TOPIC_NAME_LENGTH,
     audit_topic_name,
     derived_kind,
+    dlq_ledger_topic_name,
     dlq_topic_name,
     retry_tier_delay_ms,
     retry_tiers_of,
@@ -35,6 +36,7 @@ def test_retry_topic_name_uses_canonical_delay(delay_ms: int, expected: str) -> 
 def test_dlq_and_audit_names() -> None:
     assert dlq_topic_name("clinic.events") == "clinic.events.dlq"
     assert audit_topic_name("clinic.events") == "clinic.events.audit"
+    assert dlq_ledger_topic_name("clinic.events") == "clinic.events.dlq-ledger"
 
 
 @pytest.mark.parametrize("name", ["a", "clinic.events", "Clinic_Events-2", "x" * 249, "..."])
@@ -75,7 +77,7 @@ def test_derived_name_that_becomes_too_long_is_rejected() -> None:
 
 
 def test_invalid_main_topic_is_rejected_by_every_derivation() -> None:
-    for derive in (dlq_topic_name, audit_topic_name):
+    for derive in (dlq_topic_name, dlq_ledger_topic_name, audit_topic_name):
         with pytest.raises(PolicyError, match="invalid characters"):
             derive("clinic events")
     with pytest.raises(PolicyError, match="invalid characters"):
@@ -91,7 +93,8 @@ def test_retry_delay_must_be_positive(delay_ms: int) -> None:
 @pytest.mark.parametrize(("name", "kind"), [
     ("clinic.events.retry.5s", "retry"), ("clinic.events.retry.1m30s", "retry"),
     ("clinic.events.retry.1500ms", "retry"), ("clinic.events.dlq", "dlq"),
-    ("clinic.events.audit", "audit"), ("clinic.events", None), ("clinic.events.retry", None),
+    ("clinic.events.audit", "audit"), ("clinic.events.dlq-ledger", "ledger"),
+    ("clinic.events.dlq.ledger", None), ("clinic.events", None), ("clinic.events.retry", None),
     ("clinic.events.retry.soon", None), ("clinic.dlqs", None),
 ])
 def test_derived_kind_tells_a_derived_name_by_its_ending(name: str, kind: str | None) -> None:
