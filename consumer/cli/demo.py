@@ -77,7 +77,7 @@ from consumer.ops.dlq.model import DlqFilter
 from consumer.pipeline.outcome_log import TextFormatter
 from consumer.pipeline.runner import Runner
 from retry_topics.durations import format_duration
-from retry_topics.naming import dlq_topic_name
+from retry_topics.naming import dlq_ledger_topic_name, dlq_topic_name
 
 DEFAULT_EVENTS = Path("examples/events.jsonl")
 DEMO_DELAYS = ("1s", "3s", "6s")
@@ -431,6 +431,7 @@ def _dead_letters(settings: Settings, since_ms: int,
                            error_class=record.error_class,
                            error_message=record.headers.error_message or "")
             for record in scan(settings, dlq_topic_name(settings.topics.main),
+                               dlq_ledger_topic_name(settings.topics.main),
                                DlqFilter(since_ms=since_ms)))
     except (DlqIoError, KafkaUnreachable) as exc:
         say(f"could not read the dead letters: {exc}")

@@ -1,14 +1,16 @@
-"""``clinic-events dlq list | show | replay``: inspect and replay the dead-letter topic.
+"""``clinic-events dlq list | show | replay | discard``: review and resolve dead letters.
 
-``list`` groups records by error class and event type; ``show`` prints records with their
-provenance and the decoded event, patient-identifying fields masked unless ``--reveal``;
-``replay`` republishes records to their original topic (or ``--to``) exactly once, resumably,
-under its own consumer group, and writes an audit record. Every command takes ``--json`` for
-scripts; people get ``rich`` tables and, while replaying, a progress bar on stderr.
+A dead letter is a work item, open until it is replayed or discarded; the DLQ ledger
+(``<main>.dlq-ledger``) records which. ``list`` groups open records by error class and event
+type; ``show`` prints records with their provenance and the decoded event,
+patient-identifying fields masked unless ``--reveal`` (both take ``--include-resolved`` to
+see resolved records too, with their status); ``replay`` republishes matching open records
+to their original topic (or ``--to``) exactly once each, and ``discard`` marks them resolved
+with a ``--reason``, both audited. Every command takes ``--json`` for scripts; people get
+``rich`` tables and, while replaying, a progress bar on stderr.
 
-The replay group's committed position means "examined": a record that a run's filters did not
-match is passed as well and a later run will not look at it again. Use ``--group NAME`` for
-an independent pass over the whole DLQ.
+A filtered replay passes over nothing: the records it did not match stay open, and the next
+replay, filtered or not, replays them.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ from consumer.events.codec import EVENT_TYPES
 from consumer.kafka.access import KafkaAccessRefused
 from consumer.kafka.dlq_io import (
     Decision,
+    DiscardRequest,
     DlqIoError,
     ReplayRequest,
     ReplayRun,
+    discard,
     replay,
     scan,
 )
@@ -61,17 +65,20 @@ from consumer.observability.telemetry import (
 from consumer.ops.dlq.model import (
     DEFAULT_MAX_REPLAYS,
     UNDECODABLE,
+    AlreadyResolved,
+    Discard,
     DlqFilter,
     DlqFilterError,
     DlqRecord,
     DlqSummary,
     Replay,
+    Skip,
     iso,
     key_text,
     parse_time_ms,
     record_view,
 )
-from retry_topics.naming import audit_topic_name, dlq_topic_name
+from retry_topics.naming import audit_topic_name, dlq_ledger_topic_name, dlq_topic_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,6 +108,11 @@ def _filter_options(func: F) -> F:
     for option in reversed(_FILTER_OPTIONS):
         func = option(func)
     return func
+
+
+def _include_resolved_option(func: F) -> F:
+    return click.option("--include-resolved", is_flag=True,
+                        help="Also records already replayed or discarded (with a status).")(func)
 
 
 def _filter(options: dict[str, Any]) -> DlqFilter:
@@ -184,15 +196,20 @@ def _echo_json(document: Any) -> None:
 
 @click.group("dlq")
 def dlq_group() -> None:
-    """Inspect and replay the dead-letter topic (<main>.dlq)."""
+    """Review, replay and discard the dead-letter topic (<main>.dlq)."""
 
 
 @dlq_group.command("list")
 @config_option
 @json_option
 @_filter_options
-def list_command(config_path: Path | None, as_json: bool, **options: Any) -> None:
-    """Count DLQ records by error class and event type, with the oldest and newest.
+@_include_resolved_option
+def list_command(config_path: Path | None, as_json: bool, include_resolved: bool,
+                 **options: Any) -> None:
+    """Count open DLQ records by error class and event type, with the oldest and newest.
+
+    Open: neither replayed nor discarded. --include-resolved counts resolved records too
+    (an "open" column says how many of each group are still open).
 
     Exit code: 0 done; 1 failed (no DLQ topic, reading it failed); 2 invalid options (a
     --partition the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer
@@ -200,34 +217,50 @@ def list_command(config_path: Path | None, as_json: bool, **options: Any) -> Non
     print {"error": ...} too.
     """
     settings = settings_from(config_path)
-    topic, summary = dlq_topic_name(settings.topics.main), DlqSummary()
+    main = settings.topics.main
+    topic, summary = dlq_topic_name(main), DlqSummary(include_resolved=include_resolved)
     with _kafka_errors(as_json):
-        for record in scan(settings, topic, _filter(options)):
+        for record in scan(settings, topic, dlq_ledger_topic_name(main), _filter(options)):
             summary.add(record)
     groups = [{"error_class": g.error_class, "event_type": g.event_type, "count": g.count,
-               "oldest": iso(g.oldest_ms), "newest": iso(g.newest_ms)} for g in summary.groups()]
+               "open": g.open, "oldest": iso(g.oldest_ms), "newest": iso(g.newest_ms)}
+              for g in summary.groups()]
+    left_out = summary.resolved_left_out
     if as_json:
-        _echo_json({"dlq_topic": topic, "total": summary.total, "groups": groups})
+        _echo_json({"dlq_topic": topic, "include_resolved": include_resolved,
+                    "total": summary.total, "statuses": dict(sorted(summary.statuses.items())),
+                    "resolved_left_out": left_out, "groups": groups})
         return
-    table = _table(f"{topic}: {summary.total} records", "error class", "event type", "count",
-                   "oldest", "newest")
+    what = "records" if include_resolved else "open records"
+    columns = ["error class", "event type", "count", "open", "oldest", "newest"]
+    if not include_resolved:
+        columns.remove("open")
+    table = _table(f"{topic}: {summary.total} {what}", *columns)
     for group in groups:
-        table.add_row(*(_cell(value) for value in group.values()))
-    table_console().print(table)
+        table.add_row(*(_cell(value) for name, value in group.items()
+                        if include_resolved or name != "open"))
+    console = table_console()
+    console.print(table)
+    if left_out:
+        console.print(f"{left_out} resolved record(s) (replayed or discarded) not counted; "
+                      "--include-resolved counts them", markup=False)
 
 
 @dlq_group.command("show")
 @config_option
 @json_option
 @_filter_options
+@_include_resolved_option
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
               help="Show at most N records.")
 @click.option("--reveal", is_flag=True,
               help="Show patient-identifying fields and raw bytes unmasked (PHI!).")
-def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bool,
-                 **options: Any) -> None:
-    """Print DLQ records with their provenance and the decoded event (PHI masked).
+def show_command(config_path: Path | None, as_json: bool, include_resolved: bool, limit: int,
+                 reveal: bool, **options: Any) -> None:
+    """Print open DLQ records with their provenance and the decoded event (PHI masked).
 
+    --include-resolved shows replayed and discarded records too; each record's "status"
+    says which (open, replayed, discarded) and "resolution" how, when, by whom and why.
     A key that is not printable UTF-8 is shown as hex; control characters in headers and
     events are shown escaped. --json gives "key" (text, if valid UTF-8) and "key_hex".
 
@@ -237,13 +270,17 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
     print {"error": ...} too.
     """
     settings = settings_from(config_path)
-    topic = dlq_topic_name(settings.topics.main)
+    main = settings.topics.main
+    topic = dlq_topic_name(main)
     flt = _filter(options)
-    with _kafka_errors(as_json), contextlib.closing(scan(settings, topic, flt)) as found:
-        records = list(itertools.islice(found, limit))
+    with _kafka_errors(as_json), \
+            contextlib.closing(scan(settings, topic, dlq_ledger_topic_name(main), flt)) as found:
+        shown = (r for r in found if include_resolved or r.resolution is None)
+        records = list(itertools.islice(shown, limit))
     views = [record_view(record, reveal=reveal) for record in records]
     if as_json:
-        _echo_json({"dlq_topic": topic, "revealed": reveal, "records": views})
+        _echo_json({"dlq_topic": topic, "revealed": reveal,
+                    "include_resolved": include_resolved, "records": views})
         return
     console = table_console()
     for record, view in zip(records, views, strict=True):
@@ -258,7 +295,7 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
         console.print(table)
         console.print_json(data=_printable_json(body))
     if not views:
-        console.print(f"no matching records in {topic}")
+        console.print(f"no matching {'' if include_resolved else 'open '}records in {topic}")
 
 
 @dlq_group.command("replay")
@@ -266,51 +303,110 @@ def show_command(config_path: Path | None, as_json: bool, limit: int, reveal: bo
 @json_option
 @_filter_options
 @click.option("--to", "target", help="Republish to TOPIC instead of each record's original "
-              "(an existing topic; neither the DLQ nor the audit topic).")
-@click.option("--group", help="Consumer group keeping the replay position "
-              "[default: <kafka.group_id>.dlq-replay]; a new one makes an independent pass.")
+              "(an existing topic; not the DLQ, its ledger or the audit topic).")
 @click.option("--dry-run", is_flag=True, help="Print what would be replayed; send nothing.")
 @click.option("--rate", type=Rate(), help="Republish at most N records per second.")
 @click.option("--max-replays", type=click.IntRange(min=1), default=DEFAULT_MAX_REPLAYS,
-              show_default=True, help="Skip records already replayed this many times.")
+              show_default=True, help="Leave open the records of events replayed this "
+              "many times already (dead-lettered again each time), unless --force.")
 @click.option("--force", is_flag=True,
-              help="Replay events the dedup store records as delivered (marked as forced).")
+              help="Replay open records also when the dedup store records the event as "
+                   "delivered (marked as forced) or it reached --max-replays.")
 @click.option("--actor", help="Who asks for this replay (ticket, name), for the audit record.")
 def replay_command(config_path: Path | None, as_json: bool, target: str | None,
-                   group: str | None, dry_run: bool, rate: float | None, max_replays: int,
-                   force: bool, actor: str | None, **options: Any) -> None:
-    """Republish DLQ records to their original topic, resumably and exactly once.
+                   dry_run: bool, rate: float | None, max_replays: int, force: bool,
+                   actor: str | None, **options: Any) -> None:
+    """Republish open DLQ records to their original topic, exactly once each.
 
-    Reads from the replay group's committed position up to the DLQ end offsets seen at start,
-    then exits. The position means "examined": records the filters did not match are passed
-    too (so are offsets before --from-offset), and the summary says how many; --group NAME
-    makes an independent pass. Records
-    replayed --max-replays times, and (unless --force) events already delivered
-    according to the dedup store, are skipped and reported. Writes an audit record to
-    <main>.audit unless --dry-run.
+    Examines the DLQ up to its end offsets seen at start and replays every matching record
+    that is still open (neither replayed nor discarded), then exits. Each replayed record is
+    marked resolved in <main>.dlq-ledger in the same transaction as its copy, so a filtered
+    replay passes over nothing: a later replay, filtered or not, replays every record still
+    open, and none twice, also when replays are interrupted or run side by side (a second
+    run takes over and the first stops with exit 1). Records of events replayed
+    --max-replays times, and (unless --force) events already delivered according to the
+    dedup store, are left open and reported. Writes an audit record to <main>.audit unless
+    --dry-run.
 
     SIGINT (Ctrl-C) or SIGTERM stops the run after the record in progress: what was
     republished is committed, the audit record and the summary say "interrupted", and a
-    replay run again continues where it stopped. A second signal stops at once (the open
-    transaction is aborted, so nothing is republished twice).
+    replay run again continues with the records still open. A second signal stops at once
+    (the open transaction is aborted, so nothing is republished twice).
 
     \b
-    Exit code: 0 done; 1 failed (no DLQ topic, republishing or the audit record failed);
-    2 invalid options (--to a missing topic, the DLQ or the audit topic; a --partition
-    the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer within 30 s);
-    5 Kafka refused our credentials or TLS; 130 interrupted by SIGINT, 143 by SIGTERM (128 +
-    the signal number). With --json, exit 1, 4 and 5 print {"error": ...} too.
+    Exit code: 0 done; 1 failed (no DLQ, ledger or audit topic, republishing or the audit
+    record failed, another replay or discard took over); 2 invalid options (--to a missing
+    topic, the DLQ, its ledger or the audit topic; a --partition the DLQ lacks) or
+    configuration; 4 Kafka could not be reached (no answer within 30 s); 5 Kafka refused our
+    credentials or TLS; 130 interrupted by SIGINT, 143 by SIGTERM (128 + the signal
+    number). With --json, exit 1, 4 and 5 print {"error": ...} too.
     """
     settings = settings_from(config_path)
     main = settings.topics.main
     try:  # refused before Kafka is asked: a bad --to is a usage error
         request = ReplayRequest(
-            dlq_topic=dlq_topic_name(main), audit_topic=audit_topic_name(main),
-            group=group or f"{settings.kafka.group_id}.dlq-replay", filter=_filter(options),
-            target=target, max_replays=max_replays, force=force, dry_run=dry_run, rate=rate,
+            dlq_topic=dlq_topic_name(main), ledger_topic=dlq_ledger_topic_name(main),
+            audit_topic=audit_topic_name(main), filter=_filter(options), target=target,
+            max_replays=max_replays, force=force, dry_run=dry_run, rate=rate, actor=actor)
+    except DlqFilterError as exc:
+        raise click.UsageError(str(exc)) from exc
+    provider = configure_tracing()
+    # Spans exported nowhere would only re-parent the replayed records onto spans nobody can
+    # see: without an exporter the records keep the trace context they had in the DLQ.
+    telemetry = Telemetry(provider if exports("OTEL_TRACES_EXPORTER") else NoOpTracerProvider())
+    try:
+        _drive(request, as_json, lambda **hooks: replay(settings, request, telemetry=telemetry,
+                                                        **hooks))
+    finally:
+        _export_spans(provider)
+
+
+@dlq_group.command("discard")
+@config_option
+@json_option
+@_filter_options
+@click.option("--reason", required=True,
+              help="Why the records need no replay (kept with each record and audited).")
+@click.option("--all", "everything", is_flag=True,
+              help="Discard every open record (needed when no filter is given).")
+@click.option("--dry-run", is_flag=True, help="Print what would be discarded; change nothing.")
+@click.option("--actor", help="Who asks for this discard (ticket, name), for the audit record.")
+def discard_command(config_path: Path | None, as_json: bool, reason: str, everything: bool,
+                    dry_run: bool, actor: str | None, **options: Any) -> None:
+    """Mark open DLQ records resolved without replaying them, audited.
+
+    Takes the filters of replay; without any, --all is required. Each discarded record is
+    marked in <main>.dlq-ledger with who, when and --reason, so no replay sends it; records
+    already replayed or discarded are counted, not changed. Writes an audit record to
+    <main>.audit unless --dry-run. Stops on SIGINT or SIGTERM as replay does.
+
+    \b
+    Exit code: 0 done; 1 failed (no DLQ, ledger or audit topic, writing failed, another
+    replay or discard took over); 2 invalid options (no --reason, no filter without --all,
+    a --partition the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer
+    within 30 s); 5 Kafka refused our credentials or TLS; 130 interrupted by SIGINT, 143
+    by SIGTERM. With --json, exit 1, 4 and 5 print {"error": ...} too.
+    """
+    settings = settings_from(config_path)
+    main = settings.topics.main
+    flt = _filter(options)
+    if not flt.describe() and not everything:
+        raise click.UsageError("discard needs a filter (--event-id, --error-class, ...); "
+                               "--all discards every open record")
+    try:
+        request = DiscardRequest(
+            dlq_topic=dlq_topic_name(main), ledger_topic=dlq_ledger_topic_name(main),
+            audit_topic=audit_topic_name(main), filter=flt, reason=reason, dry_run=dry_run,
             actor=actor)
     except DlqFilterError as exc:
         raise click.UsageError(str(exc)) from exc
+    _drive(request, as_json, lambda **hooks: discard(settings, request, **hooks))
+
+
+def _drive(request: ReplayRequest | DiscardRequest, as_json: bool,
+           start: Callable[..., ReplayRun]) -> None:
+    """Run a replay or discard (``start`` with the hooks) under the signal handlers, with a
+    progress bar for people, then print its summary; an interrupted run exits 128 + signal."""
     rows: list[dict[str, Any]] = []
 
     def note(record: DlqRecord, decision: Decision) -> None:
@@ -320,42 +416,45 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
                          "event_id": record.event_id, "event_type": record.event_type,
                          "error_class": record.error_class,
                          "replay_count": record.headers.replay_count or 0,
-                         **({"action": "replay", "topic": decision.topic}
-                            if isinstance(decision, Replay) else
-                            {"action": "skip", "reason": decision.reason,
-                             "detail": decision.detail})})
+                         **_action(decision)})
 
     errors = Console(stderr=True)  # a progress bar for people only: piped, it is noise
     progress = Progress(console=errors, disable=as_json or not errors.is_terminal,
                         transient=True)
-    task = progress.add_task("dry run" if dry_run else "replaying", total=None)
+    verb = "replaying" if request.action == "replay" else "discarding"
+    task = progress.add_task("dry run" if request.dry_run else verb, total=None)
     run = ReplayRun()
-    provider = configure_tracing()
-    # Spans exported nowhere would only re-parent the replayed records onto spans nobody can
-    # see: without an exporter the records keep the trace context they had in the DLQ.
-    telemetry = Telemetry(provider if exports("OTEL_TRACES_EXPORTER") else NoOpTracerProvider())
-    try:
-        with _stop_on_signals() as received:
-            try:
-                with _kafka_errors(as_json), progress:
-                    replay(settings, request, on_record=note, run=run,
-                           on_start=lambda total: progress.update(task, total=total),
-                           stop_requested=lambda: bool(received), telemetry=telemetry)
-            except KeyboardInterrupt:  # a second signal, or Ctrl-C before the handlers were set
-                run.outcome = "interrupted"
-        if run.outcome != "interrupted":
-            _print_replay(request, run, rows, as_json)
-            return
-        signum = received[0] if received else signal.SIGINT
-        done = (f"{run.tally.examined} record(s) examined" if dry_run else
-                f"{run.tally.replayed} record(s) replayed and committed")
-        click.echo(f"clinic-events: dlq replay interrupted after {done} "
-                   f"({signal.Signals(signum).name}); what was committed stays committed, "
-                   "run it again to continue", err=True)
-        _print_replay(request, run, rows, as_json, stopped_by=signal.Signals(signum).name)
-        sys.exit(128 + signum)
-    finally:
-        _export_spans(provider)
+    with _stop_on_signals() as received:
+        try:
+            with _kafka_errors(as_json), progress:
+                start(on_record=note, run=run, stop_requested=lambda: bool(received),
+                      on_start=lambda total: progress.update(task, total=total))
+        except KeyboardInterrupt:  # a second signal, or Ctrl-C before the handlers were set
+            run.outcome = "interrupted"
+    if run.outcome != "interrupted":
+        _print_run(request, run, rows, as_json)
+        return
+    signum = received[0] if received else signal.SIGINT
+    done = (f"{run.tally.examined} record(s) examined" if request.dry_run else
+            f"{run.tally.replayed} record(s) replayed and committed"
+            if request.action == "replay" else
+            f"{run.tally.discarded} record(s) discarded and committed")
+    click.echo(f"clinic-events: dlq {request.action} interrupted after {done} "
+               f"({signal.Signals(signum).name}); what was committed stays committed, "
+               "run it again to continue", err=True)
+    _print_run(request, run, rows, as_json, stopped_by=signal.Signals(signum).name)
+    sys.exit(128 + signum)
+
+
+def _action(decision: Replay | Skip | Discard | AlreadyResolved) -> dict[str, Any]:
+    """What a run did with one matching record, for its summary's records."""
+    if isinstance(decision, Replay):
+        return {"action": "replay", "topic": decision.topic}
+    if isinstance(decision, Discard):
+        return {"action": "discard"}
+    if isinstance(decision, AlreadyResolved):
+        return {"action": "already-resolved", "status": decision.resolution.status}
+    return {"action": "skip", "reason": decision.reason, "detail": decision.detail}
 
 
 def _export_spans(provider: TracerProvider) -> None:
@@ -397,54 +496,66 @@ def _stop_on_signals() -> Iterator[list[int]]:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
-def _print_replay(request: ReplayRequest, run: ReplayRun, rows: list[dict[str, Any]],
-                  as_json: bool, stopped_by: str | None = None) -> None:
-    counts = run.tally.as_dict()
-    summary = {"outcome": run.outcome, "stopped_by": stopped_by, "dry_run": request.dry_run,
-               "dlq_topic": request.dlq_topic, "group": request.group,
-               "target_topic": request.target, "filters": request.filter.describe(),
-               "counts": counts,
-               "dlq_offsets": [{"partition": p, "from": first, "to": last}
-                               for p, (first, last) in sorted(run.offsets.items())],
-               "audit_topic": request.audit_topic if run.audit is not None else None,
-               "passed_over_note": passed_over_note(request, counts["not_matching"])}
+def _print_run(request: ReplayRequest | DiscardRequest, run: ReplayRun,
+               rows: list[dict[str, Any]], as_json: bool, stopped_by: str | None = None) -> None:
+    replaying = isinstance(request, ReplayRequest)
+    counts = run.tally.as_dict(request.action)
+    summary: dict[str, Any] = {
+        "outcome": run.outcome, "stopped_by": stopped_by, "action": request.action,
+        "dry_run": request.dry_run, "dlq_topic": request.dlq_topic,
+        "ledger_topic": request.ledger_topic,
+        **({"target_topic": request.target} if isinstance(request, ReplayRequest)
+           else {"reason": request.reason}),
+        "filters": request.filter.describe(), "counts": counts,
+        "dlq_offsets": [{"partition": p, "from": first, "to": last}
+                        for p, (first, last) in sorted(run.offsets.items())],
+        "audit_topic": request.audit_topic if run.audit is not None else None,
+        "left_open_note": left_open_note(request, counts.get("skipped", {}))}
     if as_json:
         _echo_json({**summary, "records": rows})
         return
     console = table_console()
-    shown = rows if request.dry_run else [row for row in rows if row["action"] == "skip"]
+    shown = [row for row in rows if row["action"] != "already-resolved"
+             and (request.dry_run or row["action"] == "skip")]
     if shown:
-        table = _table("would do" if request.dry_run else "skipped", "partition", "offset",
-                       "event id", "event type", "error class", "replays", "action")
+        title = "would do" if request.dry_run else "left open"
+        table = _table(title, "partition", "offset", "event id", "event type", "error class",
+                       "replays", "action")
         for row in shown:
-            action = (f"replay -> {row['topic']}" if row["action"] == "replay"
-                      else f"skip: {row['reason']}")
+            action = {"replay": f"replay -> {row.get('topic')}", "discard": "discard",
+                      "skip": f"skip: {row.get('reason')}"}[row["action"]]
             table.add_row(*(_cell(row[k]) for k in ("dlq_partition", "dlq_offset", "event_id",
                           "event_type", "error_class", "replay_count")), _cell(action))
         console.print(table)
-    verb = "would replay" if request.dry_run else "replayed"
-    skipped = ", ".join(f"{n} {reason}" for reason, n in counts["skipped"].items()) or "none"
+    done = counts["replayed"] if replaying else counts["discarded"]
+    verb = {(True, True): "would replay", (True, False): "replayed",
+            (False, True): "would discard", (False, False): "discarded"}[
+        (replaying, request.dry_run)]
+    skipped = (", ".join(f"{n} {reason}" for reason, n in counts["skipped"].items()) or "none"
+               if replaying else None)
     stopped = f"interrupted ({stopped_by or 'SIGINT'}): " if run.outcome == "interrupted" else ""
-    console.print(f"{stopped}{verb} {counts['replayed']} record(s); skipped: {skipped}; "
+    console.print(f"{stopped}{verb} {done} record(s); "
+                  + (f"left open: {skipped}; " if skipped is not None else "")
+                  + f"already resolved: {counts['already_resolved']}; "
                   f"examined {counts['examined']} ({counts['not_matching']} not matching) "
-                  f"in {request.dlq_topic}, group {request.group}", markup=False)
-    if summary["passed_over_note"]:
-        console.print(summary["passed_over_note"], markup=False)
+                  f"in {request.dlq_topic}", markup=False)
+    if summary["left_open_note"]:
+        console.print(summary["left_open_note"], markup=False)
     if run.audit is not None:
         console.print(f"audit record written to {request.audit_topic}", markup=False)
     elif not request.dry_run:
         console.print(f"no audit record was written to {request.audit_topic}", markup=False)
 
 
-def passed_over_note(request: ReplayRequest, not_matching: int) -> str | None:
-    """Why records the filters did not match will not come back (None if there were none):
-    the group's position means "examined", so only a fresh --group sees them again."""
-    if not not_matching:
+def left_open_note(request: ReplayRequest | DiscardRequest,
+                   skipped: dict[str, int]) -> str | None:
+    """What to do about the matching records a replay left open (None if there were none):
+    every later replay offers them again until they are replayed or discarded."""
+    left = sum(skipped.values())
+    if not left or not isinstance(request, ReplayRequest):
         return None
-    if request.dry_run:
-        return (f"a replay with these filters passes over the {not_matching} record(s) not "
-                f"matching them: group {request.group} would not examine them again (a fresh "
-                "--group NAME would)")
-    return (f"{not_matching} record(s) not matching the filters were passed over: group "
-            f"{request.group} will not examine them again; replay them with a fresh "
-            "--group NAME")
+    forceable = skipped.get("max-replays", 0) + skipped.get("already-delivered", 0)
+    hint = " or, once the cause is fixed, replay them with --force" if forceable else ""
+    would = "would stay" if request.dry_run else "stay"
+    return (f"{left} matching record(s) {would} open: discard them (dlq discard --reason "
+            f"...){hint}")

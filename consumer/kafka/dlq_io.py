@@ -1,31 +1,33 @@
-"""Kafka I/O of the ``dlq`` commands: reading the DLQ, replaying it exactly once, auditing.
+"""Kafka I/O of the ``dlq`` commands: reading the DLQ, resolving it exactly once, auditing.
 
-**Reading.** A command captures the DLQ's high watermarks when it starts and reads only up to
-them, so it terminates even while the consumer keeps dead-lettering. ``list`` and ``show``
-read from the low watermark and never commit.
+**Reading.** A command captures the DLQ's high watermarks when it starts and reads from the
+low watermark up to them, so it terminates even while the consumer keeps dead-lettering. It
+first reads the DLQ ledger (:mod:`consumer.kafka.dlq_ledger`), so every record comes with its
+status: open, or replayed / discarded. ``list`` and ``show`` write nothing.
 
-**Replaying.** ``replay`` reads from the committed position of its own consumer group
-(``<kafka.group_id>.dlq-replay`` unless ``--group`` is given). That position means
-*examined*: records a run's filter did not match are passed too, so a later run with other
-filters does not see them again; another ``--group`` gives an independent pass. A partition
-or offset range limits which part of the DLQ a run passes (the offsets before
-``--from-offset`` included); other partitions keep their position.
+**Resolving.** ``replay`` republishes matching open records (to their original topic or
+``--to``), ``discard`` only marks them; both write one ledger entry per record they resolve,
+keyed by its DLQ coordinates, in the **same Kafka transaction** as the republished copy (a
+transactional producer: idempotent, ``acks=all``). No consumer-group position is kept:
+which records are done is the ledger's business, so a filtered run passes over nothing and a
+later run, filtered or not, finds every record still open. A record a replay skips (replayed
+too often, already delivered, no target) gets no entry and stays open.
 
-Every republished record and the DLQ offsets it advances are committed **in one Kafka
-transaction** (a transactional producer: idempotent, ``acks=all``). Before each commit the
-producer is flushed, so offsets are committed only after every delivery report arrived
-without error; the commit is synchronous, every :data:`COMMIT_EVERY` records or
-:data:`COMMIT_INTERVAL_S`, and before a rate-limited run waits. A run killed at any point
-leaves both (records and offsets) or neither: the next run uses the same ``transactional.id``,
-which aborts the leftover transaction, and read-committed readers (the librdkafka default,
+Before each commit the producer is flushed, so a transaction commits only after every
+delivery report arrived without error; the commit is synchronous, every :data:`COMMIT_EVERY`
+records or :data:`COMMIT_INTERVAL_S`, and before a rate-limited run waits. A run killed at
+any point leaves both (copies and entries) or neither, and the next run's
+``init_transactions`` aborts the leftovers; read-committed readers (the librdkafka default,
 hence the consumer; Java clients need ``isolation.level=read_committed``) never see aborted
-copies. So each DLQ record is republished once in total, however often the replay is
-interrupted. A run asked to stop (``stop_requested``: the command's SIGINT and SIGTERM
-handlers) stops after the record in progress and commits what it republished. Every run that
-is not a dry run ends by writing a JSON audit record to ``<main>.audit``, also when it is
-interrupted or fails; a run refuses to start without one.
-A missing DLQ, or a ``--partition`` it does not have, stops a run before anything else (no
-transaction, no audit record): nothing was examined.
+copies. A run started while another one of the same DLQ is running fences the older one
+(``DlqFencedError``, see :mod:`consumer.kafka.dlq_ledger` for why this keeps every record
+resolved at most once). So each DLQ record is republished once in total, however often
+replays are interrupted or run side by side. A run asked to stop (``stop_requested``: the
+command's SIGINT and SIGTERM handlers) stops after the record in progress and commits what it
+resolved. Every run that is not a dry run ends by writing a JSON audit record to
+``<main>.audit``, also when it is interrupted, fenced or fails; a run refuses to start
+without the audit and ledger topics. A missing DLQ, or a ``--partition`` it does not have,
+stops a run before anything else (no transaction, no audit record): nothing was examined.
 
 **An unreachable broker** fails the first request, the DLQ's metadata, after
 :data:`TIMEOUT_S` with ``consumer.errors.KafkaUnreachable``. Meanwhile librdkafka logs the
@@ -36,66 +38,72 @@ distinct line on once and counts the repeats.
 from __future__ import annotations
 
 import getpass
-import json
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.config.settings import Settings
-from consumer.dedup.store import DedupStore, open_dedup_store
-from consumer.errors import ClinicEventsError, KafkaUnreachable
+from consumer.dedup.store import DedupStore, Outcome, open_dedup_store
+from consumer.errors import KafkaUnreachable
 from consumer.events.codec import EventCodec
 from consumer.kafka.client_log import ClientLog
-from consumer.kafka.clients import (
-    build_consumer,
-    build_producer,
-    kafka_reason,
-    message_headers,
+from consumer.kafka.clients import build_consumer, kafka_reason, message_headers
+from consumer.kafka.dlq_ledger import (
+    COMMIT_EVERY,
+    COMMIT_INTERVAL_S,
+    DlqFencedError,
+    DlqIoError,
+    LedgerWriter,
+    read_ledger,
 )
 from consumer.observability.telemetry import Telemetry
+from consumer.ops.dlq.ledger import DlqLedger, Resolution
 from consumer.ops.dlq.model import (
+    DEFAULT_MAX_REPLAYS,
+    Decision,
+    Discard,
     DlqFilter,
     DlqFilterError,
     DlqRecord,
+    DlqTally,
     OffsetRange,
     Replay,
-    ReplayTally,
-    Skip,
     check_partition,
+    decide_discard,
     decide_replay,
     iso,
     parse_dlq_record,
     plan_ranges,
 )
 
-COMMIT_EVERY = 10
-COMMIT_INTERVAL_S = 1.0
-EXAMINED_COMMIT_EVERY = 500
+__all__ = [
+    "COMMIT_EVERY", "COMMIT_INTERVAL_S", "Decision", "DiscardRequest", "DlqFencedError",
+    "DlqIoError", "DlqReader", "ReplayRequest", "ReplayRun", "discard", "replay", "scan",
+]
+
 READ_BATCH = 100
 STALL_TIMEOUT_S = 60.0
 STOP_CHECK_S = 0.1  # how often a rate-limited wait looks whether a stop was requested
 TIMEOUT_S = 30.0
 
-Decision = Replay | Skip | None
-"""What a replay did with one examined record; ``None``: it did not match the filter."""
-
-
-class DlqIoError(ClinicEventsError):
-    """The DLQ could not be read or a replay could not be committed."""
-
 
 @contextmanager
 def _kafka_failures() -> Iterator[None]:
-    """A client error leaving ``scan`` or ``replay`` becomes a ``DlqIoError``, so callers
-    never handle the client's own exceptions."""
+    """A client error leaving ``scan``, ``replay`` or ``discard`` becomes a ``DlqIoError``,
+    so callers never handle the client's own exceptions."""
     try:
         yield
     except KafkaException as exc:
         raise DlqIoError(f"Kafka: {kafka_reason(exc)}") from exc
+
+
+def _inspect_group(settings: Settings) -> str:
+    """The group id the readers give librdkafka; they never join it or commit to it."""
+    return f"{settings.kafka.group_id}.dlq-inspect"
 
 
 class DlqReader:
@@ -147,25 +155,16 @@ class DlqReader:
             marks[partition] = (low, high)
         return marks
 
-    def committed(self, partitions: list[int]) -> dict[int, int | None]:
-        """The group's committed position per partition (None: nothing committed yet)."""
-        asked = [TopicPartition(self.topic, p) for p in partitions]
-        return {tp.partition: tp.offset if tp.offset >= 0 else None
-                for tp in self._consumer.committed(asked, timeout=TIMEOUT_S)}
-
-    def group_metadata(self) -> Any:
-        return self._consumer.consumer_group_metadata()
-
-    def read(self, ranges: list[OffsetRange],
+    def read(self, ranges: list[OffsetRange], ledger: DlqLedger,
              stop_requested: Callable[[], bool] = lambda: False) -> Iterator[list[DlqRecord]]:
         """Records of ``ranges`` in chunks, in offset order per partition, until the end
-        offsets or until ``stop_requested`` says so."""
+        offsets or until ``stop_requested`` says so; each with its resolution in ``ledger``."""
         ends = {r.partition: r.end for r in ranges}
         self._consumer.assign([TopicPartition(self.topic, r.partition, r.start) for r in ranges])
         progress_at = time.monotonic()
         while ends and not stop_requested():
             chunk = [record for message in self._consumer.consume(READ_BATCH, timeout=0.5)
-                     if (record := self._take(message, ends)) is not None]
+                     if (record := self._take(message, ends, ledger)) is not None]
             if chunk:
                 progress_at = time.monotonic()
                 yield chunk
@@ -173,7 +172,8 @@ class DlqReader:
                 raise DlqIoError(f"no progress reading {self.topic} for {STALL_TIMEOUT_S:.0f} s")
         self._consumer.unassign()
 
-    def _take(self, message: Message, ends: dict[int, int]) -> DlqRecord | None:
+    def _take(self, message: Message, ends: dict[int, int],
+              ledger: DlqLedger) -> DlqRecord | None:
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
         error = message.error()
         if error is not None:
@@ -190,135 +190,37 @@ class DlqReader:
         return parse_dlq_record(
             partition=partition, offset=offset, key=message.key(), value=message.value(),
             timestamp_ms=stamp if stamp_type and stamp >= 0 else None,
-            headers=message_headers(message), codec=self._codec)
+            headers=message_headers(message), codec=self._codec,
+            resolution=ledger.resolution(self.topic, partition, offset))
 
 
-def scan(settings: Settings, topic: str, flt: DlqFilter) -> Generator[DlqRecord, None, None]:
-    """Every DLQ record matching ``flt``, from the low to the high watermark seen at start."""
-    with _kafka_failures(), \
-            DlqReader(settings, topic, f"{settings.kafka.group_id}.dlq-inspect") as reader:
+def scan(settings: Settings, topic: str, ledger_topic: str,
+         flt: DlqFilter) -> Generator[DlqRecord, None, None]:
+    """Every DLQ record matching ``flt``, from the low to the high watermark seen at start,
+    with its resolution (a missing ledger topic: every record is open)."""
+    with _kafka_failures(), DlqReader(settings, topic, _inspect_group(settings)) as reader:
         watermarks = reader.watermarks()
         check_partition(flt, topic, watermarks)
-        for chunk in reader.read(plan_ranges(watermarks, flt)):
+        ledger = read_ledger(settings, ledger_topic) or DlqLedger()
+        for chunk in reader.read(plan_ranges(watermarks, flt), ledger):
             yield from (record for record in chunk if flt.matches(record))
-
-
-@dataclass(slots=True)
-class _Batch:
-    """The open transaction: what it holds, to be counted once it commits."""
-
-    opened_at: float
-    positions: dict[int, int] = field(default_factory=dict)
-    decisions: list[tuple[int, int, Decision]] = field(default_factory=list)
-    replays: int = 0
-
-
-class ReplayPublisher:
-    """Republishes DLQ records and commits their DLQ offsets in the same transaction."""
-
-    def __init__(self, settings: Settings, dlq_topic: str, group: str,
-                 telemetry: Telemetry | None = None) -> None:
-        self._topic = dlq_topic
-        self._telemetry = telemetry or Telemetry()
-        self._log = ClientLog()
-        self._producer = build_producer(settings, **{
-            "transactional.id": f"clinic-events.dlq-replay.{group}.{dlq_topic}",
-            "allow.auto.create.topics": False, "logger": self._log})
-        self._batch: _Batch | None = None
-        self._failures: list[str] = []
-        self._topics: set[str] = set()
-        self.tally = ReplayTally()
-        self.offsets: dict[int, list[int]] = {}  # partition -> [first, last] examined, committed
-        try:
-            self._producer.init_transactions(TIMEOUT_S)  # also aborts a killed run's leftovers
-        except KafkaException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        try:
-            self._producer.close()
-        finally:
-            self._log.close()
-
-    def add(self, record: DlqRecord, decision: Decision) -> None:
-        """Republish (if ``decision`` says so) and mark ``record`` examined, uncommitted."""
-        if self._batch is None:
-            self._producer.begin_transaction()
-            self._batch = _Batch(opened_at=time.monotonic())
-        if isinstance(decision, Replay):
-            self.check_topic(decision.topic)
-            with self._telemetry.replay_span(decision.topic, record.event_id, decision.headers):
-                headers: list[tuple[str, str | bytes | None]] = [
-                    *self._telemetry.headers_with_traceparent(decision.headers)]
-                self._producer.produce(decision.topic, key=decision.key, value=decision.value,
-                                       headers=headers, on_delivery=self._delivered)
-            self._batch.replays += 1
-        self._batch.positions[record.partition] = record.offset + 1
-        self._batch.decisions.append((record.partition, record.offset, decision))
-
-    def due(self) -> bool:
-        batch = self._batch
-        return batch is not None and (
-            batch.replays >= COMMIT_EVERY or len(batch.decisions) >= EXAMINED_COMMIT_EVERY
-            or time.monotonic() - batch.opened_at >= COMMIT_INTERVAL_S)
-
-    def commit(self, group_metadata: Any) -> None:
-        """Wait for every delivery report, then commit records and DLQ offsets atomically."""
-        batch = self._batch
-        if batch is None:
-            return
-        if self._producer.flush(TIMEOUT_S) or self._failures:
-            self.abort()
-            raise DlqIoError(f"republishing failed: {'; '.join(self._failures) or 'timeout'}")
-        self._producer.send_offsets_to_transaction(
-            [TopicPartition(self._topic, p, o) for p, o in sorted(batch.positions.items())],
-            group_metadata, TIMEOUT_S)
-        self._producer.commit_transaction(TIMEOUT_S)
-        self._batch = None
-        for partition, offset, decision in batch.decisions:
-            self.tally.count(decision)
-            self.offsets.setdefault(partition, [offset, offset])[1] = offset
-
-    def abort(self) -> None:
-        if self._batch is not None:
-            self._batch = None
-            self._producer.abort_transaction(TIMEOUT_S)
-
-    def write_audit(self, topic: str, key: str, audit: dict[str, Any]) -> None:
-        self.check_topic(topic)
-        self._producer.begin_transaction()
-        self._producer.produce(topic, key=key.encode(), value=json.dumps(audit).encode(),
-                               on_delivery=self._delivered)
-        self._producer.commit_transaction(TIMEOUT_S)
-
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self._failures.append(f"{message.topic()}: {error.str()}")
-
-    def check_topic(self, topic: str) -> None:
-        """Refuse a topic that does not exist (never let a typo create one)."""
-        if topic not in self._topics:
-            found = self._producer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
-            if found is None or found.error is not None:
-                raise DlqIoError(f"target topic {topic} does not exist")
-            self._topics.add(topic)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReplayRequest:
     """What an operator asked ``dlq replay`` to do.
 
-    ``target`` may be neither the DLQ nor the audit topic: replaying into the DLQ would hand
-    the records to the next replay run again, and the audit topic holds audit records only.
+    ``target`` may be neither the DLQ, its ledger nor the audit topic: replaying into the
+    DLQ would hand the records to the next replay again, and the other two hold their own
+    records only.
     """
 
     dlq_topic: str
+    ledger_topic: str
     audit_topic: str
-    group: str
     filter: DlqFilter
     target: str | None = None
-    max_replays: int = 3
+    max_replays: int = DEFAULT_MAX_REPLAYS
     force: bool = False
     dry_run: bool = False
     rate: float | None = None
@@ -326,21 +228,58 @@ class ReplayRequest:
 
     def __post_init__(self) -> None:
         for topic, what in ((self.dlq_topic, "the DLQ itself"),
+                            (self.ledger_topic, "the DLQ ledger"),
                             (self.audit_topic, "the audit topic")):
             if self.target == topic:
                 raise DlqFilterError(f"--to: {topic} is {what}; replay to a topic the "
                                      "consumer reads (default: each record's original topic)")
 
+    @property
+    def action(self) -> Literal["replay", "discard"]:
+        return "replay"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiscardRequest:
+    """What an operator asked ``dlq discard`` to do: resolve matching open records for
+    ``reason`` without replaying them."""
+
+    dlq_topic: str
+    ledger_topic: str
+    audit_topic: str
+    filter: DlqFilter
+    reason: str
+    dry_run: bool = False
+    actor: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise DlqFilterError("--reason must say why the records are discarded")
+
+    @property
+    def action(self) -> Literal["replay", "discard"]:
+        return "discard"
+
+
+Request = ReplayRequest | DiscardRequest
+
 
 @dataclass(slots=True)
 class ReplayRun:
-    """Progress of one replay: counts (committed ones for a real run), how it ended
-    (``completed``, ``interrupted`` or ``failed``) and the audit record once written."""
+    """Progress of one replay or discard: counts (committed ones for a real run), the DLQ
+    offsets examined, how it ended (``completed``, ``interrupted``, ``fenced`` or ``failed``)
+    and the audit record once written."""
 
-    tally: ReplayTally = field(default_factory=ReplayTally)
+    tally: DlqTally = field(default_factory=DlqTally)
     offsets: dict[int, list[int]] = field(default_factory=dict)
     outcome: str = "completed"
     audit: dict[str, Any] | None = None
+
+    def count(self, record: DlqRecord, decision: Decision) -> None:
+        """Count one examined record (a resolved one once its transaction committed)."""
+        self.tally.count(decision)
+        span = self.offsets.setdefault(record.partition, [record.offset, record.offset])
+        span[:] = [min(span[0], record.offset), max(span[1], record.offset)]
 
 
 def replay(settings: Settings, request: ReplayRequest, *,
@@ -349,8 +288,8 @@ def replay(settings: Settings, request: ReplayRequest, *,
            run: ReplayRun | None = None,
            stop_requested: Callable[[], bool] = lambda: False,
            telemetry: Telemetry | None = None) -> ReplayRun:
-    """Replay the DLQ records matching the request, from the group's position to the end
-    offsets seen at start; ``on_start`` gets the number of records to examine.
+    """Replay the open DLQ records matching the request, up to the end offsets seen at start;
+    ``on_start`` gets the number of records to examine.
 
     Once ``stop_requested`` returns true the replay stops after the record in progress,
     commits, writes the audit record and returns with ``outcome`` ``interrupted``. ``run``
@@ -358,95 +297,140 @@ def replay(settings: Settings, request: ReplayRequest, *,
     exception, a KeyboardInterrupt included, so the caller can report them. ``telemetry``
     makes a ``send`` span per republished record, in the record's own trace.
     """
+    return _resolve(settings, request, on_start, on_record, run, stop_requested, telemetry)
+
+
+def discard(settings: Settings, request: DiscardRequest, *,
+            on_start: Callable[[int], None] = lambda total: None,
+            on_record: Callable[[DlqRecord, Decision], None] = lambda r, d: None,
+            run: ReplayRun | None = None,
+            stop_requested: Callable[[], bool] = lambda: False) -> ReplayRun:
+    """Mark the open DLQ records matching the request resolved, as :func:`replay` would
+    replay them (same stopping, counting and auditing), without republishing anything."""
+    return _resolve(settings, request, on_start, on_record, run, stop_requested, None)
+
+
+def _resolve(settings: Settings, request: Request, on_start: Callable[[int], None],
+             on_record: Callable[[DlqRecord, Decision], None], run: ReplayRun | None,
+             stop_requested: Callable[[], bool], telemetry: Telemetry | None) -> ReplayRun:
     run = run if run is not None else ReplayRun()
     started = _now_iso()
-    with _kafka_failures(), DlqReader(settings, request.dlq_topic, request.group) as reader:
-        # The DLQ first: without it (or the partition asked for) nothing can be replayed, and
+    with _kafka_failures(), \
+            DlqReader(settings, request.dlq_topic, _inspect_group(settings)) as reader:
+        # The DLQ first: without it (or the partition asked for) nothing can be resolved, and
         # that, not a missing audit topic, is what the operator has to fix.
         watermarks = reader.watermarks()
         check_partition(request.filter, request.dlq_topic, watermarks)
-        if request.target is not None and not reader.topic_exists(request.target):
+        target = request.target if isinstance(request, ReplayRequest) else None
+        if target is not None and not reader.topic_exists(target):
             # an operator's option, like a filter: a usage error, found before anything is sent
-            raise DlqFilterError(f"--to: topic {request.target} does not exist (a replay "
+            raise DlqFilterError(f"--to: topic {target} does not exist (a replay "
                                  "never creates one)")
-        publisher = None if request.dry_run else ReplayPublisher(
-            settings, request.dlq_topic, request.group, telemetry)
+        writer = None if request.dry_run else LedgerWriter(
+            settings, request.dlq_topic, request.ledger_topic, telemetry)
         outcome, ended = "failed", False
         try:
-            if publisher is not None:
-                publisher.check_topic(request.audit_topic)  # no replay that cannot be audited
-            # Committed positions only after init_transactions aborted a killed run's leftovers.
-            ranges = plan_ranges(watermarks, request.filter, reader.committed(list(watermarks)))
+            if writer is not None:  # nothing that cannot be recorded and audited
+                writer.check_topic(request.ledger_topic)
+                writer.check_topic(request.audit_topic)
+            # Read only now: the writer's init_transactions has completed or fenced every
+            # other run's transactions, so the ledger read here is the whole truth.
+            ledger = read_ledger(settings, request.ledger_topic) or DlqLedger()
+            ranges = plan_ranges(watermarks, request.filter)
             on_start(sum(r.end - r.start for r in ranges))
-            stopped = _replay_ranges(settings, request, reader, ranges, publisher, run,
-                                     on_record, stop_requested)
+            stopped = _resolve_ranges(settings, request, reader, ranges, ledger, writer, run,
+                                      on_record, stop_requested)
             outcome, ended = ("interrupted" if stopped else "completed"), True
         except KeyboardInterrupt:
             outcome = "interrupted"
             raise
+        except DlqFencedError:
+            outcome = "fenced"
+            raise
         finally:
             run.outcome = outcome
-            if publisher is not None:
-                _finish(publisher, request, run, outcome, started, report_errors=ended)
+            if writer is not None:
+                _finish(writer, request, run, outcome, started, report_errors=ended)
     return run
 
 
-def _replay_ranges(settings: Settings, request: ReplayRequest, reader: DlqReader,
-                   ranges: list[OffsetRange], publisher: ReplayPublisher | None,
-                   run: ReplayRun, on_record: Callable[[DlqRecord, Decision], None],
-                   stop_requested: Callable[[], bool]) -> bool:
-    """Examine and replay ``ranges``, then commit; True if ``stop_requested`` ended it early."""
-    store = None if request.force else open_dedup_store(
-        settings.dedup.store, settings.dedup.ttl_ms, read_only=True)
+def _resolve_ranges(settings: Settings, request: Request, reader: DlqReader,
+                    ranges: list[OffsetRange], ledger: DlqLedger, writer: LedgerWriter | None,
+                    run: ReplayRun, on_record: Callable[[DlqRecord, Decision], None],
+                    stop_requested: Callable[[], bool]) -> bool:
+    """Examine and resolve ``ranges``, then commit; True if ``stop_requested`` ended it early."""
+    store = None if not isinstance(request, ReplayRequest) or request.force else \
+        open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, read_only=True)
     try:
-        stopped = _examine(request, reader, ranges, store, publisher, run, on_record,
+        stopped = _examine(request, reader, ranges, ledger, store, writer, run, on_record,
                            stop_requested)
-        if publisher is not None:
-            publisher.commit(reader.group_metadata())
+        if writer is not None:
+            _committed(run, writer)
         return stopped
     except BaseException:
-        if publisher is not None:
-            publisher.abort()
+        if writer is not None:
+            writer.abort()
         raise
     finally:
         if store is not None:
             store.close()
 
 
-def _examine(request: ReplayRequest, reader: DlqReader, ranges: list[OffsetRange],
-             store: DedupStore | None, publisher: ReplayPublisher | None, run: ReplayRun,
-             on_record: Callable[[DlqRecord, Decision], None],
+def _committed(run: ReplayRun, writer: LedgerWriter) -> None:
+    for record, decision in writer.commit():
+        run.count(record, decision)
+
+
+def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
+             ledger: DlqLedger, store: DedupStore | None, writer: LedgerWriter | None,
+             run: ReplayRun, on_record: Callable[[DlqRecord, Decision], None],
              stop_requested: Callable[[], bool]) -> bool:
-    """Decide on every record of ``ranges`` and hand it to ``publisher`` (a dry run counts it
-    in ``run``); True if a stop was requested before the end. A record waiting for its
-    ``--rate`` slot when the stop comes is left for the next run."""
-    next_send = time.monotonic()
-    for chunk in reader.read(ranges, stop_requested):
+    """Decide on every record of ``ranges`` and hand what resolves one to ``writer`` (a dry
+    run counts it in ``run``); True if a stop was requested before the end. A record waiting
+    for its ``--rate`` slot when the stop comes is left for the next run."""
+    next_send, user = time.monotonic(), _user()
+    rate = request.rate if isinstance(request, ReplayRequest) else None
+    for chunk in reader.read(ranges, ledger, stop_requested):
         matching = [request.filter.matches(r) for r in chunk]
-        ids = sorted({eid for r, m in zip(chunk, matching, strict=True) if m
-                      if (eid := r.event_id)})
+        ids = sorted({eid for r, m in zip(chunk, matching, strict=True)
+                      if m and r.resolution is None if (eid := r.event_id)})
         outcomes = store.lookup(ids) if store is not None and ids else {}
         for record, matches in zip(chunk, matching, strict=True):
             if stop_requested():
                 return True
-            decision = decide_replay(
-                record, target=request.target, max_replays=request.max_replays,
-                outcome=outcomes.get(record.event_id or ""), force=request.force,
-            ) if matches else None
-            if isinstance(decision, Replay) and request.rate and publisher is not None:
+            decision = _decide(request, record, outcomes) if matches else None
+            if isinstance(decision, Replay) and rate and writer is not None:
                 if (delay := next_send - time.monotonic()) > 0:
-                    publisher.commit(reader.group_metadata())  # no transaction while idle
+                    _committed(run, writer)  # no transaction while idle
                     if _wait(delay, stop_requested):
                         return True
-                next_send = max(next_send, time.monotonic()) + 1 / request.rate
-            if publisher is None:
-                run.tally.count(decision)
+                next_send = max(next_send, time.monotonic()) + 1 / rate
+            if writer is not None and isinstance(decision, Replay | Discard):
+                writer.add(record, decision, _resolution(request, record, decision, user))
+                if writer.due():
+                    _committed(run, writer)
             else:
-                publisher.add(record, decision)
-                if publisher.due():
-                    publisher.commit(reader.group_metadata())
+                run.count(record, decision)
             on_record(record, decision)
     return stop_requested()
+
+
+def _decide(request: Request, record: DlqRecord, outcomes: Mapping[str, Outcome]) -> Decision:
+    if isinstance(request, DiscardRequest):
+        return decide_discard(record, reason=request.reason)
+    return decide_replay(record, target=request.target, max_replays=request.max_replays,
+                         outcome=outcomes.get(record.event_id or ""), force=request.force)
+
+
+def _resolution(request: Request, record: DlqRecord, decision: Replay | Discard,
+                user: str) -> Resolution:
+    """The ledger entry of ``record``: how, when, by whom and why it was resolved."""
+    if isinstance(decision, Replay):
+        return Resolution(status="replayed", at=_now_iso(), user=user, actor=request.actor,
+                          target_topic=decision.topic, event_id=record.event_id,
+                          forced=decision.forced)
+    return Resolution(status="discarded", at=_now_iso(), user=user, actor=request.actor,
+                      reason=decision.reason, event_id=record.event_id)
 
 
 def _wait(seconds: float, stop_requested: Callable[[], bool]) -> bool:
@@ -459,32 +443,35 @@ def _wait(seconds: float, stop_requested: Callable[[], bool]) -> bool:
     return stop_requested()
 
 
-def _finish(publisher: ReplayPublisher, request: ReplayRequest, run: ReplayRun,
+def _finish(writer: LedgerWriter, request: Request, run: ReplayRun,
             outcome: str, started: str, *, report_errors: bool) -> None:
-    """Record what was committed in ``run`` and in the audit topic; close the producer.
+    """Record what was committed in the audit topic; close the producer.
 
     A failure to write the audit record is raised if ``report_errors`` (the run ended
     without an exception of its own), else the run's own exception is the one reported.
     """
-    run.tally, run.offsets = publisher.tally, publisher.offsets
-    audit = {
-        "action": "dlq.replay", "user": _user(), "actor": request.actor,
+    audit: dict[str, Any] = {
+        "action": f"dlq.{request.action}", "user": _user(), "actor": request.actor,
         "started_at": started, "finished_at": _now_iso(), "outcome": outcome,
-        "dlq_topic": request.dlq_topic, "target_topic": request.target or "(original topic)",
-        "group": request.group, "filters": request.filter.describe(),
-        "max_replays": request.max_replays, "force": request.force, "rate": request.rate,
-        "counts": run.tally.as_dict(),
-        "dlq_offsets": [{"partition": p, "from": first, "to": last}
-                        for p, (first, last) in sorted(run.offsets.items())],
+        "dlq_topic": request.dlq_topic, "ledger_topic": request.ledger_topic,
+        "filters": request.filter.describe(),
     }
+    if isinstance(request, ReplayRequest):
+        audit.update(target_topic=request.target or "(original topic)",
+                     max_replays=request.max_replays, force=request.force, rate=request.rate)
+    else:
+        audit["reason"] = request.reason
+    audit.update(counts=run.tally.as_dict(request.action),
+                 dlq_offsets=[{"partition": p, "from": first, "to": last}
+                              for p, (first, last) in sorted(run.offsets.items())])
     try:
-        publisher.write_audit(request.audit_topic, request.group, audit)
+        writer.write_audit(request.audit_topic, request.dlq_topic, audit)
         run.audit = audit
     except (KafkaException, DlqIoError):
         if report_errors:
             raise  # otherwise the error that ended the run is the one to report
     finally:
-        publisher.close()
+        writer.close()
 
 
 def _user() -> str:
@@ -496,4 +483,3 @@ def _user() -> str:
 
 def _now_iso() -> str:
     return str(iso(time.time_ns() // 1_000_000))
-

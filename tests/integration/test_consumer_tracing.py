@@ -124,8 +124,8 @@ def test_a_dlq_replay_is_one_more_send_hop_of_the_events_trace(
                    if s.name == f"send {topic_prefix}.dlq"]
 
     run = replay(settings, ReplayRequest(
-        dlq_topic=f"{topic_prefix}.dlq", audit_topic=f"{topic_prefix}.audit",
-        group=f"{topic_prefix}.replay", filter=DlqFilter()), telemetry=Telemetry(provider))
+        dlq_topic=f"{topic_prefix}.dlq", ledger_topic=f"{topic_prefix}.dlq-ledger",
+        audit_topic=f"{topic_prefix}.audit", filter=DlqFilter()), telemetry=Telemetry(provider))
 
     assert run.tally.replayed == 1
     (replay_send,) = [s for s in exporter.get_finished_spans()

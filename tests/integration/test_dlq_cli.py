@@ -1,6 +1,8 @@
-"""``clinic-events dlq list | show | replay`` against a real broker, seeded like the consumer.
+"""``clinic-events dlq list | show | replay | discard`` against a real broker, seeded like the
+consumer.
 
-Each test gets its own main topic (``topic_prefix``), DLQ, audit topic, group and dedup file.
+Each test gets its own main topic (``topic_prefix``), DLQ, ledger, audit topic, group and dedup
+file.
 DLQ records carry headers built with :mod:`retry_topics.headers` and values encoded by the
 real codec from realistic events, plus one record of garbage bytes.
 """
@@ -28,7 +30,7 @@ from consumer.events.codec import EventCodec
 from consumer.events.model import entity_key
 from retry_topics.classification import Classification
 from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
-from retry_topics.naming import audit_topic_name, dlq_topic_name
+from retry_topics.naming import audit_topic_name, dlq_ledger_topic_name, dlq_topic_name
 from tests.integration.conftest import create_topics
 from tests.integration.harness import cli_env
 from tests.unit.sample_events import sample_event
@@ -68,7 +70,7 @@ store = "sqlite:///{tmp_path}/dedup.sqlite3"
 
 def _topics(admin: AdminClient, main_topic: str, partitions: int) -> None:
     create_topics(admin, [main_topic, dlq_topic_name(main_topic)], partitions)
-    create_topics(admin, [audit_topic_name(main_topic)], 1)
+    create_topics(admin, [audit_topic_name(main_topic), dlq_ledger_topic_name(main_topic)], 1)
 
 
 def _seed(bootstrap: str, main_topic: str, specs: Sequence[dict[str, Any]],
@@ -170,9 +172,8 @@ def test_replay_with_filter_republishes_exactly_the_matching_records_unchanged(
         {"type": "eligibility.check_requested"}, {"type": None},
     ], 3)
     report = _cli_json(config, "dlq", "replay", "--error-class", "PermanentError")
-    assert report["counts"] == {"examined": 5, "not_matching": 2, "replayed": 3, "skipped": {}}
-    assert report["passed_over_note"].startswith("2 record(s) not matching the filters were "
-                                                 "passed over")
+    assert report["counts"] == {"examined": 5, "not_matching": 2, "already_resolved": 0,
+                                "replayed": 3, "skipped": {}}
     wanted = {s.event_id: s for s in seeded if s.event_id in ("evt-0", "evt-1", "evt-3")}
     received = _read_all(kafka_bootstrap, topic_prefix)
     assert len(received) == 3
@@ -208,7 +209,8 @@ def test_interrupted_replay_resumed_sends_every_record_exactly_once(
     received = [decode_headers(headers).event_id for _, _, headers in
                 _read_all(kafka_bootstrap, topic_prefix)]
     assert sorted(map(str, received)) == sorted(str(s.event_id) for s in seeded)
-    assert _cli_json(config, "dlq", "replay")["counts"]["examined"] == 0
+    again = _cli_json(config, "dlq", "replay")["counts"]
+    assert (again["replayed"], again["already_resolved"]) == (0, 12)
 
 
 def _slow_replay(config: Path, tmp_path: Path, log: IO[str],
@@ -354,7 +356,8 @@ def test_list_counts_records_per_error_class_and_event_type(
 def test_replay_writes_an_audit_record(
     kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
 ) -> None:
-    """A replay appends who, when, filters, target, counts, group and offsets to the audit topic."""
+    """A replay appends who, when, filters, target, counts, ledger and offsets to the audit
+    topic."""
     _topics(admin, topic_prefix, 1)
     config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
     _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 3, 1)
@@ -366,9 +369,11 @@ def test_replay_writes_an_audit_record(
     assert audit["started_at"] <= audit["finished_at"]
     assert audit["outcome"] == "completed"
     assert audit["filters"] == {"event_ids": ["evt-1"]}
+    assert audit["action"] == "dlq.replay"
     assert audit["target_topic"] == "(original topic)"
-    assert audit["group"] == f"{topic_prefix}.group.dlq-replay"
-    assert audit["counts"] == {"examined": 3, "not_matching": 2, "replayed": 1, "skipped": {}}
+    assert audit["ledger_topic"] == dlq_ledger_topic_name(topic_prefix)
+    assert audit["counts"] == {"examined": 3, "not_matching": 2, "already_resolved": 0,
+                               "replayed": 1, "skipped": {}}
     assert audit["dlq_offsets"] == [{"partition": 0, "from": 0, "to": 2}]
 
 
@@ -393,7 +398,8 @@ def test_records_replayed_max_replays_times_are_skipped_and_reported(
 def test_delivered_events_are_skipped_unless_forced(
     kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
 ) -> None:
-    """Events the dedup store records as delivered are skipped; --force replays them, marked."""
+    """Events the dedup store records as delivered are left open; --force replays them,
+    marked."""
     _topics(admin, topic_prefix, 1)
     config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
     _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 2, 1)
@@ -407,9 +413,10 @@ def test_delivered_events_are_skipped_unless_forced(
     assert report["counts"]["skipped"] == {"already-delivered": 1}
     assert [decode_headers(h).event_id for _, _, h in _read_all(kafka_bootstrap, topic_prefix)
             ] == ["evt-1"]
-    forced = _cli_json(config, "dlq", "replay", "--force", "--event-id", "evt-0",
-                       "--group", f"{topic_prefix}.forced")
+    assert _cli_json(config, "dlq", "list")["total"] == 1  # evt-0 stays open
+    forced = _cli_json(config, "dlq", "replay", "--force")
     assert forced["counts"]["replayed"] == 1
+    assert forced["counts"]["already_resolved"] == 1
     by_id = {decode_headers(h).event_id: h for _, _, h in _read_all(kafka_bootstrap, topic_prefix)}
     assert ("clinic.replay-force", b"1") in by_id["evt-0"]
     assert ("clinic.replay-force", b"1") not in by_id["evt-1"]
@@ -475,3 +482,113 @@ def test_piped_tables_keep_long_ids_and_error_classes_on_one_line(
     assert [line for line in listing if error in line and "appointment.rescheduled" in line]
     dry_run = _cli(config, "dlq", "replay", "--dry-run", columns=None).stdout.splitlines()
     assert [line for line in dry_run if event_id in line and error in line]
+
+
+def _replayed_ids(bootstrap: str, topic: str) -> list[str]:
+    """Event ids of every record republished to ``topic``, sorted (duplicates kept)."""
+    return sorted(str(decode_headers(headers).event_id)
+                  for _, _, headers in _read_all(bootstrap, topic))
+
+
+def test_a_replay_after_a_filtered_one_replays_the_rest_exactly_once(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """Issue 16's case: of 10 dead letters, --event-id X replays 1, the next replay the other
+    9, a third none; list tells open records from resolved ones."""
+    _topics(admin, topic_prefix, 3)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 3)
+    seeded = _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 10, 3)
+    first = _cli_json(config, "dlq", "replay", "--event-id", "evt-4")
+    assert first["counts"] == {"examined": 10, "not_matching": 9, "already_resolved": 0,
+                               "replayed": 1, "skipped": {}}
+    assert _cli_json(config, "dlq", "list")["total"] == 9
+    second = _cli_json(config, "dlq", "replay")
+    assert second["counts"] == {"examined": 10, "not_matching": 0, "already_resolved": 1,
+                                "replayed": 9, "skipped": {}}
+    third = _cli(config, "dlq", "replay").stdout
+    assert "replayed 0 record(s); left open: none; already resolved: 10" in third
+    assert _replayed_ids(kafka_bootstrap, topic_prefix) == sorted(
+        str(s.event_id) for s in seeded)
+    listing = _cli_json(config, "dlq", "list")
+    assert (listing["total"], listing["resolved_left_out"], listing["groups"]) == (0, 10, [])
+    everything = _cli_json(config, "dlq", "list", "--include-resolved")
+    assert [(g["count"], g["open"]) for g in everything["groups"]] == [(10, 0)]
+    assert everything["statuses"] == {"replayed": 10}
+    human = _cli(config, "dlq", "list").stdout
+    assert "0 open records" in human
+    assert "10 resolved record(s) (replayed or discarded) not counted" in human
+
+
+def test_a_discarded_record_is_never_replayed_and_the_discard_is_audited(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """dlq discard marks matching records resolved with who, when and why (ledger and audit
+    topic); replays pass them by, show tells their status, a second discard changes nothing."""
+    _topics(admin, topic_prefix, 1)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 1)
+    _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 3, 1)
+    dry = _cli_json(config, "dlq", "discard", "--event-id", "evt-1", "--reason", "test event",
+                    "--dry-run")
+    assert [(r["event_id"], r["action"]) for r in dry["records"]] == [("evt-1", "discard")]
+    report = _cli_json(config, "dlq", "discard", "--event-id", "evt-1", "--reason",
+                       "test event", "--actor", "INC-4712")
+    assert report["counts"] == {"examined": 3, "not_matching": 2, "already_resolved": 0,
+                                "discarded": 1}
+    (audit,) = [json.loads(value or b"") for _, value, _ in
+                _read_all(kafka_bootstrap, audit_topic_name(topic_prefix))]
+    assert (audit["action"], audit["reason"], audit["actor"], audit["outcome"]) == (
+        "dlq.discard", "test event", "INC-4712", "completed")
+    assert audit["user"]
+    assert audit["started_at"] <= audit["finished_at"]
+    assert audit["counts"] == report["counts"]
+    (entry,) = _read_all(kafka_bootstrap, dlq_ledger_topic_name(topic_prefix))
+    assert entry[0] == f"{dlq_topic_name(topic_prefix)}:0:1".encode()
+    assert json.loads(entry[1] or b"")["status"] == "discarded"
+    assert _cli_json(config, "dlq", "show", "--event-id", "evt-1")["records"] == []
+    (shown,) = _cli_json(config, "dlq", "show", "--event-id", "evt-1",
+                         "--include-resolved")["records"]
+    assert shown["status"] == "discarded"
+    assert (shown["resolution"]["reason"], shown["resolution"]["actor"]) == (
+        "test event", "INC-4712")
+    replayed = _cli_json(config, "dlq", "replay")
+    assert (replayed["counts"]["replayed"], replayed["counts"]["already_resolved"]) == (2, 1)
+    assert _replayed_ids(kafka_bootstrap, topic_prefix) == ["evt-0", "evt-2"]
+    again = _cli_json(config, "dlq", "discard", "--all", "--reason", "cleanup")
+    assert again["counts"] == {"examined": 3, "not_matching": 0, "already_resolved": 3,
+                               "discarded": 0}
+
+
+def test_replays_started_side_by_side_republish_each_record_once(
+    kafka_bootstrap: str, admin: AdminClient, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """Two replays of one DLQ started at the same time republish every record exactly once:
+    the later one fences the earlier, which stops with exit 1 saying so and is audited."""
+    _topics(admin, topic_prefix, 3)
+    config = _config(tmp_path, kafka_bootstrap, topic_prefix, 3)
+    seeded = _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 12, 3)
+    logs = [(tmp_path / f"run-{n}.log").open("w") for n in (1, 2)]
+    runs = [_slow_replay(config, tmp_path, log) for log in logs]
+    try:
+        outputs = [run.communicate(timeout=120)[0] for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait(30)
+        for log in logs:
+            log.close()
+    errors = [(tmp_path / f"run-{n}.log").read_text() for n in (1, 2)]
+    codes = [run.returncode for run in runs]
+    assert sorted(codes) == [0, 1], errors
+    loser = codes.index(1)
+    assert "started and took over (this run was fenced)" in errors[loser]
+    winner = json.loads(outputs[1 - loser])
+    assert _replayed_ids(kafka_bootstrap, topic_prefix) == sorted(
+        str(s.event_id) for s in seeded)
+    audits = {a["outcome"]: a for a in (json.loads(value or b"") for _, value, _ in
+                                        _read_all(kafka_bootstrap, audit_topic_name(topic_prefix)))}
+    assert set(audits) == {"fenced", "completed"}
+    assert audits["completed"]["counts"] == winner["counts"]
+    assert audits["fenced"]["counts"]["replayed"] + winner["counts"]["replayed"] == 12
+    final = _cli_json(config, "dlq", "replay")["counts"]
+    assert (final["replayed"], final["already_resolved"]) == (0, 12)

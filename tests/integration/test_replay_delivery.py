@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from consumer.dev.simulator import DownstreamSimulator, FailurePlan
@@ -18,10 +19,11 @@ from tests.integration.harness import (
 )
 
 
-def test_replayed_dead_letter_is_delivered_and_others_stay_put(
+def test_replayed_dead_letter_is_delivered_and_the_next_replay_delivers_the_rest(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    """After the downstream is fixed, replaying one event by id gets exactly it delivered."""
+    """After the downstream is fixed, replaying one event by id gets exactly it delivered; a
+    replay without filters then delivers the other one, and a third replays nothing."""
     fixed_later, left_alone = new_event(), new_event("appointment.cancelled")
     rejected = frozenset({str(fixed_later["event_id"]), str(left_alone["event_id"])})
     with DownstreamSimulator(FailurePlan(permanent_keys=rejected)) as broken:
@@ -40,10 +42,18 @@ def test_replayed_dead_letter_is_delivered_and_others_stay_put(
             assert replay.returncode == 0, replay.stderr
             assert healthy.wait_for(
                 lambda: str(fixed_later["event_id"]) in healthy.delivered_keys(), 30)
-        assert healthy.delivered_keys() == [str(fixed_later["event_id"])]
+            assert healthy.delivered_keys() == [str(fixed_later["event_id"])]
+            rest = run_cli(tmp_path, "dlq", "replay", "--config", str(config), "--json")
+            assert rest.returncode == 0, rest.stderr
+            assert json.loads(rest.stdout)["counts"]["replayed"] == 1
+            assert healthy.wait_for(lambda: len(healthy.delivered_keys()) == 2, 30)
+            third = run_cli(tmp_path, "dlq", "replay", "--config", str(config), "--json")
+            assert json.loads(third.stdout)["counts"]["replayed"] == 0
+        assert sorted(healthy.delivered_keys()) == sorted(
+            str(e["event_id"]) for e in (fixed_later, left_alone))
 
-    main_records = read_topic(kafka_bootstrap, topic_prefix, 3)
-    replayed = [m for m in main_records
+    main_records = read_topic(kafka_bootstrap, topic_prefix, 4)
+    replayed = [h.decode_headers(message_headers(m)).event_id for m in main_records
                 if h.decode_headers(message_headers(m)).replay_count == 1]
-    assert len(replayed) == 1
-    assert h.decode_headers(message_headers(replayed[0])).event_id == fixed_later["event_id"]
+    assert sorted(map(str, replayed)) == sorted(
+        str(e["event_id"]) for e in (fixed_later, left_alone))

@@ -5,14 +5,18 @@ A DLQ record keeps the original key and value bytes and carries its history in t
 the record instead of raising, so one broken record never hides the others. The rules of the
 ``clinic-events dlq`` commands live here: **filters** (:class:`DlqFilter`, checked against
 the DLQ's partitions by :func:`check_partition`) and the offset ranges to read
-(:func:`plan_ranges`); **masking**, because a DLQ value is full of PHI: :func:`record_view`
+(:func:`plan_ranges`); **status**: open, or resolved as the ledger says
+(:mod:`consumer.ops.dlq.ledger`, attached to the record as :attr:`DlqRecord.resolution`);
+**masking**, because a DLQ value is full of PHI: :func:`record_view`
 masks every patient-identifying field and shows undecodable bytes as a length and a short
 hex prefix unless the operator asks to reveal them; **terminal safety**: a key that is not
 printable UTF-8 is shown as hex (:func:`key_text`) and other text with its control
 characters escaped (:func:`consumer.observability.printable.printable`), since header and
 key bytes come from anywhere; **grouping**
-(:class:`DlqSummary`); and **the replay decision** (:func:`decide_replay`): republish with
-reset headers, or skip with a reason (replayed too often, already delivered, no target).
+(:class:`DlqSummary`); and **the decisions** of ``replay`` (:func:`decide_replay`:
+republish with reset headers, or skip with a reason: replayed too often, already delivered,
+no target) and ``discard`` (:func:`decide_discard`). A resolved record is never replayed or
+discarded again (:class:`AlreadyResolved`); a skipped one stays open.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from consumer.dedup.store import Outcome
 from consumer.errors import ClinicEventsError, UndecodableRecord
 from consumer.events.codec import EventCodec, EventRecord
 from consumer.events.model import event_to_json
+from consumer.ops.dlq.ledger import OPEN, Resolution
 from retry_topics.durations import parse_duration_ms
 from retry_topics.errors import HeaderError, PolicyError
 from retry_topics.headers import (
@@ -67,6 +72,12 @@ class DlqRecord:
     header_problem: str | None = None
     event: EventRecord | None = None
     decode_problem: str | None = None
+    resolution: Resolution | None = None
+
+    @property
+    def status(self) -> str:
+        """``open``, or how the record was resolved (``replayed``, ``discarded``)."""
+        return OPEN if self.resolution is None else self.resolution.status
 
     @property
     def event_type(self) -> str:
@@ -89,8 +100,10 @@ class DlqRecord:
 def parse_dlq_record(
     *, partition: int, offset: int, timestamp_ms: int | None, key: bytes | None,
     value: bytes | None, headers: Sequence[Header] | None, codec: EventCodec,
+    resolution: Resolution | None = None,
 ) -> DlqRecord:
-    """Decode headers and value; a malformed header or value is noted on the record."""
+    """Decode headers and value; a malformed header or value is noted on the record.
+    ``resolution`` is what the ledger says of the record (None: open)."""
     header_problem = event = decode_problem = None
     try:
         decoded = decode_headers(headers)
@@ -103,7 +116,7 @@ def parse_dlq_record(
     return DlqRecord(
         partition=partition, offset=offset, timestamp_ms=timestamp_ms, key=key, value=value,
         headers=decoded, header_problem=header_problem,
-        event=event, decode_problem=decode_problem,
+        event=event, decode_problem=decode_problem, resolution=resolution,
     )
 
 
@@ -204,19 +217,18 @@ def check_partition(flt: DlqFilter, topic: str, partitions: Collection[int]) -> 
         f"partition{'' if count == 1 else 's'} ({numbers})")
 
 
-def plan_ranges(
-    watermarks: Mapping[int, tuple[int, int]], flt: DlqFilter,
-    committed: Mapping[int, int | None] | None = None,
-) -> list[OffsetRange]:
-    """Offsets to read: from the committed position (else the low watermark) to the high
-    watermark, narrowed by the filter's partition and offsets; empty ranges are left out."""
+def plan_ranges(watermarks: Mapping[int, tuple[int, int]], flt: DlqFilter) -> list[OffsetRange]:
+    """Offsets to read: from the low to the high watermark, narrowed by the filter's
+    partition and offsets; empty ranges are left out.
+
+    Always from the low watermark: which records are done is the ledger's business, not a
+    position's, so no run ever passes over a record it did not resolve.
+    """
     ranges = []
     for partition, (low, high) in sorted(watermarks.items()):
         if flt.partition is not None and partition != flt.partition:
             continue
-        position = (committed or {}).get(partition)
-        start = max(low, position if position is not None and position >= 0 else low,
-                    flt.from_offset or 0)
+        start = max(low, flt.from_offset or 0)
         end = high if flt.to_offset is None else min(high, flt.to_offset + 1)
         if start < end:
             ranges.append(OffsetRange(partition, start, end))
@@ -273,8 +285,10 @@ def record_view(record: DlqRecord, *, reveal: bool = False) -> dict[str, Any]:
         "last_failure_at": iso(h.last_failure_at_ms), "error_class": h.error_class,
         "error_message": h.error_message, "classification": h.classification,
         "dlq_reason": h.dlq_reason, "replay_count": h.replay_count or 0,
-        "traceparent": h.traceparent,
+        "traceparent": h.traceparent, "status": record.status,
     }
+    if record.resolution is not None:
+        view["resolution"] = record.resolution.view()
     if record.header_problem:
         view["header_problem"] = record.header_problem
     if record.event is not None:
@@ -297,25 +311,37 @@ def _utf8(raw: bytes | None) -> str | None:
 
 @dataclass(slots=True, kw_only=True)
 class DlqGroup:
-    """DLQ records sharing an error class and an event type: how many, oldest, newest."""
+    """DLQ records sharing an error class and an event type: how many (``open`` of them),
+    oldest, newest."""
 
     error_class: str
     event_type: str
     count: int = 0
+    open: int = 0
     oldest_ms: int | None = None
     newest_ms: int | None = None
 
 
 @dataclass(slots=True)
 class DlqSummary:
-    """Counts DLQ records by (error class, event type) as they stream past."""
+    """Counts DLQ records by (error class, event type) as they stream past.
 
+    Resolved records are counted only with ``include_resolved``; ``statuses`` counts every
+    record offered, so a listing of open records can say how many resolved ones it left out.
+    """
+
+    include_resolved: bool = False
+    statuses: dict[str, int] = field(default_factory=dict)
     _groups: dict[tuple[str, str], DlqGroup] = field(default_factory=dict)
 
     def add(self, record: DlqRecord) -> None:
+        self.statuses[record.status] = self.statuses.get(record.status, 0) + 1
+        if record.resolution is not None and not self.include_resolved:
+            return
         key = (record.error_class, record.event_type)
         group = self._groups.setdefault(key, DlqGroup(error_class=key[0], event_type=key[1]))
         group.count += 1
+        group.open += record.resolution is None
         if (stamp := record.timestamp_ms) is not None:
             group.oldest_ms = stamp if group.oldest_ms is None else min(group.oldest_ms, stamp)
             group.newest_ms = stamp if group.newest_ms is None else max(group.newest_ms, stamp)
@@ -323,6 +349,13 @@ class DlqSummary:
     @property
     def total(self) -> int:
         return sum(group.count for group in self._groups.values())
+
+    @property
+    def resolved_left_out(self) -> int:
+        """Resolved records offered but not counted (0 with ``include_resolved``)."""
+        if self.include_resolved:
+            return 0
+        return sum(n for status, n in self.statuses.items() if status != OPEN)
 
     def groups(self) -> list[DlqGroup]:
         """Largest groups first, then by error class and event type."""
@@ -337,61 +370,109 @@ class Replay:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    forced: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Skip:
-    """Do not replay the record, because of ``reason``."""
+    """Do not replay the record, because of ``reason``; it stays open."""
 
     reason: SkipReason
     detail: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Discard:
+    """Mark the record resolved without replaying it, because of ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyResolved:
+    """The ledger says the record was replayed or discarded already: leave it alone."""
+
+    resolution: Resolution
+
+
 def decide_replay(
     record: DlqRecord, *, target: str | None, max_replays: int,
     outcome: Outcome | None, force: bool,
-) -> Replay | Skip:
+) -> Replay | Skip | AlreadyResolved:
     """Replay ``record`` to ``target`` (else its original topic), or say why not.
 
-    ``outcome`` is what the dedup store recorded for the record's event id; ``force``
-    replays an event already delivered (marking the record so the consumer delivers it).
-    The headers are reset by :func:`retry_topics.hops.replay_headers`.
+    A resolved record is never replayed again, not even with ``force``: that is what makes a
+    replay exactly once per DLQ record. ``outcome`` is what the dedup store recorded for the
+    record's event id. ``force`` replays an open record anyway when the event is recorded as
+    delivered (marking it so the consumer delivers it) or when it came back to the DLQ after
+    ``max_replays`` replays. The headers are reset by :func:`retry_topics.hops.replay_headers`.
     """
+    if record.resolution is not None:
+        return AlreadyResolved(record.resolution)
     if record.header_problem is not None:
         return Skip(reason="malformed-headers", detail=record.header_problem)
     replays = record.headers.replay_count or 0
-    if replays >= max_replays:
+    if replays >= max_replays and not force:
         return Skip(reason="max-replays",
-                    detail=f"replayed {replays} times already (max {max_replays})")
+                    detail=f"replayed {replays} times already (max {max_replays}; "
+                           "discard it, or replay it with --force)")
     if outcome == "delivered" and not force:
         return Skip(reason="already-delivered",
-                    detail=f"event {record.event_id} is recorded as delivered (use --force)")
+                    detail=f"event {record.event_id} is recorded as delivered (discard it, "
+                           "or replay it with --force)")
     topic = target or record.headers.original_topic
     if not topic:
         return Skip(reason="no-target", detail="no clinic.original-topic header (use --to)")
-    return Replay(topic=topic, key=record.key, value=record.value,
+    return Replay(topic=topic, key=record.key, value=record.value, forced=force,
                   headers=encode_headers(replay_headers(record.headers, force=force)))
 
 
+def decide_discard(record: DlqRecord, *, reason: str) -> Discard | AlreadyResolved:
+    """Discard ``record`` for ``reason``, unless it is resolved already."""
+    if record.resolution is not None:
+        return AlreadyResolved(record.resolution)
+    return Discard(reason=reason)
+
+
+Decision = Replay | Skip | Discard | AlreadyResolved | None
+"""What a run did with one examined record; ``None``: it did not match the filter."""
+
+
 @dataclass(slots=True)
-class ReplayTally:
-    """How many DLQ records a replay examined, replayed and skipped (by reason)."""
+class DlqTally:
+    """How many DLQ records a replay or discard examined, and what became of them.
+
+    ``skipped`` counts open records a replay left open, by reason; ``already_resolved``
+    counts matching records the ledger had as replayed or discarded before.
+    """
 
     examined: int = 0
     not_matching: int = 0
+    already_resolved: int = 0
     replayed: int = 0
+    discarded: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
-    def count(self, decision: Replay | Skip | None) -> None:
-        """Count one examined record; ``None`` means it did not match the filter."""
+    def count(self, decision: Decision) -> None:
+        """Count one examined record."""
         self.examined += 1
         if decision is None:
             self.not_matching += 1
+        elif isinstance(decision, AlreadyResolved):
+            self.already_resolved += 1
         elif isinstance(decision, Replay):
             self.replayed += 1
+        elif isinstance(decision, Discard):
+            self.discarded += 1
         else:
             self.skipped[decision.reason] = self.skipped.get(decision.reason, 0) + 1
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"examined": self.examined, "not_matching": self.not_matching,
-                "replayed": self.replayed, "skipped": dict(sorted(self.skipped.items()))}
+    def as_dict(self, action: Literal["replay", "discard"] = "replay") -> dict[str, Any]:
+        """The counts of a replay (``replayed``, ``skipped``) or a discard (``discarded``)."""
+        counts: dict[str, Any] = {"examined": self.examined, "not_matching": self.not_matching,
+                                  "already_resolved": self.already_resolved}
+        if action == "replay":
+            counts.update(replayed=self.replayed, skipped=dict(sorted(self.skipped.items())))
+        else:
+            counts["discarded"] = self.discarded
+        return counts

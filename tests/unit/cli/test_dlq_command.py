@@ -1,4 +1,5 @@
-"""``clinic-events dlq`` options and output that need no broker: event types, piped tables."""
+"""``clinic-events dlq`` options and output that need no broker: event types, piped tables,
+signals, summaries, and ``discard``'s safeguards."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rich.table import Table
 from consumer.cli.dlq import dlq_group, table_console
 from consumer.cli.main import main
 from consumer.events.codec import EVENT_TYPES, EventCodec
-from consumer.kafka.dlq_io import ReplayRun
+from consumer.kafka.dlq_io import DiscardRequest, ReplayRun
 from consumer.ops.dlq.model import UNDECODABLE, DlqRecord, parse_dlq_record
 from retry_topics.headers import RecordHeaders, encode_headers
 
@@ -103,6 +104,7 @@ def _unreachable_config(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("dry_run", [(), ("--dry-run",)], ids=["replay", "dry-run"])
 @pytest.mark.parametrize(("target", "named"), [("clinic.events.dlq", "the DLQ itself"),
+                                               ("clinic.events.dlq-ledger", "the DLQ ledger"),
                                                ("clinic.events.audit", "the audit topic")])
 def test_replay_to_the_dlq_or_the_audit_topic_is_a_usage_error_before_kafka_is_asked(
     tmp_path: Path, target: str, named: str, dry_run: tuple[str, ...],
@@ -199,7 +201,7 @@ def test_a_signal_while_the_last_spans_are_exported_keeps_the_summary_and_exit_c
 
 
 @pytest.mark.parametrize("args", [("list", "--json"), ("show",), ("replay", "--dry-run"),
-                                  ("replay", "--json")])
+                                  ("replay", "--json"), ("discard", "--all", "--reason", "r")])
 def test_an_unreachable_broker_is_one_clear_line_and_exit_4(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
 ) -> None:
@@ -220,37 +222,96 @@ def test_an_unreachable_broker_is_one_clear_line_and_exit_4(
 
 
 @pytest.mark.parametrize(("dry_run", "note"), [
-    ((), "17 record(s) not matching the filters were passed over: group g will not examine "
-         "them again; replay them with a fresh --group NAME"),
-    (("--dry-run",), "a replay with these filters passes over the 17 record(s) not matching "
-                     "them: group g would not examine them again (a fresh --group NAME would)"),
+    ((), "5 matching record(s) stay open: discard them (dlq discard --reason ...) or, once "
+         "the cause is fixed, replay them with --force"),
+    (("--dry-run",), "5 matching record(s) would stay open: discard them (dlq discard "
+                     "--reason ...) or, once the cause is fixed, replay them with --force"),
 ], ids=["replay", "dry-run"])
-def test_a_filtered_replay_says_that_it_passed_over_the_records_not_matching(
+def test_a_replay_says_what_to_do_about_the_records_it_left_open(
     monkeypatch: pytest.MonkeyPatch, dry_run: tuple[str, ...], note: str,
 ) -> None:
     def replay(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
-        run.tally.examined, run.tally.not_matching, run.tally.replayed = 20, 17, 3
+        run.tally.examined, run.tally.not_matching, run.tally.replayed = 20, 12, 3
+        run.tally.already_resolved, run.tally.skipped = 0, {"already-delivered": 5}
         return run
 
     monkeypatch.setattr("consumer.cli.dlq.replay", replay)
-    args = ["dlq", "replay", "--group", "g", "--event-type", "appointment.cancelled", *dry_run]
+    args = ["dlq", "replay", "--event-type", "appointment.cancelled", *dry_run]
     human = CliRunner(env={"COLUMNS": "300"}).invoke(main, args)
     assert human.exit_code == 0, human.output
     assert note in human.stdout
+    assert "already resolved: 0; examined 20 (12 not matching)" in human.stdout
+    assert "passed over" not in human.stdout  # a filtered replay passes over nothing
     document = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
-    assert document["passed_over_note"] == note
+    assert document["left_open_note"] == note
+    assert document["counts"] == {"examined": 20, "not_matching": 12, "already_resolved": 0,
+                                  "replayed": 3, "skipped": {"already-delivered": 5}}
 
 
-def test_a_replay_that_passed_over_nothing_has_no_note(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_replay_that_left_nothing_open_has_no_note(monkeypatch: pytest.MonkeyPatch) -> None:
     def replay(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
         run.tally.examined = run.tally.replayed = 3
         return run
 
     monkeypatch.setattr("consumer.cli.dlq.replay", replay)
     human = CliRunner().invoke(main, ["dlq", "replay"])
-    assert "passed over" not in human.stdout
+    assert "stay open" not in human.stdout
     assert json.loads(CliRunner().invoke(main, ["dlq", "replay", "--json"]).stdout)[
-        "passed_over_note"] is None
+        "left_open_note"] is None
+
+
+def test_discard_needs_a_reason() -> None:
+    result = CliRunner().invoke(main, ["dlq", "discard", "--event-id", "evt-1"])
+    assert result.exit_code == 2, result.output
+    assert "Missing option '--reason'" in result.stderr
+
+
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_discard_needs_a_reason_that_says_something(reason: str) -> None:
+    result = CliRunner().invoke(main, ["dlq", "discard", "--event-id", "e", "--reason", reason])
+    assert result.exit_code == 2, result.output
+    assert "--reason must say why" in result.stderr
+
+
+def test_discard_without_a_filter_needs_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Discarding the whole DLQ is never what a missing filter meant."""
+    asked: list[DiscardRequest] = []
+
+    def discard(_settings: object, request: DiscardRequest, *, run: ReplayRun,
+                **_kwargs: object) -> ReplayRun:
+        asked.append(request)
+        run.tally.examined = run.tally.discarded = 2
+        return run
+
+    monkeypatch.setattr("consumer.cli.dlq.discard", discard)
+    refused = CliRunner().invoke(main, ["dlq", "discard", "--reason", "test data"])
+    assert refused.exit_code == 2, refused.output
+    assert "discard needs a filter" in refused.stderr
+    assert asked == []
+    everything = CliRunner().invoke(main, ["dlq", "discard", "--reason", "test data", "--all",
+                                           "--actor", "INC-7", "--json"])
+    assert everything.exit_code == 0, everything.output
+    document = json.loads(everything.stdout)
+    assert (document["action"], document["reason"]) == ("discard", "test data")
+    assert document["counts"] == {"examined": 2, "not_matching": 0, "already_resolved": 0,
+                                  "discarded": 2}
+    ((request),) = asked
+    assert (request.reason, request.actor, request.filter.describe()) == (
+        "test data", "INC-7", {})
+
+
+def test_an_interrupted_discard_says_how_many_it_discarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def discard(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
+        run.tally.examined, run.tally.discarded = 4, 2
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("consumer.cli.dlq.discard", discard)
+    result = CliRunner().invoke(main, ["dlq", "discard", "--reason", "r", "--event-id", "e"])
+    assert result.exit_code == 130
+    assert "dlq discard interrupted after 2 record(s) discarded and committed" in result.stderr
+    assert "interrupted (SIGINT): discarded 2 record(s)" in result.stdout
 
 
 def test_show_writes_no_control_character_and_shows_an_odd_key_as_hex(
@@ -290,6 +351,8 @@ def test_show_writes_no_control_character_and_shows_an_odd_key_as_hex(
     ("show", ("0 done", "1 failed", "2 invalid", "4 Kafka could not be reached")),
     ("replay", ("0 done", "1 failed", "2 invalid options (--to a missing topic",
                 "4 Kafka could not be reached", "130 interrupted by SIGINT", "143 by SIGTERM")),
+    ("discard", ("0 done", "1 failed", "2 invalid options (no --reason",
+                 "4 Kafka could not be reached", "130 interrupted by SIGINT", "143 by SIGTERM")),
 ])
 def test_help_lists_every_exit_code(subcommand: str, codes: tuple[str, ...]) -> None:
     result = CliRunner(env={"COLUMNS": "1000"}).invoke(main, ["dlq", subcommand, "--help"])

@@ -1,4 +1,5 @@
-"""DLQ model: record parsing, filters, offset ranges, masking, grouping and replay decisions."""
+"""DLQ model: record parsing, filters, offset ranges, masking, grouping, the ledger, and the
+replay and discard decisions."""
 
 from __future__ import annotations
 
@@ -12,19 +13,23 @@ import pytest
 from consumer.errors import UndecodableRecord
 from consumer.events.codec import MAGIC, EventCodec
 from consumer.observability.printable import printable
+from consumer.ops.dlq.ledger import DlqLedger, Resolution, ledger_key
 from consumer.ops.dlq.model import (
     MASK,
     PATIENT_IDENTIFYING_FIELDS,
     UNDECODABLE,
+    AlreadyResolved,
+    Discard,
     DlqFilter,
     DlqFilterError,
     DlqRecord,
     DlqSummary,
+    DlqTally,
     OffsetRange,
     Replay,
-    ReplayTally,
     Skip,
     check_partition,
+    decide_discard,
     decide_replay,
     key_text,
     parse_dlq_record,
@@ -186,18 +191,19 @@ def test_bad_times_are_refused(text: str) -> None:
         parse_time_ms(text, now_ms=T0)
 
 
-def test_ranges_start_at_the_committed_position_else_the_low_watermark() -> None:
-    marks = {0: (0, 10), 1: (5, 8), 2: (0, 4), 3: (6, 9)}
-    committed = {0: 7, 1: None, 2: 4, 3: 2}  # 2 is done; 3's position was deleted by retention
-    assert plan_ranges(marks, DlqFilter(), committed) == [
-        OffsetRange(0, 7, 10), OffsetRange(1, 5, 8), OffsetRange(3, 6, 9)]
+def test_ranges_start_at_the_low_watermark_of_every_partition() -> None:
+    """No position: what is done is the ledger's business, so nothing is passed over."""
+    marks = {0: (0, 10), 1: (5, 8), 2: (4, 4), 3: (6, 9)}
+    assert plan_ranges(marks, DlqFilter()) == [
+        OffsetRange(0, 0, 10), OffsetRange(1, 5, 8), OffsetRange(3, 6, 9)]
 
 
 def test_ranges_are_narrowed_by_partition_and_offsets() -> None:
     marks = {0: (0, 10), 1: (0, 10)}
     flt = DlqFilter(partition=1, from_offset=3, to_offset=5)
     assert plan_ranges(marks, flt) == [OffsetRange(1, 3, 6)]
-    assert plan_ranges(marks, flt, {1: 4}) == [OffsetRange(1, 4, 6)]
+    assert plan_ranges({1: (4, 10)}, DlqFilter(partition=1, from_offset=2)) == [
+        OffsetRange(1, 4, 10)]
     assert plan_ranges(marks, DlqFilter(partition=1, from_offset=20)) == []
 
 
@@ -349,7 +355,7 @@ def test_record_without_original_topic_needs_a_target() -> None:
 def test_records_replayed_max_replays_times_are_skipped(replays: int | None,
                                                         replayed: bool) -> None:
     decision = decide_replay(dlq_record(replay_count=replays), target=None, max_replays=3,
-                             outcome=None, force=True)
+                             outcome=None, force=False)
     assert isinstance(decision, Replay) is replayed
     if not replayed:
         assert isinstance(decision, Skip)
@@ -384,15 +390,117 @@ def test_an_old_force_marker_does_not_survive_an_unforced_replay() -> None:
     assert [name for name, _ in forced.headers].count(REPLAY_FORCE) == 1
 
 
+def test_force_replays_an_open_record_past_max_replays() -> None:
+    decision = decide_replay(dlq_record(replay_count=5), target=None, max_replays=3,
+                             outcome="delivered", force=True)
+    assert isinstance(decision, Replay)
+    assert decision.forced
+    assert decode_headers(decision.headers).replay_count == 6
+
+
+def test_a_skipped_record_says_how_to_resolve_it() -> None:
+    skipped = decide_replay(dlq_record(replay_count=3), target=None, max_replays=3,
+                            outcome=None, force=False)
+    assert isinstance(skipped, Skip)
+    assert "discard it, or replay it with --force" in skipped.detail
+
+
+REPLAYED = Resolution(status="replayed", at="2025-11-29T08:00:00.000Z", user="ops",
+                      target_topic="clinic.events", event_id="evt-1")
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_resolved_record_is_never_replayed_again_not_even_forced(force: bool) -> None:
+    record = dataclasses.replace(dlq_record(), resolution=REPLAYED)
+    decision = decide_replay(record, target=None, max_replays=3, outcome=None, force=force)
+    assert decision == AlreadyResolved(REPLAYED)
+    assert record.status == "replayed"
+
+
+def test_discard_resolves_open_records_only() -> None:
+    assert decide_discard(dlq_record(), reason="duplicate of INC-1") == Discard(
+        reason="duplicate of INC-1")
+    record = dataclasses.replace(dlq_record(), resolution=REPLAYED)
+    assert decide_discard(record, reason="x") == AlreadyResolved(REPLAYED)
+
+
 def test_tally_counts_by_outcome_and_reason() -> None:
-    tally = ReplayTally()
+    tally = DlqTally()
     replay = Replay(topic="t", key=None, value=None, headers=[])
     for decision in (replay, replay, None, Skip(reason="max-replays", detail=""),
                      Skip(reason="already-delivered", detail=""),
-                     Skip(reason="max-replays", detail="")):
+                     Skip(reason="max-replays", detail=""), AlreadyResolved(REPLAYED)):
         tally.count(decision)
-    assert tally.as_dict() == {"examined": 6, "not_matching": 1, "replayed": 2,
+    assert tally.as_dict() == {"examined": 7, "not_matching": 1, "already_resolved": 1,
+                               "replayed": 2,
                                "skipped": {"already-delivered": 1, "max-replays": 2}}
+
+
+def test_a_discard_tally_counts_discarded_records() -> None:
+    tally = DlqTally()
+    for decision in (Discard(reason="r"), None, AlreadyResolved(REPLAYED), Discard(reason="r")):
+        tally.count(decision)
+    assert tally.as_dict("discard") == {"examined": 4, "not_matching": 1,
+                                        "already_resolved": 1, "discarded": 2}
+
+
+# --- the ledger ------------------------------------------------------------------------------
+
+def test_ledger_keys_are_the_dead_letter_coordinates() -> None:
+    assert ledger_key("clinic.events.dlq", 2, 41) == "clinic.events.dlq:2:41"
+
+
+def test_a_resolution_round_trips_through_its_ledger_value() -> None:
+    discarded = Resolution(status="discarded", at="2025-11-29T08:00:00.000Z", user="ops",
+                           actor="INC-9", reason="test event", event_id="evt-3")
+    for resolution in (REPLAYED, discarded, dataclasses.replace(REPLAYED, forced=True)):
+        assert Resolution.from_json(resolution.to_json()) == resolution
+    assert json.loads(discarded.to_json()) == {
+        "status": "discarded", "at": "2025-11-29T08:00:00.000Z", "user": "ops",
+        "actor": "INC-9", "reason": "test event", "event_id": "evt-3"}
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1]", b'{"status": "reopened"}', b"\xff"])
+def test_an_unreadable_ledger_entry_still_counts_as_resolved(raw: bytes) -> None:
+    """Replaying a record whose entry cannot be read could send it twice: it stays resolved."""
+    ledger = DlqLedger()
+    ledger.apply(b"d:0:7", raw)
+    resolution = ledger.resolution("d", 0, 7)
+    assert resolution is not None
+    assert resolution.status == "unreadable"
+
+
+def test_the_ledger_keeps_the_latest_entry_per_key_and_forgets_tombstoned_ones() -> None:
+    ledger = DlqLedger()
+    ledger.apply(b"d:0:1", REPLAYED.to_json())
+    ledger.apply(b"d:0:2", REPLAYED.to_json())
+    ledger.apply(b"d:0:2", None)
+    ledger.apply(None, REPLAYED.to_json())  # no key: not an entry
+    assert (ledger.resolution("d", 0, 1), ledger.resolution("d", 0, 2)) == (REPLAYED, None)
+    assert ledger.resolution("other", 0, 1) is None
+    assert len(ledger) == 1
+
+
+def test_summary_counts_open_records_unless_resolved_ones_are_included() -> None:
+    records = [dlq_record(), dataclasses.replace(dlq_record(), resolution=REPLAYED),
+               dataclasses.replace(dlq_record(), resolution=dataclasses.replace(
+                   REPLAYED, status="discarded"))]
+    open_only, everything = DlqSummary(), DlqSummary(include_resolved=True)
+    for record in records:
+        open_only.add(record)
+        everything.add(record)
+    assert [(g.count, g.open) for g in open_only.groups()] == [(1, 1)]
+    assert (open_only.total, open_only.resolved_left_out) == (1, 2)
+    assert [(g.count, g.open) for g in everything.groups()] == [(3, 1)]
+    assert (everything.total, everything.resolved_left_out) == (3, 0)
+    assert open_only.statuses == {"open": 1, "replayed": 1, "discarded": 1}
+
+
+def test_the_view_tells_open_records_from_resolved_ones() -> None:
+    assert record_view(dlq_record())["status"] == "open"
+    assert "resolution" not in record_view(dlq_record())
+    view = record_view(dataclasses.replace(dlq_record(), resolution=REPLAYED))
+    assert (view["status"], view["resolution"]["target_topic"]) == ("replayed", "clinic.events")
 
 
 def test_printable_escapes_every_control_character_and_keeps_other_text() -> None:
