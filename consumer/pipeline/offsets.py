@@ -65,7 +65,9 @@ class PartitionOffsets:
 
     @property
     def in_flight(self) -> int:
-        return len(self.pending)
+        """Records whose fate is not durable yet; those done behind one that is not are
+        waiting to be committed, not in flight (``done`` holds only pending offsets)."""
+        return len(self.pending) - len(self.done)
 
 
 class OffsetBook:

@@ -77,3 +77,14 @@ def test_a_partition_nothing_was_consumed_from_may_step_over_to_its_position() -
     book.track(("t", 0), [4, 5])
     assert book.step_over(("t", 0), 7) is False
     assert book.complete(("t", 0), [4, 5]) == 6
+
+
+def test_records_done_behind_an_unfinished_one_are_not_in_flight() -> None:
+    """A drain waits for records in flight: one done behind a held one is waiting to be
+    committed, not in flight."""
+    book = OffsetBook()
+    book.track(("t", 0), [5, 6, 7])
+    assert book.complete(("t", 0), [6, 7]) is None
+    assert book.in_flight(("t", 0)) == 1
+    assert book.complete(("t", 0), [5]) == 8
+    assert book.in_flight(("t", 0)) == 0
