@@ -24,6 +24,8 @@ from consumer.kafka.group_consumer import KafkaGroupConsumer
 from consumer.kafka.group_offsets import GroupOffsets, GroupQueryError, leftover_tiers
 from consumer.observability.messaging import MessagingClient
 from consumer.observability.telemetry import Telemetry
+from consumer.pipeline.breaker import OutageBreaker
+from consumer.pipeline.flood_guard import DeadLetterGuard
 from consumer.pipeline.lanes import InlineLane, Lanes
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
@@ -110,6 +112,8 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     codec = EventCodec()
 
     outcomes = PendingOutcomes(store)
+    breaker = OutageBreaker(settings.breaker, clock)
+    guard = DeadLetterGuard(settings.dead_letter)
 
     def lanes_factory(
         on_republished: Callable[[Republished, str | None], None],
@@ -118,6 +122,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
             policy=settings.retry, handler=handler, outcomes=outcomes, publisher=publisher,
             telemetry=telemetry, clock=clock, rules=settings.classification,
             group_id=settings.kafka.group_id, on_republished=on_republished, codec=codec,
+            breaker=breaker, guard=guard,
         )
         if settings.delivery.concurrency == 1:
             return InlineLane(processor.process_chunk, abandon=processor.abandon)
@@ -126,6 +131,6 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
 
     runner = Runner(consumer=consumer, producer=publisher, policy=settings.retry,
                     lanes_factory=lanes_factory, outcomes=outcomes, clock=clock,
-                    telemetry=telemetry,
-                    drain_timeout_s=drain_timeout_s)
+                    telemetry=telemetry, drain_timeout_s=drain_timeout_s,
+                    breaker=breaker, guard=guard)
     return Assembly(runner=runner, handler=handler, store=store)

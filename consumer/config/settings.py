@@ -29,6 +29,7 @@ through ``KafkaSettings.masked_client``, the values of secret-looking keys maske
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ from consumer.errors import ConfigError
 from retry_topics.classification import ExceptionRules
 from retry_topics.durations import parse_duration_ms
 from retry_topics.errors import RetryTopicsError, TopicNameError
+from retry_topics.limits import SYSTEMIC_ERRORS, BreakerPolicy, FloodGuardPolicy
 from retry_topics.naming import validate_topic_name
 from retry_topics.policy import BACKOFF_NAMES, InProcessRetry, RetryPolicy
 
@@ -123,6 +125,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "delivery": {"url": None, "handler": None, "timeout": "10s", "concurrency": 16},
     "classification": {"transient": [], "permanent": [], "default": "transient"},
     "metrics": {"prometheus_port": None, "prometheus_host": "127.0.0.1", "lag_interval": "15s"},
+    "breaker": {
+        "enabled": True,
+        "window_calls": 20,
+        "min_failures": 5,
+        "min_keys": 3,
+        "failure_ratio": 0.5,
+        "first_probe": "1s",
+        "max_probe": "8s",
+        "systemic_errors": list(SYSTEMIC_ERRORS),
+    },
+    "dead_letter": {"max_consecutive": 20, "max_ratio": 0.5, "window": 100},
 }
 
 
@@ -180,6 +193,8 @@ class Settings:
     delivery: DeliverySettings
     classification: ExceptionRules
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    dead_letter: FloodGuardPolicy = field(default_factory=FloodGuardPolicy)
     source: str = "defaults"  # where the file came from, for messages
 
     def consumer_config(self, defaults: Mapping[str, Any] | None = None, /,
@@ -454,6 +469,8 @@ def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
         delivery=_build_delivery(merged["delivery"]),
         classification=_build_rules(merged["classification"]),
         metrics=_build_metrics(merged["metrics"]),
+        breaker=_build_breaker(merged["breaker"]),
+        dead_letter=_build_dead_letter(merged["dead_letter"]),
         source=source,
     )
 
@@ -555,6 +572,54 @@ def _build_metrics(metrics: dict[str, Any]) -> MetricsSettings:
         prometheus_host=_str("metrics", "prometheus_host", metrics["prometheus_host"]),
         lag_interval_ms=_positive_duration("metrics", "lag_interval", metrics["lag_interval"]),
     )
+
+
+def _build_breaker(breaker: dict[str, Any]) -> BreakerPolicy:
+    """``[breaker]``: when the downstream counts as down, and how it is probed then."""
+    enabled = breaker["enabled"]
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"breaker.enabled must be true or false, got {enabled!r}")
+    errors = breaker["systemic_errors"]
+    if not isinstance(errors, list) or not all(isinstance(e, str) and e for e in errors):
+        raise ConfigError("breaker.systemic_errors must be a list of error classes, e.g. "
+                          f'["http.503", "connection"], got {errors!r}')
+    try:
+        return BreakerPolicy(
+            enabled=enabled,
+            window_calls=_int("breaker", "window_calls", breaker["window_calls"], 1),
+            min_failures=_int("breaker", "min_failures", breaker["min_failures"], 1),
+            min_keys=_int("breaker", "min_keys", breaker["min_keys"], 1),
+            failure_ratio=_fraction("breaker", "failure_ratio", breaker["failure_ratio"]),
+            first_probe_ms=_positive_duration("breaker", "first_probe", breaker["first_probe"]),
+            max_probe_ms=_positive_duration("breaker", "max_probe", breaker["max_probe"]),
+            systemic=tuple(errors),
+        )
+    except RetryTopicsError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _build_dead_letter(dead_letter: dict[str, Any]) -> FloodGuardPolicy:
+    """``[dead_letter]``: how many dead letters mean a deploy mistake (0 turns a rule off)."""
+    try:
+        return FloodGuardPolicy(
+            max_consecutive=_int("dead_letter", "max_consecutive",
+                                 dead_letter["max_consecutive"], 0),
+            max_ratio=_fraction("dead_letter", "max_ratio", dead_letter["max_ratio"]),
+            window=_int("dead_letter", "window", dead_letter["window"], 0),
+        )
+    except RetryTopicsError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _fraction(section: str, key: str, value: Any) -> float:
+    """A number from 0 to 1 (a float in TOML, text from the environment)."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{section}.{key} must be a number from 0 to 1, got {value!r}")
+    return number
 
 
 def _build_rules(rules: dict[str, Any]) -> ExceptionRules:

@@ -38,8 +38,17 @@ from consumer.errors import HandlerError, PermanentError, TransientError
 from consumer.events.codec import EventCodec, EventRecord
 from consumer.events.identifying import identifying_values
 from consumer.observability.telemetry import INVALID_SPAN, Telemetry
+from consumer.pipeline.breaker import OutageBreaker
+from consumer.pipeline.flood_guard import DeadLetterGuard
 from consumer.pipeline.outcome_buffer import PendingOutcomes
-from consumer.pipeline.records import Delivered, Duplicate, Fate, InboundRecord, Republished
+from consumer.pipeline.records import (
+    Delivered,
+    Duplicate,
+    Fate,
+    Held,
+    InboundRecord,
+    Republished,
+)
 from retry_topics.classification import Classification, ExceptionRules, qualified_name
 from retry_topics.clock import Clock
 from retry_topics.headers import (
@@ -108,6 +117,14 @@ class Publisher(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Outage:
+    """The step after a failure while the downstream breaker is open: wait it out."""
+
+
+OUTAGE = Outage()
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """A handler failure, normalised."""
 
@@ -125,7 +142,8 @@ class RecordProcessor:
                  publisher: Publisher, telemetry: Telemetry, clock: Clock,
                  rules: ExceptionRules, group_id: str,
                  on_republished: Callable[[Republished, str | None], None],
-                 codec: EventCodec | None = None) -> None:
+                 codec: EventCodec | None = None, breaker: OutageBreaker | None = None,
+                 guard: DeadLetterGuard | None = None) -> None:
         self._policy = policy
         self._handler = handler
         self._outcomes = outcomes
@@ -138,6 +156,8 @@ class RecordProcessor:
         self._tier_labels = tier_labels(policy)
         self._quick_wait = wait_at_least_retry_after(policy.in_process.wait_strategy())
         self._codec = codec or EventCodec()
+        self._breaker = breaker
+        self._guard = guard
         self._abandoned = False
 
     def abandon(self) -> None:
@@ -172,7 +192,7 @@ class RecordProcessor:
         known: dict[str, Outcome] = self._outcomes.lookup(ids) if ids else {}
         fates: list[Fate] = []
         delivered: list[str] = []
-        processed = 0
+        answered = processed = 0
         for record in records:
             if self._abandoned:
                 break
@@ -183,6 +203,8 @@ class RecordProcessor:
             # Nothing downstream reads the decoded event again: free it now, while it is
             # still in the CPU cache, rather than a whole batch later on the poll thread.
             record.event = None
+            if fate.kind in ("delivered", "duplicate"):
+                answered += 1
             if fate.kind == "delivered" and record.event_id is not None:
                 known[record.event_id] = "delivered"
                 delivered.append(record.event_id)
@@ -196,10 +218,12 @@ class RecordProcessor:
             if deadline is not None and self._clock.monotonic() > deadline:
                 break
         self._outcomes.stage(delivered)
+        if answered and self._guard is not None:
+            self._guard.note_delivered(answered)
         return fates, processed
 
     def _process_one(self, record: InboundRecord, known: dict[str, Outcome],
-                     may_wait: bool) -> Fate | Republished | None:
+                     may_wait: bool) -> Fate | None:
         """``_decide`` inside the record's ``process`` span: one span per topic attempt.
 
         Without an SDK tracer ``process_span`` makes no span: it hands back a shared no-op
@@ -228,7 +252,7 @@ class RecordProcessor:
         return fate
 
     def _decide(self, record: InboundRecord, known: dict[str, Outcome],
-                span: Span, may_wait: bool) -> Fate | Republished | None:
+                span: Span, may_wait: bool) -> Fate | None:
         """Skip, deliver or route ``record``; ``span`` is its ``process`` span (or invalid).
 
         None: the record's first call failed where quick retries may not wait (see
@@ -243,6 +267,12 @@ class RecordProcessor:
         prior = known.get(record.event_id or "") if known else None
         if prior is not None and not self._may_process_again(record, prior):
             return Duplicate(record, prior)
+        if self._guard is not None and self._guard.halted:
+            return Held(record, "flood_guard")
+        if self._breaker is not None and self._breaker.is_open and not record.probe:
+            return Held(record, "outage")  # the outage's calls do not count: none is made
+        if record.probe:
+            span.set_attribute("clinic_events.probe", True)
         traceparent = tracestate = None
         if span is not INVALID_SPAN:
             traceparent = self._telemetry.current_traceparent()
@@ -253,6 +283,9 @@ class RecordProcessor:
         failure, step = outcome
         if isinstance(step, RetryInProcess):
             return None  # handed over: a lane makes the quick retries (in the same span)
+        if isinstance(step, Outage):
+            span.set_attribute("clinic_events.held", "outage")
+            return Held(record, "outage")
         self._telemetry.record_error(span, failure.error_class)
         dlq_reason = step.reason if isinstance(step, DeadLetter) else None
         return self._republish(record, step, failure, dlq_reason)
@@ -264,7 +297,8 @@ class RecordProcessor:
         return prior == "dead_lettered" and record.replayed
 
     def _deliver(self, record: InboundRecord, event: EventRecord, traceparent: str | None,
-                 tracestate: str | None, may_wait: bool = True) -> tuple[Failure, Step] | None:
+                 tracestate: str | None, may_wait: bool = True,
+                 ) -> tuple[Failure, Step | Outage] | None:
         """Call the handler, and again in process while ``decide_after_failure`` says so.
 
         None: delivered. Otherwise the last failure and the step that follows it: a tier or
@@ -277,7 +311,8 @@ class RecordProcessor:
         up: most calls succeed, and a tenacity loop around each would cost about as much as
         the rest of the pipeline's own work per event (~10 us). Attempt 1 raises that call's
         failure again, so tenacity makes the first wait and counts the first call like any
-        other.
+        other. A systemic failure that finds the downstream breaker open ends it all with
+        ``OUTAGE``: the event waits out the outage without spending an attempt.
         """
         context = DeliveryContext(
             event_id=record.event_id or "", event_type=record.event_type or "",
@@ -293,6 +328,8 @@ class RecordProcessor:
             else:
                 return None
         failure = self._normalise(first)
+        if self._outage(record, failure):
+            return failure, OUTAGE
         step = self._next_step(record, 1, failure)
         if not isinstance(step, RetryInProcess):
             return failure, step
@@ -302,6 +339,8 @@ class RecordProcessor:
 
         def stop(state: RetryCallState) -> bool:
             failed = self._normalise(_failure_of(state))
+            if state.attempt_number > 1 and self._outage(record, failed):
+                return True
             return not isinstance(self._next_step(record, state.attempt_number, failed),
                                   RetryInProcess)
 
@@ -318,8 +357,15 @@ class RecordProcessor:
                     self._call(event, context)
         except HandlerError as exc:
             failure = self._normalise(exc)
+            if self._breaker is not None and self._breaker.is_open:
+                return failure, OUTAGE
             return failure, self._next_step(record, calls, failure)
         return None
+
+    def _outage(self, record: InboundRecord, failure: Failure) -> bool:
+        """Tell the breaker of a failed call; True if the downstream counts as down now."""
+        return self._breaker is not None and \
+            self._breaker.note_failure(record.key, failure.error_class, failure.retry_after_ms)
 
     def _next_step(self, record: InboundRecord, calls: int, failure: Failure) -> Step:
         """``decide_after_failure`` for ``record`` after its handler call ``calls`` failed."""
@@ -341,6 +387,8 @@ class RecordProcessor:
             cls = PermanentError if failure.classification is Classification.PERMANENT \
                 else TransientError
             raise cls(failure.message, error_class=failure.error_class) from exc
+        if self._breaker is not None:
+            self._breaker.note_success()
 
     def _timed_deliver(self, event: EventRecord, context: DeliveryContext) -> None:
         """One handler call, its duration recorded in the delivery-duration histogram."""
@@ -373,7 +421,10 @@ class RecordProcessor:
                        f"{type(exc).__name__}: {exc}")
 
     def _republish(self, record: InboundRecord, decision: RetryTo | DeadLetter,
-                   failure: Failure, dlq_reason: DlqReason | None) -> Republished:
+                   failure: Failure, dlq_reason: DlqReason | None) -> Republished | Held:
+        if isinstance(decision, DeadLetter) and self._guard is not None and \
+                not self._guard.admit(failure.error_class):
+            return Held(record, "flood_guard")
         now = self._clock.now_ms()
         incoming = record.headers
         if incoming.event_id is None and record.event is not None:
@@ -400,6 +451,7 @@ class RecordProcessor:
 def _with_event_identity(headers: RecordHeaders, record: InboundRecord) -> RecordHeaders:
     """Stamp the (non-PHI) event id and type, so DLQ tools can filter without decoding."""
     return replace(headers, event_id=record.event_id, event_type=record.event_type)
+
 
 def _without_identifying_values(message: str, event: EventRecord | None) -> str:
     """``message`` with the event's own names, birth date, phone and ids masked.

@@ -67,6 +67,8 @@ class InboundRecord:
     carried_span: Span | None = field(init=False, default=None)
     """The ``process`` span of that first call, which the lane's retries continue (only
     when an SDK tracer records spans)."""
+    probe: bool = field(init=False, default=False)
+    """Sent while the downstream breaker is open, to find out whether it is back."""
 
     def __post_init__(self) -> None:
         if self.event is not None:  # built decoded (tests, tools); the runner decodes later
@@ -152,4 +154,15 @@ class Republished:
     kind: Literal["retried", "dead_lettered"]
 
 
-Fate = Delivered | Duplicate | Republished
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Not decided: the downstream is down (breaker open) or dead letters are halted (flood
+    guard). Its offset stays unstored; it is processed again when the breaker closes, or
+    after a restart."""
+
+    record: InboundRecord
+    reason: Literal["outage", "flood_guard"]
+    kind: Literal["held"] = "held"
+
+
+Fate = Delivered | Duplicate | Republished | Held

@@ -29,7 +29,9 @@ from operator import attrgetter
 
 from consumer.errors import ClinicEventsError
 from consumer.observability.telemetry import EventOutcome, Telemetry
+from consumer.pipeline.breaker import BreakerStatus, OutageBreaker
 from consumer.pipeline.broker import BrokerError, ConsumerPort, Partition, ProducerPort
+from consumer.pipeline.flood_guard import DeadLetterGuard, Halt
 from consumer.pipeline.lanes import InlineLane, LaneFailure, Lanes
 from consumer.pipeline.offsets import OffsetBook, TopicPartitionKey
 from consumer.pipeline.outcome_buffer import PendingOutcomes
@@ -40,7 +42,7 @@ from consumer.pipeline.outcome_log import (
     outcome_logging_enabled,
 )
 from consumer.pipeline.pauses import PausedPartitions
-from consumer.pipeline.records import Fate, InboundRecord, Republished
+from consumer.pipeline.records import Fate, Held, InboundRecord, Republished
 from consumer.pipeline.undelivered import CHECK_INTERVAL_S, SeekBacks
 from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
@@ -65,7 +67,9 @@ class Runner:
                  lanes_factory: Callable[[Callable[[Republished, str | None], None]],
                                          Lanes | InlineLane],
                  outcomes: PendingOutcomes, clock: Clock, telemetry: Telemetry,
-                 max_in_flight: int = 5000, drain_timeout_s: float = 30.0) -> None:
+                 max_in_flight: int = 5000, drain_timeout_s: float = 30.0,
+                 breaker: OutageBreaker | None = None,
+                 guard: DeadLetterGuard | None = None) -> None:
         self._consumer = consumer
         self._producer = producer
         self._policy = policy
@@ -80,6 +84,11 @@ class Runner:
         self._undelivered_checked_at = float("-inf")  # clock.monotonic() of the last check
         self._throttled = False  # back-pressure holds every partition (max_in_flight)
         self._main_held: set[TopicPartitionKey] = set()  # main partitions over their share
+        self._breaker = breaker
+        self._guard = guard
+        self._system_held = False  # the downstream is down, or dead letters are halted
+        self._held: list[InboundRecord] = []  # waiting out an outage or a halt, in order
+        self._told_halt = False
         self._assigned: set[TopicPartitionKey] = set()
         self._acks: list[tuple[Republished, str | None]] = []
         self._acks_lock = threading.Lock()
@@ -97,6 +106,21 @@ class Runner:
     def assignment(self) -> frozenset[TopicPartitionKey]:
         """The (topic, partition) pairs this instance owns right now."""
         return frozenset(self._assigned)
+
+    @property
+    def downstream(self) -> BreakerStatus:
+        """The downstream breaker's state (closed when there is no breaker)."""
+        return self._breaker.status() if self._breaker is not None else BreakerStatus(False)
+
+    @property
+    def halt(self) -> Halt | None:
+        """Why dead letters are halted, if they are."""
+        return self._guard.halt if self._guard is not None else None
+
+    @property
+    def held(self) -> int:
+        """Events waiting out an outage or a halt (their offsets unstored)."""
+        return len(self._held)
 
     @property
     def waiting(self) -> frozenset[TopicPartitionKey]:
@@ -122,6 +146,7 @@ class Runner:
         try:
             while not self._stop.is_set() and self._fatal is None:
                 self._service()
+                self._watch_the_system()
                 self._summary.tick(self._clock.monotonic())
                 room = self._apply_backpressure()
                 records = self._consumer.consume(max(1, min(BATCH_SIZE, room)),
@@ -207,7 +232,7 @@ class Runner:
         if not self._paused:
             return
         due = self._paused.take_due(self._clock.now_ms())
-        if due and not self._throttled:
+        if due and not self._all_held():
             self._consumer.resume(due)
 
     def _poll_timeout_s(self) -> float:
@@ -229,7 +254,7 @@ class Runner:
         hold_all = in_flight >= (ceiling // 2 if self._throttled else ceiling)
         if hold_all != self._throttled:
             self._throttled = hold_all
-            self._hold(list(self._assigned), hold_all)
+            self._hold(list(self._assigned), self._all_held())
         share = self._share_main(in_flight, limit)
         if share is None:  # every main partition is held: only retry records come in
             return ceiling - in_flight
@@ -264,7 +289,7 @@ class Runner:
         share = max(1, limit // max(1, busy))
         held = [tp for tp in main if tp not in self._main_held and counts[tp] >= share]
         self._main_held.update(held)
-        if held and not self._throttled:
+        if held and not self._all_held():
             self._consumer.pause(held)
         self._release_main([tp for tp in self._main_held if counts.get(tp, 0) <= share // 2])
         if main and len(self._main_held) >= len(main):
@@ -275,12 +300,16 @@ class Runner:
         if not partitions:
             return
         self._main_held.difference_update(partitions)
-        if not self._throttled:
+        if not self._all_held():
             self._consumer.resume(partitions)
 
     def _partitions(self, *, tiers: bool) -> list[TopicPartitionKey]:
         """The assigned partitions of the retry tiers, or of the main topic."""
         return [tp for tp in self._assigned if (tp[0] in self._tier_by_topic) == tiers]
+
+    def _all_held(self) -> bool:
+        """Every partition is held: back-pressure at ``max_in_flight``, an outage, a halt."""
+        return self._throttled or self._system_held
 
     def _hold(self, partitions: list[TopicPartitionKey], hold: bool) -> None:
         """Pause ``partitions``, or resume those neither waiting for a due head nor over
@@ -290,6 +319,39 @@ class Runner:
         else:
             self._consumer.resume([tp for tp in partitions
                                    if tp not in self._paused and tp not in self._main_held])
+
+    def _watch_the_system(self) -> None:
+        """Hold everything while the downstream is down or dead letters are halted; probe
+        the downstream with one waiting event at a time; go on when it answers.
+
+        While the breaker is open and no event waits (a rebalance took them away), fetching
+        goes on: the next events wait without a call, and one of them is the probe.
+        """
+        halted = self._guard is not None and self._guard.halted
+        outage = self._breaker is not None and self._breaker.is_open
+        if halted and not self._told_halt:
+            self._told_halt = True
+            halt = self._guard.halt if self._guard is not None else None
+            LOG.error("dead letters halted: %s; every partition is held and nothing more is "
+                      "dead-lettered until the consumer is restarted (the events not decided "
+                      "are processed then)", halt.reason if halt else "")
+        hold = halted or (outage and bool(self._held))
+        if hold != self._system_held:
+            self._system_held = hold
+            self._hold(list(self._assigned), self._all_held())
+        if halted or not self._held:
+            return
+        if outage:
+            if self._breaker is not None and self._breaker.probe_due():
+                probe = self._held.pop(0)
+                probe.probe = True
+                self._dispatch([probe])
+            return
+        records, self._held = self._held, []
+        LOG.warning("downstream available again: %d waiting event(s) go on", len(records))
+        for record in records:
+            record.probe = False
+        self._dispatch(records)
 
     def _service(self, wait_s: float = 0.0) -> None:
         """Serve producer acks and lane results; store offsets that advanced."""
@@ -356,6 +418,10 @@ class Runner:
         counts: Counter[tuple[EventOutcome, str]] = Counter()
         completed: dict[TopicPartitionKey, list[int]] = {}
         delivered: list[InboundRecord] = []
+        held = [fate for fate in fates if fate.kind == "held"]
+        if held:
+            self._hold_back(held)
+            fates = [fate for fate in fates if fate.kind != "held"]
         # Fates come in runs of one partition (a lane's chunk keeps consumption order):
         # look the partition's list up once a run.
         run: tuple[str, int] = ("", -1)
@@ -368,7 +434,7 @@ class Runner:
             offsets.append(record.offset)
             if fate.kind == "delivered":
                 delivered.append(record)
-            else:
+            elif fate.kind != "held":
                 counts[(fate.kind, record.topic)] += 1
         for topic, count in Counter(map(_TOPIC_OF, delivered)).items():
             counts[("delivered", topic)] = count
@@ -389,6 +455,21 @@ class Runner:
                                         count=count)
         for tp, offsets in completed.items():
             self._complete(tp, offsets, advanced)
+
+    def _hold_back(self, held: list[Held]) -> None:
+        """Keep held events, in order, to go on when the breaker closes; a probe that found
+        the downstream still down goes back to the front."""
+        was_open = bool(self._held) or self._system_held
+        probes = [fate.record for fate in held if fate.record.probe]
+        waiting = [fate.record for fate in held if not fate.record.probe]
+        for record in probes:
+            record.probe = False
+        self._held = [*probes, *self._held, *waiting]
+        if not was_open and self._breaker is not None and self._breaker.is_open:
+            status = self._breaker.status()
+            LOG.warning("downstream unavailable: %s; holding every partition, probing with "
+                        "one waiting event at most every %d s", status.reason,
+                        max(1, round(self._breaker.probe_cap_ms() / 1000)))
 
     def _finish_republished(
         self, fate: Republished, advanced: dict[TopicPartitionKey, int]
@@ -464,6 +545,7 @@ class Runner:
         LOG.warning("lost %d partitions", len(partitions))
 
     def _forget(self, partitions: set[TopicPartitionKey]) -> None:
+        self._held = [r for r in self._held if (r.topic, r.partition) not in partitions]
         for tp in partitions:
             self._paused.forget(tp)
             self._seek_backs.forget(tp)
@@ -475,18 +557,30 @@ class Runner:
         """Finish in-flight records (of ``partitions``, or all) within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self._fatal is None:
-            pending = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
-            if pending == 0:
-                return
+            if self._unfinished(partitions) == 0:
+                break
             if self._hurry and self._lanes.idle():
                 break  # queued chunks were discarded: nothing more will finish
             self._producer.serve(0.01)
             self._service(wait_s=0.05)
         self._service()
-        pending = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
+        pending = self._unfinished(partitions)
         if pending:
             LOG.warning("%d records still in flight when the drain ended; they will be "
                         "redelivered (at-least-once)", pending)
+        held = [r for r in self._held
+                if partitions is None or (r.topic, r.partition) in partitions]
+        if held:
+            LOG.warning("%d event(s) waiting out the outage or the halt are left undecided; "
+                        "they are processed again at the next start", len(held))
+
+    def _unfinished(self, partitions: set[TopicPartitionKey] | None) -> int:
+        """Records in flight (of ``partitions``, or all) that may still finish: not those
+        held for an outage or a halt, which wait for a probe, or for a restart."""
+        in_flight = sum(self._book.in_flight(tp) for tp in (partitions or self._book.tracked()))
+        held = sum(1 for r in self._held
+                   if partitions is None or (r.topic, r.partition) in partitions)
+        return in_flight - held
 
     def _commit(self) -> None:
         try:
