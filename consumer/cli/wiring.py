@@ -114,6 +114,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     outcomes = PendingOutcomes(store)
     breaker = OutageBreaker(settings.breaker, clock)
     guard = DeadLetterGuard(settings.dead_letter)
+    telemetry.watch_the_system(lambda: breaker.is_open, lambda: guard.halted)
 
     def lanes_factory(
         on_republished: Callable[[Republished, str | None], None],

@@ -41,7 +41,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import Token
 from typing import Literal
@@ -49,6 +49,7 @@ from typing import Literal
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -64,9 +65,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from consumer.errors import ConfigError, HandlerError
 from consumer.observability.messaging import (
+    BREAKER_STATE,
     CONSUMED_MESSAGES,
     DELIVERY_DURATION,
     EVENTS,
+    FLOOD_GUARD_HALTED,
     PROCESS_DURATION,
     PROCESS_DURATION_BUCKETS_S,
     MessagingClient,
@@ -337,6 +340,27 @@ class Telemetry:
         self._process_duration = meter.create_histogram(
             PROCESS_DURATION, unit="s", description="Time spent in the handler per call",
             explicit_bucket_boundaries_advisory=PROCESS_DURATION_BUCKETS_S)
+        self._meter = meter
+
+    def watch_the_system(self, breaker_open: Callable[[], bool],
+                         halted: Callable[[], bool]) -> None:
+        """Gauges of the downstream breaker (0 closed, 2 open) and the flood guard (1 while
+        halted), read when a reader collects."""
+        attributes = {key: value for key, value in self._metric_base.items()
+                      if key in ("messaging.system", "messaging.consumer.group.name")}
+
+        def breaker(_options: CallbackOptions) -> Iterator[Observation]:
+            yield Observation(2 if breaker_open() else 0, attributes)
+
+        def guard(_options: CallbackOptions) -> Iterator[Observation]:
+            yield Observation(1 if halted() else 0, attributes)
+
+        self._meter.create_observable_gauge(
+            BREAKER_STATE, callbacks=[breaker],
+            description="The downstream breaker: 0 closed, 2 open (only probes are sent)")
+        self._meter.create_observable_gauge(
+            FLOOD_GUARD_HALTED, callbacks=[guard],
+            description="1 while the flood guard holds the stream after too many dead letters")
 
     def process_span(
         self,

@@ -441,7 +441,7 @@ class RecordProcessor:
         )
         kind = "retried" if isinstance(decision, RetryTo) else "dead_lettered"
         fate = Republished(record, decision, failure.error_class, kind)  # type: ignore[arg-type]
-        with self._telemetry.send_span(decision.topic, record.event_id):
+        with self._telemetry.send_span(decision.topic, record.event_id, key=record.key):
             wire = self._telemetry.headers_with_traceparent(encode_headers(headers))
             self._publisher.publish(decision.topic, record.key, record.value, wire,
                                     lambda error: self._on_republished(fate, error))

@@ -442,3 +442,27 @@ def test_without_an_sdk_a_trace_context_travels_as_under_the_apis_no_op_tracer(
         assert got[0] is None
 
 
+
+
+def test_the_breaker_and_flood_guard_states_are_gauges() -> None:
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(meter_provider=MeterProvider(metric_readers=[reader]))
+    state = {"open": False, "halted": False}
+    telemetry.watch_the_system(lambda: state["open"], lambda: state["halted"])
+
+    def values() -> dict[str, float]:
+        data = reader.get_metrics_data()
+        assert data is not None
+        found = {}
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    point = m.data.data_points[0]
+                    if m.name.startswith(("clinic_events.breaker", "clinic_events.flood")):
+                        assert isinstance(point, NumberDataPoint)
+                        found[m.name] = point.value
+        return found
+
+    assert values() == {"clinic_events.breaker.state": 0, "clinic_events.flood_guard.halted": 0}
+    state.update(open=True, halted=True)
+    assert values() == {"clinic_events.breaker.state": 2, "clinic_events.flood_guard.halted": 1}
