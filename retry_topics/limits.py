@@ -31,6 +31,7 @@ class BreakerPolicy:
     first_probe_ms: int = 1_000
     max_probe_ms: int = 8_000
     systemic: tuple[str, ...] = SYSTEMIC_ERRORS
+    error_after_ms: int = 900_000  # ``lag`` says ERR, not WARN, once it has been down this long
 
     def __post_init__(self) -> None:
         for name in ("window_calls", "min_failures", "min_keys", "first_probe_ms",

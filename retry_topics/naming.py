@@ -45,7 +45,7 @@ _LEGAL = re.compile(r"[a-zA-Z0-9._-]+")
 #: ``.dlq-ledger``, ``.audit``.
 _DERIVED = re.compile(
     r"\.(?:(?P<retry>retry)\.(?:\d+(?:ms|s|m|h|d))+|(?P<dlq>dlq)|(?P<ledger>dlq-ledger)"
-    r"|(?P<audit>audit))$")
+    r"|(?P<audit>audit)|(?P<status>status))$")
 
 
 def validate_topic_name(name: str) -> str:
@@ -95,9 +95,16 @@ def audit_topic_name(main: str) -> str:
     return validate_topic_name(f"{main}.audit")
 
 
+def status_topic_name(main: str) -> str:
+    """Name of the compacted topic where each ``run`` of ``main`` states whether its
+    downstream is down or its dead letters are halted (read by ``lag``)."""
+    validate_topic_name(main)
+    return validate_topic_name(f"{main}.status")
+
+
 def derived_kind(name: str) -> str | None:
-    """``retry``, ``dlq``, ``ledger`` or ``audit`` if ``name`` has the form of a topic derived
-    from some main topic, else ``None``.
+    """``retry``, ``dlq``, ``ledger``, ``audit`` or ``status`` if ``name`` has the form of a
+    topic derived from some main topic, else ``None``.
 
     Why: such a topic is never a main topic. Publishing to one would hand consumers records
     without the headers that topic's records carry, and treating it as a main topic would

@@ -35,6 +35,7 @@ from consumer.kafka.access import KafkaAccessRefused
 from consumer.kafka.group_offsets import GroupQueryError
 from consumer.kafka.lag_probe import DEFAULT_SCAN_CAP, LagProbe
 from consumer.kafka.lag_probe import Progress as OnProgress
+from consumer.observability.printable import printable
 from consumer.ops.lag.history import HistoryFile, default_history_file
 from consumer.ops.lag.model import (
     GroupReport,
@@ -132,7 +133,8 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
     if not watch:
         _refuse_pacing_without_watch(ctx)
     settings = settings_from(config_path)
-    rules = LagRules(window_ms=window, grace_ms=grace)
+    rules = LagRules(window_ms=window, grace_ms=grace,
+                     outage_error_ms=settings.breaker.error_after_ms)
     trend = _Trend(settings, state_dir, not no_history, window)
     console = Console()
     interactive = console.is_terminal and not as_json
@@ -230,6 +232,9 @@ def render(report: GroupReport) -> Group:
     """The human view: per topic, a total row and one row per lagging or unhealthy partition."""
     parts: list[RenderableType] = [Text.assemble(
         f"group {report.group}: {report.members} member(s), overall ", _status(report.status))]
+    for reason in report.system_reasons:
+        parts.append(Text.assemble(("run  ", "bold"), _status(report.system_status), "  ",
+                                   printable(reason)))
     for topic in report.topics:
         title = Text.assemble((topic.topic, "bold"), f"  {topic.kind}  ", _status(topic.status))
         if not topic.exists:

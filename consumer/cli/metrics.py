@@ -86,7 +86,8 @@ class LagSampler:
 
     def sample_once(self, probe: LagProbe) -> None:
         """One sample, judged as ``lag`` judges it, into the gauges."""
-        report = evaluate(probe.sample(), [], LagRules())
+        report = evaluate(probe.sample(), [], LagRules(
+            outage_error_ms=self._settings.breaker.error_after_ms))
         self.gauges.update(report)
         if self._failing:
             LOG.info("lag metrics: sampling works again")

@@ -8,6 +8,9 @@ unreachable store stops start-up with a configuration error before Kafka is touc
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
@@ -22,6 +25,7 @@ from consumer.kafka.admin_session import ensure_topics_logged
 from consumer.kafka.clients import KafkaPublisher, build_consumer, build_producer
 from consumer.kafka.group_consumer import KafkaGroupConsumer
 from consumer.kafka.group_offsets import GroupOffsets, GroupQueryError, leftover_tiers
+from consumer.kafka.status import KafkaStatusBoard
 from consumer.observability.messaging import MessagingClient
 from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.breaker import OutageBreaker
@@ -33,7 +37,7 @@ from consumer.pipeline.records import Republished
 from consumer.pipeline.runner import Runner
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.durations import format_duration
-from retry_topics.naming import retry_tier_delay_ms
+from retry_topics.naming import retry_tier_delay_ms, status_topic_name
 
 LOG = logging.getLogger("clinic_events.app")
 
@@ -87,6 +91,12 @@ def messaging_client(settings: Settings) -> MessagingClient:
                               group=settings.kafka.group_id, main_topic=settings.topics.main)
 
 
+def instance_name() -> str:
+    """How this ``run`` is named on the status topic: host, process and a random suffix (a
+    restarted process states afresh)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
                  tracer_provider: TracerProvider | None = None,
                  meter_provider: MeterProvider | None = None, clock: Clock | None = None,
@@ -133,5 +143,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     runner = Runner(consumer=consumer, producer=publisher, policy=settings.retry,
                     lanes_factory=lanes_factory, outcomes=outcomes, clock=clock,
                     telemetry=telemetry, drain_timeout_s=drain_timeout_s,
-                    breaker=breaker, guard=guard)
+                    breaker=breaker, guard=guard,
+                    status=KafkaStatusBoard(publisher, status_topic_name(settings.topics.main)),
+                    instance=instance_name())
     return Assembly(runner=runner, handler=handler, store=store)

@@ -134,6 +134,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "first_probe": "1s",
         "max_probe": "8s",
         "systemic_errors": list(SYSTEMIC_ERRORS),
+        "error_after": "15m",
     },
     "dead_letter": {"max_consecutive": 20, "max_ratio": 0.5, "window": 100},
 }
@@ -593,6 +594,7 @@ def _build_breaker(breaker: dict[str, Any]) -> BreakerPolicy:
             first_probe_ms=_positive_duration("breaker", "first_probe", breaker["first_probe"]),
             max_probe_ms=_positive_duration("breaker", "max_probe", breaker["max_probe"]),
             systemic=tuple(errors),
+            error_after_ms=_positive_duration("breaker", "error_after", breaker["error_after"]),
         )
     except RetryTopicsError as exc:
         raise ConfigError(str(exc)) from exc

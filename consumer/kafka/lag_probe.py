@@ -39,6 +39,7 @@ from consumer.config.settings import Settings
 from consumer.kafka.client_log import ClientLog
 from consumer.kafka.clients import kafka_client, message_headers
 from consumer.kafka.group_offsets import GroupOffsets, leftover_tiers
+from consumer.kafka.status import read_states
 from consumer.ops.lag.model import (
     GroupSample,
     PartitionSample,
@@ -137,7 +138,8 @@ class LagProbe:
                                        partitions=tuple(parts),
                                        configured=name not in leftovers))
         return GroupSample(group=self._group, taken_at_ms=now_ms, members=members,
-                           topics=tuple(samples))
+                           topics=tuple(samples),
+                           system=tuple(read_states(self._settings, self._timeout)))
 
     def _plan(self, kind: TopicKind, committed: int | None, beginning: int,
               end: int) -> _Scan | None:

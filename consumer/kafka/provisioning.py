@@ -1,4 +1,5 @@
-"""Creating the topics a retry policy needs: main, one per retry tier, DLQ, ledger and audit.
+"""Creating the topics a retry policy needs: main, one per retry tier, DLQ, ledger, audit
+and status.
 
 The only module of this package that talks to Kafka (through confluent-kafka's AdminClient).
 It is idempotent: topics that exist are reported, not recreated. An existing main, retry or
@@ -25,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from consumer.errors import ClinicEventsError, KafkaUnreachable
-from retry_topics.naming import audit_topic_name, dlq_ledger_topic_name
+from retry_topics.naming import audit_topic_name, dlq_ledger_topic_name, status_topic_name
 from retry_topics.policy import RetryPolicy
 
 __all__ = [
@@ -93,6 +94,7 @@ def planned_topics(policy: RetryPolicy, partitions: int) -> dict[str, tuple[int,
     plan[policy.dlq_topic] = (partitions, {"retention.ms": str(DLQ_RETENTION_MS)})
     plan[dlq_ledger_topic_name(policy.main_topic)] = (1, {"cleanup.policy": "compact"})
     plan[audit_topic_name(policy.main_topic)] = (1, {"retention.ms": "-1"})
+    plan[status_topic_name(policy.main_topic)] = (1, {"cleanup.policy": "compact"})
     return plan
 
 

@@ -168,7 +168,8 @@ def settings_for_topic(settings: Settings, topic: str | None) -> Settings:
     kind = derived_kind(topic)
     if kind is not None:
         what = {"retry": "a retry tier", "dlq": "a dead-letter topic",
-                "ledger": "a dead-letter ledger", "audit": "an audit topic"}[kind]
+                "ledger": "a dead-letter ledger", "audit": "an audit topic",
+                "status": "a status topic"}[kind]
         raise ConfigError(f"--topic: {topic} is {what} (by its name), not a main topic; "
                           f"publish to a main topic such as {settings.topics.main}")
     try:

@@ -22,6 +22,7 @@ from typing import Protocol
 from consumer.errors import ClinicEventsError
 from consumer.pipeline.offsets import TopicPartitionKey
 from consumer.pipeline.records import InboundRecord
+from retry_topics.system_state import SystemState
 
 Partition = TopicPartitionKey
 
@@ -97,3 +98,10 @@ class ProducerPort(Protocol):
 
     def close(self) -> None:
         """Release the client."""
+
+
+class StatusBoard(Protocol):
+    """Where an instance states its condition (the status topic at the edge)."""
+
+    def state(self, state: SystemState) -> None:
+        """Publish ``state``, keyed by its instance; a failure is the board's to log."""

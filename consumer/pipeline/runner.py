@@ -30,7 +30,13 @@ from operator import attrgetter
 from consumer.errors import ClinicEventsError
 from consumer.observability.telemetry import EventOutcome, Telemetry
 from consumer.pipeline.breaker import BreakerStatus, OutageBreaker
-from consumer.pipeline.broker import BrokerError, ConsumerPort, Partition, ProducerPort
+from consumer.pipeline.broker import (
+    BrokerError,
+    ConsumerPort,
+    Partition,
+    ProducerPort,
+    StatusBoard,
+)
 from consumer.pipeline.flood_guard import DeadLetterGuard, Halt
 from consumer.pipeline.lanes import InlineLane, LaneFailure, Lanes
 from consumer.pipeline.offsets import OffsetBook, TopicPartitionKey
@@ -48,6 +54,7 @@ from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
 from retry_topics.policy import RetryPolicy, RetryTier, tier_labels
 from retry_topics.routing import RetryTo
+from retry_topics.system_state import RESTATE_MS, Condition, SystemState
 
 LOG = logging.getLogger("clinic_events.runner")
 _TOPIC_OF = attrgetter("topic")
@@ -69,7 +76,8 @@ class Runner:
                  outcomes: PendingOutcomes, clock: Clock, telemetry: Telemetry,
                  max_in_flight: int = 5000, drain_timeout_s: float = 30.0,
                  breaker: OutageBreaker | None = None,
-                 guard: DeadLetterGuard | None = None) -> None:
+                 guard: DeadLetterGuard | None = None,
+                 status: StatusBoard | None = None, instance: str = "") -> None:
         self._consumer = consumer
         self._producer = producer
         self._policy = policy
@@ -89,6 +97,9 @@ class Runner:
         self._system_held = False  # the downstream is down, or dead letters are halted
         self._held: list[InboundRecord] = []  # waiting out an outage or a halt, in order
         self._told_halt = False
+        self._status = status
+        self._instance = instance
+        self._stated: SystemState | None = None
         self._assigned: set[TopicPartitionKey] = set()
         self._acks: list[tuple[Republished, str | None]] = []
         self._acks_lock = threading.Lock()
@@ -335,6 +346,7 @@ class Runner:
             LOG.error("dead letters halted: %s; every partition is held and nothing more is "
                       "dead-lettered until the consumer is restarted (the events not decided "
                       "are processed then)", halt.reason if halt else "")
+        self._state_condition(halted, outage)
         hold = halted or (outage and bool(self._held))
         if hold != self._system_held:
             self._system_held = hold
@@ -455,6 +467,33 @@ class Runner:
                                         count=count)
         for tp, offsets in completed.items():
             self._complete(tp, offsets, advanced)
+
+    def _state_condition(self, halted: bool, outage: bool, *, stopping: bool = False) -> None:
+        """Tell the status board when the condition changes, and again every
+        ``RESTATE_MS`` while it is not ``ok`` (a stopping instance states ``ok``: it no
+        longer holds anything)."""
+        if self._status is None:
+            return
+        now = self._clock.now_ms()
+        condition: Condition = "ok"
+        since, reason = now, ""
+        if halted and not stopping and self._guard is not None and self._guard.halt:
+            condition, reason = "halted", self._guard.halt.reason
+        elif outage and not stopping and self._breaker is not None:
+            downstream = self._breaker.status()
+            condition, reason = "outage", downstream.reason
+            since = downstream.since_ms or now
+        last = self._stated
+        if last is not None and last.condition == condition and (
+                condition == "ok" or now - last.stated_at_ms < RESTATE_MS):
+            return
+        if last is None and condition == "ok" and not stopping:
+            return  # nothing to say yet: a healthy instance states nothing until it is not
+        if last is not None and last.condition == condition:
+            since = last.since_ms
+        self._stated = SystemState(instance=self._instance, condition=condition, since_ms=since,
+                                   reason=reason, stated_at_ms=now, waiting=len(self._held))
+        self._status.state(self._stated)
 
     def _hold_back(self, held: list[Held]) -> None:
         """Keep held events, in order, to go on when the breaker closes; a probe that found
@@ -591,6 +630,8 @@ class Runner:
     def _shutdown(self) -> None:
         self._drain(None, self._drain_timeout_s)
         self._drained = True
+        if self._stated is not None:
+            self._state_condition(False, False, stopping=True)
         self._producer.flush(self._drain_timeout_s)
         self._service()
         self._step_over_undelivered(self._assigned)

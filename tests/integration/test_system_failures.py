@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -81,8 +82,9 @@ def test_a_45_second_outage_dead_letters_nothing_and_probes_gently(
 def test_every_call_answering_404_halts_at_the_limit_and_resumes_after_the_fix(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    """delivery.url points at a wrong path: 20 dead letters, then `run` halts and says why;
-    with the URL fixed and `run` restarted, the other 280 events are delivered."""
+    """delivery.url points at a wrong path: 20 dead letters, then `run` halts and says why,
+    and `lag` shows STOP with that reason; with the URL fixed and `run` restarted, the other
+    280 events are delivered."""
     events = [new_event() for _ in range(300)]
     with DownstreamSimulator(FailurePlan()) as simulator:
         base = simulator.events_url.rsplit("/", 1)[0]
@@ -95,7 +97,12 @@ def test_every_call_answering_404_halts_at_the_limit_and_resumes_after_the_fix(
         try:
             assert wait_until(lambda: "dead letters halted" in log.read_text(), 60), \
                 log.read_text()[-2000:]
-            time.sleep(2)
+            time.sleep(2)  # halted: nothing more may be dead-lettered meanwhile
+            lag = run_cli(tmp_path, "lag", "--config", str(wrong), "--json", "--no-history")
+            assert lag.returncode == 3, lag.stderr  # STOP
+            system = json.loads(lag.stdout)["system"]
+            assert system["status"] == "STOP"
+            assert "check delivery.url" in system["reasons"][0]
         finally:
             run.terminate()
             run.wait(30)

@@ -15,6 +15,7 @@ from retry_topics.naming import (
     dlq_ledger_topic_name,
     dlq_topic_name,
     retry_topic_name,
+    status_topic_name,
 )
 from tests.integration.harness import run_cli, write_config
 
@@ -33,7 +34,8 @@ def test_ensure_creates_every_topic_once_and_refuses_too_few_partitions(
 ) -> None:
     main = topic_prefix
     wanted = [main, retry_topic_name(main, 5_000), retry_topic_name(main, 30_000),
-              dlq_topic_name(main), dlq_ledger_topic_name(main), audit_topic_name(main)]
+              dlq_topic_name(main), dlq_ledger_topic_name(main), audit_topic_name(main),
+              status_topic_name(main)]
 
     code, report, _ = _ensure(tmp_path, kafka_bootstrap, main, partitions=3)
     assert code == 0
@@ -42,7 +44,7 @@ def test_ensure_creates_every_topic_once_and_refuses_too_few_partitions(
     topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=30).topics
     partitions = {name: len(topics[name].partitions) for name in wanted}
     assert partitions == {**dict.fromkeys(wanted, 3), audit_topic_name(main): 1,
-                          dlq_ledger_topic_name(main): 1}
+                          dlq_ledger_topic_name(main): 1, status_topic_name(main): 1}
 
     code, report, _ = _ensure(tmp_path, kafka_bootstrap, main, partitions=3)
     assert code == 0

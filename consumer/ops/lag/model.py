@@ -30,11 +30,14 @@ rule is what detects a stuck tier.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from itertools import pairwise
 from typing import Any, Literal
+
+from retry_topics.system_state import SystemState
 
 TopicKind = Literal["main", "retry", "dlq"]
 PartitionKey = tuple[str, int]
@@ -81,6 +84,7 @@ class GroupSample:
     taken_at_ms: int
     members: int
     topics: tuple[TopicSample, ...]
+    system: tuple[SystemState, ...] = ()  # what each run instance stated of itself
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +99,7 @@ class HistoryPoint:
 class LagRules:
     window_ms: int = 300_000
     grace_ms: int = 30_000
+    outage_error_ms: int = 900_000  # a downstream down this long is ERR, not WARN
 
     def __post_init__(self) -> None:
         if self.window_ms <= 0 or self.grace_ms < 0:
@@ -154,11 +159,13 @@ class GroupReport:
     taken_at_ms: int
     members: int
     topics: tuple[TopicReport, ...]
+    system_status: Status = Status.OK  # the run instances' own word: outage, halt
+    system_reasons: tuple[str, ...] = ()
     status: Status = field(init=False)
 
     def __post_init__(self) -> None:
         worst = max((t.status for t in self.topics), default=Status.OK)
-        object.__setattr__(self, "status", worst)
+        object.__setattr__(self, "status", max(worst, self.system_status))
 
 
 def _max(values: Any) -> int | None:
@@ -184,8 +191,35 @@ def evaluate(sample: GroupSample, history: Sequence[HistoryPoint], rules: LagRul
     earlier = sorted((h for h in history if since <= h.taken_at_ms < sample.taken_at_ms),
                      key=lambda h: h.taken_at_ms)
     topics = tuple(_evaluate_topic(sample, topic, earlier, rules) for topic in sample.topics)
+    system_status, system_reasons = _evaluate_system(sample, rules)
     return GroupReport(group=sample.group, taken_at_ms=sample.taken_at_ms,
-                       members=sample.members, topics=topics)
+                       members=sample.members, topics=topics, system_status=system_status,
+                       system_reasons=system_reasons)
+
+
+def _evaluate_system(sample: GroupSample, rules: LagRules) -> tuple[Status, tuple[str, ...]]:
+    """What the running instances say of their downstream and their dead letters.
+
+    Halted dead letters are STOP (nothing moves until an operator acts); a downstream down
+    is WARN, and ERR once it has been down for ``outage_error_ms``. States not restated
+    lately belong to instances that are gone and are left out.
+    """
+    now = sample.taken_at_ms
+    status, reasons = Status.OK, []
+    for state in sorted(sample.system, key=lambda s: s.instance):
+        if not state.current(now):
+            continue
+        waiting = f"; {state.waiting} event(s) wait" if state.waiting else ""
+        if state.condition == "halted":
+            status = Status.STOP
+            reasons.append(f"{state.instance}: dead letters halted: {state.reason}{waiting}")
+        else:
+            down_ms = now - state.since_ms
+            status = max(status, Status.ERR if down_ms >= rules.outage_error_ms else Status.WARN)
+            since = time.strftime("%H:%M", time.localtime(state.since_ms / 1000))
+            reasons.append(f"{state.instance}: downstream unavailable since {since} "
+                           f"({state.reason}){waiting}")
+    return status, tuple(reasons)
 
 
 def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[HistoryPoint],
@@ -278,6 +312,8 @@ def report_to_json(report: GroupReport) -> dict[str, Any]:
         "status": report.status.name,
         "taken_at_ms": report.taken_at_ms,
         "members": report.members,
+        "system": {"status": report.system_status.name,
+                   "reasons": list(report.system_reasons)},
         "topics": [
             {
                 "topic": t.topic, "kind": t.kind, "exists": t.exists, "status": t.status.name,

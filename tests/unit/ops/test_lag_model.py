@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from consumer.ops.lag.model import (
     report_to_json,
     to_history_point,
 )
+from retry_topics.system_state import STALE_MS, SystemState
 
 NOW = 1_800_000_000_000
 RULES = LagRules(window_ms=300_000, grace_ms=30_000)
@@ -228,3 +230,49 @@ def test_the_table_names_an_empty_leftover_tier_as_such() -> None:
     text = console.export_text()
     assert "m.retry.30s  retry  OK  not in [retry] delays, and empty: delete the topic" in text
     assert "m.retry.1m  retry  OK  nothing waiting" in text
+
+
+def _stated(condition: str, *, since_ago_ms: int = 60_000, stated_ago_ms: int = 1_000,
+            reason: str = "45 of the last 50 calls failed (503)") -> SystemState:
+    return SystemState(instance="host:1:abc", condition=condition,  # type: ignore[arg-type]
+                       since_ms=NOW - since_ago_ms, reason=reason,
+                       stated_at_ms=NOW - stated_ago_ms, waiting=12)
+
+
+def _with_system(*states: SystemState) -> GroupSample:
+    return replace(_main(_part(10, 10)), system=states)
+
+
+def test_a_downstream_down_is_warn_then_err_after_the_configured_time() -> None:
+    warn = evaluate(_with_system(_stated("outage", since_ago_ms=60_000)), [], RULES)
+    assert warn.status is Status.WARN
+    assert "downstream unavailable since" in warn.system_reasons[0]
+    assert "(45 of the last 50 calls failed (503)); 12 event(s) wait" in warn.system_reasons[0]
+    err = evaluate(_with_system(_stated("outage", since_ago_ms=RULES.outage_error_ms)), [],
+                   RULES)
+    assert err.status is Status.ERR
+
+
+def test_halted_dead_letters_are_stop_with_the_reason() -> None:
+    report = evaluate(_with_system(_stated(
+        "halted", reason="20 dead letters in a row, every one answered 404: check delivery.url")),
+        [], RULES)
+    assert report.status is Status.STOP
+    assert "check delivery.url" in report.system_reasons[0]
+    document = report_to_json(report)
+    assert document["system"]["status"] == "STOP"
+    assert document["system"]["reasons"] == list(report.system_reasons)
+
+
+def test_states_of_instances_that_stopped_restating_are_left_out() -> None:
+    gone = _stated("halted", stated_ago_ms=STALE_MS + 1)
+    healthy = _stated("ok")
+    assert evaluate(_with_system(gone, healthy), [], RULES).status is Status.OK
+
+
+def test_a_state_survives_the_wire_and_garbage_is_no_state() -> None:
+    state = _stated("outage")
+    assert SystemState.from_json(state.to_json()) == state
+    assert SystemState.from_json(b"not json") is None
+    assert SystemState.from_json(b'{"instance": "x", "condition": "melted", "since_ms": 1, '
+                                 b'"reason": "", "stated_at_ms": 1}') is None

@@ -36,6 +36,7 @@ from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.limits import BreakerPolicy, FloodGuardPolicy
 from retry_topics.policy import InProcessRetry, RetryPolicy
+from retry_topics.system_state import RESTATE_MS, SystemState
 from tests.unit.sample_events import sample_event
 
 MAIN = "clinic.events"
@@ -70,10 +71,24 @@ class Downstream:
 
 
 @dataclass
+class Board:
+    """Keeps what the runner stated, in order."""
+
+    states: list[SystemState] = field(default_factory=list)
+
+    def state(self, state: SystemState) -> None:
+        self.states.append(state)
+
+    def conditions(self) -> list[str]:
+        return [state.condition for state in self.states]
+
+
+@dataclass
 class World:
     clock: ManualClock
     broker: MemoryBroker
     downstream: Downstream
+    board: Board = field(default_factory=Board)
     policy: RetryPolicy = field(default_factory=lambda: RetryPolicy(
         main_topic=MAIN, delays_ms=DELAYS_MS, in_process=InProcessRetry(attempts=1)))
 
@@ -106,7 +121,8 @@ class World:
         return Runner(consumer=MemoryConsumer(self.broker), producer=producer,
                       policy=self.policy, lanes_factory=lanes, outcomes=outcomes,
                       clock=self.clock, telemetry=telemetry, drain_timeout_s=0.1,
-                      breaker=the_breaker, guard=the_guard)
+                      breaker=the_breaker, guard=the_guard, status=self.board,
+                      instance="test:1")
 
     def dead_letters(self) -> list[str]:
         return [record.key.decode() for _, _, record in self.broker.records(DLQ)
@@ -175,6 +191,13 @@ def test_a_30_minute_outage_dead_letters_nothing_and_spends_no_retry_budget(
     assert runner.stats["retried"] <= 5, "the outage spent retry budget"
     assert "downstream unavailable" in caplog.text
     assert "downstream available again" in caplog.text
+    # stated when it opened, restated every 30 s while open, ok once it closed
+    conditions = world.board.conditions()
+    assert conditions[0] == "outage"
+    assert conditions.count("outage") >= outage_ms // RESTATE_MS - 1
+    assert conditions[-1] == "ok"
+    assert {s.since_ms for s in world.board.states if s.condition == "outage"} == {
+        world.board.states[0].since_ms}
 
 
 def test_one_event_failing_while_the_others_succeed_goes_through_the_tiers() -> None:
@@ -208,6 +231,8 @@ def test_a_stream_failing_permanently_halts_at_the_limit_and_loses_nothing(
 
     _run_until(runner, world.broker, halted)
     assert len(world.dead_letters()) == 20
+    assert world.board.conditions() == ["halted", "ok"]  # ok: the instance stopped
+    assert "check delivery.url" in world.board.states[0].reason
     assert "every one answered 404: check delivery.url" in caplog.text
     assert len(world.downstream.calls) <= 21 + 3  # the 21st call, and one per lane at most
 

@@ -1,0 +1,79 @@
+"""The status topic: each ``run`` instance's condition, as ``lag`` reads it.
+
+The runner states its condition (``retry_topics.system_state.SystemState``) through
+``KafkaStatusBoard``, keyed by its instance, on the compacted topic
+``<main>.status``; ``read_states`` reads the latest state of every instance back. A state
+that cannot be published is logged and dropped: telling operators must never hold up
+events.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from consumer.config.settings import Settings
+from consumer.kafka.clients import KafkaPublisher, kafka_client, kafka_reason
+from retry_topics.naming import status_topic_name
+from retry_topics.system_state import SystemState
+
+LOG = logging.getLogger("clinic_events.status")
+
+
+class KafkaStatusBoard:
+    """``StatusBoard`` over the run's publisher; acks are served by the run loop."""
+
+    def __init__(self, publisher: KafkaPublisher, topic: str) -> None:
+        self._publisher = publisher
+        self._topic = topic
+
+    def state(self, state: SystemState) -> None:
+        def acked(error: str | None) -> None:
+            if error is not None:
+                LOG.warning("could not state %s on %s: %s", state.condition, self._topic, error)
+
+        self._publisher.publish(self._topic, state.instance.encode(), state.to_json(), [],
+                                acked)
+
+
+def read_states(settings: Settings, timeout_s: float = 10.0) -> list[SystemState]:
+    """The latest state of every instance that stated one (empty if the topic is missing)."""
+    topic = status_topic_name(settings.topics.main)
+    overrides: dict[str, Any] = {
+        "group.id": f"{settings.kafka.group_id}.status-reader.{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "enable.partition.eof": True, "auto.offset.reset": "earliest",
+    }
+    reader: Consumer = kafka_client(Consumer, settings.consumer_config(**overrides), "consumer")
+    try:
+        try:
+            metadata = reader.list_topics(topic, timeout=timeout_s)
+        except KafkaException as exc:
+            LOG.debug("could not read %s: %s", topic, kafka_reason(exc))
+            return []
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            return []
+        partitions = list(found.partitions)
+        reader.assign([TopicPartition(topic, p, 0) for p in partitions])
+        latest: dict[bytes, SystemState | None] = {}
+        open_partitions = set(partitions)
+        while open_partitions:
+            messages = reader.consume(500, timeout_s)
+            if not messages:
+                break
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        open_partitions.discard(message.partition())
+                    continue
+                value = message.value()
+                latest[message.key() or b""] = (SystemState.from_json(value)
+                                                 if value is not None else None)
+        return [state for state in latest.values() if state is not None]
+    finally:
+        reader.close()
