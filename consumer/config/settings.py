@@ -137,6 +137,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "error_after": "15m",
     },
     "dead_letter": {"max_consecutive": 20, "max_ratio": 0.5, "window": 100},
+    "serve": {
+        "host": "127.0.0.1",
+        "port": 8088,
+        "public_url": None,
+        "trace_url": None,
+        "users": [],
+        "session_secret": None,
+        "session_ttl": "8h",
+        "downstream_name": "EHR",
+    },
 }
 
 
@@ -183,6 +193,40 @@ class MetricsSettings:
     lag_interval_ms: int = 15_000
 
 
+SERVE_ROLES = ("viewer", "operator")
+TRACE_ID_PLACEHOLDER = "{trace_id}"
+MIN_SESSION_SECRET = 32
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeUser:
+    """One person who may sign in to the review page; the password only as an argon2 hash."""
+
+    name: str
+    password_hash: str = field(repr=False)
+    role: str  # one of SERVE_ROLES: a viewer reads, an operator also replays, discards, reveals
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeSettings:
+    """``[serve]``: the review page (``clinic-events serve``).
+
+    ``public_url`` is the address people reach it at (links in notifications, secure
+    cookies when it is https); ``trace_url`` a trace viewer's address with ``{trace_id}``;
+    ``session_secret`` signs session cookies (None: a random one per start, so a restart
+    signs everyone out).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+    public_url: str | None = None
+    trace_url: str | None = None
+    users: tuple[ServeUser, ...] = ()
+    session_secret: str | None = field(default=None, repr=False)
+    session_ttl_ms: int = 8 * 3_600_000
+    downstream_name: str = "EHR"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the application needs, validated."""
@@ -196,6 +240,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     dead_letter: FloodGuardPolicy = field(default_factory=FloodGuardPolicy)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     source: str = "defaults"  # where the file came from, for messages
 
     def consumer_config(self, defaults: Mapping[str, Any] | None = None, /,
@@ -472,6 +517,7 @@ def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
         metrics=_build_metrics(merged["metrics"]),
         breaker=_build_breaker(merged["breaker"]),
         dead_letter=_build_dead_letter(merged["dead_letter"]),
+        serve=_build_serve(merged["serve"]),
         source=source,
     )
 
@@ -611,6 +657,61 @@ def _build_dead_letter(dead_letter: dict[str, Any]) -> FloodGuardPolicy:
         )
     except RetryTopicsError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _build_serve(serve: dict[str, Any]) -> ServeSettings:
+    """``[serve]``: where the review page listens, who may sign in, where links point."""
+    port = serve["port"]
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"serve.port must be a TCP port, 1 to 65535, got {serve['port']!r}")
+    public_url, trace_url = serve["public_url"] or None, serve["trace_url"] or None
+    for key, url in (("public_url", public_url), ("trace_url", trace_url)):
+        if url is not None and (not isinstance(url, str)
+                                or not url.startswith(("http://", "https://"))):
+            raise ConfigError(f"serve.{key} must be an http:// or https:// URL, got {url!r}")
+    if trace_url is not None and TRACE_ID_PLACEHOLDER not in trace_url:
+        raise ConfigError(f"serve.trace_url must contain {TRACE_ID_PLACEHOLDER} where the "
+                          "trace id goes, e.g. \"http://127.0.0.1:16686/trace/{trace_id}\", "
+                          f"got {trace_url!r}")
+    secret = serve["session_secret"] or None
+    if secret is not None and (not isinstance(secret, str) or len(secret) < MIN_SESSION_SECRET):
+        raise ConfigError(f"serve.session_secret must be at least {MIN_SESSION_SECRET} "
+                          "characters (python -c 'import secrets; print(secrets.token_hex(32))')")
+    return ServeSettings(
+        host=_str("serve", "host", serve["host"]), port=port,
+        public_url=public_url.rstrip("/") if public_url else None, trace_url=trace_url,
+        users=_serve_users(serve["users"]), session_secret=secret,
+        session_ttl_ms=_positive_duration("serve", "session_ttl", serve["session_ttl"]),
+        downstream_name=_str("serve", "downstream_name", serve["downstream_name"]),
+    )
+
+
+def _serve_users(users: Any) -> tuple[ServeUser, ...]:
+    """``[serve] users``: a list of ``{ name, password_hash, role }`` tables, names unique."""
+    example = ('users = [{ name = "ana", password_hash = "$argon2id$...", role = "operator" }] '
+               "(clinic-events serve hash-password makes the hash)")
+    if not isinstance(users, list):
+        raise ConfigError(f"serve.users must be a list of tables: {example}")
+    found: dict[str, ServeUser] = {}
+    for index, user in enumerate(users):
+        where = f"serve.users[{index}]"
+        if not isinstance(user, dict) or set(user) != {"name", "password_hash", "role"}:
+            raise ConfigError(f"{where} must be a table with exactly name, password_hash, "
+                              f"role: {example}")
+        name = _str("serve", f"users[{index}].name", user["name"])
+        if user["role"] not in SERVE_ROLES:
+            raise ConfigError(f"{where}.role must be one of {', '.join(SERVE_ROLES)}, "
+                              f"got {user['role']!r}")
+        digest = user["password_hash"]
+        if not isinstance(digest, str) or not digest.startswith("$argon2"):
+            raise ConfigError(f"{where}.password_hash must be an argon2 hash ($argon2id$...), "
+                              "never the password itself: clinic-events serve hash-password")
+        if name in found:
+            raise ConfigError(f"{where}: user {name!r} is listed twice")
+        found[name] = ServeUser(name=name, password_hash=digest, role=user["role"])
+    return tuple(found.values())
 
 
 def _fraction(section: str, key: str, value: Any) -> float:
