@@ -153,6 +153,9 @@ class DlqFilter:
     partition: int | None = None
     from_offset: int | None = None
     to_offset: int | None = None
+    #: Exactly these DLQ records, as (partition, offset): what a review page group held
+    #: when the operator confirmed its replay, so records arriving meanwhile are left alone.
+    records: frozenset[tuple[int, int]] = frozenset()
 
     def __post_init__(self) -> None:
         if self.partition is None and (self.from_offset, self.to_offset) != (None, None):
@@ -178,6 +181,7 @@ class DlqFilter:
             self.until_ms is None or (stamp is not None and stamp <= self.until_ms),
             not self.event_types or record.event_type in self.event_types,
             not self.event_ids or record.event_id in self.event_ids,
+            not self.records or (record.partition, record.offset) in self.records,
             not self.error_classes or any(
                 cls == wanted or cls.endswith("." + wanted) for wanted in self.error_classes),
         ))
