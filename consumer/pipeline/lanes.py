@@ -16,8 +16,8 @@ retried event is already behind the later events of its key.
 
 **Small takes, early reports.** A worker takes about ``TAKE_S`` of work at the recent pace:
 one record when the downstream is slow, up to ``INLINE_SLICE`` when it is quick. So work
-spreads over every worker, a slow call holds up no other key, and fates come back (outcomes
-recorded, offsets stored) at least that often.
+spreads over every worker and a slow call holds up no other key. A worker hands back each
+fate as soon as it is decided, so an outcome never waits for the next call of its take.
 
 **Caller runs quick work.** Threads only pay off while handlers wait (on HTTP, say): under
 the GIL, waking a worker for a batch of fast, CPU-only work costs more than the work. So
@@ -296,21 +296,25 @@ class Lanes:
             self._release(taken)
 
     def _run(self, records: list[InboundRecord]) -> None:
-        """Process a take, handing back fates at least every ``TAKE_S``."""
+        """Process a take one record at a time, handing back each fate as it is decided.
+
+        Why one at a time: the next record's call may be slow (a downstream turning slow,
+        one event taking seconds), and a fate held back until then is an outcome neither
+        recorded nor committed; a crash meanwhile would hand the delivered event to the
+        downstream again. The poll thread records the fates it gathers in one write a pass.
+        """
         process_until = self._process_until
         if process_until is None:
             self.results.put(self._process(records))
             return
-        rest: Sequence[InboundRecord] = records
-        while rest:
+        for record in records:
             started = time.monotonic()
-            fates, done = process_until(rest, started + TAKE_S, may_wait=True)
+            fates, done = process_until((record,), None, may_wait=True)
             if fates:
                 self.results.put(fates)
             if done == 0:
                 return  # abandoned (a second stop signal): start no further record
-            self._pace.note((time.monotonic() - started) / done)
-            rest = rest[done:]
+            self._pace.note(time.monotonic() - started)
 
     def in_flight_limit(self, ceiling: int) -> int:
         """How many records the runner should let be in flight: ``QUEUED_WORK_S`` of work.

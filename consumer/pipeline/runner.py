@@ -61,6 +61,7 @@ _TOPIC_OF = attrgetter("topic")
 _EVENT_ID_OF = attrgetter("event_id")
 BATCH_SIZE = 500
 IDLE_POLL_S = 0.25
+OUTCOME_WAIT_S = 0.05
 
 
 class FatalError(ClinicEventsError, RuntimeError):
@@ -247,7 +248,14 @@ class Runner:
             self._consumer.resume(due)
 
     def _poll_timeout_s(self) -> float:
-        return self._paused.wait_s(self._clock.now_ms(), IDLE_POLL_S)
+        """Until the earliest paused head is due, at most ``IDLE_POLL_S``; while workers
+        have events in hand, at most ``OUTCOME_WAIT_S``, so an outcome they hand back is
+        recorded (and its offset stored) within about a tenth of a second, not when the
+        next record happens to arrive."""
+        wait = self._paused.wait_s(self._clock.now_ms(), IDLE_POLL_S)
+        if wait > OUTCOME_WAIT_S and self._unfinished(None):
+            return OUTCOME_WAIT_S
+        return wait
 
     def _apply_backpressure(self) -> int:
         """Hold fetching while too many records are in flight; fetch again below half.

@@ -395,3 +395,31 @@ def test_a_slow_inline_lane_asks_for_batches_of_about_a_second_of_work() -> None
     quick = InlineLane(lambda chunk: [Delivered(r) for r in chunk])
     quick.dispatch([_record(b"a", 0)])
     assert quick.in_flight_limit(500) == 500  # a quick handler: full batches
+
+
+def test_a_fate_is_handed_back_before_the_next_call_of_its_take_starts() -> None:
+    """Two events of one key, the first answered at once and the second slowly: the first's
+    outcome is back while the second call still runs, so a crash then cannot make the
+    downstream see the first again."""
+    release = threading.Event()
+
+    def process_until(chunk: Sequence[InboundRecord], _deadline: float | None, *,
+                      may_wait: bool = False) -> tuple[list[Fate], int]:
+        fates: list[Fate] = []
+        for record in chunk:  # the whole chunk, as the real processor does without a deadline
+            if record.offset == 1:
+                release.wait(10)
+            fates.append(Delivered(record))
+        return fates, len(chunk)
+
+    lanes = Lanes(1, lambda chunk: [], process_until)
+    lanes._pace.note(0.001)  # quick so far: one take holds both records
+    lanes._pace.seconds = 0.001
+    lanes.dispatch([_record(b"a", 0), _record(b"a", 1)])
+    first = lanes.results.get(timeout=5)
+    assert not isinstance(first, LaneFailure)
+    assert [fate.record.offset for fate in first] == [0]
+    assert not release.is_set()
+    release.set()
+    assert [f.record.offset for f in _collect(lanes, 1)] == [1]
+    lanes.stop()
