@@ -18,6 +18,7 @@ from consumer.cli.kafka import kafka_group
 from consumer.cli.lag import lag_command
 from consumer.cli.publish import publish_command
 from consumer.cli.run import run_command
+from consumer.cli.serve import serve_group
 from consumer.cli.simulate import simulate_command
 from consumer.cli.topics import topics_group
 from consumer.errors import ConfigError, InvalidEvent, LocalKafkaError
@@ -54,4 +55,5 @@ main.add_command(publish_command)
 main.add_command(simulate_command)
 main.add_command(topics_group)
 main.add_command(run_command)
+main.add_command(serve_group)
 main.add_command(demo_command)

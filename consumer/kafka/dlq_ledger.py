@@ -241,7 +241,7 @@ class LedgerWriter:
                 return
             except DlqFencedError:
                 pass
-        _write_plain(self._settings, topic, key.encode(), value)
+        write_plain(self._settings, topic, key.encode(), value)
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
@@ -257,7 +257,8 @@ class LedgerWriter:
             self._topics.add(topic)
 
 
-def _write_plain(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
+def write_plain(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
+    """Write one record to ``topic`` outside any transaction and wait for its ack."""
     log = ClientLog()
     producer = build_producer(settings, **{"allow.auto.create.topics": False, "logger": log})
     failures: list[str] = []

@@ -19,6 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("consumer.dedup", "consumer.delivery"),
     ("consumer.pipeline", "consumer.ops"),
     ("consumer.kafka",),
+    ("consumer.web",),
     ("consumer.dev",),
     ("consumer.cli",),
 )

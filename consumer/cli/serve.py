@@ -1,0 +1,91 @@
+"""``clinic-events serve``: the review page for operations staff; ``serve hash-password``.
+
+The page (``consumer.web``) lists the open dead letters grouped in plain words, shows one
+with PHI masked, and lets operators replay or discard them (the same exactly-once, audited
+runs as ``dlq replay`` / ``dlq discard``). It listens on ``[serve] host``:``port``
+(127.0.0.1:8088 by default) and lets in only ``[serve] users``; ``hash-password`` makes the
+argon2 hash a user entry needs.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import uvicorn
+
+from consumer.cli.options import config_option, settings_from
+from consumer.config.settings import ServeSettings, Settings
+from consumer.web.app import build_app
+from consumer.web.auth import hash_password
+from consumer.web.source import KafkaReviewSource
+
+
+def page_address(serve: ServeSettings) -> str:
+    """Where people open the page: ``public_url``, else the address it listens on."""
+    if serve.public_url:
+        return f"{serve.public_url}/"
+    host = "127.0.0.1" if serve.host in ("0.0.0.0", "::") else serve.host  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{serve.port}/"
+
+
+def serve_page(settings: Settings, *, say: bool = True) -> None:
+    """Serve the review page until interrupted (Ctrl-C, SIGTERM)."""
+    serve = settings.serve
+    secret = serve.session_secret or secrets.token_urlsafe(32)
+    app = build_app(serve, KafkaReviewSource(settings), secret=secret)
+    if say:
+        click.echo(f"review page: {page_address(serve)} ({len(serve.users)} user(s); Ctrl-C "
+                   "stops it)", err=True)
+    uvicorn.run(app, host=serve.host, port=serve.port, log_level="warning",
+                server_header=False, date_header=False)
+
+
+@click.group("serve", invoke_without_command=True)
+@config_option
+@click.option("--host", help="Listen on this address [default: [serve] host, 127.0.0.1].")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Listen on this port [default: [serve] port, 8088].")
+@click.pass_context
+def serve_group(ctx: click.Context, config_path: Path | None, host: str | None,
+                port: int | None) -> None:
+    """Serve the review page: dead letters in plain words, replay and discard.
+
+    Sign-in needs a user in [serve] users (see `clinic-events serve hash-password`).
+    Viewers read; operators also replay, discard and reveal PHI, each audited in
+    <main>.audit. Exit code: 0 stopped; 2 invalid configuration or no users.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = settings_from(config_path)
+    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if changes:
+        settings = replace(settings, serve=replace(settings.serve, **changes))  # type: ignore[arg-type]
+    if not settings.serve.users:
+        click.echo("clinic-events: serve: nobody could sign in: add a user to [serve] users "
+                   "(docs/review-page.md; `clinic-events serve hash-password` makes the "
+                   "password hash)", err=True)
+        sys.exit(2)
+    serve_page(settings)
+
+
+@serve_group.command("hash-password")
+def hash_password_command() -> None:
+    """Print the argon2 hash of a password (asked twice, never echoed) for [serve] users.
+
+    Reads one line from standard input when it is not a terminal.
+    """
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise click.UsageError("the password must not be empty")
+    digest = hash_password(password)
+    click.echo(digest)
+    click.echo(f'# [serve] users = [{{ name = "NAME", password_hash = "{digest}", '
+               'role = "operator" }]', err=True)
