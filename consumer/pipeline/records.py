@@ -59,6 +59,8 @@ class InboundRecord:
     # Read many times per record on the hot path: computed once, not properties.
     event_id: str | None = field(init=False, default=None)
     event_type: str | None = field(init=False, default=None)
+    clinic_id: str | None = field(init=False, default=None)
+    """The envelope's clinic (a tenant, not PHI): operators' notifications count by it."""
     attempt: int = field(init=False)
     """This topic attempt's number: 1 on the main topic, k+1 in retry tier k."""
     carried_failure: object = field(init=False, default=None)
@@ -97,6 +99,8 @@ class InboundRecord:
     def _identify(self, event: EventRecord) -> None:
         self.event_id = str(event["event_id"])
         self.event_type = str(event["event_type"])
+        clinic = event.get("clinic_id")  # in every schema version; absent in hand-made tests
+        self.clinic_id = None if clinic is None else str(clinic)
 
     def decode(self, codec: EventCodec) -> None:
         """Decode ``value`` into ``event`` (or ``decode_error``), unless that was done."""

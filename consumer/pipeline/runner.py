@@ -39,6 +39,7 @@ from consumer.pipeline.broker import (
 )
 from consumer.pipeline.flood_guard import DeadLetterGuard, Halt
 from consumer.pipeline.lanes import InlineLane, LaneFailure, Lanes
+from consumer.pipeline.notifier import Notifier
 from consumer.pipeline.offsets import OffsetBook, TopicPartitionKey
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.outcome_log import (
@@ -53,7 +54,7 @@ from consumer.pipeline.undelivered import CHECK_INTERVAL_S, SeekBacks
 from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
 from retry_topics.policy import RetryPolicy, RetryTier, tier_labels
-from retry_topics.routing import RetryTo
+from retry_topics.routing import DeadLetter, RetryTo
 from retry_topics.system_state import RESTATE_MS, Condition, SystemState
 
 LOG = logging.getLogger("clinic_events.runner")
@@ -78,7 +79,8 @@ class Runner:
                  max_in_flight: int = 5000, drain_timeout_s: float = 30.0,
                  breaker: OutageBreaker | None = None,
                  guard: DeadLetterGuard | None = None,
-                 status: StatusBoard | None = None, instance: str = "") -> None:
+                 status: StatusBoard | None = None, instance: str = "",
+                 notifier: Notifier | None = None) -> None:
         self._consumer = consumer
         self._producer = producer
         self._policy = policy
@@ -101,6 +103,8 @@ class Runner:
         self._status = status
         self._instance = instance
         self._stated: SystemState | None = None
+        self._notifier = notifier
+        self._noted: Condition = "ok"  # the condition the notifier was last told of
         self._assigned: set[TopicPartitionKey] = set()
         self._acks: list[tuple[Republished, str | None]] = []
         self._acks_lock = threading.Lock()
@@ -154,6 +158,8 @@ class Runner:
 
     def run(self) -> None:
         """Consume until stopped; raise FatalError if processing could not go on safely."""
+        if self._notifier is not None:
+            self._notifier.start()
         self._consumer.subscribe(list(self._policy.consumed_topics), self)
         try:
             while not self._stop.is_set() and self._fatal is None:
@@ -168,7 +174,11 @@ class Runner:
                 if self._clock.monotonic() - self._undelivered_checked_at >= CHECK_INTERVAL_S:
                     self._step_over_undelivered(self._assigned)
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                if self._notifier is not None:
+                    self._notifier.close()  # sends the last digest, within a few seconds
         if self._fatal is not None:
             raise FatalError(str(self._fatal)) from self._fatal
 
@@ -479,8 +489,8 @@ class Runner:
     def _state_condition(self, halted: bool, outage: bool, *, stopping: bool = False) -> None:
         """Tell the status board when the condition changes, and again every
         ``RESTATE_MS`` while it is not ``ok`` (a stopping instance states ``ok``: it no
-        longer holds anything)."""
-        if self._status is None:
+        longer holds anything); tell the notifier when it changes (not when stopping)."""
+        if self._status is None and self._notifier is None:
             return
         now = self._clock.now_ms()
         condition: Condition = "ok"
@@ -491,6 +501,13 @@ class Runner:
             downstream = self._breaker.status()
             condition, reason = "outage", downstream.reason
             since = downstream.since_ms or now
+        if condition != self._noted and self._notifier is not None and not stopping:
+            self._noted = condition
+            self._notifier.condition(SystemState(
+                instance=self._instance, condition=condition, since_ms=since, reason=reason,
+                stated_at_ms=now, waiting=len(self._held)))
+        if self._status is None:
+            return
         last = self._stated
         if last is not None and last.condition == condition and (
                 condition == "ok" or now - last.stated_at_ms < RESTATE_MS):
@@ -525,6 +542,10 @@ class Runner:
         if fate.kind == "dead_lettered" and record.event_id is not None:
             self._outcomes.record_dead_lettered(record.event_id)
         destination = fate.destination
+        if self._notifier is not None and isinstance(destination, DeadLetter):
+            self._notifier.dead_lettered(
+                reason=destination.reason, error_class=fate.error_class,
+                event_type=record.stated_identity()[1], clinic_id=record.clinic_id)
         key = f"retried:{destination.tier.index}" if isinstance(destination, RetryTo) else fate.kind
         self.stats[fate.kind] += 1
         self._summary.note(fate.kind)

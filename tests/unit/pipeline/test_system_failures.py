@@ -28,6 +28,7 @@ from consumer.pipeline.memory_broker import (
     MemoryProducer,
     StoredRecord,
 )
+from consumer.pipeline.notifier import Notifier
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
 from consumer.pipeline.records import InboundRecord, Republished
@@ -103,7 +104,8 @@ class World:
         return ids
 
     def runner(self, *, breaker: BreakerPolicy | None = None,
-               guard: FloodGuardPolicy | None = None) -> Runner:
+               guard: FloodGuardPolicy | None = None,
+               notifier: Notifier | None = None) -> Runner:
         outcomes = PendingOutcomes(MemoryDedupStore(self.clock))
         producer = MemoryProducer(self.broker)
         the_breaker = OutageBreaker(breaker or BreakerPolicy(), self.clock)
@@ -122,7 +124,7 @@ class World:
                       policy=self.policy, lanes_factory=lanes, outcomes=outcomes,
                       clock=self.clock, telemetry=telemetry, drain_timeout_s=0.1,
                       breaker=the_breaker, guard=the_guard, status=self.board,
-                      instance="test:1")
+                      instance="test:1", notifier=notifier)
 
     def dead_letters(self) -> list[str]:
         return [record.key.decode() for _, _, record in self.broker.records(DLQ)
