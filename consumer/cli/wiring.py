@@ -26,11 +26,14 @@ from consumer.kafka.clients import KafkaPublisher, build_consumer, build_produce
 from consumer.kafka.group_consumer import KafkaGroupConsumer
 from consumer.kafka.group_offsets import GroupOffsets, GroupQueryError, leftover_tiers
 from consumer.kafka.status import KafkaStatusBoard
+from consumer.notify.digest import DigestPolicy
+from consumer.notify.webhook import WebhookNotifier
 from consumer.observability.messaging import MessagingClient
 from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.breaker import OutageBreaker
 from consumer.pipeline.flood_guard import DeadLetterGuard
 from consumer.pipeline.lanes import InlineLane, Lanes
+from consumer.pipeline.notifier import Notifier
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
 from consumer.pipeline.records import Republished
@@ -97,6 +100,18 @@ def instance_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def webhook_notifier(settings: Settings, clock: Clock, instance: str) -> Notifier | None:
+    """The digest notifier of ``[notify]``, or None while ``webhook_url`` is unset."""
+    notify = settings.notify
+    if notify.webhook_url is None:
+        return None
+    policy = DigestPolicy(min_interval_ms=notify.min_interval_ms,
+                          review_url=settings.serve.public_url, topic=settings.topics.main,
+                          instance=instance)
+    return WebhookNotifier(notify.webhook_url, policy, clock,
+                           timeout_s=notify.timeout_ms / 1000)
+
+
 def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
                  tracer_provider: TracerProvider | None = None,
                  meter_provider: MeterProvider | None = None, clock: Clock | None = None,
@@ -140,10 +155,11 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
         return Lanes(settings.delivery.concurrency, processor.process_chunk,
                      processor.process_until, abandon=processor.abandon)
 
+    instance = instance_name()
     runner = Runner(consumer=consumer, producer=publisher, policy=settings.retry,
                     lanes_factory=lanes_factory, outcomes=outcomes, clock=clock,
                     telemetry=telemetry, drain_timeout_s=drain_timeout_s,
                     breaker=breaker, guard=guard,
                     status=KafkaStatusBoard(publisher, status_topic_name(settings.topics.main)),
-                    instance=instance_name())
+                    instance=instance, notifier=webhook_notifier(settings, clock, instance))
     return Assembly(runner=runner, handler=handler, store=store)

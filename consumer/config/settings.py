@@ -147,6 +147,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "session_ttl": "8h",
         "downstream_name": "EHR",
     },
+    "notify": {"webhook_url": None, "min_interval": "1m", "timeout": "5s"},
 }
 
 
@@ -228,6 +229,17 @@ class ServeSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NotifySettings:
+    """``[notify]``: where ``run`` posts its digest of dead letters and condition changes
+    (off while ``webhook_url`` is None; the URL is a secret, kept out of ``repr``), at most
+    one message per ``min_interval``."""
+
+    webhook_url: str | None = field(default=None, repr=False)
+    min_interval_ms: int = 60_000
+    timeout_ms: int = 5_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the application needs, validated."""
 
@@ -241,6 +253,7 @@ class Settings:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     dead_letter: FloodGuardPolicy = field(default_factory=FloodGuardPolicy)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     source: str = "defaults"  # where the file came from, for messages
 
     def consumer_config(self, defaults: Mapping[str, Any] | None = None, /,
@@ -518,6 +531,7 @@ def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
         breaker=_build_breaker(merged["breaker"]),
         dead_letter=_build_dead_letter(merged["dead_letter"]),
         serve=_build_serve(merged["serve"]),
+        notify=_build_notify(merged["notify"]),
         source=source,
     )
 
@@ -685,6 +699,21 @@ def _build_serve(serve: dict[str, Any]) -> ServeSettings:
         users=_serve_users(serve["users"]), session_secret=secret,
         session_ttl_ms=_positive_duration("serve", "session_ttl", serve["session_ttl"]),
         downstream_name=_str("serve", "downstream_name", serve["downstream_name"]),
+    )
+
+
+def _build_notify(notify: dict[str, Any]) -> NotifySettings:
+    """``[notify]``; ``CLINIC_EVENTS_NOTIFY_WEBHOOK_URL=""`` turns notifications off."""
+    url = notify["webhook_url"] or None
+    if url is not None and (not isinstance(url, str)
+                            or not url.startswith(("http://", "https://"))):
+        # The URL carries the receiver's token: the message names only what is wrong with it.
+        raise ConfigError("notify.webhook_url must be an http:// or https:// URL (an incoming "
+                          "webhook's address)")
+    return NotifySettings(
+        webhook_url=url,
+        min_interval_ms=_positive_duration("notify", "min_interval", notify["min_interval"]),
+        timeout_ms=_positive_duration("notify", "timeout", notify["timeout"]),
     )
 
 

@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("consumer.config", "consumer.events", "consumer.observability"),
     ("consumer.dedup", "consumer.delivery"),
     ("consumer.pipeline", "consumer.ops"),
-    ("consumer.kafka",),
+    ("consumer.kafka", "consumer.notify"),
     ("consumer.web",),
     ("consumer.dev",),
     ("consumer.cli",),

@@ -1,0 +1,1 @@
+"""Operator notifications: a digest of dead letters and condition changes, to a webhook."""
