@@ -38,7 +38,7 @@ wheel-smoke: $(STAMP)
 	PYTHON=$(BIN)/python .ci/wheel-smoke
 
 demo: $(STAMP)
-	$(BIN)/python -m consumer demo
+	$(BIN)/python -m consumer demo $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.targets

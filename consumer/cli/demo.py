@@ -54,8 +54,9 @@ from rich.live import Live
 
 from consumer.cli.gc_tuning import tune_for_streaming
 from consumer.cli.options import Duration, json_option
+from consumer.cli.serve import page_address, serve_page
 from consumer.cli.wiring import build_runner
-from consumer.config.settings import Settings, load_settings
+from consumer.config.settings import ServeUser, Settings, load_settings
 from consumer.dev.demo_view import (
     DeadLetterLine,
     DemoResult,
@@ -76,6 +77,7 @@ from consumer.observability.telemetry import Telemetry, configure_tracing, shutd
 from consumer.ops.dlq.model import DlqFilter
 from consumer.pipeline.outcome_log import TextFormatter
 from consumer.pipeline.runner import Runner
+from consumer.web.auth import hash_password
 from retry_topics.durations import format_duration
 from retry_topics.naming import dlq_ledger_topic_name, dlq_topic_name
 
@@ -146,10 +148,13 @@ class _RunnerThread:
 @click.option("--timeout", "timeout_ms", type=Duration(minimum_ms=1), default="120s",
               show_default=True,
               help="Give up if the events have not all settled after this long.")
+@click.option("--serve", "serve", is_flag=True,
+              help="Afterwards, serve the review page on the demo's dead letters (sign-in "
+              "printed) until Ctrl-C; the broker runs until then.")
 @json_option
 def demo_command(config_path: Path | None, events_path: Path | None, transient_rate: float,
                  permanent_rate: float, seed: int, keep_broker: bool, timeout_ms: int,
-                 as_json: bool) -> None:
+                 serve: bool, as_json: bool) -> None:
     """Run the whole flow locally, watch it live, then print a summary.
 
     Starts (or finds) a broker, creates the topics, serves a clinic API that fails like real
@@ -170,8 +175,12 @@ def demo_command(config_path: Path | None, events_path: Path | None, transient_r
         broker = _find_broker(base, config_path, say)
         broker_stops = broker.started is not None and not keep_broker
         try:
-            result = _run(base, broker, plan, lines, events_file, timeout_ms, as_json, say,
-                          broker_stops=broker_stops)
+            result, settings = _run(base, broker, plan, lines, events_file, timeout_ms,
+                                    as_json, say, broker_stops=broker_stops)
+            if serve and not result.interrupted:
+                _serve_review_page(settings, say)
+            elif result.dead_letters and not as_json:
+                say("review them on a page: make demo ARGS=--serve (clinic-events demo --serve)")
         finally:
             if broker_stops and broker.started is not None:
                 gc.collect()  # free the runner's Kafka clients first, or they log refusals
@@ -222,7 +231,7 @@ def _find_broker(base: Settings | None, config_path: Path | None,
 
 def _run(base: Settings | None, broker: _Broker, plan: FailurePlan, lines: list[bytes],
          events_file: Path, timeout_ms: int, as_json: bool,
-         say: Callable[[str], None], *, broker_stops: bool) -> DemoResult:
+         say: Callable[[str], None], *, broker_stops: bool) -> tuple[DemoResult, Settings]:
     with DownstreamSimulator(plan) as simulator:
         settings, config_file = _settings(base, broker, simulator.events_url)
         say(f"Kafka at {settings.kafka.bootstrap_servers} ({broker.origin})")
@@ -253,7 +262,22 @@ def _run(base: Settings | None, broker: _Broker, plan: FailurePlan, lines: list[
         where = config_file if config_file is not None else "FILE"
         if result.dead_letters:
             say(f"inspect the dead letters: {inspect_dead_letters(where, broker_stops)}")
-    return result
+    return result, settings
+
+
+def _serve_review_page(settings: Settings, say: Callable[[str], None]) -> None:
+    """Serve the review page on the demo's topics with a one-off operator, until Ctrl-C.
+
+    Replayed records go back to the demo's main topic; the demo's consumer has stopped, so
+    they are delivered by the next ``clinic-events run --config .clinic-events/demo.toml``.
+    """
+    password = secrets.token_urlsafe(12)
+    user = ServeUser(name="demo", password_hash=hash_password(password), role="operator")
+    settings = replace(settings, serve=replace(settings.serve, users=(user,)))
+    say(f"review page: {page_address(settings.serve)} (sign in as demo, password "
+        f"{password}; Ctrl-C stops it)")
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_page(settings, say=False)
 
 
 def inspect_dead_letters(config: Path | str, broker_stops: bool) -> str:
