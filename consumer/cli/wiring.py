@@ -35,6 +35,7 @@ from consumer.pipeline.flood_guard import DeadLetterGuard
 from consumer.pipeline.lanes import InlineLane, Lanes
 from consumer.pipeline.notifier import Notifier
 from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.ownership import Ownership
 from consumer.pipeline.processing import RecordProcessor
 from consumer.pipeline.records import Republished
 from consumer.pipeline.runner import Runner
@@ -140,6 +141,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     breaker = OutageBreaker(settings.breaker, clock)
     guard = DeadLetterGuard(settings.dead_letter)
     telemetry.watch_the_system(lambda: breaker.is_open, lambda: guard.halted)
+    ownership = Ownership()
 
     def lanes_factory(
         on_republished: Callable[[Republished, str | None], None],
@@ -148,7 +150,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
             policy=settings.retry, handler=handler, outcomes=outcomes, publisher=publisher,
             telemetry=telemetry, clock=clock, rules=settings.classification,
             group_id=settings.kafka.group_id, on_republished=on_republished, codec=codec,
-            breaker=breaker, guard=guard,
+            breaker=breaker, guard=guard, ownership=ownership,
         )
         if settings.delivery.concurrency == 1:
             return InlineLane(processor.process_chunk, abandon=processor.abandon)
@@ -161,5 +163,6 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
                     telemetry=telemetry, drain_timeout_s=drain_timeout_s,
                     breaker=breaker, guard=guard,
                     status=KafkaStatusBoard(publisher, status_topic_name(settings.topics.main)),
-                    instance=instance, notifier=webhook_notifier(settings, clock, instance))
+                    instance=instance, notifier=webhook_notifier(settings, clock, instance),
+                    ownership=ownership)
     return Assembly(runner=runner, handler=handler, store=store)

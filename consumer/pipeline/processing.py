@@ -41,8 +41,10 @@ from consumer.observability.telemetry import INVALID_SPAN, Telemetry
 from consumer.pipeline.breaker import OutageBreaker
 from consumer.pipeline.flood_guard import DeadLetterGuard
 from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.ownership import Ownership
 from consumer.pipeline.records import (
     Delivered,
+    Dropped,
     Duplicate,
     Fate,
     Held,
@@ -143,7 +145,8 @@ class RecordProcessor:
                  rules: ExceptionRules, group_id: str,
                  on_republished: Callable[[Republished, str | None], None],
                  codec: EventCodec | None = None, breaker: OutageBreaker | None = None,
-                 guard: DeadLetterGuard | None = None) -> None:
+                 guard: DeadLetterGuard | None = None,
+                 ownership: Ownership | None = None) -> None:
         self._policy = policy
         self._handler = handler
         self._outcomes = outcomes
@@ -158,6 +161,7 @@ class RecordProcessor:
         self._codec = codec or EventCodec()
         self._breaker = breaker
         self._guard = guard
+        self._ownership = ownership
         self._abandoned = False
 
     def abandon(self) -> None:
@@ -267,6 +271,8 @@ class RecordProcessor:
         prior = known.get(record.event_id or "") if known else None
         if prior is not None and not self._may_process_again(record, prior):
             return Duplicate(record, prior)
+        if self._ownership is not None and not self._ownership.owns(record):
+            return Dropped(record)
         if self._guard is not None and self._guard.halted:
             return Held(record, "flood_guard")
         if self._breaker is not None and self._breaker.is_open and not record.probe:
@@ -421,7 +427,10 @@ class RecordProcessor:
                        f"{type(exc).__name__}: {exc}")
 
     def _republish(self, record: InboundRecord, decision: RetryTo | DeadLetter,
-                   failure: Failure, dlq_reason: DlqReason | None) -> Republished | Held:
+                   failure: Failure, dlq_reason: DlqReason | None,
+                   ) -> Republished | Held | Dropped:
+        if self._ownership is not None and not self._ownership.owns(record):
+            return Dropped(record)  # lost meanwhile: its new owner routes it
         if isinstance(decision, DeadLetter) and self._guard is not None and \
                 not self._guard.admit(failure.error_class):
             return Held(record, "flood_guard")

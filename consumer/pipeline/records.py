@@ -70,6 +70,8 @@ class InboundRecord:
     """The ``process`` span of that first call, which the lane's retries continue (only
     when an SDK tracer records spans)."""
     probe: bool = field(init=False, default=False)
+    generation: int = field(init=False, default=0)
+    """The ownership generation of its partition when accepted (``pipeline.ownership``)."""
     """Sent while the downstream breaker is open, to find out whether it is back."""
 
     def __post_init__(self) -> None:
@@ -169,4 +171,12 @@ class Held:
     kind: Literal["held"] = "held"
 
 
-Fate = Delivered | Duplicate | Republished | Held
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Its partition was taken away: nothing was done with it; its new owner decides."""
+
+    record: InboundRecord
+    kind: Literal["dropped"] = "dropped"
+
+
+Fate = Delivered | Duplicate | Republished | Held | Dropped

@@ -48,8 +48,9 @@ from consumer.pipeline.outcome_log import (
     log_outcome,
     outcome_logging_enabled,
 )
+from consumer.pipeline.ownership import Ownership
 from consumer.pipeline.pauses import PausedPartitions
-from consumer.pipeline.records import Fate, Held, InboundRecord, Republished
+from consumer.pipeline.records import Duplicate, Fate, Held, InboundRecord, Republished
 from consumer.pipeline.undelivered import CHECK_INTERVAL_S, SeekBacks
 from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
@@ -80,7 +81,8 @@ class Runner:
                  breaker: OutageBreaker | None = None,
                  guard: DeadLetterGuard | None = None,
                  status: StatusBoard | None = None, instance: str = "",
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None,
+                 ownership: Ownership | None = None) -> None:
         self._consumer = consumer
         self._producer = producer
         self._policy = policy
@@ -106,6 +108,7 @@ class Runner:
         self._notifier = notifier
         self._noted: Condition = "ok"  # the condition the notifier was last told of
         self._assigned: set[TopicPartitionKey] = set()
+        self._ownership = ownership or Ownership()
         self._acks: list[tuple[Republished, str | None]] = []
         self._acks_lock = threading.Lock()
         self._stop = threading.Event()
@@ -200,6 +203,7 @@ class Runner:
         offsets: list[int] = []
         tier: RetryTier | None = None
         wanted = False
+        generation = 0
         seek_backs = self._seek_backs
         sought_back = False  # the run's partition awaits its head after a seek back
         for record in records:
@@ -209,6 +213,7 @@ class Runner:
                 offsets = tracked.setdefault(tp, [])
                 # behind a paused head (re-fetched after resume), or revoked: skipped
                 wanted = tp not in paused and tp in assigned
+                generation = self._ownership.generation(tp)
                 sought_back = bool(seek_backs) and tp in seek_backs
             if sought_back:
                 seek_backs.delivered(tp, record.offset)
@@ -222,6 +227,7 @@ class Runner:
                     wanted = False  # the rest of this partition's run waits behind it
                     continue
             offsets.append(record.offset)
+            record.generation = generation
             runnable.append(record)
         for partition_key, consumed in tracked.items():
             if consumed:
@@ -451,7 +457,8 @@ class Runner:
         held = [fate for fate in fates if fate.kind == "held"]
         if held:
             self._hold_back(held)
-            fates = [fate for fate in fates if fate.kind != "held"]
+        if held or any(fate.kind == "dropped" for fate in fates):
+            fates = [fate for fate in fates if fate.kind not in ("held", "dropped")]
         # Fates come in runs of one partition (a lane's chunk keeps consumption order):
         # look the partition's list up once a run.
         run: tuple[str, int] = ("", -1)
@@ -464,7 +471,7 @@ class Runner:
             offsets.append(record.offset)
             if fate.kind == "delivered":
                 delivered.append(record)
-            elif fate.kind != "held":
+            elif isinstance(fate, Duplicate | Republished):
                 counts[(fate.kind, record.topic)] += 1
         for topic, count in Counter(map(_TOPIC_OF, delivered)).items():
             counts[("delivered", topic)] = count
@@ -590,7 +597,8 @@ class Runner:
         back-pressure holds it (see ``_apply_backpressure``).
         """
         self._assigned.update(partitions)
-        held = partitions if self._throttled else []
+        self._ownership.claim(partitions)
+        held = partitions if self._all_held() else []
         if held:
             self._consumer.pause(held)
         if len(held) < len(partitions):
@@ -613,6 +621,7 @@ class Runner:
         LOG.warning("lost %d partitions", len(partitions))
 
     def _forget(self, partitions: set[TopicPartitionKey]) -> None:
+        self._ownership.release(partitions)
         self._held = [r for r in self._held if (r.topic, r.partition) not in partitions]
         for tp in partitions:
             self._paused.forget(tp)
