@@ -9,16 +9,22 @@ argon2 hash a user entry needs.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import click
 import uvicorn
+from opentelemetry.sdk.metrics import MeterProvider
 
+from consumer.cli.metrics import LagSampler
 from consumer.cli.options import config_option, settings_from
 from consumer.config.settings import ServeSettings, Settings
+from consumer.observability.prometheus import PrometheusEndpoint
+from consumer.observability.telemetry import shutdown_providers
 from consumer.web.app import build_app
 from consumer.web.auth import hash_password
 from consumer.web.source import KafkaReviewSource
@@ -41,8 +47,33 @@ def serve_page(settings: Settings, *, say: bool = True) -> None:
     if say:
         click.echo(f"review page: {page_address(serve)} ({len(serve.users)} user(s); Ctrl-C "
                    "stops it)", err=True)
-    uvicorn.run(app, host=serve.host, port=serve.port, log_level="warning",
-                server_header=False, date_header=False)
+    with _lag_metrics(settings, say=say):
+        uvicorn.run(app, host=serve.host, port=serve.port, log_level="warning",
+                    server_header=False, date_header=False)
+
+
+@contextlib.contextmanager
+def _lag_metrics(settings: Settings, *, say: bool) -> Iterator[None]:
+    """With ``[metrics] prometheus_port`` set, ``/metrics`` on that port: the lag, retry and
+    DLQ gauges ``run`` exposes, sampled every ``lag_interval`` (no pipeline figures: serve
+    processes no events)."""
+    port = settings.metrics.prometheus_port
+    if port is None:
+        yield
+        return
+    endpoint = PrometheusEndpoint(settings.metrics.prometheus_host, port)
+    meters = MeterProvider(metric_readers=[endpoint.reader])
+    sampler = LagSampler(settings, meters)
+    endpoint.start()
+    sampler.start()
+    if say:
+        click.echo(f"clinic-events: serving metrics at {endpoint.url}", err=True)
+    try:
+        yield
+    finally:
+        sampler.close()
+        endpoint.close()
+        shutdown_providers(meters)
 
 
 @click.group("serve", invoke_without_command=True)
@@ -50,9 +81,13 @@ def serve_page(settings: Settings, *, say: bool = True) -> None:
 @click.option("--host", help="Listen on this address [default: [serve] host, 127.0.0.1].")
 @click.option("--port", type=click.IntRange(1, 65535),
               help="Listen on this port [default: [serve] port, 8088].")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve /metrics (lag, retry and DLQ gauges) on this port; 0 = none "
+                   "[default: [metrics] prometheus_port, which run uses too: give serve "
+                   "another one on a shared machine].")
 @click.pass_context
 def serve_group(ctx: click.Context, config_path: Path | None, host: str | None,
-                port: int | None) -> None:
+                port: int | None, metrics_port: int | None) -> None:
     """Serve the review page: dead letters in plain words, replay and discard.
 
     Sign-in needs a user in [serve] users (see `clinic-events serve hash-password`).
@@ -65,6 +100,9 @@ def serve_group(ctx: click.Context, config_path: Path | None, host: str | None,
     changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if changes:
         settings = replace(settings, serve=replace(settings.serve, **changes))  # type: ignore[arg-type]
+    if metrics_port is not None:
+        settings = replace(settings, metrics=replace(
+            settings.metrics, prometheus_port=metrics_port or None))
     if not settings.serve.users:
         click.echo("clinic-events: serve: nobody could sign in: add a user to [serve] users "
                    "(docs/review-page.md; `clinic-events serve hash-password` makes the "
