@@ -27,7 +27,7 @@ class BreakerPolicy:
     window_calls: int = 20
     min_failures: int = 5
     min_keys: int = 3
-    failure_ratio: float = 0.5
+    failure_ratio: float = 0.8
     first_probe_ms: int = 1_000
     max_probe_ms: int = 8_000
     systemic: tuple[str, ...] = SYSTEMIC_ERRORS

@@ -130,7 +130,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "window_calls": 20,
         "min_failures": 5,
         "min_keys": 3,
-        "failure_ratio": 0.5,
+        "failure_ratio": 0.8,
         "first_probe": "1s",
         "max_probe": "8s",
         "systemic_errors": list(SYSTEMIC_ERRORS),
