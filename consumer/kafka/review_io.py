@@ -16,13 +16,14 @@ module adds what only the page needs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumer.config.settings import Settings
 from consumer.kafka.client_log import ClientLog
@@ -36,18 +37,33 @@ READ_TIMEOUT_S = 10.0
 TIMEOUT_S = 10.0
 
 
+@contextlib.contextmanager
+def _reader(settings: Settings, group_id: str, **required: Any) -> Iterator[Consumer]:
+    """A consumer of the page's own group, its client lines logged once; client errors
+    become ``DlqIoError``, as ``dlq`` reports them."""
+    log = ClientLog()
+    consumer = build_consumer(settings, **{
+        "group.id": group_id, "enable.auto.commit": False, "logger": log, **required})
+    try:
+        yield consumer
+    except KafkaException as exc:
+        raise DlqIoError(f"Kafka: {kafka_reason(exc)}") from exc
+    finally:
+        try:
+            consumer.close()
+        finally:
+            log.close()
+
+
 def _read(settings: Settings, starts: dict[tuple[str, int], tuple[int, int]],
           ) -> list[Any]:
     """Every message between the (start, end) offsets of each partition, read committed."""
     if not starts:
         return []
-    log = ClientLog()
-    consumer = build_consumer(settings, **{
-        "group.id": f"{settings.kafka.group_id}.review.{uuid.uuid4().hex[:12]}",
-        "enable.auto.commit": False, "enable.partition.eof": True, "logger": log})
     found: list[Any] = []
     pending = {key for key, (start, end) in starts.items() if start < end}
-    try:
+    with _reader(settings, f"{settings.kafka.group_id}.review.{uuid.uuid4().hex[:12]}",
+                 **{"enable.partition.eof": True}) as consumer:
         consumer.assign([TopicPartition(t, p, starts[(t, p)][0]) for t, p in pending])
         deadline = time.monotonic() + READ_TIMEOUT_S
         while pending and time.monotonic() < deadline:
@@ -65,25 +81,14 @@ def _read(settings: Settings, starts: dict[tuple[str, int], tuple[int, int]],
                     found.append(message)
                 if offset >= starts[key][1] - 1:
                     pending.discard(key)
-        return found
-    except KafkaException as exc:
-        raise DlqIoError(f"Kafka: {kafka_reason(exc)}") from exc
-    finally:
-        try:
-            consumer.close()
-        finally:
-            log.close()
+    return found
 
 
 def _ranges(settings: Settings, topics: Sequence[str], last: int | None
             ) -> dict[tuple[str, int], tuple[int, int]]:
     """(start, end) per partition of ``topics``: the last ``last`` records, or every one."""
-    log = ClientLog()
-    consumer = build_consumer(settings, **{
-        "group.id": f"{settings.kafka.group_id}.review", "enable.auto.commit": False,
-        "logger": log})
     ranges = {}
-    try:
+    with _reader(settings, f"{settings.kafka.group_id}.review") as consumer:
         for topic in topics:
             meta = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
             if meta is None or meta.error is not None:
@@ -93,14 +98,7 @@ def _ranges(settings: Settings, topics: Sequence[str], last: int | None
                     TopicPartition(topic, partition), timeout=TIMEOUT_S, cached=False)
                 ranges[(topic, partition)] = (low if last is None else max(low, high - last),
                                               high)
-        return ranges
-    except KafkaException as exc:
-        raise DlqIoError(f"Kafka: {kafka_reason(exc)}") from exc
-    finally:
-        try:
-            consumer.close()
-        finally:
-            log.close()
+    return ranges
 
 
 def find_hops(settings: Settings, original: Provenance) -> list[tuple[str, RecordHeaders]]:
