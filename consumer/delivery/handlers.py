@@ -29,10 +29,9 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import httpx
 
@@ -67,12 +66,12 @@ def user_agent() -> str:
         return "clinic-events/0+unknown"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeliveryContext:
+class DeliveryContext(NamedTuple):
     """Where an event came from and which attempt this is; ``attempt`` is 1 on the main topic.
 
-    Frozen: handlers run on several threads and may keep it (in a log record, a task); no
-    call can change what another sees.
+    Immutable: handlers run on several threads and may keep it (in a log record, a task); no
+    call can change what another sees. A named tuple rather than a frozen dataclass: one is
+    built for every handler call, and a frozen dataclass costs twice as much to build.
     """
 
     event_id: str

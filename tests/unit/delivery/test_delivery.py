@@ -3,7 +3,6 @@ and the Python-callable handler (exception rules, loading by name)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import threading
@@ -45,7 +44,7 @@ def clock() -> ManualClock:
 
 
 def test_a_delivery_context_cannot_be_changed_by_a_handler() -> None:
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         CONTEXT.attempt = 2  # type: ignore[misc]
 
 
@@ -74,7 +73,7 @@ def test_request_carries_contract_headers_and_json_event(
         seen.append(request)
         return httpx.Response(204)
 
-    http(responder).deliver(EVENT, dataclasses.replace(CONTEXT, traceparent=traceparent))
+    http(responder).deliver(EVENT, CONTEXT._replace(traceparent=traceparent))
     (request,) = seen
     assert (request.method, str(request.url)) == ("POST", URL)
     assert request.headers["Idempotency-Key"] == "evt-42"
@@ -96,8 +95,8 @@ def test_a_tracestate_goes_with_the_traceparent(
         seen.append(request)
         return httpx.Response(204)
 
-    http(responder).deliver(EVENT, dataclasses.replace(
-        CONTEXT, traceparent=TRACEPARENT, tracestate="vendor=a,other=1"))
+    http(responder).deliver(
+        EVENT, CONTEXT._replace(traceparent=TRACEPARENT, tracestate="vendor=a,other=1"))
     assert seen[0].headers["tracestate"] == "vendor=a,other=1"
 
 
