@@ -372,8 +372,11 @@ class Telemetry:
         event_id: str | None,
         attempt: int,
         group: str,
+        traced: bool | None = None,
     ) -> AbstractContextManager[Span]:
         """A CONSUMER span, child of the record's trace context and current inside ``with``.
+
+        ``traced`` says whether ``headers`` carry a trace context, when the caller knows.
 
         Without an SDK tracer nothing is recorded, so no span is made at all:
 
@@ -386,7 +389,9 @@ class Telemetry:
           every republished record's headers carry it on exactly as before.
         """
         if not self.tracing_live:
-            if not any(name in (TRACEPARENT, TRACESTATE) for name, _ in headers or ()):
+            if traced is None:
+                traced = any(name in (TRACEPARENT, TRACESTATE) for name, _ in headers or ())
+            if not traced:
                 return NO_SPAN
             return PropagatedContext(self._extract(headers))
         return self._span(self.start_process_span(

@@ -240,7 +240,7 @@ class RecordProcessor:
         if not telemetry.tracing_live:
             with telemetry.process_span(
                 record.topic, record.partition, record.offset, record.key, record.raw_headers,
-                record.event_id, record.attempt, self._group_id,
+                record.event_id, record.attempt, self._group_id, traced=record.traced,
             ) as current:
                 return self._decide(record, known, current, may_wait)
         span = record.carried_span or telemetry.start_process_span(

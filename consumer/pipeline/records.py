@@ -12,7 +12,9 @@ built. Why: a main-topic record from ``clinic-events publish`` carries the event
 (and possibly a ``traceparent``), which processing never reads from the headers, and building
 a ``RecordHeaders`` costs ~6 µs, as much again as the rest of the framework's work on such a
 record. What every record needs is read off the raw pairs in one scan: its attempt number (a
-record without ``clinic.attempts`` is attempt 1 whatever else it carries). Retry-tier records
+record without ``clinic.attempts`` is attempt 1 whatever else it carries) and whether it
+carries a trace context (``traced``, which decides whether processing needs a span scope at
+all). Retry-tier records
 carry ``clinic.attempts``, so theirs are decoded at once. A record's fate is one of
 ``Delivered``, ``Duplicate`` or ``Republished`` (to a retry tier or the DLQ; its fate is
 durable only when the broker acknowledges it).
@@ -31,6 +33,8 @@ from consumer.events.codec import EventCodec, EventRecord
 from retry_topics.errors import HeaderError
 from retry_topics.headers import (
     ATTEMPTS,
+    TRACEPARENT,
+    TRACESTATE,
     Header,
     RecordHeaders,
     decode_headers,
@@ -63,6 +67,8 @@ class InboundRecord:
     """The envelope's clinic (a tenant, not PHI): operators' notifications count by it."""
     attempt: int = field(init=False)
     """This topic attempt's number: 1 on the main topic, k+1 in retry tier k."""
+    traced: bool = field(init=False, default=False)
+    """It carries a ``traceparent`` or ``tracestate``: processing hands the context on."""
     carried_failure: object = field(init=False, default=None)
     """The processor's failure of a first call made where retries could not wait (the
     poll thread); the lane that takes the record over retries from it."""
@@ -78,8 +84,11 @@ class InboundRecord:
         if self.event is not None:  # built decoded (tests, tools); the runner decodes later
             self._identify(self.event)
         counted = self.decoded_headers is not None
-        if not counted:
-            counted = any(name == ATTEMPTS for name, _ in self.raw_headers)
+        for name, _ in self.raw_headers:  # one scan for what every record needs
+            if name == ATTEMPTS:
+                counted = True
+            elif name in (TRACEPARENT, TRACESTATE):
+                self.traced = True
         self.attempt = (self.headers.attempts or 0) + 1 if counted else 1
 
     @property

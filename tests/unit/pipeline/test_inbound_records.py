@@ -114,3 +114,11 @@ def test_header_values_are_bytes_or_none_whatever_form_the_client_gave(
     message = Message(topic="t", partition=0, offset=0, key=None, value=b"", headers=given)
     assert message_headers(message) == expected
     assert to_inbound(message, "t", 0).raw_headers == expected
+
+
+def test_a_trace_context_is_noticed_in_the_same_scan_without_decoding() -> None:
+    for name in ("traceparent", "tracestate"):
+        record = to_inbound(_message(b"", [(name, b"x")]), "clinic.events", 0)
+        assert record.traced
+        assert record.decoded_headers is None
+    assert not to_inbound(_message(b"", [("clinic.event-id", b"e")]), "clinic.events", 0).traced
