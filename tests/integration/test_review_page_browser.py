@@ -68,6 +68,9 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
+    # A form's POST answers with a redirect the browser may still be following when the
+    # next lookup runs: every lookup polls for its element, up to this deadline.
+    driver.implicitly_wait(15)
     try:
         yield driver
     finally:
