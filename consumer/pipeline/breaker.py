@@ -118,12 +118,6 @@ class OutageBreaker:
             opened.probing = True
             return True
 
-    def probe_abandoned(self) -> None:
-        """The probe could not be made (no event waited): try again at the next chance."""
-        with self._lock:
-            if self._open is not None:
-                self._open.probing = False
-
     def _answered(self, call: _Call) -> bool:
         with self._lock:
             self._push(call)
