@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -26,6 +26,7 @@ from consumer.kafka.clients import KafkaPublisher, build_consumer, build_produce
 from consumer.kafka.group_consumer import KafkaGroupConsumer
 from consumer.kafka.group_offsets import GroupOffsets, GroupQueryError, leftover_tiers
 from consumer.kafka.status import KafkaStatusBoard
+from consumer.kafka.transactions import KafkaTransactions, build_transactional_producer
 from consumer.notify.digest import DigestPolicy
 from consumer.notify.webhook import WebhookNotifier
 from consumer.observability.messaging import MessagingClient
@@ -34,10 +35,10 @@ from consumer.pipeline.breaker import OutageBreaker
 from consumer.pipeline.flood_guard import DeadLetterGuard
 from consumer.pipeline.lanes import InlineLane, Lanes
 from consumer.pipeline.notifier import Notifier
+from consumer.pipeline.outbox import HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.ownership import Ownership
 from consumer.pipeline.processing import RecordProcessor
-from consumer.pipeline.records import Republished
 from consumer.pipeline.runner import Runner
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.durations import format_duration
@@ -134,7 +135,17 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
         settings = with_leftover_tiers(settings, report.listed)
     telemetry = Telemetry(tracer_provider, meter_provider, messaging_client(settings))
     publisher = KafkaPublisher(build_producer(settings))
-    consumer = KafkaGroupConsumer(build_consumer(settings))
+    group_consumer = build_consumer(
+        settings, **{"enable.auto.commit": not settings.kafka.transactional_hops})
+    consumer = KafkaGroupConsumer(group_consumer)
+    transactions = None
+    if settings.kafka.transactional_hops:
+        try:
+            transactions = KafkaTransactions(build_transactional_producer(settings),
+                                             group_consumer)
+        except BaseException:
+            group_consumer.close()  # never subscribed: nothing to leave
+            raise
     codec = EventCodec()
 
     outcomes = PendingOutcomes(store)
@@ -144,12 +155,12 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     ownership = Ownership()
 
     def lanes_factory(
-        on_republished: Callable[[Republished, str | None], None],
+        hops: HopSender,
     ) -> Lanes | InlineLane:
         processor = RecordProcessor(
-            policy=settings.retry, handler=handler, outcomes=outcomes, publisher=publisher,
+            policy=settings.retry, handler=handler, outcomes=outcomes, hops=hops,
             telemetry=telemetry, clock=clock, rules=settings.classification,
-            group_id=settings.kafka.group_id, on_republished=on_republished, codec=codec,
+            group_id=settings.kafka.group_id, codec=codec,
             breaker=breaker, guard=guard, ownership=ownership,
         )
         if settings.delivery.concurrency == 1:
@@ -164,5 +175,5 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
                     breaker=breaker, guard=guard,
                     status=KafkaStatusBoard(publisher, status_topic_name(settings.topics.main)),
                     instance=instance, notifier=webhook_notifier(settings, clock, instance),
-                    ownership=ownership)
+                    ownership=ownership, transactions=transactions)
     return Assembly(runner=runner, handler=handler, store=store)

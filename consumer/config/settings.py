@@ -98,12 +98,14 @@ MANAGED_PROPERTIES = {
     "bootstrap.servers": "set [kafka] bootstrap_servers instead",
     "group.id": "set [kafka] group_id instead",
     "enable.auto.offset.store": "an offset is stored only once its record's fate is durable",
-    "enable.auto.commit": "each client commits as its guarantees need (run: stored offsets "
-                          "every second; dlq replay: inside its transactions)",
+    "enable.auto.commit": "each client commits as its guarantees need (run: inside its "
+                          "transactions, or stored offsets every second; dlq replay: inside "
+                          "its transactions)",
     "enable.partition.eof": "each client sets it as its reading needs",
     "enable.idempotence": "republished and replayed records must not be duplicated",
     "acks": "a republished record counts only once every in-sync replica has it",
-    "transactional.id": "dlq replay derives it from the group, for exactly-once replays",
+    "transactional.id": "run and dlq replay choose their own, for exactly-once hops and "
+                        "replays",
     "isolation.level": "replays rely on aborted copies staying unread (read_committed)",
 }
 #: A ``[kafka.client]`` property whose name contains one of these is shown as ``****``.
@@ -111,7 +113,8 @@ SECRET_MARKERS = ("password", "secret", "token", "key", "oauthbearer.config")
 
 #: section -> key -> default. The single list of valid keys; error messages quote it.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "kafka": {"bootstrap_servers": "127.0.0.1:9092", "group_id": "clinic-events", "client": {}},
+    "kafka": {"bootstrap_servers": "127.0.0.1:9092", "group_id": "clinic-events",
+              "transactional_hops": True, "client": {}},
     "topics": {"main": "clinic.events", "partitions": 6, "replication_factor": 1},
     "retry": {
         "delays": ["5s", "30s", "2m", "10m"],
@@ -155,6 +158,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 class KafkaSettings:
     bootstrap_servers: str
     group_id: str
+    transactional_hops: bool = True
     client: Mapping[str, str] = field(default_factory=dict)
 
     def masked_client(self) -> dict[str, str]:
@@ -503,6 +507,12 @@ def _int(section: str, key: str, value: Any, minimum: int) -> int:
     return value
 
 
+def _bool(section: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{section}.{key} must be true or false, got {value!r}")
+    return value
+
+
 def _str(section: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{section}.{key} must be a non-empty string, got {value!r}")
@@ -520,6 +530,7 @@ def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
         kafka=KafkaSettings(
             bootstrap_servers=_str("kafka", "bootstrap_servers", kafka["bootstrap_servers"]),
             group_id=_str("kafka", "group_id", kafka["group_id"]),
+            transactional_hops=_bool("kafka", "transactional_hops", kafka["transactional_hops"]),
             client=_client_properties(kafka["client"]),
         ),
         topics=topic_settings,

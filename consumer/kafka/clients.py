@@ -33,7 +33,7 @@ from consumer.config.settings import KAFKA_CLIENT_LOGGER, SECRET_MARKERS, Settin
 from consumer.errors import ConfigError
 from consumer.kafka.access import AccessWatch, first_answer
 from consumer.kafka.client_log import ConnectionLog
-from consumer.pipeline.processing import OnAck
+from consumer.pipeline.outbox import OnAck
 from consumer.pipeline.records import InboundRecord
 from retry_topics.headers import Header
 

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from consumer.errors import ClinicEventsError
 from consumer.pipeline.offsets import TopicPartitionKey
+from consumer.pipeline.outbox import Hop, Publisher
 from consumer.pipeline.records import InboundRecord
 from retry_topics.system_state import SystemState
 
@@ -87,8 +88,8 @@ class ConsumerPort(Protocol):
         """Leave the group (revoking every partition first) and release the client."""
 
 
-class ProducerPort(Protocol):
-    """The part of the producer the run loop drives (publishing goes through ``Publisher``)."""
+class ProducerPort(Publisher, Protocol):
+    """The part of the producer the run loop drives; at-least-once hops are published here."""
 
     def serve(self, timeout_s: float) -> None:
         """Run delivery callbacks of acknowledged records, waiting at most ``timeout_s``."""
@@ -98,6 +99,25 @@ class ProducerPort(Protocol):
 
     def close(self) -> None:
         """Release the client."""
+
+
+class TransactionAborted(BrokerError):
+    """A transaction was aborted: nothing of it is visible, and it may be tried again."""
+
+
+class Transactions(Protocol):
+    """Hops committed together with the source offsets they settle (exactly-once hops).
+
+    At the edge: a transactional producer, and the consumer group's metadata so the broker
+    fences a commit from a member whose generation is over (KIP-447).
+    """
+
+    def commit(self, hops: Sequence[Hop], offsets: Mapping[Partition, int]) -> None:
+        """Produce ``hops`` and commit ``offsets`` for the group, all in one transaction.
+
+        Raises ``TransactionAborted`` when the transaction was aborted (by the broker, or
+        because a step failed), and ``BrokerError`` when the producer can go on no more.
+        """
 
 
 class StatusBoard(Protocol):

@@ -18,7 +18,10 @@ what the loop relies on, nothing more:
   same partition to the same consumer, as librdkafka's does;
 - ``consume`` with nothing to return advances the manual clock by its timeout: waiting costs
   simulated time only. A test that never stops the loop fails at ``max_idle_ms``.
-- published records are acknowledged in ``serve``, like a producer's delivery reports.
+- published records are acknowledged in ``serve``, like a producer's delivery reports;
+- a transaction appends its hops and commits its offsets at once, or does nothing: it is
+  aborted when it would commit offsets of a partition the consumer no longer holds (the
+  broker's generation check), or when a test asks for it.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from consumer.pipeline.broker import BrokerError, Partition, RebalanceListener
-from consumer.pipeline.processing import OnAck
+from consumer.pipeline.broker import BrokerError, Partition, RebalanceListener, TransactionAborted
+from consumer.pipeline.outbox import Hop, OnAck
 from consumer.pipeline.records import InboundRecord
 from retry_topics.clock import ManualClock
 from retry_topics.headers import Header
@@ -132,6 +135,10 @@ class MemoryConsumer:
     @property
     def paused(self) -> frozenset[Partition]:
         return frozenset(self._paused)
+
+    @property
+    def assignment(self) -> frozenset[Partition]:
+        return frozenset(self._assigned)
 
     @property
     def stored(self) -> Mapping[Partition, int]:
@@ -292,3 +299,32 @@ class MemoryProducer:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class MemoryTransactions:
+    """``Transactions`` over a ``MemoryBroker``, for the group of one ``MemoryConsumer``."""
+
+    def __init__(self, broker: MemoryBroker, consumer: MemoryConsumer) -> None:
+        self._broker = broker
+        self._consumer = consumer
+        self._aborts_left = 0
+        self.committed = 0  # transactions committed
+        self.aborted = 0
+
+    def abort_next(self, count: int = 1) -> None:
+        """Abort the next ``count`` transactions (a broker timeout, a fenced commit)."""
+        self._aborts_left += count
+
+    def commit(self, hops: Sequence[Hop], offsets: Mapping[Partition, int]) -> None:
+        strangers = [tp for tp in offsets if tp not in self._consumer.assignment]
+        if self._aborts_left or strangers:
+            self._aborts_left = max(0, self._aborts_left - 1)
+            self.aborted += 1
+            raise TransactionAborted(f"offsets of partitions not assigned: {strangers}"
+                                     if strangers else "aborted as the test asked")
+        for hop in hops:
+            self._broker.create_topic(hop.topic)
+            self._broker.append(hop.topic, StoredRecord(hop.key, hop.value, tuple(hop.headers),
+                                                        self._broker.clock.now_ms()))
+        self._broker.commit(offsets)
+        self.committed += 1

@@ -10,7 +10,8 @@ Lookups read the staged set *before* the store: an id leaves the staged set only
 store has it, so a lookup concurrent with a write sees the id in one place or the other.
 
 Dead-lettered outcomes are staged the same way, from the moment a lane sends an event to the
-DLQ until the broker's ack lets the poll thread record it: without that, a second copy of
+DLQ until the broker's ack (or the commit of its transaction) lets the poll thread record
+it: without that, a second copy of
 the event consumed meanwhile (published twice, or redelivered after a rebalance) met no
 outcome, was handed to the handler again and dead-lettered a second time.
 """
@@ -71,5 +72,11 @@ class PendingOutcomes:
     def record_dead_lettered(self, event_id: str) -> None:
         """Write the acknowledged dead letter durably, then unstage it; raises on failure."""
         self.store.record(event_id, "dead_lettered")
+        with self._lock:
+            self._dead_lettered.discard(event_id)
+
+    def unstage_dead_lettered(self, event_id: str) -> None:
+        """Forget a dead letter that was never sent (its partition was lost meanwhile): the
+        partition's next owner decides the event's fate afresh."""
         with self._lock:
             self._dead_lettered.discard(event_id)

@@ -18,14 +18,14 @@ For each chunk of records a lane hands it (records of one lane, in consumption o
 6. drop each record's decoded event as soon as its fate is decided (only ids, offsets and
    the raw bytes are needed afterwards).
 
-Republished records report their fate later, from the producer's delivery callback.
+A republished record is handed to a ``HopSender`` (``consumer.pipeline.outbox``): its fate
+counts once the hop is acknowledged, or committed with its source offset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from opentelemetry.trace import Span
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
@@ -40,6 +40,7 @@ from consumer.events.identifying import identifying_values
 from consumer.observability.telemetry import INVALID_SPAN, Telemetry
 from consumer.pipeline.breaker import OutageBreaker
 from consumer.pipeline.flood_guard import DeadLetterGuard
+from consumer.pipeline.outbox import Hop, HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.ownership import Ownership
 from consumer.pipeline.records import (
@@ -71,9 +72,6 @@ from retry_topics.routing import (
     dead_letter_undecodable,
     decide_after_failure,
 )
-
-OnAck = Callable[[str | None], None]
-"""Called once the broker acknowledged (None) or refused (error text) a republished record."""
 
 
 class stop_when(stop_base):  # noqa: N801 - named like tenacity's own stop strategies
@@ -111,13 +109,6 @@ def _failure_of(retry_state: RetryCallState) -> BaseException:
     return failure
 
 
-class Publisher(Protocol):
-    """Sends a record and reports its acknowledgement later (port; Kafka producer at the edge)."""
-
-    def publish(self, topic: str, key: bytes | None, value: bytes | None,
-                headers: list[tuple[str, bytes]], on_ack: OnAck) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Outage:
     """The step after a failure while the downstream breaker is open: wait it out."""
@@ -140,22 +131,19 @@ class RecordProcessor:
     """Runs chunks of records through dedup, the handler, and routing."""
 
     def __init__(self, *, policy: RetryPolicy, handler: DeliveryHandler,
-                 outcomes: PendingOutcomes,
-                 publisher: Publisher, telemetry: Telemetry, clock: Clock,
-                 rules: ExceptionRules, group_id: str,
-                 on_republished: Callable[[Republished, str | None], None],
+                 outcomes: PendingOutcomes, hops: HopSender, telemetry: Telemetry,
+                 clock: Clock, rules: ExceptionRules, group_id: str,
                  codec: EventCodec | None = None, breaker: OutageBreaker | None = None,
                  guard: DeadLetterGuard | None = None,
                  ownership: Ownership | None = None) -> None:
         self._policy = policy
         self._handler = handler
         self._outcomes = outcomes
-        self._publisher = publisher
+        self._hops = hops
         self._telemetry = telemetry
         self._clock = clock
         self._rules = rules
         self._group_id = group_id
-        self._on_republished = on_republished
         self._tier_labels = tier_labels(policy)
         self._quick_wait = wait_at_least_retry_after(policy.in_process.wait_strategy())
         self._codec = codec or EventCodec()
@@ -452,8 +440,7 @@ class RecordProcessor:
         fate = Republished(record, decision, failure.error_class, kind)  # type: ignore[arg-type]
         with self._telemetry.send_span(decision.topic, record.event_id, key=record.key):
             wire = self._telemetry.headers_with_traceparent(encode_headers(headers))
-            self._publisher.publish(decision.topic, record.key, record.value, wire,
-                                    lambda error: self._on_republished(fate, error))
+            self._hops.send(Hop(fate, decision.topic, record.key, record.value, wire))
         return fate
 
 

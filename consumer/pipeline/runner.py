@@ -10,11 +10,22 @@ timeout is the time to the earliest resume, so an idle wait costs no CPU, and ot
 partitions and the main topic keep flowing.
 
 Records that may run go to the lanes (bounded concurrency, one key at a time). Their fates
-come back on a queue; a republished record's fate arrives with the producer's ack. Offsets
-are stored strictly in order per partition and only for durable fates, and librdkafka
-auto-commits stored offsets. On revoke the runner finishes in-flight work for the revoked
-partitions (bounded), commits, and forgets their paused state; on stop it drains, flushes,
-commits and closes.
+come back on a queue. Offsets advance strictly in order per partition and only over durable
+fates. How a hop (a record republished to a retry tier or the DLQ) and its source offset
+become durable depends on ``transactions``:
+
+* with them (exactly-once hops), workers leave hops in a ``HopOutbox``; the poll thread
+  takes them, and commits them with the offsets they settle in one Kafka transaction: at
+  once when there are hops, else every ``OFFSETS_EVERY_S``. A crash before the commit
+  leaves neither the hop (readers see committed records only) nor the offset, so the next
+  owner processes the source record as if for the first time, and never gives an event a
+  second fate. A transaction the broker aborts is tried again, less what this instance no
+  longer owns;
+* without them (at-least-once), a hop's fate counts when the producer's ack arrives; only
+  then is its offset stored, and librdkafka auto-commits stored offsets.
+
+On revoke the runner finishes in-flight work for the revoked partitions (bounded), commits,
+and forgets their paused state; on stop it drains, flushes, commits and closes.
 """
 
 from __future__ import annotations
@@ -36,11 +47,14 @@ from consumer.pipeline.broker import (
     Partition,
     ProducerPort,
     StatusBoard,
+    TransactionAborted,
+    Transactions,
 )
 from consumer.pipeline.flood_guard import DeadLetterGuard, Halt
 from consumer.pipeline.lanes import InlineLane, LaneFailure, Lanes
 from consumer.pipeline.notifier import Notifier
 from consumer.pipeline.offsets import OffsetBook, TopicPartitionKey
+from consumer.pipeline.outbox import AckedHops, Hop, HopOutbox, HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.outcome_log import (
     OUTCOME_LEVEL,
@@ -64,6 +78,7 @@ _EVENT_ID_OF = attrgetter("event_id")
 BATCH_SIZE = 500
 IDLE_POLL_S = 0.25
 OUTCOME_WAIT_S = 0.05
+OFFSETS_EVERY_S = 1.0  # how often a transaction commits offsets when no hop is waiting
 
 
 class FatalError(ClinicEventsError, RuntimeError):
@@ -74,15 +89,15 @@ class Runner:
     """Owns the consumer and producer for the lifetime of ``run``."""
 
     def __init__(self, *, consumer: ConsumerPort, producer: ProducerPort, policy: RetryPolicy,
-                 lanes_factory: Callable[[Callable[[Republished, str | None], None]],
-                                         Lanes | InlineLane],
+                 lanes_factory: Callable[[HopSender], Lanes | InlineLane],
                  outcomes: PendingOutcomes, clock: Clock, telemetry: Telemetry,
                  max_in_flight: int = 5000, drain_timeout_s: float = 30.0,
                  breaker: OutageBreaker | None = None,
                  guard: DeadLetterGuard | None = None,
                  status: StatusBoard | None = None, instance: str = "",
                  notifier: Notifier | None = None,
-                 ownership: Ownership | None = None) -> None:
+                 ownership: Ownership | None = None,
+                 transactions: Transactions | None = None) -> None:
         self._consumer = consumer
         self._producer = producer
         self._policy = policy
@@ -111,13 +126,21 @@ class Runner:
         self._ownership = ownership or Ownership()
         self._acks: list[tuple[Republished, str | None]] = []
         self._acks_lock = threading.Lock()
+        self._transactions = transactions
+        self._outbox = HopOutbox() if transactions is not None else None
+        self._unsent: list[Hop] = []  # taken from the outbox, not committed yet
+        self._settled: dict[TopicPartitionKey, int] = {}  # offsets not committed yet
+        self._committed_at = clock.monotonic()
+        self._aborts = 0  # transactions aborted in a row
         self._stop = threading.Event()
         self._hurry = False
         self._drained = False  # the shutdown drain ran: closing's revoke need not drain again
         self._fatal: BaseException | None = None
         self.stats: Counter[str] = Counter()
         self._summary = OutcomeSummary(clock.monotonic())
-        self._lanes = lanes_factory(self._on_republished)
+        self._lanes = lanes_factory(
+            self._outbox if self._outbox is not None
+            else AckedHops(producer, self._on_republished))
         self._tier_by_topic = {tier.topic: tier for tier in (*policy.tiers, *policy.drain_tiers)}
         self._tier_labels = tier_labels(policy)
 
@@ -390,10 +413,25 @@ class Runner:
         self._dispatch(records)
 
     def _service(self, wait_s: float = 0.0) -> None:
-        """Serve producer acks and lane results; store offsets that advanced."""
+        """Serve lane results and hops; store offsets that advanced (or commit them, with
+        the hops that settle them, when transactions are on)."""
         self._producer.serve(0)
         advanced: dict[TopicPartitionKey, int] = {}
         self._finish_lane_results(advanced, wait_s)
+        if self._outbox is not None:
+            self._take_hops(advanced)
+        else:
+            self._finish_acked(advanced)
+        if advanced:
+            self._store_offsets(advanced)
+        if self._transactions is not None and (
+                self._unsent or (self._settled and self._clock.monotonic() - self._committed_at
+                                 >= OFFSETS_EVERY_S)):
+            self._commit()
+        self._resume_due()
+
+    def _finish_acked(self, advanced: dict[TopicPartitionKey, int]) -> None:
+        """Complete the hops the broker acknowledged (at-least-once)."""
         with self._acks_lock:
             acks, self._acks = self._acks, []
         for fate, error in acks:
@@ -401,10 +439,28 @@ class Runner:
                 self._fatal = self._fatal or FatalError(
                     f"broker refused a record republished to {fate.destination.topic}: {error}")
                 continue
-            self._finish_republished(fate, advanced)
-        if advanced:
-            self._store_offsets(advanced)
-        self._resume_due()
+            self._note_republished(fate)
+            record = fate.record
+            self._complete((record.topic, record.partition), (record.offset,), advanced)
+
+    def _take_hops(self, advanced: dict[TopicPartitionKey, int]) -> None:
+        """Take the workers' hops for the next transaction, completing their records now:
+        the offsets the transaction commits then include the records its hops settle.
+        Hops of partitions no longer owned are dropped, never produced."""
+        for hop in self._outbox.take() if self._outbox is not None else ():
+            record = hop.fate.record
+            if not self._ownership.owns(record):
+                self._drop_hop(hop)
+                continue
+            self._unsent.append(hop)
+            self._complete((record.topic, record.partition), (record.offset,), advanced)
+
+    def _drop_hop(self, hop: Hop) -> None:
+        """Forget a hop of a partition this instance lost: its new owner decides afresh."""
+        record = hop.fate.record
+        if hop.fate.kind == "dead_lettered" and record.event_id is not None:
+            self._outcomes.unstage_dead_lettered(record.event_id)
+        self.stats["dropped"] += 1
 
     def _step_over_undelivered(self, partitions: Iterable[TopicPartitionKey]) -> None:
         """Store idle partitions' positions past offsets never delivered (transaction markers).
@@ -542,9 +598,8 @@ class Runner:
                         "one waiting event at most every %d s", status.reason,
                         max(1, round(self._breaker.probe_cap_ms() / 1000)))
 
-    def _finish_republished(
-        self, fate: Republished, advanced: dict[TopicPartitionKey, int]
-    ) -> None:
+    def _note_republished(self, fate: Republished) -> None:
+        """A hop is durable: record a dead letter's outcome, tell, count and log it."""
         record = fate.record
         if fate.kind == "dead_lettered" and record.event_id is not None:
             self._outcomes.record_dead_lettered(record.event_id)
@@ -561,7 +616,6 @@ class Runner:
             self.stats[key] += 1
         log_outcome(fate.kind, record, error_class=fate.error_class,
                     destination=destination.topic)
-        self._complete((record.topic, record.partition), (record.offset,), advanced)
 
     def _complete(self, tp: TopicPartitionKey, offsets: Sequence[int],
                   advanced: dict[TopicPartitionKey, int]) -> None:
@@ -573,6 +627,9 @@ class Runner:
     def _store_offsets(self, advanced: dict[TopicPartitionKey, int]) -> None:
         offsets = {tp: offset for tp, offset in advanced.items() if tp in self._assigned}
         if not offsets:
+            return
+        if self._transactions is not None:
+            self._settled.update(offsets)  # committed by the next transaction
             return
         try:
             self._consumer.store_offsets(offsets)
@@ -660,10 +717,47 @@ class Runner:
         return in_flight - held
 
     def _commit(self) -> None:
+        if self._transactions is not None:
+            self._commit_transaction(self._transactions)
+            return
         try:
             self._consumer.commit()
         except BrokerError as exc:
             LOG.warning("commit failed: %s", exc)
+
+    def _commit_transaction(self, transactions: Transactions) -> None:
+        """Commit the hops taken and the offsets settled since the last commit, in one
+        transaction; then the hops' fates count. Aborted, it is tried again at the next
+        pass with what this instance still owns (the poll thread must go on meanwhile:
+        a rebalance that fenced the commit is served by the next ``consume``)."""
+        hops = []
+        for hop in self._unsent:
+            if self._ownership.owns(hop.fate.record):
+                hops.append(hop)
+            else:
+                self._drop_hop(hop)
+        offsets = {tp: offset for tp, offset in self._settled.items() if tp in self._assigned}
+        self._unsent, self._settled = hops, offsets
+        if not hops and not offsets:
+            return
+        try:
+            transactions.commit(hops, offsets)
+        except TransactionAborted as exc:
+            self._aborts += 1
+            if self._aborts == 1:
+                LOG.warning("a transaction of %d hop(s) was aborted (%s); trying again",
+                            len(hops), exc)
+            return
+        except BrokerError as exc:
+            self._fatal = self._fatal or FatalError(f"cannot commit hops and offsets: {exc}")
+            return
+        if self._aborts:
+            LOG.info("transactions commit again, after %d aborted", self._aborts)
+            self._aborts = 0
+        self._unsent, self._settled = [], {}
+        self._committed_at = self._clock.monotonic()
+        for hop in hops:
+            self._note_republished(hop.fate)
 
     def _shutdown(self) -> None:
         self._drain(None, self._drain_timeout_s)

@@ -9,9 +9,10 @@ from consumer.delivery.handlers import DeliveryContext
 from consumer.errors import TransientError
 from consumer.events.codec import EventCodec
 from consumer.observability.telemetry import Telemetry
+from consumer.pipeline.outbox import AckedHops, OnAck
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.ownership import Ownership
-from consumer.pipeline.processing import OnAck, RecordProcessor
+from consumer.pipeline.processing import RecordProcessor
 from consumer.pipeline.records import InboundRecord
 from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
@@ -53,8 +54,8 @@ def _processor(handler: Any, publisher: Publisher, ownership: Ownership) -> Reco
         policy=RetryPolicy(main_topic=MAIN, delays_ms=(5_000,),
                            in_process=InProcessRetry(attempts=1)),
         handler=handler, outcomes=PendingOutcomes(MemoryDedupStore(clock)),
-        publisher=publisher, telemetry=Telemetry(), clock=clock, rules=ExceptionRules(),
-        group_id="g", on_republished=lambda fate, error: None, ownership=ownership)
+        hops=AckedHops(publisher, lambda fate, error: None), telemetry=Telemetry(),
+        clock=clock, rules=ExceptionRules(), group_id="g", ownership=ownership)
 
 
 def _record(ownership: Ownership) -> InboundRecord:

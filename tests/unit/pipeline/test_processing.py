@@ -18,8 +18,9 @@ from consumer.delivery.handlers import DeliveryContext, HttpDelivery
 from consumer.errors import PermanentError, TransientError, UndecodableRecord
 from consumer.events.codec import EventCodec
 from consumer.observability.telemetry import Telemetry
+from consumer.pipeline.outbox import AckedHops, OnAck
 from consumer.pipeline.outcome_buffer import PendingOutcomes
-from consumer.pipeline.processing import OnAck, RecordProcessor
+from consumer.pipeline.processing import RecordProcessor
 from consumer.pipeline.records import Delivered, Duplicate, InboundRecord, Republished
 from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
@@ -87,10 +88,9 @@ class Fixture:
         )
         self.processor = RecordProcessor(
             policy=self.policy, handler=handler, outcomes=self.outcomes,
-            publisher=self.publisher,
+            hops=AckedHops(self.publisher, lambda fate, err: self.acked.append((fate, err))),
             telemetry=telemetry or Telemetry(), clock=self.clock,
-            rules=rules or ExceptionRules(),
-            group_id="g", on_republished=lambda fate, err: self.acked.append((fate, err)),
+            rules=rules or ExceptionRules(), group_id="g",
         )
 
     def run(self, *records: InboundRecord) -> list[Any]:

@@ -13,8 +13,9 @@ from consumer.dedup.store import MemoryDedupStore
 from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.broker import Partition, RebalanceListener
 from consumer.pipeline.lanes import InlineLane, Lanes
+from consumer.pipeline.outbox import HopSender, OnAck
 from consumer.pipeline.outcome_buffer import PendingOutcomes
-from consumer.pipeline.records import Delivered, Fate, InboundRecord, Republished
+from consumer.pipeline.records import Delivered, Fate, InboundRecord
 from consumer.pipeline.runner import Runner
 from retry_topics.clock import ManualClock
 from retry_topics.policy import RetryPolicy
@@ -65,6 +66,10 @@ class IdleProducer:
 
     def close(self) -> None: ...
 
+    def publish(self, topic: str, key: bytes | None, value: bytes | None,
+                headers: list[tuple[str, bytes]], on_ack: OnAck) -> None:
+        raise AssertionError("nothing is republished in these tests")
+
 
 def _messages(*offsets: int) -> list[InboundRecord]:
     return [InboundRecord(MAIN, 0, offset, 1_000, b"appt-1", b"v", ()) for offset in offsets]
@@ -77,11 +82,11 @@ def _interrupted_from(offset: int, records: Sequence[InboundRecord]) -> list[Fat
     return [Delivered(record) for record in records]
 
 
-def _inline(_on_republished: Callable[[Republished, str | None], None]) -> InlineLane:
+def _inline(_hops: HopSender) -> InlineLane:
     return InlineLane(lambda chunk: _interrupted_from(2, chunk))
 
 
-def _lanes(_on_republished: Callable[[Republished, str | None], None]) -> Lanes:
+def _lanes(_hops: HopSender) -> Lanes:
     def process_until(records: Sequence[InboundRecord], _deadline: float | None, /, *,
                       may_wait: bool = False) -> tuple[list[Fate], int]:
         return _interrupted_from(2, records), len(records)

@@ -27,9 +27,10 @@ from consumer.pipeline.memory_broker import (
     MemoryProducer,
     StoredRecord,
 )
+from consumer.pipeline.outbox import HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
-from consumer.pipeline.records import Delivered, Fate, InboundRecord, Republished
+from consumer.pipeline.records import Delivered, Fate, InboundRecord
 from consumer.pipeline.runner import Runner
 from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
@@ -111,11 +112,11 @@ def _loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = (),
     outcomes = PendingOutcomes(MemoryDedupStore(clock))
     telemetry = Telemetry()
 
-    def lanes(on_republished: Callable[[Republished, str | None], None]) -> InlineLane:
+    def lanes(hops: HopSender) -> InlineLane:
         processor = RecordProcessor(
-            policy=policy, handler=handler, outcomes=outcomes, publisher=producer,
+            policy=policy, handler=handler, outcomes=outcomes, hops=hops,
             telemetry=telemetry, clock=clock, rules=ExceptionRules(), group_id="clinic-events",
-            on_republished=on_republished, codec=CODEC)
+            codec=CODEC)
         return InlineLane(processor.process_chunk, abandon=processor.abandon)
 
     runner = Runner(consumer=consumer, producer=producer, policy=policy, lanes_factory=lanes,
@@ -332,7 +333,7 @@ def test_a_backlog_drains_from_every_partition_at_once() -> None:
     consumer = MemoryConsumer(broker, fetch_records=300)  # a chunk outlasts the room
     runner = Runner(consumer=consumer, producer=MemoryProducer(broker),
                     policy=RetryPolicy(main_topic=MAIN, delays_ms=(5_000,)),
-                    lanes_factory=lambda _on_republished: lanes,  # type: ignore[arg-type,return-value]
+                    lanes_factory=lambda _hops: lanes,  # type: ignore[arg-type,return-value]
                     outcomes=PendingOutcomes(MemoryDedupStore(clock)), clock=clock,
                     telemetry=Telemetry(), drain_timeout_s=0.1)
     progress: list[list[int]] = []

@@ -29,9 +29,10 @@ from consumer.pipeline.memory_broker import (
     StoredRecord,
 )
 from consumer.pipeline.notifier import Notifier
+from consumer.pipeline.outbox import HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
-from consumer.pipeline.records import InboundRecord, Republished
+from consumer.pipeline.records import InboundRecord
 from consumer.pipeline.runner import Runner
 from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
@@ -112,11 +113,11 @@ class World:
         the_guard = DeadLetterGuard(guard or FloodGuardPolicy())
         telemetry = Telemetry()
 
-        def lanes(on_republished: Callable[[Republished, str | None], None]) -> InlineLane:
+        def lanes(hops: HopSender) -> InlineLane:
             processor = RecordProcessor(
                 policy=self.policy, handler=self.downstream, outcomes=outcomes,
-                publisher=producer, telemetry=telemetry, clock=self.clock,
-                rules=ExceptionRules(), group_id="clinic-events", on_republished=on_republished,
+                hops=hops, telemetry=telemetry, clock=self.clock,
+                rules=ExceptionRules(), group_id="clinic-events",
                 codec=CODEC, breaker=the_breaker, guard=the_guard)
             return InlineLane(processor.process_chunk, abandon=processor.abandon)
 
