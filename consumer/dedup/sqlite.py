@@ -39,6 +39,15 @@ Consequences, by design:
 
 A file written by the earlier table layout (``dedup``, one row per event) is migrated into
 the log when a writable store opens it.
+
+**Chains** of parked keys (``consumer.dedup.chains``) live in their own small table, one row
+per key with a chain, and in a mirror in memory. Unlike outcomes, a chain must be read as it
+is now (an event examined a moment after another process parked one of its key must see
+that), so ``chains`` asks ``PRAGMA data_version`` on every call and reloads the table when
+another connection committed anything; with one process it never reloads. Changes are read
+and written inside one write transaction, from the table, so processes sharing the file
+never lose each other's links. Keys with a chain are few (only those with an event in a
+retry tier), so reloading them all is cheap.
 """
 
 from __future__ import annotations
@@ -51,8 +60,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from consumer.dedup.chains import ParkedSummary, decode_chain, encode_chain, summarise
 from consumer.dedup.rules import OUTCOMES, Outcome, check_outcomes, check_ttl, live_outcomes
 from retry_topics.clock import Clock, SystemClock
+from retry_topics.ordering import Link, joined, left, live
 
 __all__ = ["LOOKUP_CATCH_UP_MS", "PURGE_INTERVAL_MS", "SqliteDedupStore", "decode_ids",
            "encode_ids"]
@@ -69,6 +80,10 @@ CREATE TABLE IF NOT EXISTS dedup_log (
     event_ids TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dedup_log_recorded_at ON dedup_log (recorded_at_ms);
+CREATE TABLE IF NOT EXISTS chains (
+    entity TEXT PRIMARY KEY,
+    links TEXT NOT NULL
+);
 """
 _APPEND = "INSERT INTO dedup_log (recorded_at_ms, outcome, event_ids) VALUES (?, ?, ?)"
 _SINCE = ("SELECT seq, recorded_at_ms, outcome, event_ids FROM dedup_log "
@@ -116,6 +131,8 @@ class SqliteDedupStore:
         self._looked_at = float("-inf")  # clock.monotonic() of that look
         self._last_at_ms = 0  # the newest row time seen: new rows are never older
         self._purged_at_ms = 0
+        self._chains: dict[str, list[Link]] = {}  # mirror of the chains table
+        self._chains_version: object = None  # PRAGMA data_version when it was loaded
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None,
                                      check_same_thread=False)
@@ -269,6 +286,56 @@ class SqliteDedupStore:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    # -- chains ----------------------------------------------------------------------------
+
+    def chains(self, keys: Sequence[str]) -> dict[str, list[Link]]:
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
+        with self._lock:
+            self._load_chains()
+            found = {key: live(self._chains[key], cutoff_ms)
+                     for key in keys if key in self._chains}
+        return {key: chain for key, chain in found.items() if chain}
+
+    def join(self, key: str, link: Link) -> None:
+        self._change_chain(key, lambda chain: joined(chain, link))
+
+    def leave(self, key: str, event_id: str) -> None:
+        self._change_chain(key, lambda chain: left(chain, event_id))
+
+    def parked_summary(self) -> ParkedSummary:
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
+        with self._lock:
+            self._load_chains()
+            return summarise([live(chain, cutoff_ms) for chain in self._chains.values()])
+
+    def _load_chains(self) -> None:
+        """Reload the mirror if another connection committed since it was loaded (lock held)."""
+        version = self._conn.execute("PRAGMA data_version").fetchone()
+        if version == self._chains_version:
+            return
+        self._chains = {str(entity): decode_chain(links) for entity, links
+                        in self._conn.execute("SELECT entity, links FROM chains")}
+        self._chains_version = version
+
+    def _change_chain(self, key: str, change: Callable[[list[Link]], list[Link]]) -> None:
+        """Apply ``change`` to ``key``'s chain as the table holds it, in one write transaction."""
+        self._check_writable()
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
+        with self._lock:
+            with self._immediate_transaction():
+                row = self._conn.execute("SELECT links FROM chains WHERE entity = ?",
+                                         (key,)).fetchone()
+                chain = change(live(decode_chain(row[0]) if row else [], cutoff_ms))
+                if chain:
+                    self._conn.execute("INSERT OR REPLACE INTO chains (entity, links) "
+                                       "VALUES (?, ?)", (key, encode_chain(chain)))
+                else:
+                    self._conn.execute("DELETE FROM chains WHERE entity = ?", (key,))
+            if chain:
+                self._chains[key] = chain
+            else:
+                self._chains.pop(key, None)
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -10,6 +10,10 @@ retry copy must not hide a delivery), while ``dead_lettered`` may become ``deliv
 operator replayed the event from the DLQ and it went through). Outcomes expire after
 ``ttl_ms`` (an expired one counts as absent); ``forget`` lets an operator force redelivery.
 
+Every store also keeps the **chains** of parked keys (``consumer.dedup.chains``): per record
+key, the events outstanding in retry tiers, so later events of the key wait behind them.
+Links expire with the same ``ttl_ms``.
+
 Implementations, chosen by URL in :func:`open_dedup_store`:
 
 * :class:`~consumer.dedup.sqlite.SqliteDedupStore` (``sqlite:///relative.sqlite3``,
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -34,6 +38,13 @@ from urllib.parse import urlsplit
 import redis
 
 from consumer.config.dedup_store import store_kind
+from consumer.dedup.chains import (
+    ChainStore,
+    ParkedSummary,
+    decode_chain,
+    encode_chain,
+    summarise,
+)
 from consumer.dedup.rules import (
     OUTCOMES,
     Outcome,
@@ -44,6 +55,7 @@ from consumer.dedup.rules import (
 from consumer.dedup.sqlite import SqliteDedupStore
 from consumer.errors import ConfigError
 from retry_topics.clock import Clock, SystemClock
+from retry_topics.ordering import Link, joined, left, live
 
 __all__ = ["OUTCOMES", "DedupStore", "MemoryDedupStore", "Outcome", "RedisDedupStore",
            "SqliteDedupStore", "open_dedup_store"]
@@ -52,11 +64,15 @@ _OUTCOME_BY_VALUE: dict[bytes, Outcome] = {outcome.encode(): outcome for outcome
 
 LOOKUP_CHUNK = 500  # ids per Redis MGET
 REDIS_KEY_PREFIX = "clinic-events:dedup:"
+REDIS_CHAIN_PREFIX = "clinic-events:chain:"
+REDIS_PARKED_SET = "clinic-events:parked"  # every key with a chain: lag counts them
+REDIS_CHAIN_ATTEMPTS = 20  # optimistic read-modify-write tries before giving up
 REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S = 2.0, 5.0
 
 
-class DedupStore(Protocol):
-    """Where event outcomes are recorded; implementations are safe to share between threads."""
+class DedupStore(ChainStore, Protocol):
+    """Where event outcomes (and parked keys' chains) are recorded; implementations are safe
+    to share between threads."""
 
     def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
         """Recorded, unexpired outcomes of ``event_ids``; ids without one are absent."""
@@ -91,6 +107,7 @@ class MemoryDedupStore:
         self._ttl_ms = ttl_ms
         self._lock = threading.Lock()
         self._rows: dict[str, tuple[Outcome, int]] = {}
+        self._chains: dict[str, list[Link]] = {}
 
     def _live(self, event_id: str, now_ms: int) -> Outcome | None:
         row = self._rows.get(event_id)
@@ -122,8 +139,34 @@ class MemoryDedupStore:
         with self._lock:
             self._rows.pop(event_id, None)
 
+    def chains(self, keys: Sequence[str]) -> dict[str, list[Link]]:
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
+        with self._lock:
+            found = {key: live(self._chains.get(key, ()), cutoff_ms) for key in keys}
+        return {key: chain for key, chain in found.items() if chain}
+
+    def join(self, key: str, link: Link) -> None:
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
+        with self._lock:
+            self._chains[key] = joined(live(self._chains.get(key, ()), cutoff_ms), link)
+
+    def leave(self, key: str, event_id: str) -> None:
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
+        with self._lock:
+            chain = left(live(self._chains.get(key, ()), cutoff_ms), event_id)
+            if chain:
+                self._chains[key] = chain
+            else:
+                self._chains.pop(key, None)
+
+    def parked_summary(self) -> ParkedSummary:
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
+        with self._lock:
+            return summarise([live(chain, cutoff_ms) for chain in self._chains.values()])
+
     def close(self) -> None:
         self._rows.clear()
+        self._chains.clear()
 
 
 # KEYS[1] = the event's key, ARGV[1] = ttl in ms. Leaves an existing "delivered" untouched.
@@ -137,9 +180,10 @@ return 1
 class RedisDedupStore:
     """Outcomes in Redis, shared by every consumer instance; the server expires them."""
 
-    def __init__(self, url: str, ttl_ms: int) -> None:
+    def __init__(self, url: str, ttl_ms: int, clock: Clock | None = None) -> None:
         check_ttl(ttl_ms)
         self._ttl_ms = ttl_ms
+        self._clock: Clock = clock or SystemClock()
         self._client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
                                             socket_timeout=REDIS_SOCKET_TIMEOUT_S)
         try:
@@ -185,6 +229,63 @@ class RedisDedupStore:
     def forget(self, event_id: str) -> None:
         self._client.delete(self._key(event_id))
 
+    # -- chains: one JSON value per key, changed by optimistic transactions ----------------
+    # Why WATCH/MULTI and not a Lua script: the rules stay the pure functions every store
+    # shares; a change is rare (a failure, a park, a chained delivery), so a retried
+    # transaction costs nothing that matters.
+
+    def chains(self, keys: Sequence[str]) -> dict[str, list[Link]]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        cutoff_ms = self._clock.now_ms() - self._ttl_ms
+        values = self._client.mget([REDIS_CHAIN_PREFIX + key for key in unique])
+        found = {key: live(decode_chain(raw), cutoff_ms)
+                 for key, raw in zip(unique, values, strict=True) if raw is not None}
+        return {key: chain for key, chain in found.items() if chain}
+
+    def join(self, key: str, link: Link) -> None:
+        self._change(key, lambda chain: joined(chain, link))
+
+    def leave(self, key: str, event_id: str) -> None:
+        self._change(key, lambda chain: left(chain, event_id))
+
+    def _change(self, key: str, change: Callable[[list[Link]], list[Link]]) -> None:
+        """Read ``key``'s chain, apply ``change`` and write it back, atomically."""
+        name = REDIS_CHAIN_PREFIX + key
+        for _ in range(REDIS_CHAIN_ATTEMPTS):
+            with self._client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(name)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(name)
+                    cutoff_ms = self._clock.now_ms() - self._ttl_ms
+                    chain = change(live(decode_chain(raw) if raw is not None else [],
+                                        cutoff_ms))
+                    pipe.multi()
+                    if chain:  # every link is younger than ttl: the value may live as long
+                        pipe.set(name, encode_chain(chain), px=self._ttl_ms)
+                        pipe.zadd(REDIS_PARKED_SET, {key: chain[0].parked_at_ms})
+                    else:
+                        pipe.delete(name)
+                        pipe.zrem(REDIS_PARKED_SET, key)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue  # another instance changed the chain meanwhile: read it again
+        raise redis.RedisError(f"chain of a key changed {REDIS_CHAIN_ATTEMPTS} times while "
+                               "this instance tried to update it")
+
+    def parked_summary(self) -> ParkedSummary:
+        members: list[bytes] = list(self._client.zrange(REDIS_PARKED_SET, 0, -1))  # type: ignore[arg-type]
+        keys = [raw.decode("utf-8", "surrogateescape") for raw in members]
+        if not keys:
+            return ParkedSummary()
+        found = self.chains(keys)
+        gone = [key for key in keys if key not in found]  # expired by the server
+        if gone:
+            self._client.zrem(REDIS_PARKED_SET, *gone)
+        return summarise(list(found.values()))
+
     def close(self) -> None:
         self._client.close()
 
@@ -212,7 +313,7 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
                                   "sqlite:///relative/path.sqlite3 or sqlite:////abs/path")
             return SqliteDedupStore(Path(raw_path), ttl_ms, clock, read_only=read_only)
         if kind == "redis":
-            return RedisDedupStore(url, ttl_ms)
+            return RedisDedupStore(url, ttl_ms, clock)
         if kind == "memory" and url == "memory://":
             return MemoryDedupStore(clock, ttl_ms=ttl_ms)
     except (OSError, sqlite3.Error, redis.RedisError, ValueError) as exc:

@@ -1,0 +1,102 @@
+"""Parked keys in the dedup store: per record key, the chain of its outstanding events.
+
+Why here and not in a compacted topic: the dedup store is already the durable store the
+consumer consults once per chunk, shared by every instance (Redis) or every process on a
+host (SQLite), and it survives crashes, restarts and rebalances. Whether an event may be
+delivered must be answered when the event is examined, reading what any instance wrote a
+moment ago; a compacted topic is read asynchronously and cannot give that across instances.
+The reasoning is in ``docs/ordering.md``; the rules (``place``, ``joined``, ``left``,
+``live``) are pure, in :mod:`retry_topics.ordering`.
+
+Every store implements :class:`ChainStore` with the same rules:
+
+* ``chains(keys)`` answers a whole chunk's keys in one round trip (keys without a chain are
+  absent) and leaves out links older than the ttl;
+* ``join(key, link)`` appends, or updates the event's link in place: idempotent, so a crash
+  and a second look at the same record are harmless;
+* ``leave(key, event_id)`` removes it (nothing if absent);
+* ``parked_summary()`` counts keys with a live chain and the oldest link's join time.
+
+A key is stored as text (:func:`entity_key`): valid UTF-8 keys as they are (readable in
+``redis-cli``), any other bytes as NUL + hex, which no UTF-8 key of the first kind starts with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from retry_topics.ordering import LINK_STATES, Link, LinkState
+
+__all__ = ["ChainStore", "ParkedSummary", "decode_chain", "encode_chain", "entity_key",
+           "summarise"]
+
+_BINARY_MARK = "\x00"
+
+
+def entity_key(key: bytes) -> str:
+    """The text a record key is stored under (one-to-one)."""
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return _BINARY_MARK + key.hex()
+    return _BINARY_MARK + key.hex() if text.startswith(_BINARY_MARK) else text
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedSummary:
+    """Keys whose events wait behind an outstanding one, and when the oldest link joined."""
+
+    keys: int = 0
+    oldest_parked_at_ms: int | None = None
+
+
+def summarise(chains: Sequence[Sequence[Link]]) -> ParkedSummary:
+    """The summary of live, non-empty chains."""
+    keys = sum(1 for chain in chains if chain)
+    oldest = min((link.parked_at_ms for chain in chains for link in chain), default=None)
+    return ParkedSummary(keys, oldest)
+
+
+class ChainStore(Protocol):
+    """The chain half of the dedup store (see the module docstring)."""
+
+    def chains(self, keys: Sequence[str]) -> dict[str, list[Link]]:
+        """The live chains of ``keys``; keys without one are absent."""
+
+    def join(self, key: str, link: Link) -> None:
+        """Append ``link`` to ``key``'s chain, or update the event's link where it stands."""
+
+    def leave(self, key: str, event_id: str) -> None:
+        """Take ``event_id`` out of ``key``'s chain."""
+
+    def parked_summary(self) -> ParkedSummary:
+        """How many keys have a live chain, and the oldest link's ``parked_at_ms``."""
+
+
+def encode_chain(chain: Sequence[Link]) -> str:
+    """A chain as compact JSON: ``[[event_id, topic, parked_at_ms, state], ...]``."""
+    return json.dumps([[link.event_id, link.topic, link.parked_at_ms, link.state]
+                       for link in chain], separators=(",", ":"))
+
+
+def decode_chain(text: str | bytes) -> list[Link]:
+    """The chain ``encode_chain`` wrote; a malformed link is dropped, never fatal (a stale
+    or foreign value must not stop the consumer: the key then simply waits for nothing)."""
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        return []
+    chain: list[Link] = []
+    for row in rows if isinstance(rows, list) else []:
+        if not (isinstance(row, list) and len(row) == 4 and row[3] in LINK_STATES):
+            continue
+        state: LinkState = row[3]
+        try:
+            chain.append(Link(event_id=str(row[0]), topic=str(row[1]),
+                              parked_at_ms=int(row[2]), state=state))
+        except (TypeError, ValueError):
+            continue
+    return chain
