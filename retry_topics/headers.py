@@ -22,7 +22,10 @@ Every header this project writes is defined here, and only here. Encodings, chos
 ``clinic.error-class``           dotted class path of the latest error
 ``clinic.error-message``         redacted, capped message of the latest error
 ``clinic.classification``        ``transient`` or ``permanent``
-``clinic.dlq-reason``            ``permanent``, ``exhausted`` or ``undecodable``; DLQ only
+``clinic.dlq-reason``            ``permanent``, ``exhausted``, ``undecodable`` or ``parked``;
+                                 DLQ only
+``clinic.parked-behind``         event id at the head of the record's key: the record was
+                                 parked behind it (moved without a handler call)
 ``clinic.replay-count``          how many times an operator replayed the record from the DLQ
 ``clinic.event-id``              envelope event id (the dedup key), when known
 ``clinic.event-type``            envelope event type, when known
@@ -51,7 +54,8 @@ __all__ = [
     "ATTEMPTS", "CLASSIFICATION", "DLQ_REASON", "DLQ_REASONS", "DUE_AT", "ERROR_CLASS",
     "ERROR_MESSAGE", "EVENT_ID", "EVENT_TYPE", "FIRST_FAILURE_AT", "KNOWN_HEADERS",
     "LAST_FAILURE_AT", "MAX_ERROR_MESSAGE_BYTES", "ORIGINAL_OFFSET", "ORIGINAL_PARTITION",
-    "ORIGINAL_TIMESTAMP", "ORIGINAL_TOPIC", "REPLAY_COUNT", "REPLAY_FORCE", "TRACEPARENT",
+    "ORIGINAL_TIMESTAMP", "ORIGINAL_TOPIC", "PARKED_BEHIND", "REPLAY_COUNT", "REPLAY_FORCE",
+    "TRACEPARENT",
     "TRACESTATE",
     "DlqReason", "FailureInfo", "Header", "Provenance", "RecordHeaders", "cap_utf8",
     "decode_headers", "encode_headers", "redact_message", "replace_header", "replay_forced",
@@ -72,13 +76,15 @@ DLQ_REASON = "clinic.dlq-reason"
 REPLAY_COUNT = "clinic.replay-count"
 EVENT_ID = "clinic.event-id"
 EVENT_TYPE = "clinic.event-type"
+#: The event id a parked record waits behind (the head of its key's chain).
+PARKED_BEHIND = "clinic.parked-behind"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 #: Set to ``1`` by ``dlq replay --force``: the consumer hands the event to the handler even if
 #: its outcome is recorded. Not a decoded field: it rides in ``RecordHeaders.other``.
 REPLAY_FORCE = "clinic.replay-force"
 
-DlqReason = Literal["permanent", "exhausted", "undecodable"]
+DlqReason = Literal["permanent", "exhausted", "undecodable", "parked"]
 DLQ_REASONS: tuple[DlqReason, ...] = get_args(DlqReason)
 _CLASSIFICATION_VALUES = tuple(c.value for c in Classification)  # as error messages show them
 
@@ -101,6 +107,7 @@ _FIELDS: dict[str, tuple[str, Literal["int", "str"]]] = {
     "replay_count": (REPLAY_COUNT, "int"),
     "event_id": (EVENT_ID, "str"),
     "event_type": (EVENT_TYPE, "str"),
+    "parked_behind": (PARKED_BEHIND, "str"),
     "traceparent": (TRACEPARENT, "str"),
     "tracestate": (TRACESTATE, "str"),
 }
@@ -154,6 +161,7 @@ class RecordHeaders:
     replay_count: int | None = None
     event_id: str | None = None
     event_type: str | None = None
+    parked_behind: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
     other: tuple[Header, ...] = ()

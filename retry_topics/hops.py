@@ -16,7 +16,12 @@ defined in :mod:`retry_topics.headers` by the same rules, kept here so every pub
 * trace context, event id/type, replay count and unknown headers ride along unchanged (the
   telemetry layer re-stamps ``traceparent`` with :func:`retry_topics.headers.replace_header`);
 * a **replay** clears attempts, due time, DLQ reason and the failure description, increments
-  the replay count, and carries ``clinic.replay-force`` only when the replay is forced.
+  the replay count, and carries ``clinic.replay-force`` only when the replay is forced;
+* a **park** (:func:`parked_hop_headers`: the record waits behind an earlier event of its key)
+  sets ``clinic.parked-behind`` and a due time (or the DLQ reason ``parked``), keeps the
+  attempt count and the failure description as they were (no handler call was made), and
+  sets provenance on a first hop like any other. A failure hop or a replay clears
+  ``clinic.parked-behind``: the record then moves for its own sake.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from retry_topics.classification import Classification
 from retry_topics.headers import REPLAY_FORCE, DlqReason, FailureInfo, Provenance, RecordHeaders
 from retry_topics.redaction import redact_message
 
-__all__ = ["next_hop_headers", "replay_headers"]
+__all__ = ["next_hop_headers", "parked_hop_headers", "replay_headers"]
 
 
 def next_hop_headers(
@@ -62,7 +67,31 @@ def next_hop_headers(
         classification=classification,
     )
     hop = incoming.with_provenance(provenance).with_failure(failure)
-    return dataclasses.replace(hop, due_at_ms=due_at_ms, dlq_reason=dlq_reason)
+    return dataclasses.replace(hop, due_at_ms=due_at_ms, dlq_reason=dlq_reason,
+                               parked_behind=None)
+
+
+def parked_hop_headers(
+    incoming: RecordHeaders,
+    *,
+    source: Provenance,
+    attempts: int,
+    behind: str,
+    due_at_ms: int | None = None,
+    dlq_reason: DlqReason | None = None,
+) -> RecordHeaders:
+    """Headers for moving a record that waits behind event ``behind`` of its key.
+
+    No handler call was made, so ``attempts`` is the count the record already had (0 for a
+    record never tried: ``clinic.attempts`` is written anyway, which marks a record a
+    retry-tier record) and the failure description is carried over unchanged. Pass
+    ``due_at_ms`` for a retry tier, or ``dlq_reason="parked"`` when the record follows a
+    dead-lettered head to the DLQ.
+    """
+    provenance = incoming.provenance or source
+    return dataclasses.replace(incoming.with_provenance(provenance), attempts=attempts,
+                               due_at_ms=due_at_ms, dlq_reason=dlq_reason,
+                               parked_behind=behind)
 
 
 def replay_headers(dead_letter: RecordHeaders, *, force: bool = False) -> RecordHeaders:
@@ -83,6 +112,7 @@ def replay_headers(dead_letter: RecordHeaders, *, force: bool = False) -> Record
         attempts=None,
         due_at_ms=None,
         dlq_reason=None,
+        parked_behind=None,
         error_class=None,
         error_message=None,
         classification=None,

@@ -35,6 +35,7 @@ from consumer.pipeline.breaker import OutageBreaker
 from consumer.pipeline.flood_guard import DeadLetterGuard
 from consumer.pipeline.lanes import InlineLane, Lanes
 from consumer.pipeline.notifier import Notifier
+from consumer.pipeline.ordering import EntityOrder
 from consumer.pipeline.outbox import HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.ownership import Ownership
@@ -153,6 +154,11 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     guard = DeadLetterGuard(settings.dead_letter)
     telemetry.watch_the_system(lambda: breaker.is_open, lambda: guard.halted)
     ownership = Ownership()
+    ordering = None  # [ordering] mode = "none": no store call, today's behaviour
+    if settings.ordering.per_key:
+        ordering = EntityOrder(store, settings.ordering, outcomes, clock,
+                               settings.retry.dlq_topic)
+        telemetry.watch_parked(lambda: store.parked_summary().keys)
 
     def lanes_factory(
         hops: HopSender,
@@ -161,7 +167,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
             policy=settings.retry, handler=handler, outcomes=outcomes, hops=hops,
             telemetry=telemetry, clock=clock, rules=settings.classification,
             group_id=settings.kafka.group_id, codec=codec,
-            breaker=breaker, guard=guard, ownership=ownership,
+            breaker=breaker, guard=guard, ownership=ownership, ordering=ordering,
         )
         if settings.delivery.concurrency == 1:
             return InlineLane(processor.process_chunk, abandon=processor.abandon)
@@ -175,5 +181,5 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
                     breaker=breaker, guard=guard,
                     status=KafkaStatusBoard(publisher, status_topic_name(settings.topics.main)),
                     instance=instance, notifier=webhook_notifier(settings, clock, instance),
-                    ownership=ownership, transactions=transactions)
+                    ownership=ownership, transactions=transactions, ordering=ordering)
     return Assembly(runner=runner, handler=handler, store=store)

@@ -44,6 +44,7 @@ from retry_topics.durations import parse_duration_ms
 from retry_topics.errors import RetryTopicsError, TopicNameError
 from retry_topics.limits import SYSTEMIC_ERRORS, BreakerPolicy, FloodGuardPolicy
 from retry_topics.naming import validate_topic_name
+from retry_topics.ordering import AFTER_DEAD_LETTER, MODES, OrderingPolicy
 from retry_topics.policy import BACKOFF_NAMES, InProcessRetry, RetryPolicy
 
 ENV_PREFIX = "CLINIC_EVENTS_"
@@ -140,6 +141,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "error_after": "15m",
     },
     "dead_letter": {"max_consecutive": 20, "max_ratio": 0.5, "window": 100},
+    "ordering": {"mode": "per_key", "after_dead_letter": "hold"},
     "serve": {
         "host": "127.0.0.1",
         "port": 8088,
@@ -256,6 +258,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     dead_letter: FloodGuardPolicy = field(default_factory=FloodGuardPolicy)
+    ordering: OrderingPolicy = field(default_factory=OrderingPolicy)
     serve: ServeSettings = field(default_factory=ServeSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     source: str = "defaults"  # where the file came from, for messages
@@ -541,6 +544,7 @@ def _build(merged: dict[str, dict[str, Any]], source: str) -> Settings:
         metrics=_build_metrics(merged["metrics"]),
         breaker=_build_breaker(merged["breaker"]),
         dead_letter=_build_dead_letter(merged["dead_letter"]),
+        ordering=_build_ordering(merged["ordering"]),
         serve=_build_serve(merged["serve"]),
         notify=_build_notify(merged["notify"]),
         source=source,
@@ -682,6 +686,18 @@ def _build_dead_letter(dead_letter: dict[str, Any]) -> FloodGuardPolicy:
         )
     except RetryTopicsError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _build_ordering(ordering: dict[str, Any]) -> OrderingPolicy:
+    """``[ordering]``: whether events of a key wait behind one in a retry tier (``per_key``)
+    and what a dead-lettered head does to them (``hold``: they follow it to the DLQ)."""
+    mode, after = ordering["mode"], ordering["after_dead_letter"]
+    if mode not in MODES:
+        raise ConfigError(f"ordering.mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if after not in AFTER_DEAD_LETTER:
+        raise ConfigError(f"ordering.after_dead_letter must be one of "
+                          f"{', '.join(AFTER_DEAD_LETTER)}, got {after!r}")
+    return OrderingPolicy(mode=mode, after_dead_letter=after)
 
 
 def _build_serve(serve: dict[str, Any]) -> ServeSettings:

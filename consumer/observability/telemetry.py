@@ -70,6 +70,7 @@ from consumer.observability.messaging import (
     DELIVERY_DURATION,
     EVENTS,
     FLOOD_GUARD_HALTED,
+    PARKED_KEYS,
     PROCESS_DURATION,
     PROCESS_DURATION_BUCKETS_S,
     MessagingClient,
@@ -91,7 +92,7 @@ LOG = logging.getLogger("clinic_events.telemetry")
 INSTRUMENTATION_NAME = "clinic-events"
 EXPORTERS = ("otlp", "console", "none")
 
-EventOutcome = Literal["delivered", "duplicate", "retried", "dead_lettered"]
+EventOutcome = Literal["delivered", "duplicate", "retried", "parked", "dead_lettered"]
 KafkaHeaders = Sequence[tuple[str, bytes | None]] | None
 
 
@@ -361,6 +362,28 @@ class Telemetry:
         self._meter.create_observable_gauge(
             FLOOD_GUARD_HALTED, callbacks=[guard],
             description="1 while the flood guard holds the stream after too many dead letters")
+
+    def watch_parked(self, parked_keys: Callable[[], int]) -> None:
+        """A gauge of the record keys whose later events wait parked behind one in a retry
+        tier (or a held dead letter), read from the dedup store when a reader collects.
+
+        Every instance reports the store's count, which is shared: aggregate with ``max``,
+        not ``sum``. A store that cannot answer skips the point rather than fail the export.
+        """
+        attributes = {key: value for key, value in self._metric_base.items()
+                      if key in ("messaging.system", "messaging.consumer.group.name")}
+
+        def parked(_options: CallbackOptions) -> Iterator[Observation]:
+            try:
+                count = parked_keys()
+            except Exception as exc:  # noqa: BLE001 - a metric never stops the consumer
+                LOG.debug("could not count parked keys: %s", exc)
+                return
+            yield Observation(count, attributes)
+
+        self._meter.create_observable_gauge(
+            PARKED_KEYS, callbacks=[parked], unit="{key}",
+            description="Record keys whose later events wait behind one in a retry tier")
 
     def process_span(
         self,

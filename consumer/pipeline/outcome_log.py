@@ -31,7 +31,8 @@ LOGGER = logging.getLogger("clinic_events.outcome")
 SUMMARY_INTERVAL_S = 10.0
 #: The per-event line's level of each outcome.
 OUTCOME_LEVEL: Mapping[str, int] = {"delivered": logging.DEBUG, "duplicate": logging.DEBUG,
-                                    "retried": logging.INFO, "dead_lettered": logging.WARNING}
+                                    "retried": logging.INFO, "parked": logging.INFO,
+                                    "dead_lettered": logging.WARNING}
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -87,9 +88,13 @@ def outcome_logging_enabled(level: int) -> bool:
 
 
 def log_outcome(outcome: str, record: InboundRecord, *, error_class: str | None = None,
-                destination: str | None = None) -> None:
-    """Log what happened to one record (delivered, duplicate, retried, dead_lettered), at
-    the outcome's level (``OUTCOME_LEVEL``)."""
+                destination: str | None = None, behind: str | None = None) -> None:
+    """Log what happened to one record (delivered, duplicate, retried, parked,
+    dead_lettered), at the outcome's level (``OUTCOME_LEVEL``).
+
+    A record moved behind an earlier event of its key (``behind``) says so in the message,
+    "parked behind <event_id>", and in a ``parked_behind`` field.
+    """
     level = OUTCOME_LEVEL[outcome]
     if not LOGGER.isEnabledFor(level):
         return
@@ -98,7 +103,11 @@ def log_outcome(outcome: str, record: InboundRecord, *, error_class: str | None 
         stated_id, stated_type = record.stated_identity()  # header text from anywhere:
         event_id = None if stated_id is None else printable(stated_id)  # no forged lines
         event_type = None if stated_type is None else printable(stated_type)
-    LOGGER.log(level, outcome, extra={
+    message = outcome
+    if behind is not None:
+        message = f"parked behind {printable(behind)}" if outcome == "parked" else \
+            f"{outcome}: parked behind {printable(behind)}"
+    LOGGER.log(level, message, extra={
         "outcome": outcome,
         "event_id": event_id,
         "event_type": event_type,
@@ -108,6 +117,7 @@ def log_outcome(outcome: str, record: InboundRecord, *, error_class: str | None 
         "attempt": record.attempt,
         "error_class": error_class,
         "destination": destination,
+        **({"parked_behind": printable(behind)} if behind is not None else {}),
     })
 
 

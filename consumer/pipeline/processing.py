@@ -13,6 +13,10 @@ For each chunk of records a lane hands it (records of one lane, in consumption o
    than a quick wait goes straight to a tier;
 4. republish a failed record to the retry tier or DLQ decided, with the next hop's headers
    and a fresh ``traceparent`` from a ``send`` span;
+4a. with ``[ordering] mode = "per_key"``, look up the chunk's keys' chains once
+   (``pipeline.ordering``): a record whose key has an earlier event outstanding in a retry
+   tier is *parked* (republished behind it without a handler call), and a record routed to
+   a tier joins its key's chain before the hop is published;
 5. stage the chunk's delivered outcomes (``PendingOutcomes``); the poll thread records
    them durably, once per pass, before it stores any of their offsets;
 6. drop each record's decoded event as soon as its fate is decided (only ids, offsets and
@@ -40,6 +44,7 @@ from consumer.events.identifying import identifying_values
 from consumer.observability.telemetry import INVALID_SPAN, Telemetry
 from consumer.pipeline.breaker import OutageBreaker
 from consumer.pipeline.flood_guard import DeadLetterGuard
+from consumer.pipeline.ordering import PARKED_ERROR_CLASS, ChunkChains, EntityOrder
 from consumer.pipeline.outbox import Hop, HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.ownership import Ownership
@@ -61,7 +66,8 @@ from retry_topics.headers import (
     encode_headers,
     replay_forced,
 )
-from retry_topics.hops import next_hop_headers
+from retry_topics.hops import next_hop_headers, parked_hop_headers
+from retry_topics.ordering import FollowToDeadLetter, ParkBehind, park_tier, parked_source
 from retry_topics.policy import RetryPolicy, tier_labels
 from retry_topics.redaction import mask_values
 from retry_topics.routing import (
@@ -135,7 +141,8 @@ class RecordProcessor:
                  clock: Clock, rules: ExceptionRules, group_id: str,
                  codec: EventCodec | None = None, breaker: OutageBreaker | None = None,
                  guard: DeadLetterGuard | None = None,
-                 ownership: Ownership | None = None) -> None:
+                 ownership: Ownership | None = None,
+                 ordering: EntityOrder | None = None) -> None:
         self._policy = policy
         self._handler = handler
         self._outcomes = outcomes
@@ -150,6 +157,7 @@ class RecordProcessor:
         self._breaker = breaker
         self._guard = guard
         self._ownership = ownership
+        self._ordering = ordering
         self._abandoned = False
 
     def abandon(self) -> None:
@@ -182,13 +190,14 @@ class RecordProcessor:
             record.decode(codec)
         ids = [r.event_id for r in records if r.event_id is not None]
         known: dict[str, Outcome] = self._outcomes.lookup(ids) if ids else {}
+        chains = self._ordering.view(records) if self._ordering is not None else None
         fates: list[Fate] = []
         delivered: list[str] = []
         answered = processed = 0
         for record in records:
             if self._abandoned:
                 break
-            fate = self._process_one(record, known, may_wait)
+            fate = self._process_one(record, known, may_wait, chains)
             if fate is None:
                 break  # handed over to a lane for its quick retries
             processed += 1
@@ -215,7 +224,7 @@ class RecordProcessor:
         return fates, processed
 
     def _process_one(self, record: InboundRecord, known: dict[str, Outcome],
-                     may_wait: bool) -> Fate | None:
+                     may_wait: bool, chains: ChunkChains | None = None) -> Fate | None:
         """``_decide`` inside the record's ``process`` span: one span per topic attempt.
 
         Without an SDK tracer ``process_span`` makes no span: it hands back a shared no-op
@@ -230,13 +239,13 @@ class RecordProcessor:
                 record.topic, record.partition, record.offset, record.key, record.raw_headers,
                 record.event_id, record.attempt, self._group_id, traced=record.traced,
             ) as current:
-                return self._decide(record, known, current, may_wait)
+                return self._decide(record, known, current, may_wait, chains)
         span = record.carried_span or telemetry.start_process_span(
             record.topic, record.partition, record.offset, record.key, record.raw_headers,
             record.event_id, record.attempt, self._group_id)
         record.carried_span = None
         with telemetry.current_span(span):
-            fate = self._decide(record, known, span, may_wait)
+            fate = self._decide(record, known, span, may_wait, chains)
         if fate is None:
             record.carried_span = span  # handed over: the lane's retries go on in it
         else:
@@ -244,7 +253,7 @@ class RecordProcessor:
         return fate
 
     def _decide(self, record: InboundRecord, known: dict[str, Outcome],
-                span: Span, may_wait: bool) -> Fate | None:
+                span: Span, may_wait: bool, chains: ChunkChains | None = None) -> Fate | None:
         """Skip, deliver or route ``record``; ``span`` is its ``process`` span (or invalid).
 
         None: the record's first call failed where quick retries may not wait (see
@@ -265,6 +274,10 @@ class RecordProcessor:
             return Held(record, "flood_guard")
         if self._breaker is not None and self._breaker.is_open and not record.probe:
             return Held(record, "outage")  # the outage's calls do not count: none is made
+        if chains is not None:
+            placement = chains.place(record)
+            if isinstance(placement, ParkBehind | FollowToDeadLetter):
+                return self._park(record, placement, chains, span)
         if record.probe:
             span.set_attribute("clinic_events.probe", True)
         traceparent = tracestate = None
@@ -273,6 +286,8 @@ class RecordProcessor:
             tracestate = self._telemetry.current_tracestate()
         outcome = self._deliver(record, record.event, traceparent, tracestate, may_wait)
         if outcome is None:
+            if chains is not None:
+                chains.done(record)
             return Delivered(record)
         failure, step = outcome
         if isinstance(step, RetryInProcess):
@@ -282,6 +297,8 @@ class RecordProcessor:
             return Held(record, "outage")
         self._telemetry.record_error(span, failure.error_class)
         dlq_reason = step.reason if isinstance(step, DeadLetter) else None
+        if chains is not None and isinstance(step, RetryTo):
+            chains.join(record, step.topic)  # before the hop exists: see pipeline.ordering
         return self._republish(record, step, failure, dlq_reason)
 
     @staticmethod
@@ -289,6 +306,42 @@ class RecordProcessor:
         if replay_forced(record.headers):
             return True
         return prior == "dead_lettered" and record.replayed
+
+    def _park(self, record: InboundRecord, placement: ParkBehind | FollowToDeadLetter,
+              chains: ChunkChains, span: Span) -> Fate:
+        """Move ``record`` behind the head of its key without a handler call.
+
+        Parked: to its predecessor's tier, due after that tier's delay, its attempt count
+        unchanged. Following a held dead-lettered head: to the DLQ (reason ``parked``). Either
+        way it joins its key's chain before the hop is published.
+        """
+        span.set_attribute("clinic_events.parked_behind", placement.head)
+        attempts = record.attempt - 1  # topic attempts made so far: none is spent here
+        decision: RetryTo | DeadLetter
+        if isinstance(placement, ParkBehind):
+            tier = park_tier(self._policy, placement.topic)
+            decision = RetryTo(topic=tier.topic, due_at_ms=self._clock.now_ms() + tier.delay_ms,
+                               attempts=attempts, tier=tier)
+            chains.join(record, tier.topic)
+            reason: DlqReason | None = None
+        else:
+            decision = DeadLetter(topic=self._policy.dlq_topic, reason="parked",
+                                  attempts=attempts)
+            chains.join(record, decision.topic, "dead_lettered")
+            reason = "parked"
+        parked = Failure(Classification.TRANSIENT, PARKED_ERROR_CLASS,
+                         f"parked behind {placement.head}")
+        return self._republish(record, decision, parked, reason, behind=placement.head)
+
+    def _parked_headers(self, record: InboundRecord, incoming: RecordHeaders,
+                        decision: RetryTo | DeadLetter, behind: str) -> RecordHeaders:
+        return parked_hop_headers(
+            incoming,
+            source=Provenance(topic=record.topic, partition=record.partition,
+                              offset=record.offset, timestamp_ms=record.timestamp_ms),
+            attempts=decision.attempts, behind=behind,
+            due_at_ms=decision.due_at_ms if isinstance(decision, RetryTo) else None,
+            dlq_reason="parked" if isinstance(decision, DeadLetter) else None)
 
     def _deliver(self, record: InboundRecord, event: EventRecord, traceparent: str | None,
                  tracestate: str | None, may_wait: bool = True,
@@ -363,8 +416,11 @@ class RecordProcessor:
 
     def _next_step(self, record: InboundRecord, calls: int, failure: Failure) -> Step:
         """``decide_after_failure`` for ``record`` after its handler call ``calls`` failed."""
+        source = record.topic
+        if record.topic != self._policy.main_topic and record.headers.parked_behind:
+            source = parked_source(self._policy, record.attempt)  # its own attempts count
         return decide_after_failure(
-            self._policy, record.topic, record.attempt, calls, failure.classification,
+            self._policy, source, record.attempt, calls, failure.classification,
             self._clock.now_ms(), failure.retry_after_ms)
 
     def _call(self, event: EventRecord, context: DeliveryContext) -> None:
@@ -416,28 +472,34 @@ class RecordProcessor:
 
     def _republish(self, record: InboundRecord, decision: RetryTo | DeadLetter,
                    failure: Failure, dlq_reason: DlqReason | None,
-                   ) -> Republished | Held | Dropped:
+                   behind: str | None = None) -> Republished | Held | Dropped:
         if self._ownership is not None and not self._ownership.owns(record):
             return Dropped(record)  # lost meanwhile: its new owner routes it
-        if isinstance(decision, DeadLetter) and self._guard is not None and \
-                not self._guard.admit(failure.error_class):
+        if isinstance(decision, DeadLetter) and behind is None and self._guard is not None \
+                and not self._guard.admit(failure.error_class):  # a parked one is no failure
             return Held(record, "flood_guard")
         now = self._clock.now_ms()
         incoming = record.headers
         if incoming.event_id is None and record.event is not None:
             incoming = _with_event_identity(incoming, record)
-        headers = next_hop_headers(
-            incoming,
-            source=Provenance(topic=record.topic, partition=record.partition,
-                              offset=record.offset, timestamp_ms=record.timestamp_ms),
-            attempts=decision.attempts, now_ms=now, error_class=failure.error_class,
-            error_message=_without_identifying_values(failure.message, record.event),
-            classification=failure.classification,
-            due_at_ms=decision.due_at_ms if isinstance(decision, RetryTo) else None,
-            dlq_reason=dlq_reason,
-        )
+        if behind is not None:  # moved without a call: attempts and failure stay as they were
+            headers = self._parked_headers(record, incoming, decision, behind)
+        else:
+            headers = next_hop_headers(
+                incoming,
+                source=Provenance(topic=record.topic, partition=record.partition,
+                                  offset=record.offset, timestamp_ms=record.timestamp_ms),
+                attempts=decision.attempts, now_ms=now, error_class=failure.error_class,
+                error_message=_without_identifying_values(failure.message, record.event),
+                classification=failure.classification,
+                due_at_ms=decision.due_at_ms if isinstance(decision, RetryTo) else None,
+                dlq_reason=dlq_reason,
+            )
         kind = "retried" if isinstance(decision, RetryTo) else "dead_lettered"
-        fate = Republished(record, decision, failure.error_class, kind)  # type: ignore[arg-type]
+        if behind is not None and isinstance(decision, RetryTo):
+            kind = "parked"
+        fate = Republished(record, decision, failure.error_class, kind,  # type: ignore[arg-type]
+                           behind)
         with self._telemetry.send_span(decision.topic, record.event_id, key=record.key):
             wire = self._telemetry.headers_with_traceparent(encode_headers(headers))
             self._hops.send(Hop(fate, decision.topic, record.key, record.value, wire))

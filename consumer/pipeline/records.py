@@ -78,6 +78,9 @@ class InboundRecord:
     probe: bool = field(init=False, default=False)
     generation: int = field(init=False, default=0)
     """The ownership generation of its partition when accepted (``pipeline.ownership``)."""
+    chained: bool = field(init=False, default=False)
+    """Its event is in its key's chain (``pipeline.ordering``): once its fate is durable it
+    leaves the chain, or stays there as dead-lettered."""
     """Sent while the downstream breaker is open, to find out whether it is back."""
 
     def __post_init__(self) -> None:
@@ -161,12 +164,18 @@ class Duplicate:
 
 @dataclass(frozen=True, slots=True)
 class Republished:
-    """Sent to a retry tier or the DLQ; final once the broker acknowledged it."""
+    """Sent to a retry tier or the DLQ; final once the broker acknowledged it.
+
+    ``parked``: moved without a handler call, behind the event ``behind`` of its key
+    (a parked record that follows a dead-lettered head to the DLQ is ``dead_lettered``
+    with ``behind`` set).
+    """
 
     record: InboundRecord
     destination: RetryTo | DeadLetter
     error_class: str
-    kind: Literal["retried", "dead_lettered"]
+    kind: Literal["retried", "dead_lettered", "parked"]
+    behind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from consumer.pipeline.flood_guard import DeadLetterGuard, Halt
 from consumer.pipeline.lanes import InlineLane, LaneFailure, Lanes
 from consumer.pipeline.notifier import Notifier
 from consumer.pipeline.offsets import OffsetBook, TopicPartitionKey
+from consumer.pipeline.ordering import EntityOrder
 from consumer.pipeline.outbox import AckedHops, Hop, HopOutbox, HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.outcome_log import (
@@ -97,7 +98,8 @@ class Runner:
                  status: StatusBoard | None = None, instance: str = "",
                  notifier: Notifier | None = None,
                  ownership: Ownership | None = None,
-                 transactions: Transactions | None = None) -> None:
+                 transactions: Transactions | None = None,
+                 ordering: EntityOrder | None = None) -> None:
         self._consumer = consumer
         self._producer = producer
         self._policy = policy
@@ -127,6 +129,7 @@ class Runner:
         self._acks: list[tuple[Republished, str | None]] = []
         self._acks_lock = threading.Lock()
         self._transactions = transactions
+        self._ordering = ordering  # parked keys: chained events leave once durable
         self._outbox = HopOutbox() if transactions is not None else None
         self._unsent: list[Hop] = []  # taken from the outbox, not committed yet
         self._settled: dict[TopicPartitionKey, int] = {}  # offsets not committed yet
@@ -534,6 +537,8 @@ class Runner:
         try:
             self._outcomes.record_delivered(
                 [eid for eid in map(_EVENT_ID_OF, delivered) if eid is not None])
+            if self._ordering is not None:  # only now: a follower may go once this is durable
+                self._ordering.settle(fates)
         except Exception as exc:
             LOG.error("could not record delivered outcomes", exc_info=exc)
             self._fatal = self._fatal or exc
@@ -603,19 +608,22 @@ class Runner:
         record = fate.record
         if fate.kind == "dead_lettered" and record.event_id is not None:
             self._outcomes.record_dead_lettered(record.event_id)
+            if self._ordering is not None:
+                self._ordering.dead_lettered(fate)  # held in its chain, or released
         destination = fate.destination
         if self._notifier is not None and isinstance(destination, DeadLetter):
             self._notifier.dead_lettered(
                 reason=destination.reason, error_class=fate.error_class,
                 event_type=record.stated_identity()[1], clinic_id=record.clinic_id)
-        key = f"retried:{destination.tier.index}" if isinstance(destination, RetryTo) else fate.kind
+        key = f"retried:{destination.tier.index}" \
+            if isinstance(destination, RetryTo) and fate.kind == "retried" else fate.kind
         self.stats[fate.kind] += 1
         self._summary.note(fate.kind)
         self._telemetry.count_event(fate.kind, tier=self._tier_labels.get(record.topic, "main"))
         if key != fate.kind:
             self.stats[key] += 1
         log_outcome(fate.kind, record, error_class=fate.error_class,
-                    destination=destination.topic)
+                    destination=destination.topic, behind=fate.behind)
 
     def _complete(self, tp: TopicPartitionKey, offsets: Sequence[int],
                   advanced: dict[TopicPartitionKey, int]) -> None:

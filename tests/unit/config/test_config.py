@@ -313,7 +313,7 @@ def test_delays_from_can_come_from_the_environment_and_replaces_the_files_delays
     ({"CLINIC_EVENTS_DELIVER_URL": "http://x"},
      r"unknown variable CLINIC_EVENTS_DELIVER_URL; settings variables are "
      r"CLINIC_EVENTS_<SECTION>_<KEY> with sections KAFKA, TOPICS, RETRY, DEDUP, DELIVERY, "
-     r"CLASSIFICATION, METRICS, BREAKER, DEAD_LETTER, SERVE, NOTIFY .*other variables: "
+     r"CLASSIFICATION, METRICS, BREAKER, DEAD_LETTER, ORDERING, SERVE, NOTIFY .*other variables: "
      r"CLINIC_EVENTS_CONFIG, "
      r"CLINIC_EVENTS_STATE_DIR, CLINIC_EVENTS_CACHE_DIR"),
     ({"CLINIC_EVENTS_KAFKA_CLIENT_": "x"}, r"CLINIC_EVENTS_KAFKA_CLIENT_ names no librdkafka"),

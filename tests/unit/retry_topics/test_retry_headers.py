@@ -65,6 +65,7 @@ def test_header_names_are_the_documented_contract() -> None:
         (h.REPLAY_COUNT, "clinic.replay-count"),
         (h.EVENT_ID, "clinic.event-id"),
         (h.EVENT_TYPE, "clinic.event-type"),
+        (h.PARKED_BEHIND, "clinic.parked-behind"),
         (h.TRACEPARENT, "traceparent"),
         (h.TRACESTATE, "tracestate"),
     ]

@@ -1,0 +1,172 @@
+"""Order per entity across retry hops: parked keys, as the pipeline applies them.
+
+While an event of key K waits in a retry tier, later events of K must not overtake it. The
+dedup store keeps, per key, the chain of outstanding events (``consumer.dedup.chains``); the
+pure rules are in :mod:`retry_topics.ordering`. This module is where the pipeline meets them:
+
+* **Per chunk** the processor asks :meth:`EntityOrder.view` once: one ``chains`` round trip
+  for the chunk's keys (none for keys without a chain). Links of events already delivered
+  (recorded, or staged by a lane and not yet recorded) are left out of the view: their
+  ``leave`` is on its way, and a follower must not wait for it.
+* **Per record** :meth:`ChunkChains.place` says whether the record proceeds (its key's chain
+  is empty, or it is the head), is parked behind the head (republished to its predecessor's
+  tier, no handler call, no attempt spent), or follows a held dead-lettered head to the DLQ.
+  A record that is parked or routed to a retry tier joins the chain *before* its hop is
+  published (``join``): a crash between the two leaves a link whose record is redelivered
+  and looked at again, which ``join`` (idempotent) takes in its stride.
+* **Leaving** happens only once the fate is durable, on the poll thread: a delivered event
+  leaves right after its outcome is recorded (``settle``, from ``Runner._finish_many``); a
+  link whose event is durably delivered anyway (a duplicate, a crash before the leave) is
+  removed by the next view of its key; a dead-lettered head leaves on the DLQ ack under
+  ``after_dead_letter = "release"`` or stays as ``dead_lettered`` under ``"hold"``
+  (``dead_lettered``, from ``Runner._finish_republished``). Leaving earlier could let a
+  follower on another instance be delivered before a head that a crash makes deliver again.
+
+Lanes already run one record of a key at a time, in order, retries first; so within a chunk
+the view is updated as records are decided (a delivered head no longer holds its followers
+back, a record that joins holds back the ones after it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+from consumer.dedup.chains import ChainStore, entity_key
+from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.records import Fate, InboundRecord, Republished
+from retry_topics.clock import Clock
+from retry_topics.ordering import (
+    PROCEED,
+    Link,
+    LinkState,
+    OrderingPolicy,
+    Placement,
+    joined,
+    left,
+    place,
+)
+from retry_topics.routing import DeadLetter
+
+LOG = logging.getLogger("clinic_events.ordering")
+PARKED_ERROR_CLASS = "clinic_events.parked"
+"""The error class a parked hop carries in fates and logs (no handler call failed)."""
+
+
+class EntityOrder:
+    """Parked keys for the pipeline: one per consumer, shared by every lane (thread-safe:
+    all state is in the store, except each chunk's own view)."""
+
+    def __init__(self, store: ChainStore, policy: OrderingPolicy, outcomes: PendingOutcomes,
+                 clock: Clock, dlq_topic: str) -> None:
+        self._store = store
+        self.policy = policy
+        self._outcomes = outcomes
+        self._clock = clock
+        self._dlq_topic = dlq_topic
+
+    def view(self, records: Sequence[InboundRecord]) -> ChunkChains:
+        """The chains of the keys of ``records`` (decoded ones with a key), in one round trip."""
+        keys = {entity_key(r.key) for r in records if r.key is not None and r.event_id}
+        found = self._store.chains(list(keys)) if keys else {}
+        if found:
+            done = self._delivered_links(found)
+            if done:
+                found = {key: kept for key, chain in found.items()
+                         if (kept := [link for link in chain if link.event_id not in done])}
+        return ChunkChains(self, found)
+
+    def _delivered_links(self, found: dict[str, list[Link]]) -> set[str]:
+        """The linked events already delivered; those recorded durably leave at once.
+
+        A durable delivery still linked is a leave that did not happen (a crash right after
+        the outcome was written), or a duplicate's copy delivered elsewhere: cleaning it up
+        here keeps ``lag``'s count honest. A delivery only staged by a lane leaves later,
+        from ``settle``.
+        """
+        ids = [link.event_id for chain in found.values() for link in chain]
+        done = {eid for eid, outcome in self._outcomes.lookup(ids).items()
+                if outcome == "delivered"}
+        if done:
+            durable = {eid for eid, outcome in self._outcomes.store.lookup(sorted(done)).items()
+                       if outcome == "delivered"}
+            for key, chain in found.items():
+                for link in chain:
+                    if link.event_id in durable:
+                        self._store.leave(key, link.event_id)
+        return done
+
+    def join(self, record: InboundRecord, topic: str, state: LinkState = "waiting") -> None:
+        """Put ``record``'s event in its key's chain, waiting in ``topic`` (store write)."""
+        if record.key is None or not record.event_id:
+            return
+        link = Link(event_id=record.event_id, topic=topic, parked_at_ms=self._clock.now_ms(),
+                    state=state)
+        self._store.join(entity_key(record.key), link)
+        record.chained = True
+
+    def settle(self, fates: Iterable[Fate]) -> None:
+        """Delivered chained events leave their chains: called once their outcomes are
+        durable (a store write per chained record; there are few). A duplicate of a delivered
+        event that is still linked is cleaned up by the next ``view`` of its key."""
+        for fate in fates:
+            record = fate.record
+            if fate.kind == "delivered" and record.chained and record.key is not None \
+                    and record.event_id:
+                self._store.leave(entity_key(record.key), record.event_id)
+                record.chained = False
+
+    def dead_lettered(self, fate: Republished) -> None:
+        """A chained head reached the DLQ (acknowledged): it stays, dead-lettered, under
+        ``hold``; it leaves under ``release``. A follower that went there parked joined the
+        chain as dead-lettered before it was sent."""
+        record = fate.record
+        if not record.chained or record.key is None or not record.event_id or \
+                fate.behind is not None or not isinstance(fate.destination, DeadLetter):
+            return
+        key = entity_key(record.key)
+        if self.policy.hold:
+            self._store.join(key, Link(event_id=record.event_id, topic=fate.destination.topic,
+                                       parked_at_ms=self._clock.now_ms(),
+                                       state="dead_lettered"))
+        else:
+            self._store.leave(key, record.event_id)
+            record.chained = False
+
+
+class ChunkChains:
+    """The chains of one chunk's keys, kept current as the chunk's records are decided."""
+
+    __slots__ = ("_chains", "_order")
+
+    def __init__(self, order: EntityOrder, chains: dict[str, list[Link]]) -> None:
+        self._order = order
+        self._chains = chains
+
+    def place(self, record: InboundRecord) -> Placement:
+        """Where ``record`` goes (``retry_topics.ordering.place``); notes whether it is
+        chained, so its fate later leaves the chain."""
+        if not self._chains or record.key is None or not record.event_id:
+            return PROCEED
+        chain = self._chains.get(entity_key(record.key))
+        if not chain:
+            return PROCEED
+        if any(link.event_id == record.event_id for link in chain):
+            record.chained = True
+        return place(chain, record.event_id, hold=self._order.policy.hold)
+
+    def done(self, record: InboundRecord) -> None:
+        """``record`` was delivered: later records of its key in this chunk no longer wait
+        for it (the store hears of it once the outcome is durable)."""
+        if self._chains and record.key is not None and record.event_id:
+            key = entity_key(record.key)
+            if key in self._chains:
+                self._chains[key] = left(self._chains[key], record.event_id)
+
+    def join(self, record: InboundRecord, topic: str, state: LinkState = "waiting") -> None:
+        """``EntityOrder.join``, and the same change to this chunk's view."""
+        self._order.join(record, topic, state)
+        if record.key is not None and record.event_id:
+            key = entity_key(record.key)
+            link = Link(event_id=record.event_id, topic=topic, parked_at_ms=0, state=state)
+            self._chains[key] = joined(self._chains.get(key, []), link)
