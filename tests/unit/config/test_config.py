@@ -154,6 +154,8 @@ def test_handler_replaces_url(tmp_path: Path) -> None:
          r"retry.in_process_max_backoff \(5s\) must be at least retry.in_process_backoff"),
         ("[topics]\nmain = \"bad topic!\"\n", {},
          r"^topics.main: topic name 'bad topic!' contains invalid characters"),
+        ("[kafka]\ntransactional_hops = \"yes\"\n", {},
+         r"^kafka.transactional_hops must be true or false, got 'yes'$"),
         (f"[topics]\nmain = \"{'a' * 240}\"\n", {},
          r"^topics.main: a topic name derived from it is not valid \(topic name a{24}\.\.\."
          r"a{14}\.retry\.30s is 250 characters long; .*\); shorten topics.main$"),
@@ -164,6 +166,13 @@ def test_bad_configuration_names_the_key_and_valid_values(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(_write(tmp_path, text), env=env)
+
+
+def test_transactional_hops_are_on_unless_turned_off(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    assert load_settings(path, env={}).kafka.transactional_hops is True
+    off = load_settings(path, env={"CLINIC_EVENTS_KAFKA_TRANSACTIONAL_HOPS": "false"})
+    assert off.kafka.transactional_hops is False
 
 
 def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:

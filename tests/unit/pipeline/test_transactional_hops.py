@@ -1,0 +1,155 @@
+"""Exactly-once hops on the in-memory broker: a hop and the offset it settles, together.
+
+The runner with ``Transactions`` commits every hop (to a retry tier or the DLQ) in one
+transaction with the source offsets it settles. These tests prove, deterministically, what
+a crash or an abort leaves: both or neither, so the next owner never gives an event a
+second fate; and that a hop of a partition lost meanwhile is never produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from consumer.dedup.store import MemoryDedupStore
+from consumer.observability.telemetry import Telemetry
+from consumer.pipeline.broker import Partition
+from consumer.pipeline.lanes import InlineLane
+from consumer.pipeline.memory_broker import (
+    MemoryBroker,
+    MemoryConsumer,
+    MemoryProducer,
+    MemoryTransactions,
+)
+from consumer.pipeline.outbox import Hop, HopSender
+from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.processing import RecordProcessor
+from consumer.pipeline.runner import Runner
+from retry_topics.classification import ExceptionRules
+from retry_topics.clock import ManualClock
+from retry_topics.headers import decode_headers
+from retry_topics.policy import InProcessRetry, RetryPolicy
+from tests.unit.pipeline.test_runner_on_memory_broker import (
+    CODEC,
+    DLQ,
+    MAIN,
+    TIER_5S,
+    TIER_30S,
+    Loop,
+    ScriptedHandler,
+)
+
+
+class RecordedTransactions(MemoryTransactions):
+    """Notes what each committed transaction held."""
+
+    def __init__(self, broker: MemoryBroker, consumer: MemoryConsumer) -> None:
+        super().__init__(broker, consumer)
+        self.log: list[tuple[list[str], dict[Partition, int]]] = []
+
+    def commit(self, hops: Sequence[Hop], offsets: Mapping[Partition, int]) -> None:
+        super().commit(hops, offsets)
+        self.log.append(([hop.topic for hop in hops], dict(offsets)))
+
+
+def _loop(broker: MemoryBroker, store: MemoryDedupStore,
+          handler: ScriptedHandler) -> tuple[Loop, RecordedTransactions]:
+    clock = broker.clock
+    assert isinstance(clock, ManualClock)
+    policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
+                         in_process=InProcessRetry(attempts=1))
+    consumer = MemoryConsumer(broker)
+    transactions = RecordedTransactions(broker, consumer)
+    outcomes = PendingOutcomes(store)
+    telemetry = Telemetry()
+
+    def lanes(hops: HopSender) -> InlineLane:
+        processor = RecordProcessor(
+            policy=policy, handler=handler, outcomes=outcomes, hops=hops,
+            telemetry=telemetry, clock=clock, rules=ExceptionRules(), group_id="clinic-events",
+            codec=CODEC)
+        return InlineLane(processor.process_chunk, abandon=processor.abandon)
+
+    runner = Runner(consumer=consumer, producer=MemoryProducer(broker), policy=policy,
+                    lanes_factory=lanes, outcomes=outcomes, clock=clock, telemetry=telemetry,
+                    drain_timeout_s=1.0, transactions=transactions)
+    return Loop(broker, consumer, runner, handler, clock), transactions
+
+
+def _broker() -> MemoryBroker:
+    broker = MemoryBroker(ManualClock(), max_idle_ms=3_600_000)
+    for topic in (MAIN, TIER_5S, TIER_30S, DLQ):
+        broker.create_topic(topic)
+    return broker
+
+
+def test_a_hop_is_committed_in_the_same_transaction_as_the_offset_it_settles() -> None:
+    broker = _broker()
+    loop, transactions = _loop(broker, MemoryDedupStore(broker.clock),
+                               ScriptedHandler(broker.clock, failures={"evt-a": 1}))
+    loop.publish("evt-a")
+    loop.run_until(lambda: loop.runner.stats["delivered"] == 1)
+    hop_commits = [(topics, offsets.get((MAIN, 0))) for topics, offsets in transactions.log
+                   if topics]
+    assert hop_commits == [([TIER_5S], 1)]
+    assert loop.consumer.stored == {}  # nothing goes through the consumer's own commits
+    assert broker.committed((MAIN, 0)) == 1
+    assert broker.committed((TIER_5S, 0)) == 1
+
+
+def test_an_aborted_transaction_is_tried_again_without_calling_the_handler_again() -> None:
+    broker = _broker()
+    loop, transactions = _loop(broker, MemoryDedupStore(broker.clock),
+                               ScriptedHandler(broker.clock, failures={"evt-b": 1}))
+    transactions.abort_next(2)
+    loop.publish("evt-b")
+    loop.run_until(lambda: loop.runner.stats["delivered"] == 1)
+    assert transactions.aborted == 2
+    assert len(broker.records(TIER_5S)) == 1  # the aborted attempts left nothing
+    assert [topic for _, _, topic in loop.handler.calls] == [MAIN, TIER_5S]
+
+
+def test_a_crash_before_the_commit_leaves_neither_the_dead_letter_nor_the_offset() -> None:
+    """The issue's repro: the first instance dead-letters the event, but dies before the
+    transaction commits (here: every commit aborts, then it stops). The next instance,
+    with the same dedup store, finds no outcome and no committed offset, and decides the
+    event afresh: one dead letter in all, not two, and never also delivered."""
+    broker = _broker()
+    store = MemoryDedupStore(broker.clock)
+    first, transactions = _loop(broker, store, ScriptedHandler(broker.clock,
+                                                               permanent={"evt-c"}))
+    transactions.abort_next(10_000)
+    first.publish("evt-c")
+    first.run_until(lambda: len(first.handler.calls) == 1 and transactions.aborted >= 3)
+    assert broker.records(DLQ) == []
+    assert broker.committed((MAIN, 0)) is None
+    assert store.lookup(["evt-c"]) == {}
+
+    second, _ = _loop(broker, store, ScriptedHandler(broker.clock, permanent={"evt-c"}))
+    second.run_until(lambda: second.runner.stats["dead_lettered"] == 1)
+    (dead,) = broker.records(DLQ)
+    assert decode_headers(dead[2].headers).event_id == "evt-c"
+    assert broker.committed((MAIN, 0)) == 1
+    assert store.lookup(["evt-c"]) == {"evt-c": "dead_lettered"}
+
+
+def test_a_hop_of_a_partition_lost_before_its_commit_is_dropped_never_produced() -> None:
+    """The session expired while the hop waited for its transaction: the new owner routes
+    the record, so this instance must not (its transaction would also be fenced)."""
+    broker = _broker()
+    handler = ScriptedHandler(broker.clock, failures={"evt-d": 1})
+    loop, transactions = _loop(broker, MemoryDedupStore(broker.clock), handler)
+    transactions.abort_next(1)  # the hop waits one more pass, as during a slow commit
+    loop.publish("evt-d")
+    lost = False
+
+    def done() -> bool:
+        nonlocal lost
+        if handler.calls and not lost:
+            loop.consumer.rebalance(lose=[(MAIN, 0)])
+            lost = True
+        return lost and transactions.aborted == 1 and not loop.runner.assignment & {(MAIN, 0)}
+
+    loop.run_until(done)
+    assert broker.records(TIER_5S) == []
+    assert loop.runner.stats["dropped"] == 1
+    assert broker.committed((MAIN, 0)) is None
