@@ -1,0 +1,284 @@
+"""Order per entity across retry hops, on the in-memory broker with a manual clock.
+
+The real ``Runner`` and ``RecordProcessor`` (one lane, on the poll thread) with an
+``EntityOrder`` over the memory dedup store: events of one key reach the handler in
+published order although the first waits in a retry tier; other keys do not wait; parked
+state is shared through the store, so a second runner (a restart) carries on; ``hold`` and
+``release`` after a dead-lettered head; ``mode = "none"`` is today's behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumer.dedup.chains import ParkedSummary
+from consumer.dedup.store import MemoryDedupStore
+from consumer.delivery.handlers import DeliveryContext
+from consumer.errors import PermanentError, TransientError
+from consumer.events.codec import EventCodec, EventRecord
+from consumer.observability.telemetry import Telemetry
+from consumer.pipeline.lanes import InlineLane
+from consumer.pipeline.memory_broker import (
+    MemoryBroker,
+    MemoryConsumer,
+    MemoryProducer,
+    StoredRecord,
+)
+from consumer.pipeline.ordering import EntityOrder
+from consumer.pipeline.outbox import HopSender
+from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.processing import RecordProcessor
+from consumer.pipeline.records import InboundRecord
+from consumer.pipeline.runner import Runner
+from retry_topics.classification import ExceptionRules
+from retry_topics.clock import ManualClock
+from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
+from retry_topics.hops import replay_headers
+from retry_topics.ordering import OrderingPolicy
+from retry_topics.policy import InProcessRetry, RetryPolicy
+from tests.unit.sample_events import sample_event
+
+MAIN = "clinic.events"
+TIER_5S, TIER_30S, DLQ = f"{MAIN}.retry.5s", f"{MAIN}.retry.30s", f"{MAIN}.dlq"
+CODEC = EventCodec()
+
+
+@dataclass
+class Downstream:
+    """Fails an event's first ``failures[event_id]`` calls (or always, if ``permanent``);
+    notes every call and the order of deliveries."""
+
+    clock: ManualClock
+    failures: dict[str, int] = field(default_factory=dict)
+    permanent: set[str] = field(default_factory=set)
+    calls: list[str] = field(default_factory=list)
+    delivered: list[str] = field(default_factory=list)
+    delivered_at: dict[str, int] = field(default_factory=dict)
+
+    def deliver(self, event: EventRecord, context: DeliveryContext) -> None:
+        self.calls.append(context.event_id)
+        if context.event_id in self.permanent:
+            raise PermanentError("rejected", error_class="http.422")
+        if self.calls.count(context.event_id) <= self.failures.get(context.event_id, 0):
+            raise TransientError("unavailable", error_class="http.503")
+        self.delivered.append(context.event_id)
+        self.delivered_at.setdefault(context.event_id, self.clock.now_ms())
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass
+class World:
+    """A broker, a dedup store and a downstream that outlive any one runner (restarts)."""
+
+    clock: ManualClock = field(default_factory=ManualClock)
+    broker: MemoryBroker = field(init=False)
+    store: MemoryDedupStore = field(init=False)
+    downstream: Downstream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.broker = MemoryBroker(self.clock, max_idle_ms=3_600_000)
+        self.broker.create_topic(MAIN)
+        for topic in (TIER_5S, TIER_30S, DLQ):
+            self.broker.create_topic(topic)
+        self.store = MemoryDedupStore(self.clock)
+        self.downstream = Downstream(self.clock)
+
+    def publish(self, event_id: str, key: bytes = b"appt-1",
+                headers: tuple[tuple[str, bytes | None], ...] = ()) -> None:
+        event: dict[str, Any] = sample_event("appointment.scheduled", event_id)
+        self.broker.append(MAIN, StoredRecord(key, CODEC.encode(event), headers,
+                                              self.clock.now_ms()), 0)
+
+    def headers(self, topic: str) -> list[RecordHeaders]:
+        return [decode_headers(record.headers) for _, _, record in self.broker.records(topic)]
+
+    def run_until(self, done: Callable[[], bool], *,
+                  ordering: OrderingPolicy | None = OrderingPolicy()) -> Runner:
+        """A fresh runner over this world, run until ``done`` (``ordering`` None: "none")."""
+        policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
+                             in_process=InProcessRetry(attempts=1))
+        consumer = MemoryConsumer(self.broker)
+        producer = MemoryProducer(self.broker)
+        outcomes = PendingOutcomes(self.store)
+        order = None if ordering is None else \
+            EntityOrder(self.store, ordering, outcomes, self.clock, policy.dlq_topic)
+        telemetry = Telemetry()
+
+        def lanes(hops: HopSender) -> InlineLane:
+            processor = RecordProcessor(
+                policy=policy, handler=self.downstream, outcomes=outcomes, hops=hops,
+                telemetry=telemetry, clock=self.clock, rules=ExceptionRules(),
+                group_id="clinic-events", codec=CODEC, ordering=order)
+            return InlineLane(processor.process_chunk, abandon=processor.abandon)
+
+        runner = Runner(consumer=consumer, producer=producer, policy=policy,
+                        lanes_factory=lanes, outcomes=outcomes, clock=self.clock,
+                        telemetry=telemetry, drain_timeout_s=1.0, ordering=order)
+        consume = consumer.consume
+
+        def consume_until_done(max_records: int, timeout_s: float) -> list[InboundRecord]:
+            if done():
+                runner.stop()
+                return []
+            return consume(max_records, timeout_s)
+
+        consumer.consume = consume_until_done  # type: ignore[method-assign]
+        runner.run()
+        return runner
+
+
+def test_later_events_of_a_key_wait_behind_one_in_a_retry_tier() -> None:
+    """scheduled fails once; rescheduled and cancelled are parked behind it, without a call,
+    and reach the downstream after it, in published order."""
+    world = World()
+    world.downstream.failures["scheduled"] = 1
+    for event_id in ("scheduled", "rescheduled", "cancelled"):
+        world.publish(event_id)
+    runner = world.run_until(lambda: len(world.downstream.delivered) == 3)
+    assert world.downstream.delivered == ["scheduled", "rescheduled", "cancelled"]
+    assert world.downstream.calls == ["scheduled", "scheduled", "rescheduled", "cancelled"]
+    parked = [h for h in world.headers(TIER_5S) if h.parked_behind is not None]
+    assert [(h.event_id, h.parked_behind, h.attempts) for h in parked] == [
+        ("rescheduled", "scheduled", 0), ("cancelled", "scheduled", 0)]
+    assert runner.stats["parked"] == 2
+    assert world.store.parked_summary() == ParkedSummary(0, None)  # every link has left
+
+
+def test_a_parked_key_does_not_hold_up_other_keys() -> None:
+    """While appt-1 waits, appt-2's events are delivered at once, in the same partition."""
+    world = World()
+    world.downstream.failures["a1"] = 1
+    world.publish("a1", b"appt-1")
+    world.publish("a2", b"appt-1")
+    world.publish("b1", b"appt-2")
+    world.run_until(lambda: len(world.downstream.delivered) == 3)
+    assert world.downstream.delivered == ["b1", "a1", "a2"]
+    assert world.downstream.delivered_at["b1"] < world.downstream.delivered_at["a1"]
+
+
+def test_a_parked_event_that_becomes_the_head_spends_only_its_own_attempts() -> None:
+    """rescheduled waited in the 30 s tier behind scheduled; its own first failure sends it
+    to the first tier (attempt 2), not on past the last tier to the DLQ."""
+    world = World()
+    world.downstream.failures.update(scheduled=2, rescheduled=1)
+    world.publish("scheduled")
+    world.publish("rescheduled")
+    world.run_until(lambda: len(world.downstream.delivered) == 2)
+    assert world.downstream.delivered == ["scheduled", "rescheduled"]
+    assert not world.broker.records(DLQ)
+    own = [h for h in world.headers(TIER_5S)
+           if h.event_id == "rescheduled" and h.parked_behind is None]
+    assert [h.attempts for h in own] == [1]  # its failure hop: one topic attempt made
+
+
+def test_a_record_looked_at_twice_joins_once_and_is_delivered_once() -> None:
+    """A copy of a parked event (a redelivery after a crash) is parked again harmlessly:
+    one link, one delivery, the copy a duplicate."""
+    world = World()
+    world.downstream.failures["scheduled"] = 1
+    world.publish("scheduled")
+    world.publish("cancelled")
+    world.publish("cancelled")  # the same event again: redelivered
+    seen: list[int] = []
+
+    def done() -> bool:
+        chain = world.store.chains(["appt-1"]).get("appt-1", [])
+        seen.append(len(chain))
+        return len(world.downstream.delivered) == 2 and \
+            world.clock.now_ms() > world.downstream.delivered_at["cancelled"] + 40_000
+
+    world.run_until(done)
+    assert world.downstream.delivered == ["scheduled", "cancelled"]
+    assert max(seen) == 2
+    assert world.store.parked_summary().keys == 0
+
+
+def test_parked_state_survives_a_restart() -> None:
+    """A runner stops while cancelled is parked; a new one (same store, same broker) goes on
+    and delivers in order."""
+    world = World()
+    world.downstream.failures["scheduled"] = 1
+    world.publish("scheduled")
+    world.publish("cancelled")
+    world.run_until(lambda: len(world.headers(TIER_5S)) == 2)
+    assert world.downstream.delivered == []
+    assert world.store.parked_summary().keys == 1
+    world.run_until(lambda: len(world.downstream.delivered) == 2)
+    assert world.downstream.delivered == ["scheduled", "cancelled"]
+
+
+def test_hold_sends_followers_to_the_dlq_after_their_head_and_a_replay_goes_in_order() -> None:
+    """scheduled fails in its tier for good; rescheduled and cancelled follow it to the DLQ,
+    in order, without a call, marked parked behind it; replaying the DLQ delivers all three
+    in order."""
+    world = World()
+    world.downstream.failures["scheduled"] = 1
+    for event_id in ("scheduled", "rescheduled", "cancelled"):
+        world.publish(event_id)
+    retried = False
+
+    def fail_in_the_tier() -> bool:
+        nonlocal retried
+        if not retried and world.downstream.calls == ["scheduled"]:
+            world.downstream.permanent.add("scheduled")
+            retried = True
+        return len(world.broker.records(DLQ)) == 3
+
+    world.run_until(fail_in_the_tier)
+    dead = world.headers(DLQ)
+    assert [(h.event_id, h.dlq_reason, h.parked_behind) for h in dead] == [
+        ("scheduled", "permanent", None), ("rescheduled", "parked", "scheduled"),
+        ("cancelled", "parked", "scheduled")]
+    assert world.downstream.calls == ["scheduled", "scheduled"]
+    assert world.store.parked_summary().keys == 1  # held: an operator decides
+
+    world.downstream.permanent.clear()
+    for _, _, record in world.broker.records(DLQ):  # what `dlq replay` publishes
+        replayed = replay_headers(decode_headers(record.headers))
+        world.publish(decode_headers(record.headers).event_id or "",
+                      headers=tuple(encode_headers(replayed)))
+    world.run_until(lambda: len(world.downstream.delivered) == 3)
+    assert world.downstream.delivered == ["scheduled", "rescheduled", "cancelled"]
+    assert world.store.parked_summary().keys == 0
+
+
+def test_release_lets_followers_go_on_after_a_dead_lettered_head() -> None:
+    """With after_dead_letter = "release" the dead-lettered head leaves its chain and the
+    parked followers reach the downstream."""
+    world = World()
+    world.downstream.failures["scheduled"] = 1
+    for event_id in ("scheduled", "rescheduled", "cancelled"):
+        world.publish(event_id)
+    policy = OrderingPolicy(after_dead_letter="release")
+    world.downstream.permanent.add("scheduled")
+    world.run_until(lambda: len(world.downstream.delivered) == 2, ordering=policy)
+    assert [h.event_id for h in world.headers(DLQ)] == ["scheduled"]
+    assert world.downstream.delivered == ["rescheduled", "cancelled"]
+    assert world.store.parked_summary().keys == 0
+
+
+def test_a_head_dead_lettered_at_once_holds_nothing_back() -> None:
+    """Only an event that waits in a retry tier starts a chain: one rejected outright (a
+    permanent failure on the main topic) lets its key's later events through."""
+    world = World()
+    world.downstream.permanent.add("scheduled")
+    world.publish("scheduled")
+    world.publish("cancelled")
+    world.run_until(lambda: len(world.downstream.delivered) == 1)
+    assert world.downstream.delivered == ["cancelled"]
+
+
+def test_mode_none_is_todays_behaviour() -> None:
+    """Without ordering the later event overtakes the one in the retry tier, and nothing is
+    parked."""
+    world = World()
+    world.downstream.failures["scheduled"] = 1
+    world.publish("scheduled")
+    world.publish("cancelled")
+    world.run_until(lambda: len(world.downstream.delivered) == 2, ordering=None)
+    assert world.downstream.delivered == ["cancelled", "scheduled"]
+    assert world.store.parked_summary() == ParkedSummary(0, None)

@@ -1,0 +1,70 @@
+"""The pure rules of parked keys: where an event goes, given its key's chain."""
+
+from __future__ import annotations
+
+import pytest
+
+from retry_topics.errors import PolicyError
+from retry_topics.ordering import (
+    PROCEED,
+    FollowToDeadLetter,
+    Link,
+    OrderingPolicy,
+    ParkBehind,
+    joined,
+    left,
+    park_tier,
+    parked_source,
+    place,
+)
+from retry_topics.policy import RetryPolicy
+
+T5, T30, DLQ = "clinic.events.retry.5s", "clinic.events.retry.30s", "clinic.events.dlq"
+
+
+def _link(event_id: str, topic: str = T5, state: str = "waiting") -> Link:
+    return Link(event_id=event_id, topic=topic, parked_at_ms=1, state=state)  # type: ignore[arg-type]
+
+
+def test_an_empty_chain_or_the_head_proceeds() -> None:
+    assert place([], "e1") is PROCEED
+    assert place([_link("e1"), _link("e2")], "e1") is PROCEED
+
+
+def test_a_new_event_parks_in_the_tails_tier_behind_the_head() -> None:
+    chain = [_link("e1", T30), _link("e2", T5)]
+    assert place(chain, "e3") == ParkBehind(head="e1", topic=T5)
+    assert place(chain, "e2") == ParkBehind(head="e1", topic=T30)  # its predecessor's tier
+
+
+def test_hold_follows_a_dead_lettered_predecessor_release_ignores_it() -> None:
+    chain = [_link("e1", DLQ, "dead_lettered"), _link("e2", T5)]
+    assert place(chain, "e2") == FollowToDeadLetter(head="e1")
+    assert place(chain, "e3") == ParkBehind(head="e1", topic=T5)  # behind e2, still waiting
+    assert place(chain, "e2", hold=False) is PROCEED
+    assert place(chain, "e1") is PROCEED  # a replayed head is the head
+
+
+def test_join_is_idempotent_and_keeps_place_and_age() -> None:
+    chain = joined(joined([], _link("e1")), _link("e2"))
+    again = joined(chain, Link(event_id="e1", topic=DLQ, parked_at_ms=99, state="dead_lettered"))
+    assert [(link.event_id, link.topic, link.parked_at_ms) for link in again] == [
+        ("e1", DLQ, 1), ("e2", T5, 1)]
+    assert left(again, "e1") == [_link("e2")]
+    assert left(again, "absent") == again
+
+
+def test_a_parked_record_routes_from_its_own_attempts() -> None:
+    policy = RetryPolicy(main_topic="clinic.events", delays_ms=(5_000, 30_000))
+    assert parked_source(policy, 1) == "clinic.events"
+    assert parked_source(policy, 2) == T5
+    assert parked_source(policy, 3) == T30
+    assert park_tier(policy, T30).topic == T30
+    assert park_tier(policy, "clinic.events.retry.1h").topic == T5  # a draining tier
+
+
+def test_the_policy_names_its_valid_values() -> None:
+    with pytest.raises(PolicyError, match="per_key, none"):
+        OrderingPolicy(mode="strict")  # type: ignore[arg-type]
+    with pytest.raises(PolicyError, match="hold, release"):
+        OrderingPolicy(after_dead_letter="drop")  # type: ignore[arg-type]
