@@ -43,6 +43,7 @@ from tests.unit.sample_events import sample_event
 MAIN = "clinic.events"
 TIER_5S, TIER_30S, DLQ = f"{MAIN}.retry.5s", f"{MAIN}.retry.30s", f"{MAIN}.dlq"
 CODEC = EventCodec()
+PER_KEY = OrderingPolicy()
 
 
 @dataclass
@@ -97,7 +98,7 @@ class World:
         return [decode_headers(record.headers) for _, _, record in self.broker.records(topic)]
 
     def run_until(self, done: Callable[[], bool], *,
-                  ordering: OrderingPolicy | None = OrderingPolicy()) -> Runner:
+                  ordering: OrderingPolicy | None = PER_KEY) -> Runner:
         """A fresh runner over this world, run until ``done`` (``ordering`` None: "none")."""
         policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
                              in_process=InProcessRetry(attempts=1))
