@@ -17,6 +17,7 @@ transactions every 10 s), and only if it landed inside a commit.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from consumer.kafka.clients import build_producer, kafka_reason
 from consumer.pipeline.broker import BrokerError, Partition, TransactionAborted
 from consumer.pipeline.outbox import Hop
 
+LOG = logging.getLogger("clinic_events.runner")
 #: The broker aborts a transaction open longer than this (the producer's
 #: ``transaction.timeout.ms``); ``[kafka.client]`` may change it.
 TRANSACTION_TIMEOUT_MS = 10_000
@@ -100,6 +102,17 @@ class KafkaTransactions:
                     from exc
             self._abort()
             raise TransactionAborted(kafka_reason(exc)) from exc
+
+    def close(self) -> None:
+        try:
+            if self._open:
+                self._abort()
+        except BrokerError as exc:
+            LOG.warning("%s; the broker aborts it after transaction.timeout.ms", exc)
+        finally:
+            close = getattr(self._producer, "close", None)  # confluent-kafka >= 2.13
+            if close is not None:
+                close()
 
     def _produce(self, hop: Hop) -> None:
         wire: list[tuple[str, str | bytes | None]] = list(hop.headers)

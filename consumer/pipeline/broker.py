@@ -119,6 +119,9 @@ class Transactions(Protocol):
         because a step failed), and ``BrokerError`` when the producer can go on no more.
         """
 
+    def close(self) -> None:
+        """Release the producer (a transaction still open is aborted)."""
+
 
 class StatusBoard(Protocol):
     """Where an instance states its condition (the status topic at the edge)."""

@@ -328,3 +328,6 @@ class MemoryTransactions:
                                                         self._broker.clock.now_ms()))
         self._broker.commit(offsets)
         self.committed += 1
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -80,6 +80,9 @@ BATCH_SIZE = 500
 IDLE_POLL_S = 0.25
 OUTCOME_WAIT_S = 0.05
 OFFSETS_EVERY_S = 1.0  # how often a transaction commits offsets when no hop is waiting
+# A fenced commit succeeds at the next try, after the rebalance; one aborted for this long
+# is refused for good (a hop to a topic the broker will not take, say).
+ABORTING_LIMIT_S = 60.0
 
 
 class FatalError(ClinicEventsError, RuntimeError):
@@ -135,6 +138,7 @@ class Runner:
         self._settled: dict[TopicPartitionKey, int] = {}  # offsets not committed yet
         self._committed_at = clock.monotonic()
         self._aborts = 0  # transactions aborted in a row
+        self._aborting_since = 0.0  # clock.monotonic() of the first of them
         self._stop = threading.Event()
         self._hurry = False
         self._drained = False  # the shutdown drain ran: closing's revoke need not drain again
@@ -428,8 +432,9 @@ class Runner:
         if advanced:
             self._store_offsets(advanced)
         if self._transactions is not None and (
-                self._unsent or (self._settled and self._clock.monotonic() - self._committed_at
-                                 >= OFFSETS_EVERY_S)):
+                any(self._settles(hop) for hop in self._unsent)
+                or (self._settled and self._clock.monotonic() - self._committed_at
+                    >= OFFSETS_EVERY_S)):
             self._commit()
         self._resume_due()
 
@@ -733,28 +738,46 @@ class Runner:
         except BrokerError as exc:
             LOG.warning("commit failed: %s", exc)
 
+    def _settles(self, hop: Hop) -> bool:
+        """Whether the next transaction commits an offset past the hop's source record."""
+        record = hop.fate.record
+        return record.offset < self._settled.get((record.topic, record.partition), -1)
+
     def _commit_transaction(self, transactions: Transactions) -> None:
-        """Commit the hops taken and the offsets settled since the last commit, in one
-        transaction; then the hops' fates count. Aborted, it is tried again at the next
-        pass with what this instance still owns (the poll thread must go on meanwhile:
-        a rebalance that fenced the commit is served by the next ``consume``)."""
-        hops = []
+        """Commit the offsets settled since the last commit, and the hops they settle, in
+        one transaction; then those hops' fates count.
+
+        A hop whose source offset cannot be committed yet (an earlier record of its
+        partition is still in a worker's hands) waits for a later transaction: committed
+        without it, a kill would leave the hop in its tier and the source record to be
+        processed again, a second hop. Aborted, the transaction is tried again at the next
+        pass with what this instance still owns (the poll thread must go on meanwhile: a
+        rebalance that fenced the commit is served by the next ``consume``).
+        """
+        owned = []
         for hop in self._unsent:
             if self._ownership.owns(hop.fate.record):
-                hops.append(hop)
+                owned.append(hop)
             else:
                 self._drop_hop(hop)
         offsets = {tp: offset for tp, offset in self._settled.items() if tp in self._assigned}
-        self._unsent, self._settled = hops, offsets
-        if not hops and not offsets:
+        self._unsent, self._settled = owned, offsets
+        hops = [hop for hop in owned if self._settles(hop)]
+        if not offsets:
             return
         try:
             transactions.commit(hops, offsets)
         except TransactionAborted as exc:
             self._aborts += 1
+            now = self._clock.monotonic()
             if self._aborts == 1:
+                self._aborting_since = now
                 LOG.warning("a transaction of %d hop(s) was aborted (%s); trying again",
                             len(hops), exc)
+            elif now - self._aborting_since > ABORTING_LIMIT_S:
+                self._fatal = self._fatal or FatalError(
+                    f"every transaction was aborted for {ABORTING_LIMIT_S:.0f} s "
+                    f"({self._aborts} in a row), the last because: {exc}")
             return
         except BrokerError as exc:
             self._fatal = self._fatal or FatalError(f"cannot commit hops and offsets: {exc}")
@@ -762,7 +785,8 @@ class Runner:
         if self._aborts:
             LOG.info("transactions commit again, after %d aborted", self._aborts)
             self._aborts = 0
-        self._unsent, self._settled = [], {}
+        self._unsent = [hop for hop in owned if not self._settles(hop)]
+        self._settled = {}
         self._committed_at = self._clock.monotonic()
         for hop in hops:
             self._note_republished(hop.fate)
@@ -780,3 +804,5 @@ class Runner:
         self._summary.tick(self._clock.monotonic(), final=True)
         self._lanes.stop()
         self._producer.close()
+        if self._transactions is not None:
+            self._transactions.close()

@@ -8,12 +8,13 @@ second fate; and that a hop of a partition lost meanwhile is never produced.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Mapping, Sequence
 
 from consumer.dedup.store import MemoryDedupStore
 from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.broker import Partition
-from consumer.pipeline.lanes import InlineLane
+from consumer.pipeline.lanes import InlineLane, LaneFailure
 from consumer.pipeline.memory_broker import (
     MemoryBroker,
     MemoryConsumer,
@@ -23,11 +24,13 @@ from consumer.pipeline.memory_broker import (
 from consumer.pipeline.outbox import Hop, HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
+from consumer.pipeline.records import Delivered, Fate, InboundRecord, Republished
 from consumer.pipeline.runner import Runner
 from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.headers import decode_headers
-from retry_topics.policy import InProcessRetry, RetryPolicy
+from retry_topics.policy import InProcessRetry, RetryPolicy, RetryTier
+from retry_topics.routing import RetryTo
 from tests.unit.pipeline.test_runner_on_memory_broker import (
     CODEC,
     DLQ,
@@ -153,3 +156,79 @@ def test_a_hop_of_a_partition_lost_before_its_commit_is_dropped_never_produced()
     assert broker.records(TIER_5S) == []
     assert loop.runner.stats["dropped"] == 1
     assert broker.committed((MAIN, 0)) is None
+
+
+class OutOfOrderLanes:
+    """Lanes that hop every record but the first at once, and finish the first (delivered)
+    only when the test says: an earlier record still in a worker's hands."""
+
+    def __init__(self, hops: HopSender) -> None:
+        self._hops = hops
+        self._first: InboundRecord | None = None
+        self.results: queue.SimpleQueue[list[Fate] | LaneFailure] = queue.SimpleQueue()
+
+    def dispatch(self, records: Sequence[InboundRecord]) -> None:
+        for record in records:
+            if self._first is None:
+                self._first = record
+                continue
+            decision = RetryTo(topic=TIER_5S, tier=RetryTier(index=1, topic=TIER_5S,
+                                                             delay_ms=5_000),
+                               attempts=1, due_at_ms=5_000)
+            fate = Republished(record, decision, "http.503", "retried")
+            self._hops.send(Hop(fate, TIER_5S, record.key, record.value, []))
+
+    def finish_first(self) -> None:
+        assert self._first is not None
+        self.results.put([Delivered(self._first)])
+
+    def in_flight_limit(self, ceiling: int) -> int:
+        return ceiling
+
+    def idle(self) -> bool:
+        return True
+
+    def discard_pending(self) -> None:
+        """Nothing is queued."""
+
+    def stop(self, timeout_s: float = 30.0, *, discard_pending: bool = True) -> None:
+        """Nothing runs."""
+
+
+def test_a_hop_waits_for_the_transaction_that_commits_past_its_source_record() -> None:
+    """Offsets are committed in order: while record 0 is still being handled, the hop of
+    record 1 is not committed (a kill would leave it in its tier while record 1 is read
+    again, a second hop); it goes in the transaction that commits offset 2."""
+    broker = _broker()
+    clock = broker.clock
+    assert isinstance(clock, ManualClock)
+    consumer = MemoryConsumer(broker)
+    transactions = RecordedTransactions(broker, consumer)
+    lanes: list[OutOfOrderLanes] = []
+
+    def factory(hops: HopSender) -> OutOfOrderLanes:
+        lanes.append(OutOfOrderLanes(hops))
+        return lanes[0]
+
+    runner = Runner(consumer=consumer, producer=MemoryProducer(broker),
+                    policy=RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000)),
+                    lanes_factory=factory,  # type: ignore[arg-type]
+                    outcomes=PendingOutcomes(MemoryDedupStore(clock)), clock=clock,
+                    telemetry=Telemetry(), drain_timeout_s=0.1, transactions=transactions)
+    loop = Loop(broker, consumer, runner, ScriptedHandler(clock), clock)
+    loop.publish("evt-0")
+    loop.publish("evt-1")
+    passes = 0
+
+    def done() -> bool:
+        nonlocal passes
+        passes += 1
+        if passes == 20:  # long after the hop was taken, and several commits since
+            assert broker.records(TIER_5S) == []
+            lanes[0].finish_first()
+        return passes > 20 and runner.stats["retried"] == 1
+
+    loop.run_until(done)
+    hop_commits = [offsets.get((MAIN, 0)) for topics, offsets in transactions.log if topics]
+    assert hop_commits == [2]
+    assert len(broker.records(TIER_5S)) == 1
