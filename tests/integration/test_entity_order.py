@@ -1,0 +1,225 @@
+"""Order per entity on a real broker: an appointment's events reach the chart in published
+order although the first one waits in a retry tier, across a SIGKILL and across a rebalance
+of two instances sharing Redis (issue 15, part 1).
+
+The downstream is a small EHR-like chart: it honours ``Idempotency-Key`` (a repeated key is
+answered 200 and changes nothing), answers each ``appointment.scheduled`` 503 the first time,
+and notes the order in which it applied each appointment's events. The breaker is off: every
+first call of the scenario fails, which is an outage to the breaker, and this test is about
+order, not outages (``test_system_failures.py`` covers those).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.dedup.sqlite import SqliteDedupStore
+from consumer.dedup.store import RedisDedupStore
+from consumer.kafka.provisioning import ensure_topics
+from tests.integration.harness import (
+    new_event,
+    produce,
+    running_consumer,
+    settings_for,
+    start_run_process,
+    wait_until,
+    write_config,
+)
+
+APPOINTMENTS = 20
+LIFECYCLE = ("appointment.scheduled", "appointment.rescheduled", "appointment.cancelled")
+DELAYS = ("1s", "2s", "4s")
+NO_BREAKER = "[breaker]\nenabled = false\n"
+TTL_MS = 7 * 24 * 3_600_000
+
+
+class Chart:
+    """The downstream: applies events per appointment, once per Idempotency-Key."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.applied: dict[str, list[str]] = {}  # appointment id -> event types, in order
+        self.keys: set[str] = set()
+        self.refused: set[str] = set()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/events"
+
+    def answer(self, key: str, body: dict[str, Any]) -> int:
+        with self.lock:
+            if key in self.keys:
+                return 200  # a repeat: already applied, nothing changes
+            event_type = str(body["event_type"])
+            if event_type == "appointment.scheduled" and key not in self.refused:
+                self.refused.add(key)
+                return 503
+            self.keys.add(key)
+            self.applied.setdefault(str(body["payload"]["appointment_id"]), []).append(
+                event_type)
+            return 200
+
+    def done(self, appointments: int) -> bool:
+        with self.lock:
+            return len(self.keys) == appointments * len(LIFECYCLE)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        chart = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                status = chart.answer(self.headers["Idempotency-Key"], body)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        return Handler
+
+    def __enter__(self) -> Chart:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def chart() -> Iterator[Chart]:
+    with Chart() as opened:
+        yield opened
+
+
+def _appointments(topic: str) -> list[str]:
+    return [f"appt-{n}-{topic[-6:]}" for n in range(APPOINTMENTS)]
+
+
+def _publish_lifecycles(bootstrap: str, topic: str, ids: list[str]) -> None:
+    """Every appointment's three events, published round by round (each round acknowledged
+    before the next: the published order per appointment is the lifecycle's)."""
+    for event_type in LIFECYCLE:
+        produce(bootstrap, topic, [new_event(event_type, appointment_id=appointment)
+                                   for appointment in ids])
+
+
+def _assert_in_order(chart: Chart, ids: list[str]) -> None:
+    with chart.lock:
+        out_of_order = {appointment: chart.applied.get(appointment)
+                        for appointment in ids if chart.applied.get(appointment) != list(LIFECYCLE)}
+    assert not out_of_order, f"applied out of order: {out_of_order}"
+
+
+def _parked_keys_sqlite(database: Path) -> int:
+    store = SqliteDedupStore(database, TTL_MS, read_only=True)
+    try:
+        return store.parked_summary().keys
+    finally:
+        store.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def test_each_appointment_is_applied_in_published_order_across_a_retry_hop(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, chart: Chart
+) -> None:
+    """20 appointments scheduled -> rescheduled -> cancelled, scheduled answered 503 once:
+    every chart applies the three in published order and ends cancelled."""
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                          url=chart.url, delays=DELAYS, extra=NO_BREAKER)
+    settings = settings_for(config)
+    ensure_topics(settings)
+    ids = _appointments(topic_prefix)
+    _publish_lifecycles(kafka_bootstrap, topic_prefix, ids)
+    with running_consumer(settings) as assembly:
+        assert wait_until(lambda: chart.done(APPOINTMENTS), 45), chart.applied
+        assert wait_until(lambda: assembly.store.parked_summary().keys == 0, 10)
+        parked = assembly.runner.stats["parked"]
+    _assert_in_order(chart, ids)
+    assert parked >= APPOINTMENTS, "the later events were parked, not delivered early"
+
+
+def test_order_holds_across_a_sigkill_while_keys_are_parked(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, chart: Chart
+) -> None:
+    """Killed with SIGKILL while keys are parked, a restarted consumer loses nothing and
+    still applies every appointment in order."""
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                          url=chart.url, delays=("2s", "4s"), extra=NO_BREAKER)
+    ensure_topics(settings_for(config))
+    database = tmp_path / f"dedup-{topic_prefix}.sqlite3"
+    ids = _appointments(topic_prefix)
+    _publish_lifecycles(kafka_bootstrap, topic_prefix, ids)
+    first = start_run_process(config, tmp_path, "first")
+    try:
+        assert wait_until(lambda: database.exists() and _parked_keys_sqlite(database) > 0, 40,
+                          interval_s=0.1), (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert not chart.done(APPOINTMENTS), "the kill must land while keys wait"
+    second = start_run_process(config, tmp_path, "second")
+    try:
+        assert wait_until(lambda: chart.done(APPOINTMENTS), 50), \
+            (tmp_path / "second.log").read_text()[-3000:]
+        assert wait_until(lambda: _parked_keys_sqlite(database) == 0, 10)
+    finally:
+        _stop(second)
+    _assert_in_order(chart, ids)
+
+
+def test_order_holds_across_a_rebalance_of_two_instances_sharing_redis(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, chart: Chart, redis_url: str
+) -> None:
+    """A second instance joins while keys are parked (a rebalance moves partitions of the
+    main topic and the tiers between them): their shared Redis chains keep every
+    appointment in order."""
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                          url=chart.url, delays=("1s", "2s"), partitions=4, extra=NO_BREAKER)
+    text = config.read_text()
+    sqlite_line = next(line for line in text.splitlines() if line.startswith("store = "))
+    config.write_text(text.replace(sqlite_line, f'store = "{redis_url}"'))
+    ensure_topics(settings_for(config))
+    redis_store = RedisDedupStore(redis_url, TTL_MS)
+    ids = _appointments(topic_prefix)
+    first = start_run_process(config, tmp_path, "first")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        _publish_lifecycles(kafka_bootstrap, topic_prefix, ids)
+        assert wait_until(lambda: any(redis_store.chains(ids).values()), 40, interval_s=0.1), \
+            (tmp_path / "first.log").read_text()[-3000:]
+        second = start_run_process(config, tmp_path, "second")
+        assert wait_until(lambda: chart.done(APPOINTMENTS), 50), (
+            (tmp_path / "first.log").read_text()[-2000:]
+            + (tmp_path / "second.log").read_text()[-2000:])
+        assert wait_until(lambda: not redis_store.chains(ids), 10)
+    finally:
+        _stop(first)
+        if second is not None:
+            _stop(second)
+        redis_store.close()
+    _assert_in_order(chart, ids)
+    assert "assigned" in (tmp_path / "second.log").read_text(), "the second instance took part"
+
