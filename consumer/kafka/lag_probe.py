@@ -15,7 +15,11 @@ partition (the committed offset, else the beginning) and reads:
   their ``clinic.due-at`` header into waiting (due later) and overdue (due already; a record
   without a readable due time counts as due at its timestamp). Hitting the cap, or the scan
   deadline, marks the partition ``capped``: its waiting/overdue counts cover only the part read;
-* DLQ: the record at the beginning, for the age of the oldest dead letter.
+* DLQ: every record up to ``scan_cap`` per partition: the first for the age of the oldest
+  dead letter, all of them for how many there are.
+
+Retry and DLQ partitions read to their end are counted by their records, not their offsets:
+transaction markers (hops and replays are written in transactions) take offsets too.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class _Scan:
     waiting: int = 0
     overdue: int = 0
     oldest_due_at_ms: int | None = None
+    records: int = 0
 
 
 def watched_topics(settings: Settings, leftovers: Sequence[str] = ()
@@ -130,9 +135,11 @@ class LagProbe:
                                        beginning=beginning[key], end=end[key])
                 scan = plans.get(key)
                 if scan is not None:
+                    counted = kind != "main" and not scan.capped
                     part = replace(part, oldest_timestamp_ms=scan.oldest_timestamp_ms,
                                    waiting=scan.waiting, overdue=scan.overdue,
-                                   oldest_due_at_ms=scan.oldest_due_at_ms, capped=scan.capped)
+                                   oldest_due_at_ms=scan.oldest_due_at_ms, capped=scan.capped,
+                                   records=scan.records if counted else None)
                 parts.append(part)
             samples.append(TopicSample(topic=name, kind=kind, exists=name in counts,
                                        partitions=tuple(parts),
@@ -146,7 +153,7 @@ class LagProbe:
         start = beginning if kind == "dlq" or committed is None else max(committed, beginning)
         if start >= end:
             return None
-        if kind != "retry":
+        if kind == "main":
             return _Scan(kind=kind, start=start, stop=start + 1, capped=False)
         stop = min(end, start + self._scan_cap)
         return _Scan(kind=kind, start=start, stop=stop, capped=stop < end)
@@ -202,6 +209,7 @@ class LagProbe:
 
 def _record(plan: _Scan, message: Message, now_ms: int) -> None:
     """Fold one unconsumed record into its partition's scan."""
+    plan.records += 1
     kind, timestamp = message.timestamp()
     stamp = None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp
     if plan.oldest_timestamp_ms is None:

@@ -65,6 +65,10 @@ class PartitionSample:
     overdue: int = 0  # retry topics: scanned records whose due time has passed
     oldest_due_at_ms: int | None = None  # earliest due time among the overdue records
     capped: bool = False  # the scan stopped at the per-partition cap
+    # retry topics and the DLQ: the records after the start, where the scan read them all.
+    # Transaction markers (exactly-once hops, replays) take offsets but hold no record, so
+    # ``end - start`` overstates what a partition holds; this does not.
+    records: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,7 +178,12 @@ def _max(values: Any) -> int | None:
 
 
 def partition_lag(kind: TopicKind, sample: PartitionSample) -> int:
-    """Unconsumed records (DLQ: records held); no committed offset counts from the beginning."""
+    """Unconsumed records (DLQ: records held); no committed offset counts from the beginning.
+
+    The records the scan counted where it read them all, else the offsets between.
+    """
+    if sample.records is not None:
+        return sample.records
     start = sample.beginning if kind == "dlq" or sample.committed is None else sample.committed
     return max(0, sample.end - start)
 

@@ -56,6 +56,12 @@ def test_lag_counts_from_the_committed_offset_else_from_the_beginning() -> None:
     assert partition_lag("dlq", _part(9, 10, beginning=4)) == 6  # records held, not "unread"
 
 
+def test_records_counted_by_a_scan_beat_offsets_which_transaction_markers_also_take() -> None:
+    """Three dead letters written in three transactions end at offset 6: the DLQ holds 3."""
+    assert partition_lag("dlq", _part(None, 6, records=3)) == 3
+    assert partition_lag("retry", _part(4, 5, records=0)) == 0  # only a marker is left
+
+
 def test_no_lag_is_ok_even_without_members() -> None:
     report = evaluate(_main(_part(10, 10), members=0), [], RULES)
     assert report.status is Status.OK
