@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -46,6 +48,7 @@ from consumer.ops.lag.model import (
     report_to_json,
     to_history_point,
 )
+from consumer.ops.lag.parked import ParkedKeys, parked_to_json, read_parked
 
 _STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.ERR: "red", Status.STOP: "bold red"}
 _PROGRESS_FROM = 2_000  # records to scan before a progress bar is worth showing
@@ -118,6 +121,10 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
     keeps consuming it.
 
     \b
+    Parked keys (record keys whose later events wait behind one in a retry tier, see
+    docs/ordering.md) are counted from the dedup store, with the oldest one's age.
+
+    \b
     Status, worst wins:
       OK    no lag, or lag being worked off
       WARN  lag grew over the window; the DLQ holds records; a topic is missing
@@ -142,9 +149,10 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
         with LagProbe(settings, scan_cap=scan_cap, timeout_s=timeout / 1000) as probe:
             if not watch:
                 report = _take(probe, trend, rules, show_progress=interactive)
-                _emit(report, as_json, console)
+                _emit(report, as_json, console, read_parked(settings))
             else:
-                report = _watch(probe, trend, rules, as_json, console, interval, count)
+                report = _watch(probe, trend, rules, as_json, console, interval, count,
+                                lambda: read_parked(settings))
     except (GroupQueryError, KafkaAccessRefused) as exc:
         click.echo(f"clinic-events: {exc}", err=True)
         if as_json:  # scripts parse stdout: an empty one is no answer
@@ -170,16 +178,18 @@ def _take(probe: LagProbe, trend: _Trend, rules: LagRules, *, show_progress: boo
 
 
 def _watch(probe: LagProbe, trend: _Trend, rules: LagRules, as_json: bool, console: Console,
-           interval_ms: int, count: int) -> GroupReport:
+           interval_ms: int, count: int,
+           parked: Callable[[], ParkedKeys | None] = lambda: None) -> GroupReport:
     """Sample every ``interval_ms``: a table refreshed in place on a terminal; elsewhere
     (a pipe, a log file) every sample printed in turn, one JSON document per line with
     ``--json``, so nothing a script or a log keeps is overwritten."""
     report = _take(probe, trend, rules, show_progress=False)
     taken = 1
     in_place = not as_json and console.is_terminal
-    live = Live(render(report), console=console, auto_refresh=False) if in_place else None
+    live = Live(render(report, parked()), console=console, auto_refresh=False) \
+        if in_place else None
     if live is None:
-        _emit_sample(report, as_json, console)
+        _emit_sample(report, as_json, console, parked())
     try:
         if live is not None:
             live.start()
@@ -188,9 +198,9 @@ def _watch(probe: LagProbe, trend: _Trend, rules: LagRules, as_json: bool, conso
             report = _take(probe, trend, rules, show_progress=False)
             taken += 1
             if live is not None:
-                live.update(render(report), refresh=True)
+                live.update(render(report, parked()), refresh=True)
             else:
-                _emit_sample(report, as_json, console)
+                _emit_sample(report, as_json, console, parked())
     except KeyboardInterrupt:
         pass
     finally:
@@ -199,18 +209,24 @@ def _watch(probe: LagProbe, trend: _Trend, rules: LagRules, as_json: bool, conso
     return report
 
 
-def _emit_sample(report: GroupReport, as_json: bool, console: Console) -> None:
-    if as_json:
-        click.echo(json.dumps(report_to_json(report)))
-    else:
-        console.print(render(report))
+def _document(report: GroupReport, parked: ParkedKeys | None) -> dict[str, Any]:
+    return {**report_to_json(report), "parked": parked_to_json(parked)}
 
 
-def _emit(report: GroupReport, as_json: bool, console: Console) -> None:
+def _emit_sample(report: GroupReport, as_json: bool, console: Console,
+                 parked: ParkedKeys | None = None) -> None:
     if as_json:
-        click.echo(json.dumps(report_to_json(report), indent=2))
+        click.echo(json.dumps(_document(report, parked)))
     else:
-        console.print(render(report))
+        console.print(render(report, parked))
+
+
+def _emit(report: GroupReport, as_json: bool, console: Console,
+          parked: ParkedKeys | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(_document(report, parked), indent=2))
+    else:
+        console.print(render(report, parked))
 
 
 def _age(ms: int | None) -> str:
@@ -228,10 +244,14 @@ def _status(status: Status) -> Text:
     return Text(status.name, style=_STYLE[status])
 
 
-def render(report: GroupReport) -> Group:
-    """The human view: per topic, a total row and one row per lagging or unhealthy partition."""
+def render(report: GroupReport, parked: ParkedKeys | None = None) -> Group:
+    """The human view: per topic, a total row and one row per lagging or unhealthy partition;
+    the parked keys' count and oldest age, when known."""
     parts: list[RenderableType] = [Text.assemble(
         f"group {report.group}: {report.members} member(s), overall ", _status(report.status))]
+    if parked is not None:
+        parts.append(Text(f"parked keys: {parked.keys}" + (
+            f", oldest waiting {_age(parked.oldest_age_ms)}" if parked.keys else "")))
     for reason in report.system_reasons:
         parts.append(Text.assemble(("run  ", "bold"), _status(report.system_status), "  ",
                                    printable(reason)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from consumer.config.settings import Settings
@@ -23,6 +23,7 @@ from consumer.kafka.review_io import find_hops, read_audit, write_audit
 from consumer.ops.dlq.model import DlqFilter, DlqRecord, iso
 from consumer.ops.lag.band import StatusBand, status_band
 from consumer.ops.lag.model import HistoryPoint, LagRules, evaluate, to_history_point
+from consumer.ops.lag.parked import read_parked
 from retry_topics.headers import RecordHeaders
 from retry_topics.naming import audit_topic_name, dlq_ledger_topic_name, dlq_topic_name
 
@@ -121,7 +122,11 @@ class KafkaReviewSource:
             report = evaluate(sample, self._history, LagRules(
                 outage_error_ms=self._settings.breaker.error_after_ms))
             self._history = [*self._history, to_history_point(sample)][-100:]
-            self._band, self._band_at = status_band(report), time.monotonic()
+            parked = read_parked(self._settings)
+            band = status_band(report)
+            if parked is not None:
+                band = replace(band, parked=parked.keys)
+            self._band, self._band_at = band, time.monotonic()
             return self._band
 
     def audit_trail(self, limit: int = 50) -> list[dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 Shows the worst status (OK / WARN / ERR / STOP) with the reasons behind it, the retry
 records waiting for their due time and those overdue, and what the running instances say of
-the downstream (breaker: outage) and of their dead letters (flood guard: halted). Parked keys
-are not tracked yet (``parked`` is None: the page shows "n/a").
+the downstream (breaker: outage) and of their dead letters (flood guard: halted), and the
+parked keys the dedup store counts (``parked``; None when ordering is off or the store could
+not say: the page shows "n/a").
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ def test_watch_into_a_pipe_or_a_log_prints_every_sample(monkeypatch: pytest.Monk
     """A table refreshed in place needs a terminal; a pipe kept only the last sample."""
     samples = itertools.count(1)
     monkeypatch.setattr(lag, "_take", lambda *_args, **_kwargs: next(samples))
-    monkeypatch.setattr(lag, "render", lambda report: f"sample {report}")
+    monkeypatch.setattr(lag, "render", lambda report, _parked=None: f"sample {report}")
     out = io.StringIO()
     unused: Any = None
     lag._watch(unused, unused, unused, as_json=False, console=Console(file=out, width=80),
