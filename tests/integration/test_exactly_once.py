@@ -431,19 +431,22 @@ class Fleet:
 
     def __init__(self, config: Path, work: Path) -> None:
         self._config, self._work = config, work
+        self._started = 0
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
+        self.logs: list[Path] = []  # of the process now in each slot
         for slot in range(INSTANCES):
-            self.processes.append(self._start(slot))
+            process, log = self._start(slot)
+            self.processes.append(process)
+            self.logs.append(log)
 
-    def _start(self, slot: int) -> subprocess.Popen[bytes]:
-        name = f"run{slot}-{len(self.logs)}"
-        self.logs.append(self._work / f"{name}.log")
-        return start_run_process(self._config, self._work, name)
+    def _start(self, slot: int) -> tuple[subprocess.Popen[bytes], Path]:
+        name = f"run{slot}-{self._started}"
+        self._started += 1
+        return start_run_process(self._config, self._work, name), self._work / f"{name}.log"
 
     def kill_and_restart(self, slot: int) -> None:
         kill(self.processes[slot])
-        self.processes[slot] = self._start(slot)
+        self.processes[slot], self.logs[slot] = self._start(slot)
 
     def stop(self) -> list[int]:
         for process in self.processes:
@@ -456,11 +459,23 @@ class Fleet:
                 kill(process)
 
     def tails(self) -> str:
-        return "\n".join(f"== {log.name}\n{log_tail(log, 1500)}" for log in self.logs[-INSTANCES:])
+        return "\n".join(f"== {log.name}\n{log_tail(log, 1500)}" for log in self.logs)
+
+    def stacks(self) -> str:
+        """Where each live instance's poll thread is, for a run that stopped making progress:
+        SIGABRT makes faulthandler (``PYTHONFAULTHANDLER``) write every thread's stack to
+        the log before the process dies."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGABRT)
+                process.wait(10)
+        return "\n".join(
+            f"== {log.name}\n" + log_tail(log, 100_000).rpartition("Current thread")[2][:2000]
+            for log in self.logs)
 
 
 def test_a_chaos_run_keeps_every_event_to_one_fate_and_its_attempt_budget(
-    own_broker: LocalKafka, redis_url: str, tmp_path: Path
+    own_broker: LocalKafka, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Three instances sharing a Redis dedup store, a downstream answering ~20% 503 and
     rejecting ~3% of events for good, events (two per appointment, so some are parked)
@@ -471,6 +486,7 @@ def test_a_chaos_run_keeps_every_event_to_one_fate_and_its_attempt_budget(
     bootstrap = own_broker.status().bootstrap
     assert bootstrap is not None
     chaos_redis = own_redis_db(redis_url)
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # inherited by `run`: see Fleet.stacks
     rng = random.Random(SEED)
     main = f"chaos.{uuid.uuid4().hex[:8]}"
     plan = FailurePlan(transient_rate=0.2, permanent_rate=0.03, seed=SEED,
@@ -517,7 +533,8 @@ def test_a_chaos_run_keeps_every_event_to_one_fate_and_its_attempt_budget(
 
                 assert wait_until(settled, SETTLE_S, 0.5), (
                     f"{len(ids - set(downstream.delivered_keys()) - set(tail.event_ids))} "
-                    f"events without a fate, lag {group_lag(settings)}\n{fleet.tails()}")
+                    f"events without a fate, lag {group_lag(settings)}\n{fleet.tails()}\n"
+                    f"stacks of the poll threads:\n{fleet.stacks()}")
             finally:
                 tail.close()
             exit_codes = fleet.stop()
