@@ -18,27 +18,31 @@ transactions every 10 s), and only if it landed inside a commit.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumer.config.settings import Settings
 from consumer.kafka.access import KafkaAccessRefused
 from consumer.kafka.clients import build_producer, kafka_reason
-from consumer.pipeline.broker import BrokerError, Partition, TransactionAborted
+from consumer.pipeline.broker import (
+    BrokerError,
+    Partition,
+    TransactionAborted,
+    TransactionInDoubt,
+)
 from consumer.pipeline.outbox import Hop
 
 LOG = logging.getLogger("clinic_events.runner")
 #: The broker aborts a transaction open longer than this (the producer's
 #: ``transaction.timeout.ms``); ``[kafka.client]`` may change it.
 TRANSACTION_TIMEOUT_MS = 10_000
-#: How long an outcome may stay unknown (a commit timing out while the broker is away)
-#: before the run gives up; the broker aborts the transaction long before that.
-IN_DOUBT_LIMIT_S = 300.0
+#: The longest any transaction step holds up the poll thread (see ``KafkaTransactions``).
+STEP_TIMEOUT_S = 5.0
 INIT_TIMEOUT_S = 30.0
+_State = Literal["ready", "open", "committing", "aborting"]
 
 
 class TransactionsRefused(KafkaAccessRefused):
@@ -64,14 +68,22 @@ def build_transactional_producer(settings: Settings) -> Producer:
 
 
 class KafkaTransactions:
-    """``Transactions`` over a transactional ``Producer`` and the group's ``Consumer``."""
+    """``Transactions`` over a transactional ``Producer`` and the group's ``Consumer``.
+
+    Every step waits at most ``STEP_TIMEOUT_S``: the poll thread calls ``commit``, and while
+    it waits nobody polls the consumer, so a rebalance would wait for this member (and stall
+    the whole group) if a step waited out a broker outage. A step that times out is left to
+    librdkafka, which goes on with it in the background: an abort is finished at the next
+    call, and a commit whose outcome is unknown is reported as ``TransactionInDoubt`` and
+    resumed by the next call, which must bring the same batch.
+    """
 
     def __init__(self, producer: Producer, consumer: Consumer, *,
-                 in_doubt_limit_s: float = IN_DOUBT_LIMIT_S) -> None:
+                 step_timeout_s: float = STEP_TIMEOUT_S) -> None:
         self._producer = producer
         self._consumer = consumer
-        self._in_doubt_limit_s = in_doubt_limit_s
-        self._open = False  # begun, and neither committed nor aborted
+        self._step_s = step_timeout_s
+        self._state: _State = "ready"
         try:
             producer.init_transactions(INIT_TIMEOUT_S)
         except KafkaException as exc:
@@ -83,29 +95,39 @@ class KafkaTransactions:
 
     def commit(self, hops: Sequence[Hop], offsets: Mapping[Partition, int]) -> None:
         try:
-            if self._open:  # an abort that could not finish last time
+            if self._state == "committing":  # the batch in doubt, brought again
+                self._producer.commit_transaction(self._step_s)
+                self._state = "ready"
+                return
+            if self._state != "ready":
                 self._abort()
             self._producer.begin_transaction()
-            self._open = True
+            self._state = "open"
             for hop in hops:
                 self._produce(hop)
             if offsets:
-                self._until_settled(lambda: self._producer.send_offsets_to_transaction(
+                self._producer.send_offsets_to_transaction(
                     [TopicPartition(topic, partition, offset)
                      for (topic, partition), offset in offsets.items()],
-                    self._consumer.consumer_group_metadata(), -1))
-            self._until_settled(lambda: self._producer.commit_transaction(-1))
-            self._open = False
+                    self._consumer.consumer_group_metadata(), self._step_s)
+            self._state = "committing"
+            self._producer.commit_transaction(self._step_s)
+            self._state = "ready"
         except KafkaException as exc:
-            if _error(exc).fatal():
+            error = _error(exc)
+            if error.fatal():
                 raise BrokerError(f"the transactional producer failed: {kafka_reason(exc)}") \
                     from exc
+            if self._state == "committing" and error.retriable() \
+                    and not error.txn_requires_abort():
+                raise TransactionInDoubt(kafka_reason(exc)) from exc
+            self._state = "open"  # abortable, or a step before the commit failed
             self._abort()
             raise TransactionAborted(kafka_reason(exc)) from exc
 
     def close(self) -> None:
         try:
-            if self._open:
+            if self._state != "ready":
                 self._abort()
         except BrokerError as exc:
             LOG.warning("%s; the broker aborts it after transaction.timeout.ms", exc)
@@ -124,29 +146,20 @@ class KafkaTransactions:
                 self._producer.poll(0.05)  # local queue full: let it drain, then retry
 
     def _abort(self) -> None:
-        """Abort the open transaction (its records are purged or marked aborted)."""
-        try:
-            self._until_settled(lambda: self._producer.abort_transaction(-1))
-        except KafkaException as exc:
-            raise BrokerError(f"could not abort a transaction: {kafka_reason(exc)}") from exc
-        self._open = False
+        """Abort the open transaction (its records are purged or marked aborted).
 
-    def _until_settled(self, step: Callable[[], None]) -> None:
-        """Run ``step`` again while it times out with a retriable error: librdkafka goes on
-        with it in the background, and calling it again waits for that (never a second
-        attempt). Gives up, as a ``BrokerError``, after ``in_doubt_limit_s``."""
-        deadline = time.monotonic() + self._in_doubt_limit_s
-        while True:
-            try:
-                step()
-                return
-            except KafkaException as exc:
-                error = _error(exc)
-                if not error.retriable() or error.txn_requires_abort() or error.fatal():
-                    raise
-                if time.monotonic() >= deadline:
-                    raise BrokerError(f"a transaction stayed in doubt for "
-                                      f"{self._in_doubt_limit_s:.0f} s: {error.str()}") from exc
+        Raises ``TransactionAborted`` while the abort is still under way (it is finished at
+        the next call), ``BrokerError`` if it cannot be done at all.
+        """
+        self._state = "aborting"
+        try:
+            self._producer.abort_transaction(self._step_s)
+        except KafkaException as exc:
+            if _error(exc).retriable() and not _error(exc).fatal():
+                raise TransactionAborted(f"aborting the last transaction: {kafka_reason(exc)}") \
+                    from exc
+            raise BrokerError(f"could not abort a transaction: {kafka_reason(exc)}") from exc
+        self._state = "ready"
 
 
 def _error(exc: KafkaException) -> KafkaError:

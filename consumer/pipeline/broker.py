@@ -105,6 +105,11 @@ class TransactionAborted(BrokerError):
     """A transaction was aborted: nothing of it is visible, and it may be tried again."""
 
 
+class TransactionInDoubt(BrokerError):
+    """A commit timed out, and may yet succeed: bring the same batch again to learn whether
+    it did (nothing else may be committed meanwhile)."""
+
+
 class Transactions(Protocol):
     """Hops committed together with the source offsets they settle (exactly-once hops).
 
@@ -116,7 +121,9 @@ class Transactions(Protocol):
         """Produce ``hops`` and commit ``offsets`` for the group, all in one transaction.
 
         Raises ``TransactionAborted`` when the transaction was aborted (by the broker, or
-        because a step failed), and ``BrokerError`` when the producer can go on no more.
+        because a step failed), ``TransactionInDoubt`` when its commit timed out (call again
+        with the same ``hops`` and ``offsets``), and ``BrokerError`` when the producer can go
+        on no more.
         """
 
     def close(self) -> None:

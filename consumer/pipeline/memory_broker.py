@@ -31,7 +31,13 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from consumer.pipeline.broker import BrokerError, Partition, RebalanceListener, TransactionAborted
+from consumer.pipeline.broker import (
+    BrokerError,
+    Partition,
+    RebalanceListener,
+    TransactionAborted,
+    TransactionInDoubt,
+)
 from consumer.pipeline.outbox import Hop, OnAck
 from consumer.pipeline.records import InboundRecord
 from retry_topics.clock import ManualClock
@@ -308,6 +314,9 @@ class MemoryTransactions:
         self._broker = broker
         self._consumer = consumer
         self._aborts_left = 0
+        self._doubts: list[bool] = []  # the next commits time out; True: they did commit
+        # the batch in doubt (hop identities, offsets), and whether it went through
+        self._in_doubt: tuple[list[int], dict[Partition, int], bool] | None = None
         self.committed = 0  # transactions committed
         self.aborted = 0
 
@@ -315,19 +324,39 @@ class MemoryTransactions:
         """Abort the next ``count`` transactions (a broker timeout, a fenced commit)."""
         self._aborts_left += count
 
+    def doubt_next(self, *, committed: bool) -> None:
+        """Let the next commit time out; it ``committed`` or not, which the call after it
+        (bringing the same batch, as the port asks) learns."""
+        self._doubts.append(committed)
+
     def commit(self, hops: Sequence[Hop], offsets: Mapping[Partition, int]) -> None:
+        if self._in_doubt is not None:
+            batch = ([id(hop) for hop in hops], dict(offsets))
+            *in_doubt, went_through = self._in_doubt
+            if batch != tuple(in_doubt):
+                raise AssertionError("a commit in doubt must be brought again unchanged")
+            self._in_doubt = None
+            if not went_through:
+                self.aborted += 1
+                raise TransactionAborted("the commit in doubt was aborted by the broker")
+            return
         strangers = [tp for tp in offsets if tp not in self._consumer.assignment]
         if self._aborts_left or strangers:
             self._aborts_left = max(0, self._aborts_left - 1)
             self.aborted += 1
             raise TransactionAborted(f"offsets of partitions not assigned: {strangers}"
                                      if strangers else "aborted as the test asked")
-        for hop in hops:
-            self._broker.create_topic(hop.topic)
-            self._broker.append(hop.topic, StoredRecord(hop.key, hop.value, tuple(hop.headers),
-                                                        self._broker.clock.now_ms()))
-        self._broker.commit(offsets)
-        self.committed += 1
+        doubt = self._doubts.pop(0) if self._doubts else None
+        if doubt is None or doubt:
+            for hop in hops:
+                self._broker.create_topic(hop.topic)
+                self._broker.append(hop.topic, StoredRecord(
+                    hop.key, hop.value, tuple(hop.headers), self._broker.clock.now_ms()))
+            self._broker.commit(offsets)
+            self.committed += 1
+        if doubt is not None:
+            self._in_doubt = ([id(hop) for hop in hops], dict(offsets), doubt)
+            raise TransactionInDoubt("the commit timed out, as the test asked")
 
     def close(self) -> None:
         """Nothing to release."""

@@ -48,6 +48,7 @@ from consumer.pipeline.broker import (
     ProducerPort,
     StatusBoard,
     TransactionAborted,
+    TransactionInDoubt,
     Transactions,
 )
 from consumer.pipeline.flood_guard import DeadLetterGuard, Halt
@@ -80,9 +81,10 @@ BATCH_SIZE = 500
 IDLE_POLL_S = 0.25
 OUTCOME_WAIT_S = 0.05
 OFFSETS_EVERY_S = 1.0  # how often a transaction commits offsets when no hop is waiting
-# A fenced commit succeeds at the next try, after the rebalance; one aborted for this long
-# is refused for good (a hop to a topic the broker will not take, say).
-ABORTING_LIMIT_S = 60.0
+# A fenced commit succeeds at the next try, after the rebalance, and one in doubt once the
+# broker is back; transactions failing for this long are refused for good (a hop to a topic
+# the broker will not take, say).
+TROUBLED_LIMIT_S = 300.0
 
 
 class FatalError(ClinicEventsError, RuntimeError):
@@ -137,8 +139,9 @@ class Runner:
         self._unsent: list[Hop] = []  # taken from the outbox, not committed yet
         self._settled: dict[TopicPartitionKey, int] = {}  # offsets not committed yet
         self._committed_at = clock.monotonic()
-        self._aborts = 0  # transactions aborted in a row
-        self._aborting_since = 0.0  # clock.monotonic() of the first of them
+        self._in_doubt: tuple[list[Hop], dict[TopicPartitionKey, int]] | None = None
+        self._troubled = 0  # transactions aborted or in doubt in a row
+        self._troubled_since = 0.0  # clock.monotonic() of the first of them
         self._stop = threading.Event()
         self._hurry = False
         self._drained = False  # the shutdown drain ran: closing's revoke need not drain again
@@ -432,7 +435,7 @@ class Runner:
         if advanced:
             self._store_offsets(advanced)
         if self._transactions is not None and (
-                any(self._settles(hop) for hop in self._unsent)
+                self._in_doubt is not None or any(self._settles(hop) for hop in self._unsent)
                 or (self._settled and self._clock.monotonic() - self._committed_at
                     >= OFFSETS_EVERY_S)):
             self._commit()
@@ -751,45 +754,62 @@ class Runner:
         partition is still in a worker's hands) waits for a later transaction: committed
         without it, a kill would leave the hop in its tier and the source record to be
         processed again, a second hop. Aborted, the transaction is tried again at the next
-        pass with what this instance still owns (the poll thread must go on meanwhile: a
-        rebalance that fenced the commit is served by the next ``consume``).
+        pass with what this instance still owns; in doubt (its commit timed out), the same
+        batch is brought again until the broker says whether it committed. Either way the
+        poll thread goes on meanwhile: a rebalance (which may be why the commit failed) is
+        served by the next ``consume``.
         """
-        owned = []
-        for hop in self._unsent:
-            if self._ownership.owns(hop.fate.record):
-                owned.append(hop)
-            else:
-                self._drop_hop(hop)
-        offsets = {tp: offset for tp, offset in self._settled.items() if tp in self._assigned}
-        self._unsent, self._settled = owned, offsets
-        hops = [hop for hop in owned if self._settles(hop)]
-        if not offsets:
-            return
+        if self._in_doubt is not None:
+            hops, offsets = self._in_doubt
+        else:
+            owned = []
+            for hop in self._unsent:
+                if self._ownership.owns(hop.fate.record):
+                    owned.append(hop)
+                else:
+                    self._drop_hop(hop)
+            offsets = {tp: offset for tp, offset in self._settled.items()
+                       if tp in self._assigned}
+            self._unsent, self._settled = owned, offsets
+            hops = [hop for hop in owned if self._settles(hop)]
+            if not offsets:
+                return
         try:
             transactions.commit(hops, offsets)
+        except TransactionInDoubt as exc:
+            self._note_commit_trouble("in doubt", exc)
+            self._in_doubt = (hops, offsets)
+            return
         except TransactionAborted as exc:
-            self._aborts += 1
-            now = self._clock.monotonic()
-            if self._aborts == 1:
-                self._aborting_since = now
-                LOG.warning("a transaction of %d hop(s) was aborted (%s); trying again",
-                            len(hops), exc)
-            elif now - self._aborting_since > ABORTING_LIMIT_S:
-                self._fatal = self._fatal or FatalError(
-                    f"every transaction was aborted for {ABORTING_LIMIT_S:.0f} s "
-                    f"({self._aborts} in a row), the last because: {exc}")
+            self._note_commit_trouble("aborted", exc)
+            self._in_doubt = None
             return
         except BrokerError as exc:
             self._fatal = self._fatal or FatalError(f"cannot commit hops and offsets: {exc}")
             return
-        if self._aborts:
-            LOG.info("transactions commit again, after %d aborted", self._aborts)
-            self._aborts = 0
-        self._unsent = [hop for hop in owned if not self._settles(hop)]
-        self._settled = {}
+        if self._troubled:
+            LOG.info("transactions commit again, after %d failed", self._troubled)
+            self._troubled = 0
+        self._in_doubt = None
+        committed = {id(hop) for hop in hops}
+        self._unsent = [hop for hop in self._unsent if id(hop) not in committed]
+        self._settled = {tp: offset for tp, offset in self._settled.items()
+                         if offset > offsets.get(tp, -1)}
         self._committed_at = self._clock.monotonic()
         for hop in hops:
             self._note_republished(hop.fate)
+
+    def _note_commit_trouble(self, what: str, error: BrokerError) -> None:
+        """Say once that transactions fail; stop the run if they fail for too long."""
+        self._troubled += 1
+        now = self._clock.monotonic()
+        if self._troubled == 1:
+            self._troubled_since = now
+            LOG.warning("a transaction was %s (%s); trying again", what, error)
+        elif now - self._troubled_since > TROUBLED_LIMIT_S:
+            self._fatal = self._fatal or FatalError(
+                f"no transaction committed for {TROUBLED_LIMIT_S:.0f} s ({self._troubled} "
+                f"tries); the last was {what}: {error}")
 
     def _shutdown(self) -> None:
         self._drain(None, self._drain_timeout_s)

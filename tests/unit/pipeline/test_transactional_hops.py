@@ -232,3 +232,29 @@ def test_a_hop_waits_for_the_transaction_that_commits_past_its_source_record() -
     hop_commits = [offsets.get((MAIN, 0)) for topics, offsets in transactions.log if topics]
     assert hop_commits == [2]
     assert len(broker.records(TIER_5S)) == 1
+
+
+def test_a_commit_in_doubt_that_went_through_is_not_committed_again() -> None:
+    """The broker went away during the commit, which committed nonetheless: the same batch
+    is brought again, the broker says it is done, and the hop exists once."""
+    broker = _broker()
+    loop, transactions = _loop(broker, MemoryDedupStore(broker.clock),
+                               ScriptedHandler(broker.clock, failures={"evt-e": 1}))
+    transactions.doubt_next(committed=True)
+    loop.publish("evt-e")
+    loop.run_until(lambda: loop.runner.stats["delivered"] == 1)
+    assert len(broker.records(TIER_5S)) == 1
+    assert loop.runner.stats["retried"] == 1
+    assert [topic for _, _, topic in loop.handler.calls] == [MAIN, TIER_5S]
+
+
+def test_a_commit_in_doubt_that_the_broker_aborted_is_made_again() -> None:
+    broker = _broker()
+    loop, transactions = _loop(broker, MemoryDedupStore(broker.clock),
+                               ScriptedHandler(broker.clock, failures={"evt-f": 1}))
+    transactions.doubt_next(committed=False)
+    loop.publish("evt-f")
+    loop.run_until(lambda: loop.runner.stats["delivered"] == 1)
+    assert transactions.aborted == 1
+    assert len(broker.records(TIER_5S)) == 1
+    assert [topic for _, _, topic in loop.handler.calls] == [MAIN, TIER_5S]

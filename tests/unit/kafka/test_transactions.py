@@ -1,0 +1,128 @@
+"""``KafkaTransactions`` over a scripted producer: how each librdkafka error is answered.
+
+No broker here: the producer raises the errors librdkafka raises (retriable timeouts,
+abortable and fatal errors), and the tests check what the run loop is told and what the
+next call does. The real broker's behaviour is covered by the integration tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from consumer.kafka.transactions import KafkaTransactions
+from consumer.pipeline.broker import BrokerError, TransactionAborted, TransactionInDoubt
+from consumer.pipeline.outbox import Hop
+from consumer.pipeline.records import InboundRecord, Republished
+from retry_topics.routing import DeadLetter
+
+TIMED_OUT = KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True)
+FENCED = KafkaError(KafkaError.ILLEGAL_GENERATION, "generation is over",
+                    txn_requires_abort=True)
+FATAL = KafkaError(KafkaError._FENCED, "producer fenced", fatal=True)
+
+
+class ScriptedProducer:
+    """Records the transaction calls; a step raises the errors queued for it, in turn."""
+
+    def __init__(self, **failures: list[KafkaError]) -> None:
+        self.calls: list[str] = []
+        self._failures = failures
+
+    def _step(self, name: str) -> None:
+        self.calls.append(name)
+        queued = self._failures.get(name)
+        if queued:
+            raise KafkaException(queued.pop(0))
+
+    def init_transactions(self, _timeout: float) -> None:
+        self._step("init")
+
+    def begin_transaction(self) -> None:
+        self._step("begin")
+
+    def produce(self, topic: str, **_kwargs: Any) -> None:
+        self.calls.append(f"produce {topic}")
+
+    def send_offsets_to_transaction(self, _offsets: Any, _metadata: Any,
+                                    _timeout: float) -> None:
+        self._step("offsets")
+
+    def commit_transaction(self, _timeout: float) -> None:
+        self._step("commit")
+
+    def abort_transaction(self, _timeout: float) -> None:
+        self._step("abort")
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+
+class GroupConsumer:
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+def _transactions(producer: ScriptedProducer) -> KafkaTransactions:
+    return KafkaTransactions(producer, GroupConsumer())  # type: ignore[arg-type]
+
+
+def _hop() -> Hop:
+    record = InboundRecord("t", 0, 4, None, b"k", b"v", ())
+    fate = Republished(record, DeadLetter(topic="t.dlq", reason="permanent", attempts=1),
+                       "http.422", "dead_lettered")
+    return Hop(fate, "t.dlq", b"k", b"v", [])
+
+
+def test_a_transaction_produces_its_hops_and_commits_its_offsets() -> None:
+    producer = ScriptedProducer()
+    _transactions(producer).commit([_hop()], {("t", 0): 5})
+    assert producer.calls == ["init", "begin", "produce t.dlq", "offsets", "commit"]
+
+
+def test_a_commit_that_times_out_is_in_doubt_and_resumed_by_the_next_call() -> None:
+    """librdkafka goes on committing in the background: the next call must ask again, not
+    begin a second transaction with the same hops."""
+    producer = ScriptedProducer(commit=[TIMED_OUT])
+    transactions = _transactions(producer)
+    with pytest.raises(TransactionInDoubt):
+        transactions.commit([_hop()], {("t", 0): 5})
+    transactions.commit([_hop()], {("t", 0): 5})
+    assert producer.calls[1:] == ["begin", "produce t.dlq", "offsets", "commit", "commit"]
+
+
+def test_a_fenced_commit_is_aborted_and_reported_as_such() -> None:
+    producer = ScriptedProducer(offsets=[FENCED])
+    transactions = _transactions(producer)
+    with pytest.raises(TransactionAborted, match="generation"):
+        transactions.commit([_hop()], {("t", 0): 5})
+    transactions.commit([], {("t", 0): 5})
+    assert producer.calls[1:] == ["begin", "produce t.dlq", "offsets", "abort",
+                                  "begin", "offsets", "commit"]
+
+
+def test_a_step_that_times_out_before_the_commit_aborts_the_transaction() -> None:
+    """The offsets could not be sent within the step's time: nothing was committed, so the
+    transaction is aborted rather than left open while the poll thread waits."""
+    producer = ScriptedProducer(offsets=[TIMED_OUT])
+    with pytest.raises(TransactionAborted):
+        _transactions(producer).commit([_hop()], {("t", 0): 5})
+    assert producer.calls[-1] == "abort"
+
+
+def test_an_abort_that_times_out_is_finished_before_the_next_transaction() -> None:
+    producer = ScriptedProducer(offsets=[FENCED], abort=[TIMED_OUT])
+    transactions = _transactions(producer)
+    with pytest.raises(TransactionAborted, match="aborting"):
+        transactions.commit([_hop()], {("t", 0): 5})
+    transactions.commit([], {("t", 0): 6})
+    assert producer.calls[1:] == ["begin", "produce t.dlq", "offsets", "abort",
+                                  "abort", "begin", "offsets", "commit"]
+
+
+def test_a_fatal_error_ends_the_producer() -> None:
+    producer = ScriptedProducer(commit=[FATAL])
+    with pytest.raises(BrokerError, match="failed"):
+        _transactions(producer).commit([_hop()], {("t", 0): 5})
