@@ -143,9 +143,12 @@ def joined(chain: Sequence[Link], link: Link) -> list[Link]:
     return [*chain, link]
 
 
-def left(chain: Sequence[Link], event_id: str) -> list[Link]:
-    """``chain`` without ``event_id`` (unchanged if it is not in it)."""
-    return [link for link in chain if link.event_id != event_id]
+def left(chain: Sequence[Link], event_id: str, state: LinkState | None = None) -> list[Link]:
+    """``chain`` without ``event_id`` (unchanged if it is not in it); with ``state``, only
+    if its link is in that state (an operator's discard releases a dead-lettered link only,
+    never one whose event is waiting in a tier again)."""
+    return [link for link in chain
+            if link.event_id != event_id or (state is not None and link.state != state)]
 
 
 def live(chain: Sequence[Link], cutoff_ms: int) -> list[Link]:

@@ -14,7 +14,8 @@ Every store implements :class:`ChainStore` with the same rules:
   absent) and leaves out links older than the ttl;
 * ``join(key, link)`` appends, or updates the event's link in place: idempotent, so a crash
   and a second look at the same record are harmless;
-* ``leave(key, event_id)`` removes it (nothing if absent);
+* ``leave(key, event_id, state=None)`` removes it (nothing if absent; with ``state``,
+  only a link in that state: ``dlq discard`` releases dead-lettered links only);
 * ``parked_summary()`` counts keys with a live chain and the oldest link's join time.
 
 A key is stored as text (:func:`entity_key`): valid UTF-8 keys as they are (readable in
@@ -69,8 +70,9 @@ class ChainStore(Protocol):
     def join(self, key: str, link: Link) -> None:
         """Append ``link`` to ``key``'s chain, or update the event's link where it stands."""
 
-    def leave(self, key: str, event_id: str) -> None:
-        """Take ``event_id`` out of ``key``'s chain."""
+    def leave(self, key: str, event_id: str, state: LinkState | None = None) -> None:
+        """Take ``event_id`` out of ``key``'s chain; with ``state``, only if its link is
+        in that state (checked and changed atomically)."""
 
     def parked_summary(self) -> ParkedSummary:
         """How many keys have a live chain, and the oldest link's ``parked_at_ms``."""

@@ -63,7 +63,7 @@ from typing import Literal
 from consumer.dedup.chains import ParkedSummary, decode_chain, encode_chain, summarise
 from consumer.dedup.rules import OUTCOMES, Outcome, check_outcomes, check_ttl, live_outcomes
 from retry_topics.clock import Clock, SystemClock
-from retry_topics.ordering import Link, joined, left, live
+from retry_topics.ordering import Link, LinkState, joined, left, live
 
 __all__ = ["LOOKUP_CATCH_UP_MS", "PURGE_INTERVAL_MS", "SqliteDedupStore", "decode_ids",
            "encode_ids"]
@@ -300,8 +300,8 @@ class SqliteDedupStore:
     def join(self, key: str, link: Link) -> None:
         self._change_chain(key, lambda chain: joined(chain, link))
 
-    def leave(self, key: str, event_id: str) -> None:
-        self._change_chain(key, lambda chain: left(chain, event_id))
+    def leave(self, key: str, event_id: str, state: LinkState | None = None) -> None:
+        self._change_chain(key, lambda chain: left(chain, event_id, state))
 
     def parked_summary(self) -> ParkedSummary:
         cutoff_ms = self._clock.now_ms() - self._ttl_ms

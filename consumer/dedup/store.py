@@ -55,7 +55,7 @@ from consumer.dedup.rules import (
 from consumer.dedup.sqlite import SqliteDedupStore
 from consumer.errors import ConfigError
 from retry_topics.clock import Clock, SystemClock
-from retry_topics.ordering import Link, joined, left, live
+from retry_topics.ordering import Link, LinkState, joined, left, live
 
 __all__ = ["OUTCOMES", "DedupStore", "MemoryDedupStore", "Outcome", "RedisDedupStore",
            "SqliteDedupStore", "open_dedup_store"]
@@ -150,10 +150,10 @@ class MemoryDedupStore:
         with self._lock:
             self._chains[key] = joined(live(self._chains.get(key, ()), cutoff_ms), link)
 
-    def leave(self, key: str, event_id: str) -> None:
+    def leave(self, key: str, event_id: str, state: LinkState | None = None) -> None:
         cutoff_ms = self._clock.now_ms() - self._ttl_ms
         with self._lock:
-            chain = left(live(self._chains.get(key, ()), cutoff_ms), event_id)
+            chain = left(live(self._chains.get(key, ()), cutoff_ms), event_id, state)
             if chain:
                 self._chains[key] = chain
             else:
@@ -247,8 +247,8 @@ class RedisDedupStore:
     def join(self, key: str, link: Link) -> None:
         self._change(key, lambda chain: joined(chain, link))
 
-    def leave(self, key: str, event_id: str) -> None:
-        self._change(key, lambda chain: left(chain, event_id))
+    def leave(self, key: str, event_id: str, state: LinkState | None = None) -> None:
+        self._change(key, lambda chain: left(chain, event_id, state))
 
     def _change(self, key: str, change: Callable[[list[Link]], list[Link]]) -> None:
         """Read ``key``'s chain, apply ``change`` and write it back, atomically."""

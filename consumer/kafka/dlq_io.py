@@ -11,7 +11,10 @@ keyed by its DLQ coordinates, in the **same Kafka transaction** as the republish
 transactional producer: idempotent, ``acks=all``). No consumer-group position is kept:
 which records are done is the ledger's business, so a filtered run passes over nothing and a
 later run, filtered or not, finds every record still open. A record a replay skips (replayed
-too often, already delivered, no target) gets no entry and stays open.
+too often, already delivered, no target) gets no entry and stays open. With ``[ordering]
+mode = "per_key"``, each committed discard also takes the record's dead-lettered link out of
+its key's chain in the dedup store (``consumer.ops.dlq.chains``), so the key's later events
+stop waiting for an event that will never come.
 
 Before each commit the producer is flushed, so a transaction commits only after every
 delivery report arrived without error; the commit is synchronous, every :data:`COMMIT_EVERY`
@@ -61,6 +64,7 @@ from consumer.kafka.dlq_ledger import (
     read_ledger,
 )
 from consumer.observability.telemetry import Telemetry
+from consumer.ops.dlq.chains import release_discarded
 from consumer.ops.dlq.ledger import DlqLedger, Resolution
 from consumer.ops.dlq.model import (
     DEFAULT_MAX_REPLAYS,
@@ -361,30 +365,48 @@ def _resolve_ranges(settings: Settings, request: Request, reader: DlqReader,
     """Examine and resolve ``ranges``, then commit; True if ``stop_requested`` ended it early."""
     store = None if not isinstance(request, ReplayRequest) or request.force else \
         open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, read_only=True)
+    chains = _chain_store(settings, request, writer)
     try:
         stopped = _examine(request, reader, ranges, ledger, store, writer, run, on_record,
-                           stop_requested)
+                           stop_requested, chains)
         if writer is not None:
-            _committed(run, writer)
+            _committed(run, writer, chains)
         return stopped
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
     finally:
-        if store is not None:
-            store.close()
+        for opened in (store, chains):
+            if opened is not None:
+                opened.close()
 
 
-def _committed(run: ReplayRun, writer: LedgerWriter) -> None:
-    for record, decision in writer.commit():
+def _chain_store(settings: Settings, request: Request,
+                 writer: LedgerWriter | None) -> DedupStore | None:
+    """The dedup store a discard releases its records' chain links in (writable), or None:
+    not a discard, a dry run, or ``[ordering] mode = "none"``."""
+    if not isinstance(request, DiscardRequest) or writer is None or \
+            not settings.ordering.per_key:
+        return None
+    return open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms)
+
+
+def _committed(run: ReplayRun, writer: LedgerWriter, chains: DedupStore | None = None) -> None:
+    """Commit the open transaction and count what it resolved; discarded records then leave
+    their keys' chains (only then: an uncommitted discard changed nothing)."""
+    committed = writer.commit()
+    for record, decision in committed:
         run.count(record, decision)
+    if chains is not None:
+        release_discarded(chains, [record for record, decision in committed
+                                   if isinstance(decision, Discard)])
 
 
 def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
              ledger: DlqLedger, store: DedupStore | None, writer: LedgerWriter | None,
              run: ReplayRun, on_record: Callable[[DlqRecord, Decision], None],
-             stop_requested: Callable[[], bool]) -> bool:
+             stop_requested: Callable[[], bool], chains: DedupStore | None = None) -> bool:
     """Decide on every record of ``ranges`` and hand what resolves one to ``writer`` (a dry
     run counts it in ``run``); True if a stop was requested before the end. A record waiting
     for its ``--rate`` slot when the stop comes is left for the next run."""
@@ -401,14 +423,14 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
             decision = _decide(request, record, outcomes) if matches else None
             if isinstance(decision, Replay) and rate and writer is not None:
                 if (delay := next_send - time.monotonic()) > 0:
-                    _committed(run, writer)  # no transaction while idle
+                    _committed(run, writer, chains)  # no transaction while idle
                     if _wait(delay, stop_requested):
                         return True
                 next_send = max(next_send, time.monotonic()) + 1 / rate
             if writer is not None and isinstance(decision, Replay | Discard):
                 writer.add(record, decision, _resolution(request, record, decision, user))
                 if writer.due():
-                    _committed(run, writer)
+                    _committed(run, writer, chains)
             else:
                 run.count(record, decision)
             on_record(record, decision)

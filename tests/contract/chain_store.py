@@ -70,6 +70,21 @@ def check_leave_removes_and_an_empty_chain_is_gone(store: ChainStore, clock: Man
     assert store.chains([key]) == {}
 
 
+def check_leave_of_a_state_spares_a_link_in_another(
+        store: ChainStore, clock: ManualClock) -> None:
+    """``dlq discard`` releases a dead-lettered link only: a link whose event waits in a
+    tier again (replayed, failing anew) stays, and so does its place."""
+    key, now = _key(), clock.now_ms()
+    store.join(key, _link("e1", now))
+    store.join(key, Link(event_id="e2", topic=DLQ, parked_at_ms=now, state="dead_lettered"))
+    store.join(key, _link("e3", now))
+    store.leave(key, "e1", "dead_lettered")
+    store.leave(key, "e2", "dead_lettered")
+    assert [link.event_id for link in store.chains([key])[key]] == ["e1", "e3"]
+    store.leave(key, "e1", "waiting")
+    assert [link.event_id for link in store.chains([key])[key]] == ["e3"]
+
+
 def check_summary_counts_keys_and_the_oldest(store: ChainStore, clock: ManualClock) -> None:
     assert store.parked_summary() == ParkedSummary(0, None)
     first, second = _key(), _key()

@@ -28,6 +28,8 @@ from consumer.kafka.provisioning import ensure_topics
 from tests.integration.harness import (
     new_event,
     produce,
+    read_topic,
+    run_cli,
     running_consumer,
     settings_for,
     start_run_process,
@@ -50,6 +52,7 @@ class Chart:
         self.applied: dict[str, list[str]] = {}  # appointment id -> event types, in order
         self.keys: set[str] = set()
         self.refused: set[str] = set()
+        self.rejected: set[str] = set()  # appointments whose scheduled is 422 after the 503
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -65,6 +68,9 @@ class Chart:
             if event_type == "appointment.scheduled" and key not in self.refused:
                 self.refused.add(key)
                 return 503
+            if event_type == "appointment.scheduled" and \
+                    body["payload"]["appointment_id"] in self.rejected:
+                return 422
             self.keys.add(key)
             self.applied.setdefault(str(body["payload"]["appointment_id"]), []).append(
                 event_type)
@@ -230,3 +236,38 @@ def test_order_holds_across_a_rebalance_of_two_instances_sharing_redis(
         _stop(second)
         redis_store.close()
     _assert_in_order(chart, ids)
+
+
+def test_a_discarded_head_lets_its_followers_be_replayed_in_order(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, chart: Chart
+) -> None:
+    """scheduled is rejected for good after a hop, and its followers follow it to the DLQ
+    (hold); `dlq discard` of scheduled releases the key, so a replay of the rest applies
+    rescheduled, then cancelled, instead of sending them back behind the discarded head."""
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                          url=chart.url, delays=("1s",), partitions=1, extra=NO_BREAKER)
+    settings = settings_for(config)
+    ensure_topics(settings)
+    appointment = f"appt-discard-{topic_prefix[-6:]}"
+    chart.rejected.add(appointment)
+    events = [new_event(event_type, appointment_id=appointment) for event_type in LIFECYCLE]
+    dlq = f"{topic_prefix}.dlq"
+    with running_consumer(settings) as assembly:
+        for event in events:  # one at a time: the published order is the lifecycle's
+            produce(kafka_bootstrap, topic_prefix, [event])
+        assert len(read_topic(kafka_bootstrap, dlq, 3)) == 3
+        assert wait_until(lambda: len(assembly.store.chains([appointment]).get(
+            appointment, [])) == 3, 10)
+        discard = run_cli(tmp_path, "dlq", "discard", "--config", str(config), "--event-id",
+                          str(events[0]["event_id"]), "--reason", "cancelled upstream",
+                          "--json")
+        assert discard.returncode == 0, discard.stderr
+        assert [link.event_id for link in assembly.store.chains([appointment])[appointment]] \
+            == [str(event["event_id"]) for event in events[1:]]
+        replay = run_cli(tmp_path, "dlq", "replay", "--config", str(config), "--json")
+        assert replay.returncode == 0, replay.stderr
+        assert json.loads(replay.stdout)["counts"]["replayed"] == 2
+        assert wait_until(lambda: chart.applied.get(appointment) == list(LIFECYCLE[1:]), 30), \
+            chart.applied
+        assert wait_until(lambda: assembly.store.parked_summary().keys == 0, 10)
+    assert len(read_topic(kafka_bootstrap, dlq, 3)) == 3, "no follower went back to the DLQ"

@@ -19,6 +19,8 @@ from consumer.delivery.handlers import DeliveryContext
 from consumer.errors import PermanentError, TransientError
 from consumer.events.codec import EventCodec, EventRecord
 from consumer.observability.telemetry import Telemetry
+from consumer.ops.dlq.chains import release_discarded
+from consumer.ops.dlq.model import DlqRecord, parse_dlq_record
 from consumer.pipeline.lanes import InlineLane
 from consumer.pipeline.memory_broker import (
     MemoryBroker,
@@ -36,7 +38,7 @@ from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
 from retry_topics.hops import replay_headers
-from retry_topics.ordering import OrderingPolicy
+from retry_topics.ordering import Link, OrderingPolicy
 from retry_topics.policy import InProcessRetry, RetryPolicy
 from tests.unit.sample_events import sample_event
 
@@ -96,6 +98,22 @@ class World:
 
     def headers(self, topic: str) -> list[RecordHeaders]:
         return [decode_headers(record.headers) for _, _, record in self.broker.records(topic)]
+
+    def dead_letters(self) -> list[DlqRecord]:
+        """The DLQ as ``dlq`` commands read it."""
+        return [parse_dlq_record(partition=partition, offset=offset,
+                                 timestamp_ms=record.timestamp_ms, key=record.key,
+                                 value=record.value, headers=record.headers, codec=CODEC)
+                for partition, offset, record in self.broker.records(DLQ)]
+
+    def replay(self, record: DlqRecord) -> None:
+        """What ``dlq replay`` publishes for ``record``."""
+        self.publish(record.event_id or "",
+                     headers=tuple(encode_headers(replay_headers(record.headers))))
+
+    def chain(self, key: str = "appt-1") -> list[tuple[str, str]]:
+        return [(link.event_id, link.state)
+                for link in self.store.chains([key]).get(key, [])]
 
     def run_until(self, done: Callable[[], bool], *,
                   ordering: OrderingPolicy | None = PER_KEY) -> Runner:
@@ -245,6 +263,91 @@ def test_hold_sends_followers_to_the_dlq_after_their_head_and_a_replay_goes_in_o
     world.run_until(lambda: len(world.downstream.delivered) == 3)
     assert world.downstream.delivered == ["scheduled", "rescheduled", "cancelled"]
     assert world.store.parked_summary().keys == 0
+
+
+def _dead_letter_the_head_and_its_followers(world: World) -> None:
+    """scheduled fails once, then for good in its tier; rescheduled and cancelled follow it
+    to the DLQ (``hold``)."""
+    world.downstream.failures["scheduled"] = 1
+    for event_id in ("scheduled", "rescheduled", "cancelled"):
+        world.publish(event_id)
+
+    def fail_in_the_tier() -> bool:
+        if world.downstream.calls == ["scheduled"]:
+            world.downstream.permanent.add("scheduled")
+        return len(world.broker.records(DLQ)) == 3
+
+    world.run_until(fail_in_the_tier)
+    world.downstream.permanent.clear()
+
+
+def test_a_discarded_head_lets_the_next_one_lead_and_hold_in_its_turn() -> None:
+    """`dlq discard` of the held head releases its link: rescheduled, replayed, is delivered
+    (not sent back behind a head that will never come); cancelled, still in the DLQ, is the
+    head now and holds a new event of the key until it is replayed too. Order is kept."""
+    world = World()
+    _dead_letter_the_head_and_its_followers(world)
+    head, rescheduled, cancelled = world.dead_letters()
+    assert world.chain() == [("scheduled", "dead_lettered"), ("rescheduled", "dead_lettered"),
+                             ("cancelled", "dead_lettered")]
+
+    release_discarded(world.store, [head])
+    assert world.chain() == [("rescheduled", "dead_lettered"), ("cancelled", "dead_lettered")]
+
+    world.replay(rescheduled)
+    world.publish("noshow")
+    world.run_until(lambda: len(world.broker.records(DLQ)) == 4)
+    assert world.downstream.delivered == ["rescheduled"]
+    noshow = world.dead_letters()[3]
+    assert (noshow.event_id, noshow.headers.parked_behind) == ("noshow", "cancelled")
+
+    world.replay(cancelled)
+    world.replay(noshow)
+    world.run_until(lambda: len(world.downstream.delivered) == 3)
+    assert world.downstream.delivered == ["rescheduled", "cancelled", "noshow"]
+    assert world.downstream.calls.count("scheduled") == 2  # the discarded one, never again
+    assert world.store.parked_summary().keys == 0
+
+
+def test_a_discarded_head_lets_a_follower_still_in_a_tier_be_delivered() -> None:
+    """scheduled is dead-lettered while cancelled waits in the tier behind it; the discard
+    comes before cancelled is looked at again, which is then delivered, not dead-lettered."""
+    world = World()
+    world.downstream.failures["scheduled"] = 1
+    world.publish("scheduled")
+    world.publish("cancelled")
+    discarded = False
+
+    def discard_once_dead_lettered() -> bool:
+        nonlocal discarded
+        if world.downstream.calls == ["scheduled"]:
+            world.downstream.permanent.add("scheduled")
+        if not discarded and world.broker.records(DLQ):
+            assert world.chain() == [("scheduled", "dead_lettered"), ("cancelled", "waiting")]
+            release_discarded(world.store, world.dead_letters())
+            discarded = True
+        return world.downstream.delivered == ["cancelled"]
+
+    world.run_until(discard_once_dead_lettered)
+    assert [h.event_id for h in world.headers(DLQ)] == ["scheduled"]
+    assert world.store.parked_summary().keys == 0
+
+
+def test_a_discard_leaves_a_link_waiting_in_a_tier_in_place() -> None:
+    """A second, stale DLQ copy of an event that was replayed and waits in a tier again
+    must not release it: its followers would overtake it."""
+    world = World()
+    now = world.clock.now_ms()
+    for event_id in ("scheduled", "cancelled"):
+        world.store.join("appt-1", Link(event_id=event_id, topic=TIER_5S, parked_at_ms=now))
+    stale = parse_dlq_record(partition=0, offset=0, timestamp_ms=0, key=b"appt-1",
+                             value=CODEC.encode(sample_event("appointment.scheduled",
+                                                             "scheduled")),
+                             headers=(), codec=CODEC)
+    unkeyed = parse_dlq_record(partition=0, offset=1, timestamp_ms=0, key=None, value=b"?",
+                               headers=(), codec=CODEC)
+    release_discarded(world.store, [stale, unkeyed])
+    assert world.chain() == [("scheduled", "waiting"), ("cancelled", "waiting")]
 
 
 def test_release_lets_followers_go_on_after_a_dead_lettered_head() -> None:

@@ -52,6 +52,8 @@ def test_join_is_idempotent_and_keeps_place_and_age() -> None:
         ("e1", DLQ, 1), ("e2", T5, 1)]
     assert left(again, "e1") == [_link("e2")]
     assert left(again, "absent") == again
+    assert left(again, "e2", "dead_lettered") == again  # a waiting link is not released
+    assert left(again, "e1", "dead_lettered") == [_link("e2")]
 
 
 def test_a_parked_record_routes_from_its_own_attempts() -> None:
