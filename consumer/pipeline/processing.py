@@ -17,8 +17,9 @@ For each chunk of records a lane hands it (records of one lane, in consumption o
    (``pipeline.ordering``): a record whose key has an earlier event outstanding in a retry
    tier is *parked* (republished behind it without a handler call), and a record routed to
    a tier joins its key's chain before the hop is published;
-5. stage the chunk's delivered outcomes (``PendingOutcomes``); the poll thread records
-   them durably, once per pass, before it stores any of their offsets;
+5. stage each delivered outcome as its call ends (``PendingOutcomes``); the poll thread
+   records them durably, once per pass, before it stores any of their offsets (and a
+   ``LingerWatch`` records those a busy poll thread leaves waiting);
 6. drop each record's decoded event as soon as its fate is decided (only ids, offsets and
    the raw bytes are needed afterwards).
 
@@ -192,7 +193,6 @@ class RecordProcessor:
         known: dict[str, Outcome] = self._outcomes.lookup(ids) if ids else {}
         chains = self._ordering.view(records) if self._ordering is not None else None
         fates: list[Fate] = []
-        delivered: list[str] = []
         answered = processed = 0
         for record in records:
             if self._abandoned:
@@ -208,7 +208,7 @@ class RecordProcessor:
                 answered += 1
             if fate.kind == "delivered" and record.event_id is not None:
                 known[record.event_id] = "delivered"
-                delivered.append(record.event_id)
+                self._outcomes.stage_one(record.event_id)  # as the call ends, not the chunk
             if not isinstance(fate, Republished):
                 fates.append(fate)
             elif fate.kind == "dead_lettered" and record.event_id is not None:
@@ -218,7 +218,6 @@ class RecordProcessor:
                 self._outcomes.stage_dead_lettered(record.event_id)
             if deadline is not None and self._clock.monotonic() > deadline:
                 break
-        self._outcomes.stage(delivered)
         if answered and self._guard is not None:
             self._guard.note_delivered(answered)
         return fates, processed

@@ -57,7 +57,7 @@ from consumer.pipeline.notifier import Notifier
 from consumer.pipeline.offsets import OffsetBook, TopicPartitionKey
 from consumer.pipeline.ordering import EntityOrder
 from consumer.pipeline.outbox import AckedHops, Hop, HopOutbox, HopSender
-from consumer.pipeline.outcome_buffer import PendingOutcomes
+from consumer.pipeline.outcome_buffer import LingerWatch, PendingOutcomes
 from consumer.pipeline.outcome_log import (
     OUTCOME_LEVEL,
     OutcomeSummary,
@@ -148,6 +148,7 @@ class Runner:
         self._fatal: BaseException | None = None
         self.stats: Counter[str] = Counter()
         self._summary = OutcomeSummary(clock.monotonic())
+        self._linger_watch = LingerWatch(outcomes)
         self._lanes = lanes_factory(
             self._outbox if self._outbox is not None
             else AckedHops(producer, self._on_republished))
@@ -197,6 +198,7 @@ class Runner:
         if self._notifier is not None:
             self._notifier.start()
         self._consumer.subscribe(list(self._policy.consumed_topics), self)
+        self._linger_watch.start()
         try:
             while not self._stop.is_set() and self._fatal is None:
                 self._service()
@@ -823,6 +825,7 @@ class Runner:
         self._consumer.close()
         self._summary.tick(self._clock.monotonic(), final=True)
         self._lanes.stop()
+        self._linger_watch.stop()
         self._producer.close()
         if self._transactions is not None:
             self._transactions.close()
