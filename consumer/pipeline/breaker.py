@@ -118,6 +118,18 @@ class OutageBreaker:
             opened.probing = True
             return True
 
+    def probe_unused(self) -> None:
+        """The probe's event was decided without a call (parked behind an earlier event of
+        its key, a duplicate, no longer owned): nothing will answer it, so the next waiting
+        event probes in its place, when the probe is due.
+
+        Without this the breaker waited for an answer that never came, and with every
+        partition held meanwhile the consumer stood still until it was restarted.
+        """
+        with self._lock:
+            if self._open is not None:
+                self._open.probing = False
+
     def _answered(self, call: _Call) -> bool:
         with self._lock:
             self._push(call)

@@ -264,19 +264,11 @@ class RecordProcessor:
             undecodable = Failure(Classification.PERMANENT, "undecodable", reason)
             return self._republish(record, dead_letter_undecodable(
                 self._policy, record.attempt), undecodable, "undecodable")
-        prior = known.get(record.event_id or "") if known else None
-        if prior is not None and not self._may_process_again(record, prior):
-            return Duplicate(record, prior)
-        if self._ownership is not None and not self._ownership.owns(record):
-            return Dropped(record)
-        if self._guard is not None and self._guard.halted:
-            return Held(record, "flood_guard")
-        if self._breaker is not None and self._breaker.is_open and not record.probe:
-            return Held(record, "outage")  # the outage's calls do not count: none is made
-        if chains is not None:
-            placement = chains.place(record)
-            if isinstance(placement, ParkBehind | FollowToDeadLetter):
-                return self._park(record, placement, chains, span)
+        settled = self._decide_without_call(record, known, span, chains)
+        if settled is not None:
+            if record.probe and self._breaker is not None:
+                self._breaker.probe_unused()  # no call answered it: the next event probes
+            return settled
         if record.probe:
             span.set_attribute("clinic_events.probe", True)
         traceparent = tracestate = None
@@ -299,6 +291,25 @@ class RecordProcessor:
         if chains is not None and isinstance(step, RetryTo):
             chains.join(record, step.topic)  # before the hop exists: see pipeline.ordering
         return self._republish(record, step, failure, dlq_reason)
+
+    def _decide_without_call(self, record: InboundRecord, known: dict[str, Outcome],
+                             span: Span, chains: ChunkChains | None) -> Fate | None:
+        """The fate of a decoded ``record`` if it needs no handler call (a duplicate, no
+        longer owned, held, or parked behind an earlier event of its key); else None."""
+        prior = known.get(record.event_id or "") if known else None
+        if prior is not None and not self._may_process_again(record, prior):
+            return Duplicate(record, prior)
+        if self._ownership is not None and not self._ownership.owns(record):
+            return Dropped(record)
+        if self._guard is not None and self._guard.halted:
+            return Held(record, "flood_guard")
+        if self._breaker is not None and self._breaker.is_open and not record.probe:
+            return Held(record, "outage")  # the outage's calls do not count: none is made
+        if chains is not None:
+            placement = chains.place(record)
+            if isinstance(placement, ParkBehind | FollowToDeadLetter):
+                return self._park(record, placement, chains, span)
+        return None
 
     @staticmethod
     def _may_process_again(record: InboundRecord, prior: Outcome) -> bool:

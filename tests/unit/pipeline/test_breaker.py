@@ -57,6 +57,20 @@ def test_probes_come_one_at_a_time_within_the_growing_cap_or_at_retry_after() ->
     assert breaker.probe_due()
 
 
+def test_a_probe_decided_without_a_call_frees_the_slot_for_the_next_event() -> None:
+    breaker, clock = _breaker()
+    for n in range(5):
+        breaker.note_failure(f"k{n}".encode(), "http.503")
+    clock.advance(1_000)
+    assert breaker.probe_due()
+    breaker.probe_unused()  # parked behind an earlier event of its key: nothing answers
+    assert breaker.probe_due()  # the next waiting event probes, still within the schedule
+    assert breaker.is_open
+    closed, _ = _breaker()
+    closed.probe_unused()  # nothing open: nothing to free
+    assert not closed.is_open
+
+
 def test_the_first_answer_closes_it() -> None:
     breaker, _ = _breaker()
     for n in range(5):

@@ -9,6 +9,7 @@ state is shared through the store, so a second runner (a restart) carries on; ``
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from consumer.events.codec import EventCodec, EventRecord
 from consumer.observability.telemetry import Telemetry
 from consumer.ops.dlq.chains import release_discarded
 from consumer.ops.dlq.model import DlqRecord, parse_dlq_record
+from consumer.pipeline.breaker import OutageBreaker
 from consumer.pipeline.lanes import InlineLane
 from consumer.pipeline.memory_broker import (
     MemoryBroker,
@@ -38,6 +40,7 @@ from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
 from retry_topics.hops import replay_headers
+from retry_topics.limits import BreakerPolicy
 from retry_topics.ordering import Link, OrderingPolicy
 from retry_topics.policy import InProcessRetry, RetryPolicy
 from tests.unit.sample_events import sample_event
@@ -59,9 +62,12 @@ class Downstream:
     calls: list[str] = field(default_factory=list)
     delivered: list[str] = field(default_factory=list)
     delivered_at: dict[str, int] = field(default_factory=dict)
+    down_until_ms: int = 0  # an outage: 503 for everyone until then
 
     def deliver(self, event: EventRecord, context: DeliveryContext) -> None:
         self.calls.append(context.event_id)
+        if self.clock.now_ms() < self.down_until_ms:
+            raise TransientError("unavailable", error_class="http.503")
         if context.event_id in self.permanent:
             raise PermanentError("rejected", error_class="http.422")
         if self.calls.count(context.event_id) <= self.failures.get(context.event_id, 0):
@@ -78,23 +84,26 @@ class World:
     """A broker, a dedup store and a downstream that outlive any one runner (restarts)."""
 
     clock: ManualClock = field(default_factory=ManualClock)
+    main_partitions: int = 1
     broker: MemoryBroker = field(init=False)
     store: MemoryDedupStore = field(init=False)
     downstream: Downstream = field(init=False)
+    consumer: MemoryConsumer | None = field(init=False, default=None)  # the running one's
+    runner: Runner | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.broker = MemoryBroker(self.clock, max_idle_ms=3_600_000)
-        self.broker.create_topic(MAIN)
+        self.broker.create_topic(MAIN, self.main_partitions)
         for topic in (TIER_5S, TIER_30S, DLQ):
             self.broker.create_topic(topic)
         self.store = MemoryDedupStore(self.clock)
         self.downstream = Downstream(self.clock)
 
     def publish(self, event_id: str, key: bytes = b"appt-1",
-                headers: tuple[tuple[str, bytes | None], ...] = ()) -> None:
+                headers: tuple[tuple[str, bytes | None], ...] = (), partition: int = 0) -> None:
         event: dict[str, Any] = sample_event("appointment.scheduled", event_id)
         self.broker.append(MAIN, StoredRecord(key, CODEC.encode(event), headers,
-                                              self.clock.now_ms()), 0)
+                                              self.clock.now_ms()), partition)
 
     def headers(self, topic: str) -> list[RecordHeaders]:
         return [decode_headers(record.headers) for _, _, record in self.broker.records(topic)]
@@ -116,7 +125,8 @@ class World:
                 for link in self.store.chains([key]).get(key, [])]
 
     def run_until(self, done: Callable[[], bool], *,
-                  ordering: OrderingPolicy | None = PER_KEY) -> Runner:
+                  ordering: OrderingPolicy | None = PER_KEY,
+                  breaker: OutageBreaker | None = None) -> Runner:
         """A fresh runner over this world, run until ``done`` (``ordering`` None: "none")."""
         policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
                              in_process=InProcessRetry(attempts=1))
@@ -131,12 +141,14 @@ class World:
             processor = RecordProcessor(
                 policy=policy, handler=self.downstream, outcomes=outcomes, hops=hops,
                 telemetry=telemetry, clock=self.clock, rules=ExceptionRules(),
-                group_id="clinic-events", codec=CODEC, ordering=order)
+                group_id="clinic-events", codec=CODEC, ordering=order, breaker=breaker)
             return InlineLane(processor.process_chunk, abandon=processor.abandon)
 
         runner = Runner(consumer=consumer, producer=producer, policy=policy,
                         lanes_factory=lanes, outcomes=outcomes, clock=self.clock,
-                        telemetry=telemetry, drain_timeout_s=1.0, ordering=order)
+                        telemetry=telemetry, drain_timeout_s=1.0, ordering=order,
+                        breaker=breaker)
+        self.consumer, self.runner = consumer, runner
         consume = consumer.consume
 
         def consume_until_done(max_records: int, timeout_s: float) -> list[InboundRecord]:
@@ -348,6 +360,42 @@ def test_a_discard_leaves_a_link_waiting_in_a_tier_in_place() -> None:
                                headers=(), codec=CODEC)
     release_discarded(world.store, [stale, unkeyed])
     assert world.chain() == [("scheduled", "waiting"), ("cancelled", "waiting")]
+
+
+def test_a_parked_probe_does_not_leave_the_breaker_waiting_for_ever() -> None:
+    """During an outage the waiting event picked as the probe may be one that is parked
+    behind an earlier event of its key: it is moved without a call, so no answer comes. The
+    next waiting event probes instead; once the downstream is back, both events of the key
+    are delivered, in order. (Before, the breaker waited for that answer with every
+    partition held, and the consumer stood still until restarted.)"""
+    world = World(main_partitions=2)
+    started = world.clock.now_ms()
+    world.downstream.down_until_ms = started + 20_000
+    world.publish("scheduled")  # fails, and waits in the 5 s tier: appt-1 has a chain
+    for n in range(2, 7):  # the outage: the breaker opens, the last of them is held
+        world.publish(f"x{n}", f"appt-{n}".encode(), partition=1)
+    breaker = OutageBreaker(BreakerPolicy(), world.clock, random.Random(7))
+    moved = False
+
+    def done() -> bool:
+        nonlocal moved
+        assert world.runner is not None
+        assert world.consumer is not None
+        if not moved and world.runner.held:
+            # partition 1 goes to another instance, with the events held for the outage;
+            # appt-1's next event comes in, and is the only one waiting: the probe
+            world.consumer.rebalance(lose=[(MAIN, 1)])
+            world.publish("cancelled")
+            moved = True
+        delivered = [e for e in world.downstream.delivered if e in ("scheduled", "cancelled")]
+        return len(delivered) == 2 or world.clock.now_ms() > started + 600_000
+
+    world.run_until(done, breaker=breaker)
+    assert [e for e in world.downstream.delivered if e in ("scheduled", "cancelled")] == [
+        "scheduled", "cancelled"]
+    assert world.downstream.calls.count("cancelled") == 1  # parked, then delivered once
+    assert world.clock.now_ms() < started + 60_000
+    assert not breaker.is_open
 
 
 def test_release_lets_followers_go_on_after_a_dead_lettered_head() -> None:
