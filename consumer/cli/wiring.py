@@ -26,7 +26,7 @@ from consumer.kafka.clients import KafkaPublisher, build_consumer, build_produce
 from consumer.kafka.group_consumer import KafkaGroupConsumer
 from consumer.kafka.group_offsets import GroupOffsets, GroupQueryError, leftover_tiers
 from consumer.kafka.status import KafkaStatusBoard
-from consumer.kafka.transactions import KafkaTransactions, build_transactional_producer
+from consumer.kafka.transactions import KafkaTransactions, transactional_producers
 from consumer.notify.digest import DigestPolicy
 from consumer.notify.webhook import WebhookNotifier
 from consumer.observability.messaging import MessagingClient
@@ -142,7 +142,7 @@ def build_runner(settings: Settings, *, handler: DeliveryHandler | None = None,
     transactions = None
     if settings.kafka.transactional_hops:
         try:
-            transactions = KafkaTransactions(build_transactional_producer(settings),
+            transactions = KafkaTransactions(transactional_producers(settings),
                                              group_consumer)
         except BaseException:
             group_consumer.close()  # never subscribed: nothing to leave

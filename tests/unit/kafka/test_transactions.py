@@ -7,6 +7,7 @@ next call does. The real broker's behaviour is covered by the integration tests.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -27,12 +28,17 @@ FATAL = KafkaError(KafkaError._FENCED, "producer fenced", fatal=True)
 class ScriptedProducer:
     """Records the transaction calls; a step raises the errors queued for it, in turn."""
 
-    def __init__(self, **failures: list[KafkaError]) -> None:
+    def __init__(self, *, hang: str = "", **failures: list[KafkaError]) -> None:
         self.calls: list[str] = []
         self._failures = failures
+        self._hang = hang  # a step that never returns (until ``released``)
+        self.released = threading.Event()
 
     def _step(self, name: str) -> None:
         self.calls.append(name)
+        if name == self._hang:
+            self.released.wait(10)
+            raise KafkaException(FATAL)  # what the fenced producer's call ends with
         queued = self._failures.get(name)
         if queued:
             raise KafkaException(queued.pop(0))
@@ -66,7 +72,7 @@ class GroupConsumer:
 
 
 def _transactions(producer: ScriptedProducer) -> KafkaTransactions:
-    return KafkaTransactions(producer, GroupConsumer())  # type: ignore[arg-type]
+    return KafkaTransactions(lambda: producer, GroupConsumer())  # type: ignore[arg-type,return-value]
 
 
 def _hop() -> Hop:
@@ -126,3 +132,21 @@ def test_a_fatal_error_ends_the_producer() -> None:
     producer = ScriptedProducer(commit=[FATAL])
     with pytest.raises(BrokerError, match="failed"):
         _transactions(producer).commit([_hop()], {("t", 0): 5})
+
+
+def test_a_step_that_never_returns_gets_its_producer_replaced() -> None:
+    """librdkafka's send_offsets_to_transaction can block past its timeout for good (issues
+    5456 and 5511): the step is given up, a new producer (same transactional id, so it fences
+    the old one) takes over, and the transaction is reported aborted, to be made again."""
+    hung, fresh = ScriptedProducer(hang="offsets"), ScriptedProducer()
+    made = iter([hung, fresh])
+    transactions = KafkaTransactions(lambda: next(made), GroupConsumer(),  # type: ignore[arg-type,return-value]
+                                     step_timeout_s=0.05, hung_grace_s=0.05)
+    try:
+        with pytest.raises(TransactionAborted, match="send_offsets_to_transaction did not return"):
+            transactions.commit([_hop()], {("t", 0): 5})
+        transactions.commit([_hop()], {("t", 0): 5})
+    finally:
+        hung.released.set()
+    assert transactions.replaced == 1
+    assert fresh.calls == ["init", "begin", "produce t.dlq", "offsets", "commit"]
