@@ -10,10 +10,17 @@ events.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from consumer.config.settings import Settings
 from consumer.kafka.clients import KafkaPublisher, kafka_client, kafka_reason
@@ -39,8 +46,18 @@ class KafkaStatusBoard:
                                 acked)
 
 
+#: One ``consume`` call's wait: librdkafka's ``consume(n, timeout)`` returns only once it has
+#: ``n`` records or the timeout passed, even past the end of every partition, so a long
+#: timeout made every ``lag`` wait all of it.
+READ_SLICE_S = 0.2
+
+
 def read_states(settings: Settings, timeout_s: float = 10.0) -> list[SystemState]:
-    """The latest state of every instance that stated one (empty if the topic is missing)."""
+    """The latest state of every instance that stated one (empty if the topic is missing).
+
+    Reads to the end of every partition (its end-of-partition event), giving up after
+    ``timeout_s``.
+    """
     topic = status_topic_name(settings.topics.main)
     overrides: dict[str, Any] = {
         "group.id": f"{settings.kafka.group_id}.status-reader.{uuid.uuid4().hex[:12]}",
@@ -58,14 +75,12 @@ def read_states(settings: Settings, timeout_s: float = 10.0) -> list[SystemState
         if found is None or found.error is not None or not found.partitions:
             return []
         partitions = list(found.partitions)
-        reader.assign([TopicPartition(topic, p, 0) for p in partitions])
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         latest: dict[bytes, SystemState | None] = {}
         open_partitions = set(partitions)
-        while open_partitions:
-            messages = reader.consume(500, timeout_s)
-            if not messages:
-                break
-            for message in messages:
+        deadline = time.monotonic() + timeout_s
+        while open_partitions and (left := deadline - time.monotonic()) > 0:
+            for message in reader.consume(500, min(READ_SLICE_S, left)):
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
