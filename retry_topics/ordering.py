@@ -7,6 +7,11 @@ in the order they arrived, each a :class:`Link`. :func:`place` decides, from the
 what happens to an event of that key when the consumer looks at it:
 
 * the chain is empty, or the event is its head: :data:`PROCEED` (call the handler);
+* the event was published *before* the head (its :attr:`Link.origin` precedes the head's):
+  :data:`PROCEED`. A chain holds back only events published after its head; an earlier
+  one seen again (a crash lost its delivered outcome after a later event had joined) is
+  processed again, which the downstream's ``Idempotency-Key`` makes harmless. Parked
+  behind the later head, it would reach the downstream after it, or even the DLQ;
 * otherwise the event is **parked**: :class:`ParkBehind` sends it, without a handler call and
   without spending an attempt, to the tier its predecessor waits in, so it is looked at again
   after that tier's delay. Where an event sits decides only *when* it is looked at again;
@@ -30,7 +35,8 @@ from retry_topics.policy import RetryPolicy, RetryTier
 
 __all__ = [
     "AFTER_DEAD_LETTER", "LINK_STATES", "MODES", "PROCEED", "AfterDeadLetter", "FollowToDeadLetter",
-    "Link", "LinkState", "OrderingMode", "OrderingPolicy", "ParkBehind", "Placement", "Proceed",
+    "Link", "LinkState", "OrderingMode", "OrderingPolicy", "ParkBehind", "Placement", "Position",
+    "Proceed",
     "joined", "left", "live", "park_tier", "parked_source", "place",
 ]  # fmt: skip
 
@@ -66,18 +72,36 @@ class OrderingPolicy:
         return self.after_dead_letter == "hold"
 
 
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record is in a topic: ``topic``, ``partition``, ``offset``."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def precedes(self, other: Position) -> bool:
+        """Published before ``other`` in the same partition (else: not known to precede)."""
+        return self.offset < other.offset and self.partition == other.partition and \
+            self.topic == other.topic
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Link:
     """One outstanding event of a key: where it waits, since when, and whether it is in the DLQ.
 
     ``parked_at_ms`` is when it joined the chain (kept when it moves on); the link expires
     ``ttl`` after it, like a dedup outcome, so stale state never blocks a key for ever.
+    ``origin`` is where the event's first record is in the main topic (the record's own
+    position, or its ``clinic.original-*`` headers once it hopped); None where unknown (a
+    link written before origins were kept): such a link holds back every other event.
     """
 
     event_id: str
     topic: str
     parked_at_ms: int
     state: LinkState = "waiting"
+    origin: Position | None = None
 
     def __post_init__(self) -> None:
         if not self.event_id:
@@ -112,14 +136,19 @@ class FollowToDeadLetter:
 Placement = Proceed | ParkBehind | FollowToDeadLetter
 
 
-def place(chain: Sequence[Link], event_id: str, *, hold: bool = True) -> Placement:
+def place(chain: Sequence[Link], event_id: str, *, hold: bool = True,
+          origin: Position | None = None) -> Placement:
     """Where ``event_id`` goes, given its key's ``chain`` (see the module docstring).
 
-    An event not in the chain is a new one: it goes behind the tail. Under ``release``
-    (``hold`` False) dead-lettered links are ignored.
+    An event not in the chain is a new one: it goes behind the tail, unless its ``origin``
+    precedes the head's (an earlier event, seen again). Under ``release`` (``hold`` False)
+    dead-lettered links are ignored.
     """
     links = chain if hold else [link for link in chain if link.state == "waiting"]
     if not links:
+        return PROCEED
+    head_origin = links[0].origin
+    if origin is not None and head_origin is not None and origin.precedes(head_origin):
         return PROCEED
     position = next((i for i, link in enumerate(links) if link.event_id == event_id),
                     len(links))
@@ -133,12 +162,13 @@ def place(chain: Sequence[Link], event_id: str, *, hold: bool = True) -> Placeme
 
 def joined(chain: Sequence[Link], link: Link) -> list[Link]:
     """``chain`` with ``link`` appended, or, if its event is in it already, that link updated
-    in place (topic and state; its place and ``parked_at_ms`` are kept). Idempotent: a crash
-    and a second look at the same record change nothing more."""
+    in place (topic and state; its place, ``parked_at_ms`` and a known ``origin`` are kept).
+    Idempotent: a crash and a second look at the same record change nothing more."""
     for i, existing in enumerate(chain):
         if existing.event_id == link.event_id:
             moved = Link(event_id=link.event_id, topic=link.topic,
-                         parked_at_ms=existing.parked_at_ms, state=link.state)
+                         parked_at_ms=existing.parked_at_ms, state=link.state,
+                         origin=existing.origin or link.origin)
             return [*chain[:i], moved, *chain[i + 1:]]
     return [*chain, link]
 

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from retry_topics.ordering import LINK_STATES, Link, LinkState
+from retry_topics.ordering import LINK_STATES, Link, LinkState, Position
 
 __all__ = ["ChainStore", "ParkedSummary", "decode_chain", "encode_chain", "entity_key",
            "summarise"]
@@ -79,26 +79,58 @@ class ChainStore(Protocol):
 
 
 def encode_chain(chain: Sequence[Link]) -> str:
-    """A chain as compact JSON: ``[[event_id, topic, parked_at_ms, state], ...]``."""
-    return json.dumps([[link.event_id, link.topic, link.parked_at_ms, link.state]
-                       for link in chain], separators=(",", ":"))
+    """A chain as compact JSON: ``[[event_id, topic, parked_at_ms, state], ...]``, then,
+    if any link has them, ``{"x": {event_id: {"o": [topic, partition, offset]}}}``.
+
+    Why a trailing object and not longer rows: a reader that predates it (an instance not
+    yet upgraded) skips it and keeps every link, reading each as it did before (origin
+    unknown); longer rows it would drop, and a write of its own would lose them for good.
+    """
+    rows: list[object] = [[link.event_id, link.topic, link.parked_at_ms, link.state]
+                          for link in chain]
+    extras = {link.event_id: _extras(link) for link in chain if link.origin is not None}
+    if extras:
+        rows.append({"x": extras})
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def _extras(link: Link) -> dict[str, object]:
+    origin = link.origin
+    return {"o": [origin.topic, origin.partition, origin.offset]} if origin else {}
 
 
 def decode_chain(text: str | bytes) -> list[Link]:
     """The chain ``encode_chain`` wrote; a malformed link is dropped, never fatal (a stale
-    or foreign value must not stop the consumer: the key then simply waits for nothing)."""
+    or foreign value must not stop the consumer: the key then simply waits for nothing).
+    A link without extras (or with malformed ones) has no origin."""
     try:
         rows = json.loads(text)
     except ValueError:
         return []
+    if not isinstance(rows, list):
+        return []
+    tail = rows[-1] if rows else None
+    extras = tail.get("x") if isinstance(tail, dict) else None
+    if not isinstance(extras, dict):
+        extras = {}
     chain: list[Link] = []
-    for row in rows if isinstance(rows, list) else []:
+    for row in rows:
         if not (isinstance(row, list) and len(row) == 4 and row[3] in LINK_STATES):
             continue
         state: LinkState = row[3]
         try:
             chain.append(Link(event_id=str(row[0]), topic=str(row[1]),
-                              parked_at_ms=int(row[2]), state=state))
+                              parked_at_ms=int(row[2]), state=state,
+                              origin=_position(extras.get(str(row[0])), "o")))
         except (TypeError, ValueError):
             continue
     return chain
+
+
+def _position(extra: object, field: str) -> Position | None:
+    """``extra[field]`` as a :class:`Position`, or None if absent or malformed."""
+    value = extra.get(field) if isinstance(extra, dict) else None
+    if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in value[1:])):
+        return None
+    return Position(value[0], value[1], value[2])

@@ -42,6 +42,7 @@ from retry_topics.ordering import (
     LinkState,
     OrderingPolicy,
     Placement,
+    Position,
     joined,
     left,
     place,
@@ -101,7 +102,7 @@ class EntityOrder:
         if record.key is None or not record.event_id:
             return
         link = Link(event_id=record.event_id, topic=topic, parked_at_ms=self._clock.now_ms(),
-                    state=state)
+                    state=state, origin=origin_of(record))
         self._store.join(entity_key(record.key), link)
         record.chained = True
 
@@ -153,7 +154,8 @@ class ChunkChains:
             return PROCEED
         if any(link.event_id == record.event_id for link in chain):
             record.chained = True
-        return place(chain, record.event_id, hold=self._order.policy.hold)
+        return place(chain, record.event_id, hold=self._order.policy.hold,
+                     origin=origin_of(record))
 
     def done(self, record: InboundRecord) -> None:
         """``record`` was delivered: later records of its key in this chunk no longer wait
@@ -168,5 +170,16 @@ class ChunkChains:
         self._order.join(record, topic, state)
         if record.key is not None and record.event_id:
             key = entity_key(record.key)
-            link = Link(event_id=record.event_id, topic=topic, parked_at_ms=0, state=state)
+            link = Link(event_id=record.event_id, topic=topic, parked_at_ms=0, state=state,
+                        origin=origin_of(record))
             self._chains[key] = joined(self._chains.get(key, []), link)
+
+
+def origin_of(record: InboundRecord) -> Position:
+    """Where ``record``'s event first entered the main topic: its provenance headers
+    (``clinic.original-*``, set on its first hop and kept on every later one, parked moves
+    and DLQ replays included), or, on a record that never hopped, its own position."""
+    provenance = record.headers.provenance
+    if provenance is not None:
+        return Position(provenance.topic, provenance.partition, provenance.offset)
+    return Position(record.topic, record.partition, record.offset)

@@ -12,7 +12,7 @@ import uuid
 
 from consumer.dedup.chains import ChainStore, ParkedSummary
 from retry_topics.clock import ManualClock
-from retry_topics.ordering import Link
+from retry_topics.ordering import Link, Position
 
 TTL_MS = 60_000
 TIER, DLQ = "clinic.events.retry.1s", "clinic.events.dlq"
@@ -56,6 +56,18 @@ def check_join_is_idempotent_and_updates_in_place(store: ChainStore, clock: Manu
     assert [(link.event_id, link.topic, link.state) for link in chain] == [
         ("e1", DLQ, "dead_lettered"), ("e2", TIER, "waiting")]
     assert chain[0].parked_at_ms == now  # its age counts from when it first joined
+
+
+def check_a_link_keeps_its_origin(store: ChainStore, clock: ManualClock) -> None:
+    """Where an event entered the main topic is stored with its link, and kept when the
+    link moves (a link without one stays without)."""
+    key, now = _key(), clock.now_ms()
+    origin = Position("clinic.events", 3, 1_234_567)
+    store.join(key, Link(event_id="e1", topic=TIER, parked_at_ms=now, origin=origin))
+    store.join(key, _link("e2", now))
+    store.join(key, Link(event_id="e1", topic=DLQ, parked_at_ms=now, state="dead_lettered"))
+    assert [(link.event_id, link.origin) for link in store.chains([key])[key]] == [
+        ("e1", origin), ("e2", None)]
 
 
 def check_leave_removes_and_an_empty_chain_is_gone(store: ChainStore, clock: ManualClock) -> None:

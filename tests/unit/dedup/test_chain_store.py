@@ -3,6 +3,7 @@ stores; the Redis store runs it in ``tests/integration/test_redis_chains.py``.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from consumer.dedup.chains import ChainStore, decode_chain, encode_chain, entity
 from consumer.dedup.sqlite import SqliteDedupStore
 from consumer.dedup.store import MemoryDedupStore
 from retry_topics.clock import ManualClock
-from retry_topics.ordering import Link
+from retry_topics.ordering import Link, Position
 from tests.contract import chain_store as contract
 
 Opened = tuple[ChainStore, ChainStore | None, ManualClock]
@@ -37,6 +38,7 @@ def opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opened]:
 CHECKS: list[Callable[..., None]] = [
     contract.check_join_appends_in_order_and_one_call_answers_many_keys,
     contract.check_join_is_idempotent_and_updates_in_place,
+    contract.check_a_link_keeps_its_origin,
     contract.check_leave_removes_and_an_empty_chain_is_gone,
     contract.check_leave_of_a_state_spares_a_link_in_another,
     contract.check_summary_counts_keys_and_the_oldest,
@@ -86,3 +88,18 @@ def test_a_malformed_chain_value_counts_as_no_links() -> None:
     assert decode_chain(encode_chain([link])) == [link]
     assert decode_chain("not json") == []
     assert decode_chain('[["e1", "t", 5, "bogus"], ["e2", "t", "x", "waiting"], 3]') == []
+
+
+def test_links_without_an_origin_and_readers_without_extras_keep_every_link() -> None:
+    """A chain written before origins were kept reads with origins unknown; a chain with
+    them keeps the four-field rows an earlier reader takes, and an origin is its extra."""
+    old = '[["e1","t",5,"waiting"],["e2","t",6,"dead_lettered"]]'
+    assert [(link.event_id, link.origin) for link in decode_chain(old)] == [
+        ("e1", None), ("e2", None)]
+    origin = Position("clinic.events", 0, 41)
+    link = Link(event_id="e1", topic=contract.TIER, parked_at_ms=5, origin=origin)
+    text = encode_chain([link])
+    assert json.loads(text)[0] == ["e1", contract.TIER, 5, "waiting"]
+    assert decode_chain(text) == [link]
+    bad = '[["e1","t",5,"waiting"],{"x":{"e1":{"o":["m",true,1]}}}]'
+    assert decode_chain(bad)[0].origin is None

@@ -28,6 +28,7 @@ from consumer.pipeline.memory_broker import (
     MemoryBroker,
     MemoryConsumer,
     MemoryProducer,
+    MemoryTransactions,
     StoredRecord,
 )
 from consumer.pipeline.ordering import EntityOrder
@@ -126,8 +127,12 @@ class World:
 
     def run_until(self, done: Callable[[], bool], *,
                   ordering: OrderingPolicy | None = PER_KEY,
-                  breaker: OutageBreaker | None = None) -> Runner:
-        """A fresh runner over this world, run until ``done`` (``ordering`` None: "none")."""
+                  breaker: OutageBreaker | None = None,
+                  aborted_commits: int | None = None) -> Runner:
+        """A fresh runner over this world, run until ``done`` (``ordering`` None: "none").
+
+        ``aborted_commits``: hops are transactional, and that many commits abort first (a
+        kill before the commit leaves what a run whose commits all abort leaves)."""
         policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
                              in_process=InProcessRetry(attempts=1))
         consumer = MemoryConsumer(self.broker)
@@ -144,10 +149,14 @@ class World:
                 group_id="clinic-events", codec=CODEC, ordering=order, breaker=breaker)
             return InlineLane(processor.process_chunk, abandon=processor.abandon)
 
+        transactions = None
+        if aborted_commits is not None:
+            transactions = MemoryTransactions(self.broker, consumer)
+            transactions.abort_next(aborted_commits)
         runner = Runner(consumer=consumer, producer=producer, policy=policy,
                         lanes_factory=lanes, outcomes=outcomes, clock=self.clock,
                         telemetry=telemetry, drain_timeout_s=1.0, ordering=order,
-                        breaker=breaker)
+                        breaker=breaker, transactions=transactions)
         self.consumer, self.runner = consumer, runner
         consume = consumer.consume
 
@@ -177,6 +186,28 @@ def test_later_events_of_a_key_wait_behind_one_in_a_retry_tier() -> None:
         ("rescheduled", "scheduled", 0), ("cancelled", "scheduled", 0)]
     assert runner.stats["parked"] == 2
     assert world.store.parked_summary() == ParkedSummary(0, None)  # every link has left
+
+
+def test_an_earlier_event_seen_again_is_not_parked_behind_a_later_one() -> None:
+    """E1 is delivered; E2 fails and joins the chain; the instance is killed before E1's
+    outcome is recorded and before any commit. The next instance sees E1 again, with no
+    outcome: E1 was published before the head E2, so it proceeds (delivered again, which
+    Idempotency-Key makes harmless), then E2: the downstream's last word is E2's, as
+    published. (Before, E1 was parked behind E2 and reached the downstream after it.)"""
+    world = World()
+    world.downstream.failures["e2"] = 1
+    world.publish("e1")
+    world.publish("e2")
+    world.run_until(lambda: world.downstream.calls == ["e1", "e2"], aborted_commits=10_000)
+    assert world.chain() == [("e2", "waiting")]
+    assert world.broker.records(TIER_5S) == []  # the kill: nothing committed
+    world.store.forget("e1")  # nor E1's outcome: the kill came before its write
+
+    world.run_until(lambda: world.downstream.delivered[-1:] == ["e2"], aborted_commits=0)
+    assert world.downstream.delivered == ["e1", "e1", "e2"]
+    assert world.downstream.calls == ["e1", "e2", "e1", "e2"]
+    assert not world.broker.records(DLQ)
+    assert world.store.parked_summary().keys == 0
 
 
 def test_a_parked_key_does_not_hold_up_other_keys() -> None:

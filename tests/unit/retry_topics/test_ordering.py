@@ -11,6 +11,7 @@ from retry_topics.ordering import (
     Link,
     OrderingPolicy,
     ParkBehind,
+    Position,
     joined,
     left,
     park_tier,
@@ -43,6 +44,29 @@ def test_hold_follows_a_dead_lettered_predecessor_release_ignores_it() -> None:
     assert place(chain, "e3") == ParkBehind(head="e1", topic=T5)  # behind e2, still waiting
     assert place(chain, "e2", hold=False) is PROCEED
     assert place(chain, "e1") is PROCEED  # a replayed head is the head
+
+
+def test_an_event_published_before_the_head_proceeds() -> None:
+    """E1 (offset 4) was delivered, but a crash lost its outcome after E2 (offset 5) joined
+    the chain: seen again, E1 is an earlier event, not a follower of E2."""
+    main = "clinic.events"
+    e2 = Link(event_id="e2", topic=DLQ, parked_at_ms=1, state="dead_lettered",
+              origin=Position(main, 0, 5))
+    chain = [e2, _link("e3")]
+    assert place(chain, "e1", origin=Position(main, 0, 4)) is PROCEED
+    assert place([*chain, _link("e1")], "e1", origin=Position(main, 0, 4)) is PROCEED
+    assert place(chain, "e9", origin=Position(main, 0, 6)) == ParkBehind(head="e2", topic=T5)
+    assert place(chain, "e9", origin=Position(main, 1, 4)) == ParkBehind(head="e2", topic=T5)
+    assert place(chain, "e9", origin=Position(T5, 0, 4)) == ParkBehind(head="e2", topic=T5)
+    assert place(chain, "e1") == ParkBehind(head="e2", topic=T5)  # origin unknown
+    unknown = [_link("e2", DLQ, "dead_lettered")]  # a link written before origins were kept
+    assert place(unknown, "e1", origin=Position(main, 0, 4)) == FollowToDeadLetter(head="e2")
+
+
+def test_join_keeps_a_known_origin() -> None:
+    first = Link(event_id="e1", topic=T5, parked_at_ms=1, origin=Position("m", 0, 3))
+    moved = joined([first], Link(event_id="e1", topic=T30, parked_at_ms=9))
+    assert moved == [Link(event_id="e1", topic=T30, parked_at_ms=1, origin=Position("m", 0, 3))]
 
 
 def test_join_is_idempotent_and_keeps_place_and_age() -> None:
