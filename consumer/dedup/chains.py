@@ -16,7 +16,8 @@ Every store implements :class:`ChainStore` with the same rules:
   and a second look at the same record are harmless;
 * ``leave(key, event_id, state=None)`` removes it (nothing if absent; with ``state``,
   only a link in that state: ``dlq discard`` releases dead-lettered links only);
-* ``parked_summary()`` counts keys with a live chain and the oldest link's join time.
+* ``parked_summary()`` counts parked keys (an event waiting behind another, or a head held
+  in the DLQ: :func:`summarise`) and the oldest of their links' join times.
 
 A key is stored as text (:func:`entity_key`): valid UTF-8 keys as they are (readable in
 ``redis-cli``), any other bytes as NUL + hex, which no UTF-8 key of the first kind starts with.
@@ -55,10 +56,18 @@ class ParkedSummary:
 
 
 def summarise(chains: Sequence[Sequence[Link]]) -> ParkedSummary:
-    """The summary of live, non-empty chains."""
-    keys = sum(1 for chain in chains if chain)
-    oldest = min((link.parked_at_ms for chain in chains for link in chain), default=None)
-    return ParkedSummary(keys, oldest)
+    """The summary of live chains: a key counts as parked only when something of it waits.
+
+    That is when an event waits behind another (a chain of two or more links), or when its
+    head is no longer merely waiting in a tier but held on its way to or in the DLQ (under
+    ``after_dead_letter = "hold"`` the key's new events will wait behind it). A lone event
+    waiting in a retry tier holds nothing back: its key is not parked. The oldest join time
+    is that of the parked keys' links (the head's: how long the key has been held).
+    """
+    parked = [chain for chain in chains
+              if len(chain) > 1 or (chain and chain[0].state != "waiting")]
+    oldest = min((link.parked_at_ms for chain in parked for link in chain), default=None)
+    return ParkedSummary(len(parked), oldest)
 
 
 class ChainStore(Protocol):
@@ -75,7 +84,7 @@ class ChainStore(Protocol):
         in that state (checked and changed atomically)."""
 
     def parked_summary(self) -> ParkedSummary:
-        """How many keys have a live chain, and the oldest link's ``parked_at_ms``."""
+        """How many keys are parked (:func:`summarise`), and their oldest ``parked_at_ms``."""
 
 
 def encode_chain(chain: Sequence[Link]) -> str:

@@ -98,27 +98,38 @@ def check_leave_of_a_state_spares_a_link_in_another(
 
 
 def check_summary_counts_keys_and_the_oldest(store: ChainStore, clock: ManualClock) -> None:
+    """A key is parked when an event of it waits behind another, or its head is held in the
+    DLQ; a lone event waiting in a tier holds nothing back and is not counted (nor its age)."""
     assert store.parked_summary() == ParkedSummary(0, None)
-    first, second = _key(), _key()
+    first, second, lone, held = _key(), _key(), _key(), _key()
     oldest = clock.now_ms()
+    store.join(lone, _link("e0", oldest - 5))
+    assert store.parked_summary() == ParkedSummary(0, None)
     store.join(first, _link("e1", oldest))
     store.join(first, _link("e2", oldest + 10))
     store.join(second, _link("e3", oldest + 20))
-    assert store.parked_summary() == ParkedSummary(2, oldest)
-    store.leave(first, "e1")
-    store.leave(first, "e2")
-    assert store.parked_summary() == ParkedSummary(1, oldest + 20)
+    store.join(second, _link("e4", oldest + 30))
+    store.join(held, Link(event_id="e5", topic=DLQ, parked_at_ms=oldest + 40,
+                          state="dead_lettered"))
+    assert store.parked_summary() == ParkedSummary(3, oldest)
+    store.leave(first, "e1")  # e2 is the head now, alone in its tier
+    assert store.parked_summary() == ParkedSummary(2, oldest + 20)
+    store.leave(second, "e3")
+    store.leave(held, "e5")
+    assert store.parked_summary() == ParkedSummary(0, None)
 
 
 def check_links_expire_with_the_ttl(store: ChainStore, clock: ManualClock) -> None:
     """A stale head never blocks its key for ever: it expires, its follower stays."""
     key = _key()
-    store.join(key, _link("old", clock.now_ms()))
+    old_at = clock.now_ms()
+    store.join(key, _link("old", old_at))
     clock.advance(TTL_MS - 1_000)
     store.join(key, _link("new", clock.now_ms()))
+    assert store.parked_summary() == ParkedSummary(1, old_at)
     clock.advance(2_000)
     assert [link.event_id for link in store.chains([key])[key]] == ["new"]
-    assert store.parked_summary().keys == 1
+    assert store.parked_summary() == ParkedSummary(0, None)  # "new" waits behind nothing
     clock.advance(TTL_MS)
     assert store.chains([key]) == {}
     assert store.parked_summary() == ParkedSummary(0, None)

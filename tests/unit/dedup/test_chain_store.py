@@ -67,11 +67,13 @@ def test_a_reopened_sqlite_store_keeps_its_chains(tmp_path: Path) -> None:
     clock = ManualClock(start_ms=1_700_000_000_000)
     path = tmp_path / "dedup.sqlite3"
     store = SqliteDedupStore(path, contract.TTL_MS, clock)
-    store.join("appt-1", Link(event_id="e1", topic=contract.TIER, parked_at_ms=clock.now_ms()))
+    for event_id in ("e1", "e2"):
+        store.join("appt-1", Link(event_id=event_id, topic=contract.TIER,
+                                  parked_at_ms=clock.now_ms()))
     store.close()
     reopened = SqliteDedupStore(path, contract.TTL_MS, clock, read_only=True)
     try:
-        assert [link.event_id for link in reopened.chains(["appt-1"])["appt-1"]] == ["e1"]
+        assert [link.event_id for link in reopened.chains(["appt-1"])["appt-1"]] == ["e1", "e2"]
         assert reopened.parked_summary().keys == 1
     finally:
         reopened.close()

@@ -54,9 +54,10 @@ def test_the_gauge_follows_the_stores_parked_keys_at_each_collection() -> None:
     assert _gauge(reader) == [(0, group)]
     for key, event_id in (("appt-1", "e1"), ("appt-1", "e2"), ("appt-2", "e3")):
         store.join(key, Link(event_id=event_id, topic=TIER, parked_at_ms=clock.now_ms()))
-    assert _gauge(reader) == [(2, group)]  # keys, not events
+    assert _gauge(reader) == [(1, group)]  # keys, not events; appt-2's lone e3 waits for none
+    store.join("appt-2", Link(event_id="e4", topic=TIER, parked_at_ms=clock.now_ms()))
+    assert _gauge(reader) == [(2, group)]
     store.leave("appt-1", "e1")
-    store.leave("appt-1", "e2")
     assert _gauge(reader) == [(1, group)]
 
 

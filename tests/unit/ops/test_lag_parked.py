@@ -81,7 +81,8 @@ def test_read_parked_counts_the_keys_of_the_configured_store(tmp_path: Path) -> 
     settings = _settings(tmp_path)
     store = SqliteDedupStore(tmp_path / "dedup.sqlite3", TTL_MS)  # the consumer's handle
     joined_at = int(time.time() * 1000) - 12_000
-    for key, event_id in (("appt-1", "e1"), ("appt-1", "e2"), ("appt-2", "e3")):
+    for key, event_id in (("appt-1", "e1"), ("appt-1", "e2"), ("appt-2", "e3"),
+                          ("appt-2", "e4"), ("appt-3", "e5")):  # appt-3: one, waiting for none
         store.join(key, Link(event_id=event_id, topic="clinic.events.retry.5s",
                              parked_at_ms=joined_at))
     try:
