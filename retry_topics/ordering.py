@@ -16,10 +16,15 @@ what happens to an event of that key when the consumer looks at it:
   without spending an attempt, to the tier its predecessor waits in, so it is looked at again
   after that tier's delay. Where an event sits decides only *when* it is looked at again;
   it is delivered only once it is the head;
+* an event on its way to the DLQ is ``dead_lettering`` from before its hop is handed over
+  until the hop is known durable (committed, or acknowledged), then ``dead_lettered``. An
+  event behind a ``dead_lettering`` predecessor is parked (the DLQ hop may yet not happen:
+  a kill before the commit has its record processed again);
 * with ``after_dead_letter = "hold"`` a dead-lettered link stays in the chain, and an event
-  whose predecessor is dead-lettered follows it to the DLQ (:class:`FollowToDeadLetter`), so
-  followers reach the DLQ in chain order and a replay of the DLQ replays the chain head
-  first. With ``"release"`` dead-lettered links count as gone.
+  whose predecessor is dead-lettered (durably) follows it to the DLQ
+  (:class:`FollowToDeadLetter`): its own hop is handed over only after its predecessor's
+  is durable, so followers reach the DLQ in chain order and a replay of the DLQ replays the
+  chain head first. With ``"release"`` dead-lettered links count as gone.
 
 Pure values and functions: the chain's storage is the dedup store's business.
 """
@@ -37,12 +42,12 @@ __all__ = [
     "AFTER_DEAD_LETTER", "LINK_STATES", "MODES", "PROCEED", "AfterDeadLetter", "FollowToDeadLetter",
     "Link", "LinkState", "OrderingMode", "OrderingPolicy", "ParkBehind", "Placement", "Position",
     "Proceed",
-    "joined", "left", "live", "park_tier", "parked_source", "place",
+    "confirmed", "joined", "left", "live", "park_tier", "parked_source", "place",
 ]  # fmt: skip
 
 OrderingMode = Literal["per_key", "none"]
 AfterDeadLetter = Literal["hold", "release"]
-LinkState = Literal["waiting", "dead_lettered"]
+LinkState = Literal["waiting", "dead_lettering", "dead_lettered"]
 MODES: tuple[OrderingMode, ...] = get_args(OrderingMode)
 AFTER_DEAD_LETTER: tuple[AfterDeadLetter, ...] = get_args(AfterDeadLetter)
 LINK_STATES: tuple[LinkState, ...] = get_args(LinkState)
@@ -95,6 +100,8 @@ class Link:
     ``origin`` is where the event's first record is in the main topic (the record's own
     position, or its ``clinic.original-*`` headers once it hopped); None where unknown (a
     link written before origins were kept): such a link holds back every other event.
+    ``hop`` is, for a ``dead_lettering`` link, the record whose DLQ hop it waits for: that
+    hop is durable once the group's committed offset of its partition is past it.
     """
 
     event_id: str
@@ -102,6 +109,7 @@ class Link:
     parked_at_ms: int
     state: LinkState = "waiting"
     origin: Position | None = None
+    hop: Position | None = None
 
     def __post_init__(self) -> None:
         if not self.event_id:
@@ -144,7 +152,7 @@ def place(chain: Sequence[Link], event_id: str, *, hold: bool = True,
     precedes the head's (an earlier event, seen again). Under ``release`` (``hold`` False)
     dead-lettered links are ignored.
     """
-    links = chain if hold else [link for link in chain if link.state == "waiting"]
+    links = chain if hold else [link for link in chain if link.state != "dead_lettered"]
     if not links:
         return PROCEED
     head_origin = links[0].origin
@@ -168,7 +176,7 @@ def joined(chain: Sequence[Link], link: Link) -> list[Link]:
         if existing.event_id == link.event_id:
             moved = Link(event_id=link.event_id, topic=link.topic,
                          parked_at_ms=existing.parked_at_ms, state=link.state,
-                         origin=existing.origin or link.origin)
+                         origin=existing.origin or link.origin, hop=link.hop)
             return [*chain[:i], moved, *chain[i + 1:]]
     return [*chain, link]
 
@@ -176,9 +184,28 @@ def joined(chain: Sequence[Link], link: Link) -> list[Link]:
 def left(chain: Sequence[Link], event_id: str, state: LinkState | None = None) -> list[Link]:
     """``chain`` without ``event_id`` (unchanged if it is not in it); with ``state``, only
     if its link is in that state (an operator's discard releases a dead-lettered link only,
-    never one whose event is waiting in a tier again)."""
+    never one whose event is waiting in a tier again). ``dead_lettered`` takes a
+    ``dead_lettering`` link too: a discarded DLQ record proves its hop durable."""
+    states = ("dead_lettering", "dead_lettered") if state == "dead_lettered" else (state,)
     return [link for link in chain
-            if link.event_id != event_id or (state is not None and link.state != state)]
+            if link.event_id != event_id or (state is not None and link.state not in states)]
+
+
+def confirmed(chain: Sequence[Link], event_id: str, hop: Position, *,
+              hold: bool = True) -> list[Link]:
+    """``chain`` once the DLQ hop of ``event_id`` from record ``hop`` is durable: its link,
+    if still ``dead_lettering`` for that hop, becomes ``dead_lettered`` (``hold``) or leaves
+    (``release``). A link changed since (the record processed again: delivered, retried,
+    or dead-lettered from another record) is left as it is."""
+    out: list[Link] = []
+    for link in chain:
+        if link.event_id != event_id or link.state != "dead_lettering" or link.hop != hop:
+            out.append(link)
+        elif hold:
+            out.append(Link(event_id=link.event_id, topic=link.topic,
+                            parked_at_ms=link.parked_at_ms, state="dead_lettered",
+                            origin=link.origin))
+    return out
 
 
 def live(chain: Sequence[Link], cutoff_ms: int) -> list[Link]:

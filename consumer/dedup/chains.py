@@ -16,6 +16,9 @@ Every store implements :class:`ChainStore` with the same rules:
   and a second look at the same record are harmless;
 * ``leave(key, event_id, state=None)`` removes it (nothing if absent; with ``state``,
   only a link in that state: ``dlq discard`` releases dead-lettered links only);
+* ``confirm_dead_letter(key, event_id, hop, hold)`` applies ``retry_topics.ordering.
+  confirmed``: a ``dead_lettering`` link whose DLQ hop (from record ``hop``) is durable
+  becomes ``dead_lettered`` (or leaves, under ``release``), atomically;
 * ``parked_summary()`` counts parked keys (an event waiting behind another, or a head held
   in the DLQ: :func:`summarise`) and the oldest of their links' join times.
 
@@ -83,29 +86,44 @@ class ChainStore(Protocol):
         """Take ``event_id`` out of ``key``'s chain; with ``state``, only if its link is
         in that state (checked and changed atomically)."""
 
+    def confirm_dead_letter(self, key: str, event_id: str, hop: Position, *,
+                            hold: bool = True) -> None:
+        """The DLQ hop of ``event_id`` from record ``hop`` is durable: its link, if still
+        ``dead_lettering`` for that hop, becomes ``dead_lettered`` (``hold``) or leaves."""
+
     def parked_summary(self) -> ParkedSummary:
         """How many keys are parked (:func:`summarise`), and their oldest ``parked_at_ms``."""
 
 
 def encode_chain(chain: Sequence[Link]) -> str:
     """A chain as compact JSON: ``[[event_id, topic, parked_at_ms, state], ...]``, then,
-    if any link has them, ``{"x": {event_id: {"o": [topic, partition, offset]}}}``.
+    if any link has them, ``{"x": {event_id: {"o": origin, "h": hop, "s": state}}}``
+    (positions as ``[topic, partition, offset]``).
 
     Why a trailing object and not longer rows: a reader that predates it (an instance not
     yet upgraded) skips it and keeps every link, reading each as it did before (origin
     unknown); longer rows it would drop, and a write of its own would lose them for good.
+    For the same reason a ``dead_lettering`` link's row says ``dead_lettered`` (what such a
+    reader knew) and the object says ``dead_lettering``.
     """
-    rows: list[object] = [[link.event_id, link.topic, link.parked_at_ms, link.state]
+    rows: list[object] = [[link.event_id, link.topic, link.parked_at_ms,
+                           "dead_lettered" if link.state == "dead_lettering" else link.state]
                           for link in chain]
-    extras = {link.event_id: _extras(link) for link in chain if link.origin is not None}
+    extras = {link.event_id: _extras(link) for link in chain
+              if link.origin is not None or link.hop is not None}
     if extras:
         rows.append({"x": extras})
     return json.dumps(rows, separators=(",", ":"))
 
 
 def _extras(link: Link) -> dict[str, object]:
-    origin = link.origin
-    return {"o": [origin.topic, origin.partition, origin.offset]} if origin else {}
+    extras: dict[str, object] = {}
+    for name, position in (("o", link.origin), ("h", link.hop)):
+        if position is not None:
+            extras[name] = [position.topic, position.partition, position.offset]
+    if link.state == "dead_lettering":
+        extras["s"] = link.state
+    return extras
 
 
 def decode_chain(text: str | bytes) -> list[Link]:
@@ -126,11 +144,16 @@ def decode_chain(text: str | bytes) -> list[Link]:
     for row in rows:
         if not (isinstance(row, list) and len(row) == 4 and row[3] in LINK_STATES):
             continue
+        extra = extras.get(str(row[0]))
         state: LinkState = row[3]
+        hop = _position(extra, "h")
+        if state == "dead_lettered" and hop is not None and isinstance(extra, dict) \
+                and extra.get("s") == "dead_lettering":
+            state = "dead_lettering"
         try:
             chain.append(Link(event_id=str(row[0]), topic=str(row[1]),
                               parked_at_ms=int(row[2]), state=state,
-                              origin=_position(extras.get(str(row[0])), "o")))
+                              origin=_position(extra, "o"), hop=hop))
         except (TypeError, ValueError):
             continue
     return chain

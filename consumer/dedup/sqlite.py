@@ -63,7 +63,7 @@ from typing import Literal
 from consumer.dedup.chains import ParkedSummary, decode_chain, encode_chain, summarise
 from consumer.dedup.rules import OUTCOMES, Outcome, check_outcomes, check_ttl, live_outcomes
 from retry_topics.clock import Clock, SystemClock
-from retry_topics.ordering import Link, LinkState, joined, left, live
+from retry_topics.ordering import Link, LinkState, Position, confirmed, joined, left, live
 
 __all__ = ["LOOKUP_CATCH_UP_MS", "PURGE_INTERVAL_MS", "SqliteDedupStore", "decode_ids",
            "encode_ids"]
@@ -302,6 +302,10 @@ class SqliteDedupStore:
 
     def leave(self, key: str, event_id: str, state: LinkState | None = None) -> None:
         self._change_chain(key, lambda chain: left(chain, event_id, state))
+
+    def confirm_dead_letter(self, key: str, event_id: str, hop: Position, *,
+                            hold: bool = True) -> None:
+        self._change_chain(key, lambda chain: confirmed(chain, event_id, hop, hold=hold))
 
     def parked_summary(self) -> ParkedSummary:
         cutoff_ms = self._clock.now_ms() - self._ttl_ms

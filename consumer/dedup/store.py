@@ -55,7 +55,7 @@ from consumer.dedup.rules import (
 from consumer.dedup.sqlite import SqliteDedupStore
 from consumer.errors import ConfigError
 from retry_topics.clock import Clock, SystemClock
-from retry_topics.ordering import Link, LinkState, joined, left, live
+from retry_topics.ordering import Link, LinkState, Position, confirmed, joined, left, live
 
 __all__ = ["OUTCOMES", "DedupStore", "MemoryDedupStore", "Outcome", "RedisDedupStore",
            "SqliteDedupStore", "open_dedup_store"]
@@ -151,9 +151,16 @@ class MemoryDedupStore:
             self._chains[key] = joined(live(self._chains.get(key, ()), cutoff_ms), link)
 
     def leave(self, key: str, event_id: str, state: LinkState | None = None) -> None:
+        self._change(key, lambda chain: left(chain, event_id, state))
+
+    def confirm_dead_letter(self, key: str, event_id: str, hop: Position, *,
+                            hold: bool = True) -> None:
+        self._change(key, lambda chain: confirmed(chain, event_id, hop, hold=hold))
+
+    def _change(self, key: str, change: Callable[[list[Link]], list[Link]]) -> None:
         cutoff_ms = self._clock.now_ms() - self._ttl_ms
         with self._lock:
-            chain = left(live(self._chains.get(key, ()), cutoff_ms), event_id, state)
+            chain = change(live(self._chains.get(key, ()), cutoff_ms))
             if chain:
                 self._chains[key] = chain
             else:
@@ -249,6 +256,10 @@ class RedisDedupStore:
 
     def leave(self, key: str, event_id: str, state: LinkState | None = None) -> None:
         self._change(key, lambda chain: left(chain, event_id, state))
+
+    def confirm_dead_letter(self, key: str, event_id: str, hop: Position, *,
+                            hold: bool = True) -> None:
+        self._change(key, lambda chain: confirmed(chain, event_id, hop, hold=hold))
 
     def _change(self, key: str, change: Callable[[list[Link]], list[Link]]) -> None:
         """Read ``key``'s chain, apply ``change`` and write it back, atomically."""

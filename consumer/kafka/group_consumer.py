@@ -123,6 +123,15 @@ class KafkaGroupConsumer:
         for tp in partitions:
             self._starts.pop((tp.topic, tp.partition), None)
 
+    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        try:
+            found = self._consumer.committed(_topic_partitions(partitions),
+                                             timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise BrokerError(kafka_reason(exc)) from exc
+        return {(tp.topic, tp.partition): tp.offset for tp in found
+                if tp.error is None and tp.offset >= 0}
+
     def store_offsets(self, offsets: Mapping[Partition, int]) -> None:
         try:
             self._consumer.store_offsets(offsets=[

@@ -78,6 +78,10 @@ class ConsumerPort(Protocol):
         """Records of each of ``partitions`` known to wait beyond those handed out already
         (0 where the client cannot tell yet)."""
 
+    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        """The group's committed offset of each of ``partitions`` (assigned to this member
+        or not) that has one. Raises ``BrokerError`` when the broker cannot tell."""
+
     def store_offsets(self, offsets: Mapping[Partition, int]) -> None:
         """Mark ``offsets`` to be committed; raises ``BrokerError`` (e.g. not assigned)."""
 

@@ -209,6 +209,10 @@ class MemoryConsumer:
         positions = self.positions(partitions)
         return {tp: self._broker.end(tp) - position for tp, position in positions.items()}
 
+    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        found = {tp: self._broker.committed(tp) for tp in partitions}
+        return {tp: offset for tp, offset in found.items() if offset is not None}
+
     def store_offsets(self, offsets: Mapping[Partition, int]) -> None:
         strangers = [tp for tp in offsets if tp not in self._assigned]
         if strangers:

@@ -19,8 +19,18 @@ pure rules are in :mod:`retry_topics.ordering`. This module is where the pipelin
   link whose event is durably delivered anyway (a duplicate, a crash before the leave) is
   removed by the next view of its key; a dead-lettered head leaves on the DLQ ack under
   ``after_dead_letter = "release"`` or stays as ``dead_lettered`` under ``"hold"``
-  (``dead_lettered``, from ``Runner._finish_republished``). Leaving earlier could let a
+  (``dead_lettered``, from ``Runner._note_republished``). Leaving earlier could let a
   follower on another instance be delivered before a head that a crash makes deliver again.
+* **To the DLQ**, a chained record (a head, or a follower of a dead-lettered head) is
+  marked ``dead_lettering`` *before* its hop is handed over, and ``dead_lettered`` once the
+  hop is durable (``dead_lettered``). A follower goes to the DLQ only behind a durable
+  ``dead_lettered`` predecessor, so the DLQ gets a chain in order. A kill between the
+  hop's commit and that mark leaves the link ``dead_lettering``: a view that sees one
+  notes it, and the poll thread, a few seconds later, asks the group's committed offset of
+  the hop's source partition (``confirm_durable``): past the source record, the hop is
+  durable (a hop commits only with an offset past its source record) and the link is
+  marked. Not past it, the source record is still to be processed again, which rewrites
+  the link.
 
 Lanes already run one record of a key at a time, in order, retries first; so within a chunk
 the view is updated as records are decided (a delivered head no longer holds its followers
@@ -30,9 +40,11 @@ back, a record that joins holds back the ones after it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from consumer.dedup.chains import ChainStore, entity_key
+from consumer.pipeline.broker import BrokerError, Partition
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.records import Fate, InboundRecord, Republished
 from retry_topics.clock import Clock
@@ -52,6 +64,15 @@ from retry_topics.routing import DeadLetter
 LOG = logging.getLogger("clinic_events.ordering")
 PARKED_ERROR_CLASS = "clinic_events.parked"
 """The error class a parked hop carries in fates and logs (no handler call failed)."""
+UNCONFIRMED_GRACE_S = 5.0
+"""How long a ``dead_lettering`` link may be seen before its hop is checked: longer than a
+hop takes to commit (at once, as a rule), so the check runs only after a crash or a
+stall."""
+UNCONFIRMED_FORGET_S = 120.0
+"""A noted link no view has shown for this long is no longer checked (nobody waits)."""
+
+Unconfirmed = tuple[str, str, Position]
+"""A ``dead_lettering`` link a view saw: its key, its event id, its hop's source record."""
 
 
 class EntityOrder:
@@ -65,12 +86,17 @@ class EntityOrder:
         self._outcomes = outcomes
         self._clock = clock
         self._dlq_topic = dlq_topic
+        # dead_lettering links views saw -> (first seen, last seen), clock.monotonic()
+        self._unconfirmed: dict[Unconfirmed, tuple[float, float]] = {}
+        self._unconfirmed_lock = threading.Lock()
+        self._checked_at = float("-inf")
 
     def view(self, records: Sequence[InboundRecord]) -> ChunkChains:
         """The chains of the keys of ``records`` (decoded ones with a key), in one round trip."""
         keys = {entity_key(r.key) for r in records if r.key is not None and r.event_id}
         found = self._store.chains(list(keys)) if keys else {}
         if found:
+            self._note_unconfirmed(found)
             done = self._delivered_links(found)
             if done:
                 found = {key: kept for key, chain in found.items()
@@ -97,12 +123,66 @@ class EntityOrder:
                         self._store.leave(key, link.event_id)
         return done
 
+    def _note_unconfirmed(self, found: dict[str, list[Link]]) -> None:
+        """Note the ``dead_lettering`` links of ``found`` for ``confirm_durable``."""
+        seen = [(key, link.event_id, link.hop) for key, chain in found.items()
+                for link in chain if link.state == "dead_lettering" and link.hop is not None]
+        if not seen:
+            return
+        now = self._clock.monotonic()
+        with self._unconfirmed_lock:
+            for key, event_id, hop in seen:
+                if hop is not None:
+                    first, _ = self._unconfirmed.get((key, event_id, hop), (now, now))
+                    self._unconfirmed[(key, event_id, hop)] = (first, now)
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Whether views saw ``dead_lettering`` links that ``confirm_durable`` may settle."""
+        return bool(self._unconfirmed)
+
+    def confirm_durable(self, committed: Callable[[Sequence[Partition]], Mapping[Partition, int]],
+                        ) -> None:
+        """Mark ``dead_lettered`` the links seen ``dead_lettering`` for a while whose DLQ hop
+        is durable: the group's ``committed`` offset of the hop's source partition is past
+        its source record (poll thread; at most one ``committed`` call per grace period).
+
+        Why it is needed: a kill after a hop's commit and before ``dead_lettered`` leaves its
+        link ``dead_lettering`` with nobody to process its record again; its followers
+        would park until the link expired (days).
+        """
+        now = self._clock.monotonic()
+        if now - self._checked_at < UNCONFIRMED_GRACE_S:
+            return
+        self._checked_at = now
+        with self._unconfirmed_lock:
+            for noted, (_, last) in list(self._unconfirmed.items()):
+                if now - last > UNCONFIRMED_FORGET_S:
+                    del self._unconfirmed[noted]
+            due = [noted for noted, (first, _) in self._unconfirmed.items()
+                   if now - first >= UNCONFIRMED_GRACE_S]
+        if not due:
+            return
+        try:
+            offsets = committed(sorted({(hop.topic, hop.partition) for _, _, hop in due}))
+        except BrokerError as exc:
+            LOG.debug("could not read committed offsets to confirm dead letters: %s", exc)
+            return
+        for key, event_id, hop in due:
+            if offsets.get((hop.topic, hop.partition), -1) > hop.offset:
+                self._store.confirm_dead_letter(key, event_id, hop, hold=self.policy.hold)
+                LOG.info("a dead letter's hop is durable though its link was not marked (a "
+                         "crash after its commit): its followers go on")
+                with self._unconfirmed_lock:
+                    self._unconfirmed.pop((key, event_id, hop), None)
+
     def join(self, record: InboundRecord, topic: str, state: LinkState = "waiting") -> None:
-        """Put ``record``'s event in its key's chain, waiting in ``topic`` (store write)."""
+        """Put ``record``'s event in its key's chain, waiting in ``topic`` (store write);
+        ``dead_lettering`` notes the record as the source of the DLQ hop it waits for."""
         if record.key is None or not record.event_id:
             return
         link = Link(event_id=record.event_id, topic=topic, parked_at_ms=self._clock.now_ms(),
-                    state=state, origin=origin_of(record))
+                    state=state, origin=origin_of(record), hop=hop_of(record, state))
         self._store.join(entity_key(record.key), link)
         record.chained = True
 
@@ -118,20 +198,17 @@ class EntityOrder:
                 record.chained = False
 
     def dead_lettered(self, fate: Republished) -> None:
-        """A chained head reached the DLQ (acknowledged): it stays, dead-lettered, under
-        ``hold``; it leaves under ``release``. A follower that went there parked joined the
-        chain as dead-lettered before it was sent."""
+        """A chained record's DLQ hop is durable (committed, or acknowledged): its link,
+        ``dead_lettering`` since before the hop was handed over, is ``dead_lettered`` now
+        under ``hold`` (its followers may follow); it leaves under ``release``."""
         record = fate.record
         if not record.chained or record.key is None or not record.event_id or \
-                fate.behind is not None or not isinstance(fate.destination, DeadLetter):
+                not isinstance(fate.destination, DeadLetter):
             return
-        key = entity_key(record.key)
-        if self.policy.hold:
-            self._store.join(key, Link(event_id=record.event_id, topic=fate.destination.topic,
-                                       parked_at_ms=self._clock.now_ms(),
-                                       state="dead_lettered"))
-        else:
-            self._store.leave(key, record.event_id)
+        hop = Position(record.topic, record.partition, record.offset)
+        self._store.confirm_dead_letter(entity_key(record.key), record.event_id, hop,
+                                        hold=self.policy.hold)
+        if not self.policy.hold:
             record.chained = False
 
 
@@ -171,7 +248,7 @@ class ChunkChains:
         if record.key is not None and record.event_id:
             key = entity_key(record.key)
             link = Link(event_id=record.event_id, topic=topic, parked_at_ms=0, state=state,
-                        origin=origin_of(record))
+                        origin=origin_of(record), hop=hop_of(record, state))
             self._chains[key] = joined(self._chains.get(key, []), link)
 
 
@@ -182,4 +259,11 @@ def origin_of(record: InboundRecord) -> Position:
     provenance = record.headers.provenance
     if provenance is not None:
         return Position(provenance.topic, provenance.partition, provenance.offset)
+    return Position(record.topic, record.partition, record.offset)
+
+
+def hop_of(record: InboundRecord, state: LinkState) -> Position | None:
+    """For a ``dead_lettering`` link, ``record``'s own position: its DLQ hop's source."""
+    if state != "dead_lettering":
+        return None
     return Position(record.topic, record.partition, record.offset)

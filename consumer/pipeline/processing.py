@@ -290,6 +290,8 @@ class RecordProcessor:
         dlq_reason = step.reason if isinstance(step, DeadLetter) else None
         if chains is not None and isinstance(step, RetryTo):
             chains.join(record, step.topic)  # before the hop exists: see pipeline.ordering
+        elif chains is not None and record.chained:  # a chained head to the DLQ: marked
+            chains.join(record, step.topic, "dead_lettering")  # before its hop is handed over
         return self._republish(record, step, failure, dlq_reason)
 
     def _decide_without_call(self, record: InboundRecord, known: dict[str, Outcome],
@@ -322,8 +324,9 @@ class RecordProcessor:
         """Move ``record`` behind the head of its key without a handler call.
 
         Parked: to its predecessor's tier, due after that tier's delay, its attempt count
-        unchanged. Following a held dead-lettered head: to the DLQ (reason ``parked``). Either
-        way it joins its key's chain before the hop is published.
+        unchanged. Following a held dead-lettered head: to the DLQ (reason ``parked``), as
+        ``dead_lettering`` until the hop is durable. Either way it joins its key's chain
+        before the hop is published.
         """
         span.set_attribute("clinic_events.parked_behind", placement.head)
         attempts = record.attempt - 1  # topic attempts made so far: none is spent here
@@ -337,7 +340,7 @@ class RecordProcessor:
         else:
             decision = DeadLetter(topic=self._policy.dlq_topic, reason="parked",
                                   attempts=attempts)
-            chains.join(record, decision.topic, "dead_lettered")
+            chains.join(record, decision.topic, "dead_lettering")  # followable once durable
             reason = "parked"
         parked = Failure(Classification.TRANSIENT, PARKED_ERROR_CLASS,
                          f"parked behind {placement.head}")

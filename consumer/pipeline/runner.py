@@ -211,6 +211,8 @@ class Runner:
                     self._accept(records)
                 if self._clock.monotonic() - self._undelivered_checked_at >= CHECK_INTERVAL_S:
                     self._step_over_undelivered(self._assigned)
+                if self._ordering is not None and self._ordering.unconfirmed:
+                    self._ordering.confirm_durable(self._consumer.committed)
         finally:
             try:
                 self._shutdown()

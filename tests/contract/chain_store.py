@@ -70,6 +70,25 @@ def check_a_link_keeps_its_origin(store: ChainStore, clock: ManualClock) -> None
         ("e1", origin), ("e2", None)]
 
 
+def check_a_dead_letter_is_confirmed_for_its_own_hop_only(
+        store: ChainStore, clock: ManualClock) -> None:
+    """``dead_lettering`` (and the hop it waits for) is stored; ``confirm_dead_letter``
+    marks it ``dead_lettered`` for that hop only, or takes it out under ``release``."""
+    key, now = _key(), clock.now_ms()
+    hop = Position(TIER, 2, 40)
+    store.join(key, Link(event_id="e1", topic=DLQ, parked_at_ms=now, state="dead_lettering",
+                         hop=hop))
+    store.join(key, Link(event_id="e2", topic=DLQ, parked_at_ms=now, state="dead_lettering",
+                         hop=Position(TIER, 0, 9)))
+    assert [(link.state, link.hop) for link in store.chains([key])[key]] == [
+        ("dead_lettering", hop), ("dead_lettering", Position(TIER, 0, 9))]
+    store.confirm_dead_letter(key, "e1", Position(TIER, 2, 41))  # another record's hop
+    store.confirm_dead_letter(key, "e1", hop)
+    store.confirm_dead_letter(key, "e2", Position(TIER, 0, 9), hold=False)
+    assert [(link.event_id, link.state) for link in store.chains([key])[key]] == [
+        ("e1", "dead_lettered")]
+
+
 def check_leave_removes_and_an_empty_chain_is_gone(store: ChainStore, clock: ManualClock) -> None:
     key, now = _key(), clock.now_ms()
     store.join(key, _link("e1", now))

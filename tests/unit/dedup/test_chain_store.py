@@ -39,6 +39,7 @@ CHECKS: list[Callable[..., None]] = [
     contract.check_join_appends_in_order_and_one_call_answers_many_keys,
     contract.check_join_is_idempotent_and_updates_in_place,
     contract.check_a_link_keeps_its_origin,
+    contract.check_a_dead_letter_is_confirmed_for_its_own_hop_only,
     contract.check_leave_removes_and_an_empty_chain_is_gone,
     contract.check_leave_of_a_state_spares_a_link_in_another,
     contract.check_summary_counts_keys_and_the_oldest,

@@ -32,17 +32,17 @@ from consumer.pipeline.memory_broker import (
     StoredRecord,
 )
 from consumer.pipeline.ordering import EntityOrder
-from consumer.pipeline.outbox import HopSender
+from consumer.pipeline.outbox import HopOutbox, HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
-from consumer.pipeline.records import InboundRecord
+from consumer.pipeline.records import InboundRecord, Republished
 from consumer.pipeline.runner import Runner
 from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
 from retry_topics.hops import replay_headers
 from retry_topics.limits import BreakerPolicy
-from retry_topics.ordering import Link, OrderingPolicy
+from retry_topics.ordering import Link, OrderingPolicy, Position
 from retry_topics.policy import InProcessRetry, RetryPolicy
 from tests.unit.sample_events import sample_event
 
@@ -128,7 +128,8 @@ class World:
     def run_until(self, done: Callable[[], bool], *,
                   ordering: OrderingPolicy | None = PER_KEY,
                   breaker: OutageBreaker | None = None,
-                  aborted_commits: int | None = None) -> Runner:
+                  aborted_commits: int | None = None,
+                  prepare: Callable[[Runner], None] | None = None) -> Runner:
         """A fresh runner over this world, run until ``done`` (``ordering`` None: "none").
 
         ``aborted_commits``: hops are transactional, and that many commits abort first (a
@@ -167,6 +168,8 @@ class World:
             return consume(max_records, timeout_s)
 
         consumer.consume = consume_until_done  # type: ignore[method-assign]
+        if prepare is not None:
+            prepare(runner)
         runner.run()
         return runner
 
@@ -322,6 +325,124 @@ def _dead_letter_the_head_and_its_followers(world: World) -> None:
 
     world.run_until(fail_in_the_tier)
     world.downstream.permanent.clear()
+
+
+def _parked_record(event_id: str, topic: str, offset: int, origin: int,
+                   now_ms: int) -> InboundRecord:
+    """A record of appt-1 parked behind ``head``, as it comes out of ``topic``."""
+    headers = RecordHeaders(attempts=0, due_at_ms=now_ms, original_topic=MAIN,
+                            original_partition=0, original_offset=origin,
+                            parked_behind="head", event_id=event_id)
+    value = CODEC.encode(sample_event("appointment.scheduled", event_id))
+    return InboundRecord(topic=topic, partition=0, offset=offset, timestamp_ms=now_ms,
+                         key=b"appt-1", value=value, raw_headers=tuple(encode_headers(headers)))
+
+
+def test_a_follower_follows_to_the_dlq_only_once_its_predecessors_hop_is_durable() -> None:
+    """The head is dead-lettered; f and g wait behind it in two tiers. f follows it to the
+    DLQ; its hop commits only once f's source offset settles, which another lane may hold
+    up. g, looked at meanwhile by another lane, must not go to the DLQ then: its hop could
+    commit first, and the DLQ would hold g before f. g is parked instead, and follows once
+    f's hop is durable. (Before, g followed at once.)"""
+    clock = ManualClock()
+    store = MemoryDedupStore(clock)
+    now = clock.now_ms()
+    store.join("appt-1", Link(event_id="head", topic=DLQ, parked_at_ms=now,
+                              state="dead_lettered", origin=Position(MAIN, 0, 0)))
+    store.join("appt-1", Link(event_id="f", topic=TIER_5S, parked_at_ms=now,
+                              origin=Position(MAIN, 0, 1)))
+    store.join("appt-1", Link(event_id="g", topic=TIER_30S, parked_at_ms=now,
+                              origin=Position(MAIN, 0, 2)))
+    policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
+                         in_process=InProcessRetry(attempts=1))
+    outcomes = PendingOutcomes(store)
+    order = EntityOrder(store, PER_KEY, outcomes, clock, policy.dlq_topic)
+    outbox = HopOutbox()
+    processor = RecordProcessor(
+        policy=policy, handler=Downstream(clock), outcomes=outcomes, hops=outbox,
+        telemetry=Telemetry(), clock=clock, rules=ExceptionRules(), group_id="clinic-events",
+        codec=CODEC, ordering=order)
+
+    processor.process_chunk([_parked_record("f", TIER_5S, 7, 1, now)])  # one lane
+    processor.process_chunk([_parked_record("g", TIER_30S, 3, 2, now)])  # another, meanwhile
+    hops = outbox.take()
+    assert [(hop.fate.record.event_id, hop.topic) for hop in hops] == [
+        ("f", DLQ), ("g", TIER_5S)]
+    assert world_chain(store) == [("head", "dead_lettered"), ("f", "dead_lettering"),
+                                  ("g", "waiting")]
+
+    fate = hops[0].fate
+    assert isinstance(fate, Republished)
+    order.dead_lettered(fate)  # f's transaction committed (Runner._note_republished)
+    processor.process_chunk([_parked_record("g", TIER_5S, 8, 2, now)])
+    assert [(hop.fate.record.event_id, hop.topic) for hop in outbox.take()] == [("g", DLQ)]
+    assert world_chain(store) == [("head", "dead_lettered"), ("f", "dead_lettered"),
+                                  ("g", "dead_lettering")]
+
+
+def world_chain(store: MemoryDedupStore, key: str = "appt-1") -> list[tuple[str, str]]:
+    return [(link.event_id, link.state) for link in store.chains([key]).get(key, [])]
+
+
+def test_a_kill_after_a_dead_letters_commit_holds_its_key_seconds_not_days() -> None:
+    """The head's DLQ hop commits, and the instance is killed before it marks the head
+    dead-lettered. Nobody processes the head's record again (its offset is committed), so
+    the link stays as the kill left it: the next instance finds the hop durable (the
+    group's offset is past its source record) and the follower follows within seconds.
+    (Before, the link said "waiting in the 5 s tier", and the follower re-parked behind it
+    until the link expired, 7 days later.)"""
+    world = World()
+    world.downstream.failures["scheduled"] = 1
+    world.publish("scheduled")
+    world.publish("cancelled")
+
+    def fail_in_the_tier() -> bool:
+        if world.downstream.calls == ["scheduled"]:
+            world.downstream.permanent.add("scheduled")
+        return len(world.broker.records(DLQ)) == 1
+
+    def killed_after_each_commit(runner: Runner) -> None:
+        runner._note_republished = lambda fate: None  # type: ignore[method-assign]
+
+    world.run_until(fail_in_the_tier, aborted_commits=0, prepare=killed_after_each_commit)
+    assert world.chain()[0][1] != "dead_lettered"  # the kill left it unmarked
+    started = world.clock.now_ms()
+    world.run_until(lambda: len(world.broker.records(DLQ)) == 2
+                    or world.clock.now_ms() > started + 600_000, aborted_commits=0)
+    assert [(h.event_id, h.dlq_reason, h.parked_behind) for h in world.headers(DLQ)] == [
+        ("scheduled", "permanent", None), ("cancelled", "parked", "scheduled")]
+    assert world.clock.now_ms() < started + 60_000
+    assert world.chain() == [("scheduled", "dead_lettered"), ("cancelled", "dead_lettered")]
+    assert world.downstream.calls == ["scheduled", "scheduled"]
+
+
+def test_a_kill_before_a_dead_letters_commit_leaves_one_fate_each_in_order() -> None:
+    """The head is marked dead-lettering and its DLQ hop handed over, but no commit
+    happens before the kill: no dead letter exists. Its record is processed again, and
+    delivered this time; then its follower. Nothing reaches the DLQ."""
+    world = World()
+    world.downstream.failures["scheduled"] = 1
+    world.publish("scheduled")
+    world.publish("cancelled")
+    commits: list[MemoryTransactions] = []
+
+    def keep_transactions(runner: Runner) -> None:
+        assert isinstance(runner._transactions, MemoryTransactions)
+        commits.append(runner._transactions)
+
+    def fail_in_the_tier_then_kill() -> bool:
+        if world.downstream.calls == ["scheduled"] and world.broker.records(TIER_5S):
+            world.downstream.permanent.add("scheduled")
+            commits[0].abort_next(10_000)  # nothing commits any more: the kill
+        return world.downstream.calls == ["scheduled", "scheduled"]
+
+    world.run_until(fail_in_the_tier_then_kill, aborted_commits=0, prepare=keep_transactions)
+    assert world.chain()[0] == ("scheduled", "dead_lettering")
+    world.downstream.permanent.clear()
+    world.run_until(lambda: len(world.downstream.delivered) == 2, aborted_commits=0)
+    assert world.downstream.delivered == ["scheduled", "cancelled"]
+    assert world.broker.records(DLQ) == []
+    assert world.store.parked_summary().keys == 0
 
 
 def test_a_discarded_head_lets_the_next_one_lead_and_hold_in_its_turn() -> None:

@@ -49,6 +49,9 @@ class ScriptedConsumer:
     def backlog(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
         return {}
 
+    def committed(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        return {}
+
     def store_offsets(self, offsets: Mapping[Partition, int]) -> None: ...
 
     def commit(self) -> None: ...

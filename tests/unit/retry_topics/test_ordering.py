@@ -12,6 +12,7 @@ from retry_topics.ordering import (
     OrderingPolicy,
     ParkBehind,
     Position,
+    confirmed,
     joined,
     left,
     park_tier,
@@ -61,6 +62,24 @@ def test_an_event_published_before_the_head_proceeds() -> None:
     assert place(chain, "e1") == ParkBehind(head="e2", topic=T5)  # origin unknown
     unknown = [_link("e2", DLQ, "dead_lettered")]  # a link written before origins were kept
     assert place(unknown, "e1", origin=Position(main, 0, 4)) == FollowToDeadLetter(head="e2")
+
+
+def test_a_follower_follows_only_a_durable_dead_letter() -> None:
+    """A predecessor whose DLQ hop is handed over but not known durable parks its follower
+    (in the first tier: park_tier maps the DLQ there); under release it still holds."""
+    hop = Position(T5, 0, 7)
+    going = Link(event_id="e1", topic=DLQ, parked_at_ms=1, state="dead_lettering", hop=hop)
+    chain = [going, _link("e2")]
+    assert place(chain, "e2") == ParkBehind(head="e1", topic=DLQ)
+    assert place(chain, "e2", hold=False) == ParkBehind(head="e1", topic=DLQ)
+    durable = confirmed(chain, "e1", hop)
+    assert [(link.event_id, link.state) for link in durable] == [
+        ("e1", "dead_lettered"), ("e2", "waiting")]
+    assert place(durable, "e2") == FollowToDeadLetter(head="e1")
+    assert confirmed(chain, "e1", hop, hold=False) == [_link("e2")]
+    assert confirmed(chain, "e1", Position(T5, 0, 3)) == chain  # another hop's: not this one
+    assert confirmed([_link("e1")], "e1", hop) == [_link("e1")]  # processed again meanwhile
+    assert left(chain, "e1", "dead_lettered") == [_link("e2")]  # a discard proves it durable
 
 
 def test_join_keeps_a_known_origin() -> None:
