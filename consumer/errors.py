@@ -5,6 +5,8 @@ beside the code that raises them (module named on the right); the rest are defin
 
     ClinicEventsError
     ├── ConfigError (ValueError)            bad configuration; the CLI exits with code 2
+    │   └── DedupStoreMissing               a SQLite store a tool must not create is not
+    │                                       there (consumer.dedup.store)
     ├── UndecodableRecord (ValueError)      bytes that are not a clinic event; keeps the raw bytes
     ├── InvalidEvent (ValueError)           an event that does not fit the schema (publish, encode)
     ├── KafkaUnreachable                    no broker answered the first request in time; every

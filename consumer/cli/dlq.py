@@ -510,7 +510,8 @@ def _print_run(request: ReplayRequest | DiscardRequest, run: ReplayRun,
         "dlq_offsets": [{"partition": p, "from": first, "to": last}
                         for p, (first, last) in sorted(run.offsets.items())],
         "audit_topic": request.audit_topic if run.audit is not None else None,
-        "left_open_note": left_open_note(request, counts.get("skipped", {}))}
+        "left_open_note": left_open_note(request, counts.get("skipped", {})),
+        "notes": run.notes}
     if as_json:
         _echo_json({**summary, "records": rows})
         return
@@ -541,6 +542,8 @@ def _print_run(request: ReplayRequest | DiscardRequest, run: ReplayRun,
                   f"in {request.dlq_topic}", markup=False)
     if summary["left_open_note"]:
         console.print(summary["left_open_note"], markup=False)
+    for note in run.notes:
+        console.print(f"note: {note}", markup=False)
     if run.audit is not None:
         console.print(f"audit record written to {request.audit_topic}", markup=False)
     elif not request.dry_run:

@@ -48,7 +48,12 @@ from consumer.ops.lag.model import (
     report_to_json,
     to_history_point,
 )
-from consumer.ops.lag.parked import ParkedKeys, parked_to_json, read_parked
+from consumer.ops.lag.parked import (
+    ParkedKeys,
+    ParkedReading,
+    parked_to_json,
+    read_parked,
+)
 
 _STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.ERR: "red", Status.STOP: "bold red"}
 _PROGRESS_FROM = 2_000  # records to scan before a progress bar is worth showing
@@ -179,7 +184,7 @@ def _take(probe: LagProbe, trend: _Trend, rules: LagRules, *, show_progress: boo
 
 def _watch(probe: LagProbe, trend: _Trend, rules: LagRules, as_json: bool, console: Console,
            interval_ms: int, count: int,
-           parked: Callable[[], ParkedKeys | None] = lambda: None) -> GroupReport:
+           parked: Callable[[], ParkedReading] = lambda: None) -> GroupReport:
     """Sample every ``interval_ms``: a table refreshed in place on a terminal; elsewhere
     (a pipe, a log file) every sample printed in turn, one JSON document per line with
     ``--json``, so nothing a script or a log keeps is overwritten."""
@@ -209,12 +214,12 @@ def _watch(probe: LagProbe, trend: _Trend, rules: LagRules, as_json: bool, conso
     return report
 
 
-def _document(report: GroupReport, parked: ParkedKeys | None) -> dict[str, Any]:
+def _document(report: GroupReport, parked: ParkedReading) -> dict[str, Any]:
     return {**report_to_json(report), "parked": parked_to_json(parked)}
 
 
 def _emit_sample(report: GroupReport, as_json: bool, console: Console,
-                 parked: ParkedKeys | None = None) -> None:
+                 parked: ParkedReading = None) -> None:
     if as_json:
         click.echo(json.dumps(_document(report, parked)))
     else:
@@ -222,7 +227,7 @@ def _emit_sample(report: GroupReport, as_json: bool, console: Console,
 
 
 def _emit(report: GroupReport, as_json: bool, console: Console,
-          parked: ParkedKeys | None = None) -> None:
+          parked: ParkedReading = None) -> None:
     if as_json:
         click.echo(json.dumps(_document(report, parked), indent=2))
     else:
@@ -244,14 +249,17 @@ def _status(status: Status) -> Text:
     return Text(status.name, style=_STYLE[status])
 
 
-def render(report: GroupReport, parked: ParkedKeys | None = None) -> Group:
+def render(report: GroupReport, parked: ParkedReading = None) -> Group:
     """The human view: per topic, a total row and one row per lagging or unhealthy partition;
-    the parked keys' count and oldest age, when known."""
+    the parked keys' count and oldest age, or why they are unknown (none when ordering is
+    off)."""
     parts: list[RenderableType] = [Text.assemble(
         f"group {report.group}: {report.members} member(s), overall ", _status(report.status))]
-    if parked is not None:
+    if isinstance(parked, ParkedKeys):
         parts.append(Text(f"parked keys: {parked.keys}" + (
             f", oldest waiting {_age(parked.oldest_age_ms)}" if parked.keys else "")))
+    elif parked is not None:
+        parts.append(Text(f"parked keys: unknown ({printable(parked.reason)})"))
     for reason in report.system_reasons:
         parts.append(Text.assemble(("run  ", "bold"), _status(report.system_status), "  ",
                                    printable(reason)))

@@ -48,17 +48,23 @@ another connection committed anything; with one process it never reloads. Change
 and written inside one write transaction, from the table, so processes sharing the file
 never lose each other's links. Keys with a chain are few (only those with an event in a
 retry tier), so reloading them all is cheap.
+
+**Read-only handles** (``lag``, the outcome look-ups of ``dlq replay``, the review page) open
+an existing file only, with SQLite's ``mode=ro``: no folder, file, schema or migration is
+ever created by a tool that only looks, so a relative path resolved in the wrong folder is
+reported as a missing store instead of read as an empty one.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from consumer.dedup.chains import ParkedSummary, decode_chain, encode_chain, summarise
 from consumer.dedup.rules import OUTCOMES, Outcome, check_outcomes, check_ttl, live_outcomes
@@ -119,7 +125,14 @@ class SqliteDedupStore:
     """Outcomes in one SQLite file, looked up in memory; safe to share between threads."""
 
     def __init__(self, path: Path, ttl_ms: int, clock: Clock | None = None, *,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, create: bool = True) -> None:
+        """Open the store in ``path``, creating it (and its folder) if ``create``.
+
+        ``read_only`` opens an existing file only, read-only (no schema, no migration, no
+        folder): a tool that only looks must never leave an empty store behind, and must
+        not mistake one it just created for the consumer's. A missing file raises
+        ``FileNotFoundError``, as it does with ``create`` False.
+        """
         check_ttl(ttl_ms)
         self._clock: Clock = clock or SystemClock()
         self._ttl_ms = ttl_ms
@@ -133,14 +146,19 @@ class SqliteDedupStore:
         self._purged_at_ms = 0
         self._chains: dict[str, list[Link]] = {}  # mirror of the chains table
         self._chains_version: object = None  # PRAGMA data_version when it was loaded
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None,
-                                     check_same_thread=False)
+        if read_only or not create:
+            if not path.is_file():
+                raise FileNotFoundError(errno.ENOENT, "no dedup store", str(path.absolute()))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        target = f"{path.absolute().as_uri()}?mode=ro" if read_only else str(path)
+        self._conn = sqlite3.connect(target, timeout=10.0, isolation_level=None,
+                                     check_same_thread=False, uri=read_only)
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
             if not read_only:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
                 self._migrate_legacy_table()
             self._catch_up()
         except sqlite3.Error:
@@ -166,12 +184,22 @@ class SqliteDedupStore:
         if version == self._seen_version:
             return
         cutoff = self._clock.now_ms() - self._ttl_ms
-        for seq, recorded_at_ms, outcome, event_ids in self._conn.execute(
-                _SINCE, (self._seen_seq, cutoff)).fetchall():
+        for seq, recorded_at_ms, outcome, event_ids in self._rows(
+                _SINCE, (self._seen_seq, cutoff)):
             self._apply(outcome, decode_ids(event_ids), int(recorded_at_ms))
             self._seen_seq = int(seq)
             self._last_at_ms = max(self._last_at_ms, int(recorded_at_ms))
         self._seen_version = version  # only once every row is applied
+
+    def _rows(self, sql: str, parameters: tuple[int, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a query; none from a table a read-only handle finds missing (a file
+        written by an earlier version, not yet opened by a writer: it has no rows there)."""
+        try:
+            return self._conn.execute(sql, parameters).fetchall()
+        except sqlite3.OperationalError as exc:
+            if self._read_only and "no such table" in str(exc):
+                return []
+            raise
 
     def _apply(self, outcome: LogOutcome, event_ids: Iterable[str], at_ms: int) -> None:
         if outcome == "forgotten":
@@ -319,7 +347,7 @@ class SqliteDedupStore:
         if version == self._chains_version:
             return
         self._chains = {str(entity): decode_chain(links) for entity, links
-                        in self._conn.execute("SELECT entity, links FROM chains")}
+                        in self._rows("SELECT entity, links FROM chains")}
         self._chains_version = version
 
     def _change_chain(self, key: str, change: Callable[[list[Link]], list[Link]]) -> None:

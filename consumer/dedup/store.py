@@ -57,8 +57,8 @@ from consumer.errors import ConfigError
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.ordering import Link, LinkState, Position, confirmed, joined, left, live
 
-__all__ = ["OUTCOMES", "DedupStore", "MemoryDedupStore", "Outcome", "RedisDedupStore",
-           "SqliteDedupStore", "open_dedup_store"]
+__all__ = ["OUTCOMES", "DedupStore", "DedupStoreMissing", "MemoryDedupStore", "Outcome",
+           "RedisDedupStore", "SqliteDedupStore", "open_dedup_store"]
 
 _OUTCOME_BY_VALUE: dict[bytes, Outcome] = {outcome.encode(): outcome for outcome in OUTCOMES}
 
@@ -307,12 +307,19 @@ def _masked(url: str) -> str:
     return url if not password else url.replace(f":{password}@", ":****@", 1)
 
 
+class DedupStoreMissing(ConfigError):
+    """The SQLite file a tool was to open without creating it does not exist."""
+
+
 def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
-                     read_only: bool = False) -> DedupStore:
+                     read_only: bool = False, create: bool = True) -> DedupStore:
     """Open the store named by ``url``; raise ConfigError naming ``dedup.store`` if it fails.
 
     ``read_only`` is for tools that only look outcomes up next to a running consumer (a
-    SQLite store then takes no writer lock); it changes nothing for Redis or memory.
+    SQLite store then takes no writer lock, and must exist already); it changes nothing for
+    Redis or memory. ``create`` False opens an existing SQLite file only, for tools that
+    change a store the consumer made. A missing file raises :class:`DedupStoreMissing`,
+    saying where it was looked for: a relative path is taken from the current folder.
     """
     check_ttl(ttl_ms)
     kind = store_kind(url)
@@ -322,7 +329,15 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
             if not raw_path or raw_path == "/":
                 raise ConfigError(f"dedup.store {url!r} names no file; use "
                                   "sqlite:///relative/path.sqlite3 or sqlite:////abs/path")
-            return SqliteDedupStore(Path(raw_path), ttl_ms, clock, read_only=read_only)
+            path = Path(raw_path)
+            try:
+                return SqliteDedupStore(path, ttl_ms, clock, read_only=read_only,
+                                        create=create)
+            except FileNotFoundError as exc:
+                relative = "" if path.is_absolute() else " (relative to the current folder)"
+                raise DedupStoreMissing(
+                    f"dedup.store {url!r}: no store at {path.absolute()}{relative}; "
+                    "it is created by `clinic-events run`, never by this tool") from exc
         if kind == "redis":
             return RedisDedupStore(url, ttl_ms, clock)
         if kind == "memory" and url == "memory://":

@@ -50,7 +50,7 @@ from typing import Any, Literal
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.config.settings import Settings
-from consumer.dedup.store import DedupStore, Outcome, open_dedup_store
+from consumer.dedup.store import DedupStore, DedupStoreMissing, Outcome, open_dedup_store
 from consumer.errors import KafkaUnreachable
 from consumer.events.codec import EventCodec
 from consumer.kafka.client_log import ClientLog
@@ -271,13 +271,14 @@ Request = ReplayRequest | DiscardRequest
 @dataclass(slots=True)
 class ReplayRun:
     """Progress of one replay or discard: counts (committed ones for a real run), the DLQ
-    offsets examined, how it ended (``completed``, ``interrupted``, ``fenced`` or ``failed``)
-    and the audit record once written."""
+    offsets examined, how it ended (``completed``, ``interrupted``, ``fenced`` or ``failed``),
+    the audit record once written, and notes for the operator (what could not be checked)."""
 
     tally: DlqTally = field(default_factory=DlqTally)
     offsets: dict[int, list[int]] = field(default_factory=dict)
     outcome: str = "completed"
     audit: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def count(self, record: DlqRecord, decision: Decision) -> None:
         """Count one examined record (a resolved one once its transaction committed)."""
@@ -364,7 +365,7 @@ def _resolve_ranges(settings: Settings, request: Request, reader: DlqReader,
                     stop_requested: Callable[[], bool]) -> bool:
     """Examine and resolve ``ranges``, then commit; True if ``stop_requested`` ended it early."""
     store = None if not isinstance(request, ReplayRequest) or request.force else \
-        open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, read_only=True)
+        _outcome_store(settings, run)
     chains = _chain_store(settings, request, writer)
     try:
         stopped = _examine(request, reader, ranges, ledger, store, writer, run, on_record,
@@ -382,14 +383,28 @@ def _resolve_ranges(settings: Settings, request: Request, reader: DlqReader,
                 opened.close()
 
 
+def _outcome_store(settings: Settings, run: ReplayRun) -> DedupStore | None:
+    """The dedup store a replay looks outcomes up in (read-only), or None, noted on ``run``,
+    when its SQLite file does not exist: the check is skipped, not made against an empty
+    store created here (the consumer still skips events it recorded as delivered)."""
+    try:
+        return open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, read_only=True)
+    except DedupStoreMissing as exc:
+        run.notes.append(f"{exc}: whether events were delivered already was not checked "
+                         "(the consumer still skips those it recorded as delivered)")
+        return None
+
+
 def _chain_store(settings: Settings, request: Request,
                  writer: LedgerWriter | None) -> DedupStore | None:
     """The dedup store a discard releases its records' chain links in (writable), or None:
-    not a discard, a dry run, or ``[ordering] mode = "none"``."""
+    not a discard, a dry run, or ``[ordering] mode = "none"``. A SQLite file that does not
+    exist is refused (``DedupStoreMissing``) before anything is discarded: releasing links
+    in a new, empty store would leave the consumer's keys held."""
     if not isinstance(request, DiscardRequest) or writer is None or \
             not settings.ordering.per_key:
         return None
-    return open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms)
+    return open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, create=False)
 
 
 def _committed(run: ReplayRun, writer: LedgerWriter, chains: DedupStore | None = None) -> None:

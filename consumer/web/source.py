@@ -23,7 +23,7 @@ from consumer.kafka.review_io import find_hops, read_audit, write_audit
 from consumer.ops.dlq.model import DlqFilter, DlqRecord, iso
 from consumer.ops.lag.band import StatusBand, status_band
 from consumer.ops.lag.model import HistoryPoint, LagRules, evaluate, to_history_point
-from consumer.ops.lag.parked import read_parked
+from consumer.ops.lag.parked import ParkedKeys, read_parked
 from retry_topics.headers import RecordHeaders
 from retry_topics.naming import audit_topic_name, dlq_ledger_topic_name, dlq_topic_name
 
@@ -124,7 +124,7 @@ class KafkaReviewSource:
             self._history = [*self._history, to_history_point(sample)][-100:]
             parked = read_parked(self._settings)
             band = status_band(report)
-            if parked is not None:
+            if isinstance(parked, ParkedKeys):
                 band = replace(band, parked=parked.keys)
             self._band, self._band_at = band, time.monotonic()
             return self._band

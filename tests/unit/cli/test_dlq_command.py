@@ -260,6 +260,21 @@ def test_a_replay_that_left_nothing_open_has_no_note(monkeypatch: pytest.MonkeyP
         "left_open_note"] is None
 
 
+def test_a_replay_prints_its_notes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a replay could not check (a dedup store missing here) is said, not hidden."""
+    def replay(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
+        run.tally.examined = run.tally.replayed = 1
+        run.notes.append("dedup.store 'sqlite:///x.sqlite3': no store at /elsewhere/x.sqlite3")
+        return run
+
+    monkeypatch.setattr("consumer.cli.dlq.replay", replay)
+    human = CliRunner(env={"COLUMNS": "300"}).invoke(main, ["dlq", "replay", "--dry-run"])
+    assert "note: dedup.store 'sqlite:///x.sqlite3': no store at /elsewhere" in human.stdout
+    document = json.loads(CliRunner().invoke(main, ["dlq", "replay", "--json"]).stdout)
+    assert document["notes"] == [
+        "dedup.store 'sqlite:///x.sqlite3': no store at /elsewhere/x.sqlite3"]
+
+
 def test_discard_needs_a_reason() -> None:
     result = CliRunner().invoke(main, ["dlq", "discard", "--event-id", "evt-1"])
     assert result.exit_code == 2, result.output

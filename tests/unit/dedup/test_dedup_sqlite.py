@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from consumer.dedup.sqlite import (
     decode_ids,
     encode_ids,
 )
-from consumer.dedup.store import open_dedup_store
+from consumer.dedup.store import DedupStoreMissing, open_dedup_store
 from retry_topics.clock import ManualClock
 
 TTL_MS = 60 * 60_000
@@ -263,6 +264,38 @@ def test_read_only_stores_follow_the_writer_and_cannot_write(
             reader.close()
     finally:
         writer.close()
+
+
+def test_a_read_only_open_of_a_missing_store_creates_nothing_and_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """lag, dlq replay (--dry-run too) and the review page only look: a store that is not
+    there is missing, never a new empty one (which would read as "nothing parked")."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DedupStoreMissing, match=re.escape(
+            f"no store at {tmp_path}/nodir/x.sqlite3 (relative to the current folder)")):
+        open_dedup_store("sqlite:///nodir/x.sqlite3", TTL_MS, read_only=True)
+    with pytest.raises(DedupStoreMissing, match=f"no store at {tmp_path}/abs.sqlite3;"):
+        open_dedup_store(f"sqlite:///{tmp_path}/abs.sqlite3", TTL_MS, read_only=True)
+    with pytest.raises(DedupStoreMissing):  # a tool that writes but must not create either
+        open_dedup_store(f"sqlite:///{tmp_path}/abs.sqlite3", TTL_MS, create=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_handle_writes_no_schema(tmp_path: Path) -> None:
+    """An existing file the consumer has not written yet (no tables) reads as empty, and
+    stays as it was."""
+    path = tmp_path / "dedup.sqlite3"
+    sqlite3.connect(path).close()
+    before = path.read_bytes()
+    reader = SqliteDedupStore(path, TTL_MS, ManualClock(), read_only=True)
+    try:
+        assert reader.lookup(["evt-1"]) == {}
+        assert reader.chains(["appt-1"]) == {}
+        assert reader.parked_summary().keys == 0
+    finally:
+        reader.close()
+    assert path.read_bytes() == before
 
 
 def test_the_earlier_one_row_per_event_table_is_migrated(tmp_path: Path) -> None:

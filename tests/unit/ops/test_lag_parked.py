@@ -16,7 +16,14 @@ from consumer.config.settings import Settings, load_settings
 from consumer.dedup.chains import ParkedSummary
 from consumer.dedup.sqlite import SqliteDedupStore
 from consumer.ops.lag.model import GroupReport
-from consumer.ops.lag.parked import ParkedKeys, parked_keys, parked_to_json, read_parked
+from consumer.ops.lag.parked import (
+    ParkedKeys,
+    ParkedReading,
+    ParkedUnknown,
+    parked_keys,
+    parked_to_json,
+    read_parked,
+)
 from retry_topics.ordering import Link
 
 REPORT = GroupReport(group="clinic-events", taken_at_ms=1_700_000_000_000, members=1, topics=())
@@ -30,12 +37,12 @@ def _settings(tmp_path: Path, *, mode: str = "per_key", store: str | None = None
     return load_settings(path, env={})
 
 
-def _json_out(parked: ParkedKeys | None, capsys: pytest.CaptureFixture[str]) -> object:
+def _json_out(parked: ParkedReading, capsys: pytest.CaptureFixture[str]) -> object:
     lag._emit(REPORT, True, Console(file=io.StringIO()), parked)
     return json.loads(capsys.readouterr().out)
 
 
-def _text(parked: ParkedKeys | None) -> list[str]:
+def _text(parked: ParkedReading) -> list[str]:
     out = io.StringIO()
     Console(file=out, width=100).print(lag.render(REPORT, parked))
     return out.getvalue().splitlines()
@@ -87,7 +94,7 @@ def test_read_parked_counts_the_keys_of_the_configured_store(tmp_path: Path) -> 
                              parked_at_ms=joined_at))
     try:
         parked = read_parked(settings)
-        assert parked is not None
+        assert isinstance(parked, ParkedKeys)
         assert parked.keys == 2
         assert parked.oldest_age_ms is not None
         assert 12_000 <= parked.oldest_age_ms < 72_000
@@ -100,4 +107,19 @@ def test_read_parked_is_unknown_when_ordering_is_off_or_the_store_cannot_answer(
     assert read_parked(_settings(tmp_path, mode="none")) is None
     (tmp_path / "not-a-dir").write_text("")
     unreadable = _settings(tmp_path, store=f"sqlite:///{tmp_path}/not-a-dir/dedup.sqlite3")
-    assert read_parked(unreadable) is None
+    assert isinstance(read_parked(unreadable), ParkedUnknown)
+
+
+def test_a_store_that_does_not_exist_is_unknown_and_is_not_created(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """lag from a cron job in another folder: the relative default path names no store
+    there. That is unknown (null), not 0 parked keys, and lag leaves no store behind."""
+    monkeypatch.chdir(tmp_path)
+    parked = read_parked(_settings(tmp_path, store="sqlite:///nodir/x.sqlite3"))
+    assert isinstance(parked, ParkedUnknown)
+    assert f"no store at {tmp_path}/nodir/x.sqlite3" in parked.reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clinic-events.toml"]
+    assert _json_out(parked, capsys) == {**lag._document(REPORT, None), "parked": None}
+    assert [line for line in _text(parked) if line.startswith("parked keys: unknown (")
+            and "nodir/x.sqlite3" in line]
