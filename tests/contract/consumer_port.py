@@ -161,6 +161,22 @@ def stored_offsets_are_committed_and_a_new_member_starts_there(world: PortWorld)
         successor.close()
 
 
+def committed_reads_the_groups_offsets_and_leaves_out_partitions_without_one(
+        world: PortWorld) -> None:
+    world.produce(0, b"k", b"v0")
+    member = _joined(world)
+    consumer = member.consumer
+    try:
+        member.consume_until(lambda got: len(got) == 1)
+        tp0, tp1 = (world.topic, 0), (world.topic, 1)
+        assert consumer.committed([tp0, tp1]) == {}
+        consumer.store_offsets({tp0: 1})
+        consumer.commit()
+        assert consumer.committed([tp0, tp1]) == {tp0: 1}
+    finally:
+        consumer.close()
+
+
 def storing_an_offset_of_a_partition_not_assigned_is_a_broker_error(world: PortWorld) -> None:
     member = _joined(world)
     consumer = member.consumer
@@ -222,6 +238,7 @@ CHECKS = [
     a_paused_partition_yields_nothing_until_resumed,
     seek_makes_an_offset_the_next_one_fetched,
     stored_offsets_are_committed_and_a_new_member_starts_there,
+    committed_reads_the_groups_offsets_and_leaves_out_partitions_without_one,
     storing_an_offset_of_a_partition_not_assigned_is_a_broker_error,
     a_transaction_marker_moves_the_position_but_is_never_received,
     backlog_counts_the_records_not_handed_out_yet,
