@@ -16,7 +16,6 @@ replay, filtered or not, replays them.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import signal
 import sys
@@ -86,10 +85,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: event ids and error classes across lines, breaking grep and copy-paste of piped output; a
 #: table only takes the width its content needs.
 PIPED_WIDTH = 10_000
+#: Held events ``dlq list`` names under its table; the rest are counted.
+PARKED_HEADS_SHOWN = 5
 
 _FILTER_OPTIONS = (
     click.option("--error-class", "error_classes", multiple=True,
-                 help="Error class, dotted path or last part (repeatable)."),
+                 help="Error class, dotted path or last part (repeatable); 'parked': "
+                      "dead letters parked behind another event."),
     click.option("--event-type", "event_types", multiple=True,
                  type=click.Choice([*EVENT_TYPES, UNDECODABLE]), metavar="TYPE",
                  help=f"Event type (repeatable): {', '.join(EVENT_TYPES)}, or '{UNDECODABLE}'."),
@@ -209,7 +211,9 @@ def list_command(config_path: Path | None, as_json: bool, include_resolved: bool
     """Count open DLQ records by error class and event type, with the oldest and newest.
 
     Open: neither replayed nor discarded. --include-resolved counts resolved records too
-    (an "open" column says how many of each group are still open).
+    (an "open" column says how many of each group are still open). Dead letters parked
+    behind a held event of their key (DLQ reason "parked") are grouped as "parked (behind
+    N heads)", and the heads are named below the table ("parked_behind" in --json).
 
     Exit code: 0 done; 1 failed (no DLQ topic, reading it failed); 2 invalid options (a
     --partition the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer
@@ -222,9 +226,10 @@ def list_command(config_path: Path | None, as_json: bool, include_resolved: bool
     with _kafka_errors(as_json):
         for record in scan(settings, topic, dlq_ledger_topic_name(main), _filter(options)):
             summary.add(record)
+    found = summary.groups()
     groups = [{"error_class": g.error_class, "event_type": g.event_type, "count": g.count,
-               "open": g.open, "oldest": iso(g.oldest_ms), "newest": iso(g.newest_ms)}
-              for g in summary.groups()]
+               "open": g.open, "oldest": iso(g.oldest_ms), "newest": iso(g.newest_ms),
+               "parked_behind": sorted(g.parked_behind)} for g in found]
     left_out = summary.resolved_left_out
     if as_json:
         _echo_json({"dlq_topic": topic, "include_resolved": include_resolved,
@@ -236,11 +241,19 @@ def list_command(config_path: Path | None, as_json: bool, include_resolved: bool
     if not include_resolved:
         columns.remove("open")
     table = _table(f"{topic}: {summary.total} {what}", *columns)
-    for group in groups:
-        table.add_row(*(_cell(value) for name, value in group.items()
-                        if include_resolved or name != "open"))
+    cells = ["event_type", "count", *(["open"] if include_resolved else []), "oldest", "newest"]
+    for group, row in zip(found, groups, strict=True):
+        table.add_row(_cell(group.label), *(_cell(row[name]) for name in cells))
     console = table_console()
     console.print(table)
+    heads = sorted({head for group in found for head in group.parked_behind})
+    if heads:
+        shown = ", ".join(heads[:PARKED_HEADS_SHOWN]) + (
+            f" and {len(heads) - PARKED_HEADS_SHOWN} more" if len(heads) > PARKED_HEADS_SHOWN
+            else "")
+        console.print(f"parked: dead letters waiting behind {len(heads)} held event(s): "
+                      f"{shown}; replaying a head replays its parked followers after it "
+                      "(dlq show --event-id <head>)", markup=False)
     if left_out:
         console.print(f"{left_out} resolved record(s) (replayed or discarded) not counted; "
                       "--include-resolved counts them", markup=False)
@@ -261,6 +274,8 @@ def show_command(config_path: Path | None, as_json: bool, include_resolved: bool
 
     --include-resolved shows replayed and discarded records too; each record's "status"
     says which (open, replayed, discarded) and "resolution" how, when, by whom and why.
+    A parked dead letter says which event it waits behind ("parked_behind"). When more
+    records match than --limit, it says how many ("total" in --json).
     A key that is not printable UTF-8 is shown as hex; control characters in headers and
     events are shown escaped. --json gives "key" (text, if valid UTF-8) and "key_hex".
 
@@ -273,14 +288,20 @@ def show_command(config_path: Path | None, as_json: bool, include_resolved: bool
     main = settings.topics.main
     topic = dlq_topic_name(main)
     flt = _filter(options)
+    records: list[DlqRecord] = []
+    total = 0  # every matching record is counted, so a cut at --limit can say so
     with _kafka_errors(as_json), \
             contextlib.closing(scan(settings, topic, dlq_ledger_topic_name(main), flt)) as found:
-        shown = (r for r in found if include_resolved or r.resolution is None)
-        records = list(itertools.islice(shown, limit))
+        for record in found:
+            if include_resolved or record.resolution is None:
+                total += 1
+                if len(records) < limit:
+                    records.append(record)
     views = [record_view(record, reveal=reveal) for record in records]
     if as_json:
         _echo_json({"dlq_topic": topic, "revealed": reveal,
-                    "include_resolved": include_resolved, "records": views})
+                    "include_resolved": include_resolved, "total": total,
+                    "shown": len(views), "records": views})
         return
     console = table_console()
     for record, view in zip(records, views, strict=True):
@@ -289,13 +310,20 @@ def show_command(config_path: Path | None, as_json: bool, include_resolved: bool
         table = _table(f"{topic} partition {view['dlq_partition']} offset {view['dlq_offset']}",
                        "header", "value", show_header=False, box=None)
         for name, value in view.items():
-            if name not in ("dlq_partition", "dlq_offset", "key_hex") and value is not None:
+            if name == "parked_behind" and value is not None:
+                table.add_row("parked behind", _cell(
+                    f"{value} (waits for that event; replaying it replays this one after it)"))
+            elif name not in ("dlq_partition", "dlq_offset", "key_hex") and value is not None:
                 table.add_row(name, _cell(json.dumps(value) if isinstance(value, dict)
                                           else value))
         console.print(table)
         console.print_json(data=_printable_json(body))
+    what = f"matching {'' if include_resolved else 'open '}records"
     if not views:
-        console.print(f"no matching {'' if include_resolved else 'open '}records in {topic}")
+        console.print(f"no {what} in {topic}")
+    elif total > len(views):
+        console.print(f"showing {len(views)} of {total} {what} in {topic}; --limit {total} "
+                      "shows them all", markup=False)
 
 
 @dlq_group.command("replay")
@@ -323,7 +351,9 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
     marked resolved in <main>.dlq-ledger in the same transaction as its copy, so a filtered
     replay passes over nothing: a later replay, filtered or not, replays every record still
     open, and none twice, also when replays are interrupted or run side by side (a second
-    run takes over and the first stops with exit 1). Records of events replayed
+    run takes over and the first stops with exit 1). The dead letters parked behind a
+    replayed event (its key's next events, held in the DLQ with it) are replayed right
+    after it, whatever the filters. Records of events replayed
     --max-replays times, and (unless --force) events already delivered according to the
     dedup store, are left open and reported. Writes an audit record to <main>.audit unless
     --dry-run.
@@ -449,7 +479,8 @@ def _drive(request: ReplayRequest | DiscardRequest, as_json: bool,
 def _action(decision: Replay | Skip | Discard | AlreadyResolved) -> dict[str, Any]:
     """What a run did with one matching record, for its summary's records."""
     if isinstance(decision, Replay):
-        return {"action": "replay", "topic": decision.topic}
+        return {"action": "replay", "topic": decision.topic,
+                **({"parked_behind": decision.follows} if decision.follows else {})}
     if isinstance(decision, Discard):
         return {"action": "discard"}
     if isinstance(decision, AlreadyResolved):
@@ -525,17 +556,21 @@ def _print_run(request: ReplayRequest | DiscardRequest, run: ReplayRun,
         for row in shown:
             action = {"replay": f"replay -> {row.get('topic')}", "discard": "discard",
                       "skip": f"skip: {row.get('reason')}"}[row["action"]]
+            if row.get("parked_behind"):
+                action += f" (parked behind {row['parked_behind']})"
             table.add_row(*(_cell(row[k]) for k in ("dlq_partition", "dlq_offset", "event_id",
                           "event_type", "error_class", "replay_count")), _cell(action))
         console.print(table)
     done = counts["replayed"] if replaying else counts["discarded"]
+    followers = counts.get("parked_followers", 0)
+    along = f" ({followers} of them parked behind a replayed event)" if followers else ""
     verb = {(True, True): "would replay", (True, False): "replayed",
             (False, True): "would discard", (False, False): "discarded"}[
         (replaying, request.dry_run)]
     skipped = (", ".join(f"{n} {reason}" for reason, n in counts["skipped"].items()) or "none"
                if replaying else None)
     stopped = f"interrupted ({stopped_by or 'SIGINT'}): " if run.outcome == "interrupted" else ""
-    console.print(f"{stopped}{verb} {done} record(s); "
+    console.print(f"{stopped}{verb} {done} record(s){along}; "
                   + (f"left open: {skipped}; " if skipped is not None else "")
                   + f"already resolved: {counts['already_resolved']}; "
                   f"examined {counts['examined']} ({counts['not_matching']} not matching) "

@@ -11,7 +11,10 @@ keyed by its DLQ coordinates, in the **same Kafka transaction** as the republish
 transactional producer: idempotent, ``acks=all``). No consumer-group position is kept:
 which records are done is the ledger's business, so a filtered run passes over nothing and a
 later run, filtered or not, finds every record still open. A record a replay skips (replayed
-too often, already delivered, no target) gets no entry and stays open. With ``[ordering]
+too often, already delivered, no target) gets no entry and stays open. A replay takes along
+the dead letters parked behind an event it replays, right after it, whatever the filter
+(``consumer.ops.dlq.chains.ParkedFollowers``): the held head's followers are its key's
+next events, and replaying the head alone would leave them stranded in the DLQ. With ``[ordering]
 mode = "per_key"``, each committed discard also takes the record's dead-lettered link out of
 its key's chain in the dedup store (``consumer.ops.dlq.chains``), so the key's later events
 stop waiting for an event that will never come.
@@ -40,6 +43,7 @@ distinct line on once and counts the repeats.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -64,7 +68,7 @@ from consumer.kafka.dlq_ledger import (
     read_ledger,
 )
 from consumer.observability.telemetry import Telemetry
-from consumer.ops.dlq.chains import release_discarded
+from consumer.ops.dlq.chains import ParkedFollowers, release_discarded
 from consumer.ops.dlq.ledger import DlqLedger, Resolution
 from consumer.ops.dlq.model import (
     DEFAULT_MAX_REPLAYS,
@@ -424,18 +428,28 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
              stop_requested: Callable[[], bool], chains: DedupStore | None = None) -> bool:
     """Decide on every record of ``ranges`` and hand what resolves one to ``writer`` (a dry
     run counts it in ``run``); True if a stop was requested before the end. A record waiting
-    for its ``--rate`` slot when the stop comes is left for the next run."""
+    for its ``--rate`` slot when the stop comes is left for the next run. A replay also
+    decides on the open records parked behind an event it replayed (``followers``)."""
     next_send, user = time.monotonic(), _user()
+    replaying = isinstance(request, ReplayRequest)
     rate = request.rate if isinstance(request, ReplayRequest) else None
+    followers = ParkedFollowers()
     for chunk in reader.read(ranges, ledger, stop_requested):
         matching = [request.filter.matches(r) for r in chunk]
         ids = sorted({eid for r, m in zip(chunk, matching, strict=True)
-                      if m and r.resolution is None if (eid := r.event_id)})
+                      if (m or (replaying and r.parked_behind)) and r.resolution is None
+                      if (eid := r.event_id)})
         outcomes = store.lookup(ids) if store is not None and ids else {}
         for record, matches in zip(chunk, matching, strict=True):
             if stop_requested():
                 return True
-            decision = _decide(request, record, outcomes) if matches else None
+            follows = None if matches or not replaying else followers.head_of(record)
+            decision = _decide(request, record, outcomes) \
+                if matches or follows is not None else None
+            if isinstance(decision, Replay) and follows is not None:
+                decision = dataclasses.replace(decision, follows=follows)
+            if replaying:
+                followers.note(record, decision)
             if isinstance(decision, Replay) and rate and writer is not None:
                 if (delay := next_send - time.monotonic()) > 0:
                     _committed(run, writer, chains)  # no transaction while idle

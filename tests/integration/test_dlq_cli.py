@@ -173,7 +173,7 @@ def test_replay_with_filter_republishes_exactly_the_matching_records_unchanged(
     ], 3)
     report = _cli_json(config, "dlq", "replay", "--error-class", "PermanentError")
     assert report["counts"] == {"examined": 5, "not_matching": 2, "already_resolved": 0,
-                                "replayed": 3, "skipped": {}}
+                                "replayed": 3, "parked_followers": 0, "skipped": {}}
     wanted = {s.event_id: s for s in seeded if s.event_id in ("evt-0", "evt-1", "evt-3")}
     received = _read_all(kafka_bootstrap, topic_prefix)
     assert len(received) == 3
@@ -373,7 +373,7 @@ def test_replay_writes_an_audit_record(
     assert audit["target_topic"] == "(original topic)"
     assert audit["ledger_topic"] == dlq_ledger_topic_name(topic_prefix)
     assert audit["counts"] == {"examined": 3, "not_matching": 2, "already_resolved": 0,
-                               "replayed": 1, "skipped": {}}
+                               "replayed": 1, "parked_followers": 0, "skipped": {}}
     assert audit["dlq_offsets"] == [{"partition": 0, "from": 0, "to": 2}]
 
 
@@ -500,11 +500,11 @@ def test_a_replay_after_a_filtered_one_replays_the_rest_exactly_once(
     seeded = _seed(kafka_bootstrap, topic_prefix, [{"type": "appointment.scheduled"}] * 10, 3)
     first = _cli_json(config, "dlq", "replay", "--event-id", "evt-4")
     assert first["counts"] == {"examined": 10, "not_matching": 9, "already_resolved": 0,
-                               "replayed": 1, "skipped": {}}
+                               "replayed": 1, "parked_followers": 0, "skipped": {}}
     assert _cli_json(config, "dlq", "list")["total"] == 9
     second = _cli_json(config, "dlq", "replay")
     assert second["counts"] == {"examined": 10, "not_matching": 0, "already_resolved": 1,
-                                "replayed": 9, "skipped": {}}
+                                "replayed": 9, "parked_followers": 0, "skipped": {}}
     third = _cli(config, "dlq", "replay").stdout
     assert "replayed 0 record(s); left open: none; already resolved: 10" in third
     assert _replayed_ids(kafka_bootstrap, topic_prefix) == sorted(

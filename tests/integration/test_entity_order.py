@@ -271,3 +271,42 @@ def test_a_discarded_head_lets_its_followers_be_replayed_in_order(
             chart.applied
         assert wait_until(lambda: assembly.store.parked_summary().keys == 0, 10)
     assert len(read_topic(kafka_bootstrap, dlq, 3)) == 3, "no follower went back to the DLQ"
+
+
+def test_a_replay_of_the_held_head_takes_its_parked_followers_along_in_order(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, chart: Chart
+) -> None:
+    """scheduled is rejected (422) after a hop and its followers follow it to the DLQ
+    (hold); once the downstream accepts it, `dlq replay --error-class http.422` (it selects
+    the head only) replays rescheduled and cancelled right after it, and all three apply
+    in order, leaving nothing in the DLQ open."""
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                          url=chart.url, delays=("1s",), partitions=1, extra=NO_BREAKER)
+    settings = settings_for(config)
+    ensure_topics(settings)
+    appointment = f"appt-held-{topic_prefix[-6:]}"
+    chart.rejected.add(appointment)
+    events = [new_event(event_type, appointment_id=appointment) for event_type in LIFECYCLE]
+    dlq = f"{topic_prefix}.dlq"
+    with running_consumer(settings) as assembly:
+        for event in events:  # one at a time: the published order is the lifecycle's
+            produce(kafka_bootstrap, topic_prefix, [event])
+        assert len(read_topic(kafka_bootstrap, dlq, 3)) == 3
+        listed = run_cli(tmp_path, "dlq", "list", "--config", str(config), "--json")
+        head = [str(events[0]["event_id"])]
+        assert {(g["error_class"], g["event_type"]): (g["count"], g["parked_behind"])
+                for g in json.loads(listed.stdout)["groups"]} == {
+            ("http.422", LIFECYCLE[0]): (1, []), ("(parked)", LIFECYCLE[1]): (1, head),
+            ("(parked)", LIFECYCLE[2]): (1, head)}
+        chart.rejected.discard(appointment)
+        replay = run_cli(tmp_path, "dlq", "replay", "--config", str(config), "--error-class",
+                         "http.422", "--json")
+        assert replay.returncode == 0, replay.stderr
+        counts = json.loads(replay.stdout)["counts"]
+        assert (counts["replayed"], counts["parked_followers"]) == (3, 2)
+        assert wait_until(lambda: chart.applied.get(appointment) == list(LIFECYCLE), 30), \
+            chart.applied
+        assert wait_until(lambda: assembly.store.parked_summary().keys == 0, 10)
+    left = run_cli(tmp_path, "dlq", "list", "--config", str(config), "--json")
+    assert json.loads(left.stdout)["total"] == 0
+    assert len(read_topic(kafka_bootstrap, dlq, 3)) == 3, "no follower went back to the DLQ"

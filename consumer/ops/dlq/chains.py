@@ -1,4 +1,4 @@
-"""What a discarded dead letter does to its key's chain of parked events.
+"""What replaying or discarding a dead letter does to its key's chain of parked events.
 
 Under ``[ordering] after_dead_letter = "hold"`` a dead-lettered event stays in its key's
 chain in the dedup store, and the key's later events follow it to the DLQ, until it is
@@ -13,16 +13,57 @@ from another copy (replayed, and waiting in a tier again) keeps its place. The n
 becomes the head, as if the discarded event had been delivered: a follower waiting in a
 tier is delivered when it next comes out of it; a follower already in the DLQ holds the key
 in its turn, until it is replayed or discarded too.
+
+A replay takes a held head's followers along (:class:`ParkedFollowers`): the dead letters
+parked behind an event it replays go in the same run, right after it, whatever the filter
+(``dlq replay --error-class http.422`` selects the head; its followers carry no error of
+their own). The DLQ holds a key's records in chain order on one partition, and a replay
+reads each partition in offset order, so a head is always met before its followers and the
+copies reach the original topic head first. A head the ledger has as replayed by an earlier
+run counts too when the filter selects it: its followers, left open by that run (an
+interruption, an earlier version), go now.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from consumer.dedup.chains import ChainStore, entity_key
-from consumer.ops.dlq.model import DlqRecord
+from consumer.ops.dlq.model import AlreadyResolved, Decision, DlqRecord, Replay, Skip
 
-__all__ = ["release_discarded"]
+__all__ = ["ParkedFollowers", "release_discarded"]
+
+
+@dataclass(slots=True)
+class ParkedFollowers:
+    """The heads a replay run has replayed so far, to take their parked followers along.
+
+    Fed every examined record's decision in DLQ order (:meth:`note`); asked of each record
+    the filter did not select (:meth:`head_of`).
+    """
+
+    _heads: set[str] = field(default_factory=set)
+
+    def head_of(self, record: DlqRecord) -> str | None:
+        """The replayed event ``record`` is parked behind, if it is open and parked behind
+        one; None otherwise (it is left to the filter)."""
+        head = record.parked_behind
+        return head if record.resolution is None and head in self._heads else None
+
+    def note(self, record: DlqRecord, decision: Decision) -> None:
+        """A replayed (or earlier replayed, and selected) event becomes a head to follow; one
+        left open (skipped) is not, even if an older copy of it was replayed: its followers
+        would only follow it back to the DLQ."""
+        event_id = record.event_id
+        if not event_id:
+            return
+        if isinstance(decision, Replay) or (
+                isinstance(decision, AlreadyResolved)
+                and decision.resolution.status == "replayed"):
+            self._heads.add(event_id)
+        elif isinstance(decision, Skip):
+            self._heads.discard(event_id)
 
 
 def release_discarded(store: ChainStore, discarded: Iterable[DlqRecord]) -> None:

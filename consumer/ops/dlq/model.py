@@ -13,7 +13,9 @@ hex prefix unless the operator asks to reveal them; **terminal safety**: a key t
 printable UTF-8 is shown as hex (:func:`key_text`) and other text with its control
 characters escaped (:func:`consumer.observability.printable.printable`), since header and
 key bytes come from anywhere; **grouping**
-(:class:`DlqSummary`); and **the decisions** of ``replay`` (:func:`decide_replay`:
+(:class:`DlqSummary`; dead letters parked behind a held head, DLQ reason ``parked``, form
+groups of their own, ``parked (behind n heads)``, since they carry no error of their own);
+and **the decisions** of ``replay`` (:func:`decide_replay`:
 republish with reset headers, or skip with a reason: replayed too often, already delivered,
 no target) and ``discard`` (:func:`decide_discard`). A resolved record is never replayed or
 discarded again (:class:`AlreadyResolved`); a skipped one stays open.
@@ -44,6 +46,9 @@ from retry_topics.hops import replay_headers
 
 UNDECODABLE = "(undecodable)"
 NO_ERROR_CLASS = "(none)"
+#: The error class ``dlq list --json`` gives the group of parked dead letters; ``parked``
+#: (or this) as ``--error-class`` selects them.
+PARKED = "(parked)"
 MASK = "****"
 RAW_PREFIX_BYTES = 8
 DEFAULT_MAX_REPLAYS = 3
@@ -96,6 +101,12 @@ class DlqRecord:
     def error_class(self) -> str:
         return self.headers.error_class or NO_ERROR_CLASS
 
+    @property
+    def parked_behind(self) -> str | None:
+        """The event this one waits behind (``clinic.parked-behind``): it followed that held
+        head of its key to the DLQ without a handler call; None for any other dead letter."""
+        return self.headers.parked_behind or None
+
 
 def parse_dlq_record(
     *, partition: int, offset: int, timestamp_ms: int | None, key: bytes | None,
@@ -141,8 +152,9 @@ def parse_time_ms(text: str, now_ms: int) -> int:
 class DlqFilter:
     """Which DLQ records a command applies to; empty criteria match everything.
 
-    Error classes match the dotted path or its last part (``PermanentError``); event types
-    match :attr:`DlqRecord.event_type`, so ``(undecodable)`` selects undecodable records.
+    Error classes match the dotted path or its last part (``PermanentError``), and
+    ``parked`` selects the dead letters parked behind another event; event types match
+    :attr:`DlqRecord.event_type`, so ``(undecodable)`` selects undecodable records.
     """
 
     error_classes: frozenset[str] = frozenset()
@@ -183,7 +195,9 @@ class DlqFilter:
             not self.event_ids or record.event_id in self.event_ids,
             not self.records or (record.partition, record.offset) in self.records,
             not self.error_classes or any(
-                cls == wanted or cls.endswith("." + wanted) for wanted in self.error_classes),
+                cls == wanted or cls.endswith("." + wanted)
+                or (wanted in ("parked", PARKED) and record.parked_behind is not None)
+                for wanted in self.error_classes),
         ))
 
     def describe(self) -> dict[str, Any]:
@@ -288,7 +302,8 @@ def record_view(record: DlqRecord, *, reveal: bool = False) -> dict[str, Any]:
         "attempts": h.attempts, "first_failure_at": iso(h.first_failure_at_ms),
         "last_failure_at": iso(h.last_failure_at_ms), "error_class": h.error_class,
         "error_message": h.error_message, "classification": h.classification,
-        "dlq_reason": h.dlq_reason, "replay_count": h.replay_count or 0,
+        "dlq_reason": h.dlq_reason, "parked_behind": record.parked_behind,
+        "replay_count": h.replay_count or 0,
         "traceparent": h.traceparent, "status": record.status,
     }
     if record.resolution is not None:
@@ -316,7 +331,8 @@ def _utf8(raw: bytes | None) -> str | None:
 @dataclass(slots=True, kw_only=True)
 class DlqGroup:
     """DLQ records sharing an error class and an event type: how many (``open`` of them),
-    oldest, newest."""
+    oldest, newest. Parked dead letters are grouped under :data:`PARKED`, with the events
+    they wait behind (``parked_behind``)."""
 
     error_class: str
     event_type: str
@@ -324,6 +340,15 @@ class DlqGroup:
     open: int = 0
     oldest_ms: int | None = None
     newest_ms: int | None = None
+    parked_behind: set[str] = field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        """The error class for people: ``parked (behind 2 heads)`` for parked records."""
+        if self.error_class != PARKED:
+            return self.error_class
+        heads = len(self.parked_behind)
+        return f"parked (behind {heads} head{'' if heads == 1 else 's'})"
 
 
 @dataclass(slots=True)
@@ -342,8 +367,11 @@ class DlqSummary:
         self.statuses[record.status] = self.statuses.get(record.status, 0) + 1
         if record.resolution is not None and not self.include_resolved:
             return
-        key = (record.error_class, record.event_type)
+        behind = record.parked_behind
+        key = (PARKED if behind is not None else record.error_class, record.event_type)
         group = self._groups.setdefault(key, DlqGroup(error_class=key[0], event_type=key[1]))
+        if behind is not None:
+            group.parked_behind.add(behind)
         group.count += 1
         group.open += record.resolution is None
         if (stamp := record.timestamp_ms) is not None:
@@ -368,13 +396,15 @@ class DlqSummary:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Replay:
-    """Republish ``value`` under ``key`` to ``topic`` with ``headers``."""
+    """Republish ``value`` under ``key`` to ``topic`` with ``headers``; ``follows`` is the
+    replayed event a parked dead letter is taken along behind (it matched no filter)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
     forced: bool = False
+    follows: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -447,7 +477,9 @@ class DlqTally:
     """How many DLQ records a replay or discard examined, and what became of them.
 
     ``skipped`` counts open records a replay left open, by reason; ``already_resolved``
-    counts matching records the ledger had as replayed or discarded before.
+    counts matching records the ledger had as replayed or discarded before;
+    ``parked_followers`` how many of the replayed records were parked dead letters taken
+    along behind a replayed event.
     """
 
     examined: int = 0
@@ -456,6 +488,7 @@ class DlqTally:
     replayed: int = 0
     discarded: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    parked_followers: int = 0
 
     def count(self, decision: Decision) -> None:
         """Count one examined record."""
@@ -466,6 +499,7 @@ class DlqTally:
             self.already_resolved += 1
         elif isinstance(decision, Replay):
             self.replayed += 1
+            self.parked_followers += decision.follows is not None
         elif isinstance(decision, Discard):
             self.discarded += 1
         else:
@@ -476,7 +510,8 @@ class DlqTally:
         counts: dict[str, Any] = {"examined": self.examined, "not_matching": self.not_matching,
                                   "already_resolved": self.already_resolved}
         if action == "replay":
-            counts.update(replayed=self.replayed, skipped=dict(sorted(self.skipped.items())))
+            counts.update(replayed=self.replayed, parked_followers=self.parked_followers,
+                          skipped=dict(sorted(self.skipped.items())))
         else:
             counts["discarded"] = self.discarded
         return counts

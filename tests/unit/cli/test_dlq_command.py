@@ -245,7 +245,8 @@ def test_a_replay_says_what_to_do_about_the_records_it_left_open(
     document = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
     assert document["left_open_note"] == note
     assert document["counts"] == {"examined": 20, "not_matching": 12, "already_resolved": 0,
-                                  "replayed": 3, "skipped": {"already-delivered": 5}}
+                                  "replayed": 3, "parked_followers": 0,
+                                  "skipped": {"already-delivered": 5}}
 
 
 def test_a_replay_that_left_nothing_open_has_no_note(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -359,6 +360,70 @@ def test_show_writes_no_control_character_and_shows_an_odd_key_as_hex(
     (view,) = document["records"]
     assert (view["key"], view["key_hex"]) == (None, "00676172626167652d6b6579ff")
     assert view["error_message"] == "HTTP 422 \x00[/bold] \x1b[31mred\nsecond line"
+
+
+def _parked_dlq(monkeypatch: pytest.MonkeyPatch, followers: int) -> None:
+    """A DLQ holding one failed head and ``followers`` events parked behind it."""
+    def dead(offset: int, event_id: str, behind: str | None) -> DlqRecord:
+        headers = RecordHeaders(event_id=event_id, event_type="appointment.rescheduled",
+                                error_class=None if behind else "http.422",
+                                dlq_reason="parked" if behind else "permanent",
+                                parked_behind=behind)
+        return parse_dlq_record(partition=0, offset=offset, timestamp_ms=None, key=b"appt-1",
+                                value=b"opaque", headers=encode_headers(headers),
+                                codec=EventCodec())
+
+    records = [dead(0, "evt-head", None),
+               *(dead(i, f"evt-f{i}", "evt-head") for i in range(1, followers + 1))]
+
+    def scan(*_args: object) -> Iterator[DlqRecord]:
+        yield from records
+
+    monkeypatch.setattr("consumer.cli.dlq.scan", scan)
+
+
+def test_list_groups_parked_dead_letters_and_names_their_heads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _parked_dlq(monkeypatch, followers=2)
+    listed = CliRunner(env={"COLUMNS": "300"}).invoke(main, ["dlq", "list"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = [line for line in listed.stdout.splitlines() if "parked (behind" in line]
+    assert "parked (behind 1 head)" in row
+    assert " 2 " in row
+    assert "parked: dead letters waiting behind 1 held event(s): evt-head;" in listed.stdout
+    groups = json.loads(CliRunner().invoke(main, ["dlq", "list", "--json"]).stdout)["groups"]
+    assert [(g["error_class"], g["count"], g["parked_behind"]) for g in groups] == [
+        ("(parked)", 2, ["evt-head"]), ("http.422", 1, [])]
+
+
+def test_show_says_what_a_parked_record_waits_behind_and_where_it_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _parked_dlq(monkeypatch, followers=28)
+    shown = CliRunner(env={"COLUMNS": "300"}).invoke(main, ["dlq", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert "parked behind  evt-head (waits for that event" in shown.stdout
+    assert ("showing 20 of 29 matching open records in clinic.events.dlq; --limit 29 shows "
+            "them all") in shown.stdout
+    document = json.loads(CliRunner().invoke(main, ["dlq", "show", "--json"]).stdout)
+    assert (document["total"], document["shown"], len(document["records"])) == (29, 20, 20)
+    assert [r["parked_behind"] for r in document["records"][:2]] == [None, "evt-head"]
+    everything = CliRunner().invoke(main, ["dlq", "show", "--limit", "29"])
+    assert "showing" not in everything.stdout
+
+
+def test_a_replay_says_how_many_parked_followers_it_took_along(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def replay(*_args: object, run: ReplayRun, **_kwargs: object) -> ReplayRun:
+        run.tally.examined, run.tally.replayed, run.tally.parked_followers = 5, 3, 2
+        return run
+
+    monkeypatch.setattr("consumer.cli.dlq.replay", replay)
+    human = CliRunner(env={"COLUMNS": "300"}).invoke(
+        main, ["dlq", "replay", "--error-class", "http.422"])
+    assert "replayed 3 record(s) (2 of them parked behind a replayed event); " in human.stdout
 
 
 @pytest.mark.parametrize(("subcommand", "codes"), [

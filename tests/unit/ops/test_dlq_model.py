@@ -16,6 +16,7 @@ from consumer.observability.printable import printable
 from consumer.ops.dlq.ledger import DlqLedger, Resolution, ledger_key
 from consumer.ops.dlq.model import (
     MASK,
+    PARKED,
     PATIENT_IDENTIFYING_FIELDS,
     UNDECODABLE,
     AlreadyResolved,
@@ -312,6 +313,43 @@ def test_summary_groups_by_error_class_and_event_type() -> None:
     assert summary.total == 6
 
 
+def _parked(behind: str, event_id: str, *, offset: int = 0) -> DlqRecord:
+    """A follower as the consumer dead-letters it: reason parked, no error of its own."""
+    return dlq_record(event_id=event_id, offset=offset, parked_behind=behind,
+                      dlq_reason="parked", error_class=None, error_message=None,
+                      classification=None, attempts=0, first_failure_at_ms=None,
+                      last_failure_at_ms=None)
+
+
+def test_parked_dead_letters_are_grouped_as_parked_behind_their_heads() -> None:
+    """Followers carry no error class: listed as (none) they were hard to find. They form
+    their own group, which counts the heads they wait behind."""
+    summary = DlqSummary()
+    for record in (dlq_record(event_id="h1"), _parked("h1", "f1"), _parked("h1", "f2"),
+                   dlq_record(event_id="h2"), _parked("h2", "f3")):
+        summary.add(record)
+    groups = [(g.label, g.error_class, g.event_type, g.count, sorted(g.parked_behind))
+              for g in summary.groups()]
+    assert groups == [
+        ("parked (behind 2 heads)", PARKED, "appointment.scheduled", 3, ["h1", "h2"]),
+        ("consumer.errors.PermanentError", "consumer.errors.PermanentError",
+         "appointment.scheduled", 2, []),
+    ]
+    lone = DlqSummary()
+    lone.add(_parked("h1", "f1"))
+    assert lone.groups()[0].label == "parked (behind 1 head)"
+
+
+def test_parked_selects_the_parked_dead_letters_and_show_names_their_head() -> None:
+    head, follower = dlq_record(event_id="h1"), _parked("h1", "f1")
+    for wanted in ("parked", PARKED):
+        parked = DlqFilter(error_classes=frozenset({wanted}))
+        assert (parked.matches(head), parked.matches(follower)) == (False, True)
+    assert record_view(follower)["parked_behind"] == "h1"
+    assert record_view(follower)["dlq_reason"] == "parked"
+    assert record_view(head)["parked_behind"] is None
+
+
 # --- replay decisions ------------------------------------------------------------------------
 
 def test_replay_resets_attempts_and_errors_and_counts_the_replay() -> None:
@@ -432,7 +470,7 @@ def test_tally_counts_by_outcome_and_reason() -> None:
                      Skip(reason="max-replays", detail=""), AlreadyResolved(REPLAYED)):
         tally.count(decision)
     assert tally.as_dict() == {"examined": 7, "not_matching": 1, "already_resolved": 1,
-                               "replayed": 2,
+                               "replayed": 2, "parked_followers": 0,
                                "skipped": {"already-delivered": 1, "max-replays": 2}}
 
 
