@@ -19,7 +19,7 @@ from consumer.cli.options import (
     settings_from,
 )
 from consumer.cli.wiring import build_runner
-from consumer.config.settings import DeliverySettings
+from consumer.config.settings import DeliverySettings, KafkaSettings
 from consumer.errors import ConfigError, KafkaUnreachable
 from consumer.kafka.provisioning import TopicLayoutError
 from consumer.observability.prometheus import PrometheusEndpoint
@@ -32,6 +32,9 @@ from consumer.observability.telemetry import (
 from consumer.pipeline.outcome_log import configure_logging
 from consumer.pipeline.runner import FatalError
 
+#: librdkafka's default ``session.timeout.ms``: how long a killed instance keeps its partitions.
+DEFAULT_SESSION_TIMEOUT_MS = 45_000
+
 
 @click.command("run")
 @config_option
@@ -43,7 +46,9 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     """Deliver events from the main topic and the retry tiers until stopped.
 
     The start-up lines name the topics, the group, the delivery target (the URL, or the
-    handler) and the [kafka.client] properties (secret-looking values masked).
+    handler), whether hops are transactional ([kafka] transactional_hops), the
+    [kafka.client] properties (secret-looking values masked), and that it is joining the
+    group: partitions a killed instance held come only once its session has timed out.
 
     SIGTERM or SIGINT drains in-flight work, flushes, commits and exits 0. Exit code 2 on bad
     configuration (including an unreachable dedup store), 4 if Kafka could not be reached
@@ -99,10 +104,12 @@ def run_command(config_path: Path | None, log_level: str) -> None:
     click.echo(f"clinic-events: consuming {settings.topics.main} and "
                f"{len(settings.retry.tiers)} retry tiers as group {settings.kafka.group_id}, "
                f"delivering {delivery_target(settings.delivery)}", err=True)
+    click.echo(f"clinic-events: {hops_line(settings.kafka.transactional_hops)}", err=True)
     if settings.kafka.client:  # secret-looking values masked
         shown = ", ".join(f"{name}={value}" for name, value
                           in sorted(settings.kafka.masked_client().items()))
         click.echo(f"clinic-events: [kafka.client] {shown}", err=True)
+    click.echo(f"clinic-events: {joining_line(settings.kafka)}", err=True)
     try:
         assembly.runner.run()
     except FatalError as exc:
@@ -130,6 +137,32 @@ def delivery_target(delivery: DeliverySettings) -> str:
         host = parts.netloc.rpartition("@")[2]
         url = urlunsplit(parts._replace(netloc=f"{parts.username}:****@{host}"))
     return f"to {url}"
+
+
+def hops_line(transactional: bool) -> str:
+    """The start-up line on ``[kafka] transactional_hops``: how a retry or DLQ hop becomes
+    durable, which decides what a crash can repeat."""
+    if transactional:
+        return ("[kafka] transactional_hops = true: each retry and DLQ hop commits in one "
+                "Kafka transaction with its source offset")
+    return ("[kafka] transactional_hops = false: a hop is acknowledged, then its source "
+            "offset stored (at-least-once: a crash in between publishes it again)")
+
+
+def joining_line(kafka: KafkaSettings) -> str:
+    """The start-up line before the group hands out partitions.
+
+    Why: after a kill, the broker keeps the dead instance's partitions until its session
+    times out, and until then ``run`` says nothing (the next line is "assigned N
+    partitions"); this says what it waits for and how long it may take.
+    """
+    raw = kafka.client.get("session.timeout.ms")
+    timeout = (f"{int(raw) / 1000:g} s (session.timeout.ms)" if raw is not None and raw.isdigit()
+               else f"session.timeout.ms={raw}" if raw is not None
+               else f"{DEFAULT_SESSION_TIMEOUT_MS // 1000} s by default (session.timeout.ms)")
+    return (f"joining group {kafka.group_id}; if a previous instance died without leaving "
+            f"(killed, crashed), its partitions are handed over only after its session "
+            f"times out, {timeout}")
 
 
 def describe_stats(stats: Mapping[str, int]) -> str:

@@ -87,3 +87,40 @@ def test_no_client_line_without_pass_through_properties(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", "--config", str(path)])
     assert result.exit_code == 0, result.output
     assert "[kafka.client]" not in result.output
+
+
+@pytest.mark.usefixtures("run_without_kafka")
+@pytest.mark.parametrize(("setting", "line"), [
+    ("", "clinic-events: [kafka] transactional_hops = true: each retry and DLQ hop commits in "
+         "one Kafka transaction with its source offset\n"),
+    ("transactional_hops = false\n", "clinic-events: [kafka] transactional_hops = false: a hop "
+     "is acknowledged, then its source offset stored (at-least-once: a crash in between "
+     "publishes it again)\n"),
+])
+def test_the_start_up_lines_say_whether_hops_are_transactional(
+    tmp_path: Path, setting: str, line: str,
+) -> None:
+    path = tmp_path / "clinic-events.toml"
+    path.write_text(f"[kafka]\n{setting}")
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert line in result.output
+
+
+@pytest.mark.usefixtures("run_without_kafka")
+@pytest.mark.parametrize(("client", "timeout"), [
+    ("", "45 s by default (session.timeout.ms)"),
+    ('[kafka.client]\n"session.timeout.ms" = "10000"\n', "10 s (session.timeout.ms)"),
+])
+def test_run_says_it_joins_the_group_and_why_partitions_may_take_a_while(
+    tmp_path: Path, client: str, timeout: str,
+) -> None:
+    """After a restart that follows a kill, nothing else is said until the dead instance's
+    session times out and the group assigns partitions: say so at once."""
+    path = tmp_path / "clinic-events.toml"
+    path.write_text(f'[kafka]\ngroup_id = "g1"\n{client}')
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert ("clinic-events: joining group g1; if a previous instance died without leaving "
+            "(killed, crashed), its partitions are handed over only after its session times "
+            f"out, {timeout}\n") in result.output
