@@ -168,12 +168,13 @@ def joining_line(kafka: KafkaSettings) -> str:
 def describe_stats(stats: Mapping[str, int]) -> str:
     """The run's counts for people: ``delivered 20, duplicate 0, retried 1 (tier 1: 1), ...``.
 
-    The runner counts retries per tier under ``retried:<tier index>``.
+    The outcomes of the periodic summaries, ``parked`` included. The runner counts retries
+    per tier under ``retried:<tier index>``.
     """
     tiers = sorted((int(key.partition(":")[2]), count) for key, count in stats.items()
                    if key.startswith("retried:"))
     parts = []
-    for outcome in ("delivered", "duplicate", "retried", "dead_lettered"):
+    for outcome in ("delivered", "duplicate", "retried", "parked", "dead_lettered"):
         count = stats.get(outcome, 0)
         text = f"{outcome} {count}"  # the outcome names of the log lines and metrics
         if outcome == "retried" and tiers:

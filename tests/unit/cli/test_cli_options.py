@@ -73,10 +73,13 @@ def test_a_rate_of_nan_or_inf_is_a_usage_error_before_anything_connects(
 
 
 def test_run_reports_its_counts_in_words_with_retries_per_tier() -> None:
-    stats = {"delivered": 20, "retried": 3, "retried:2": 1, "retried:1": 2, "dead_lettered": 1}
-    assert describe_stats(stats) == (
-        "delivered 20, duplicate 0, retried 3 (tier 1: 2, tier 2: 1), dead_lettered 1")
-    assert describe_stats({}) == "delivered 0, duplicate 0, retried 0, dead_lettered 0"
+    """The final "stopped cleanly (...)" line counts what the periodic summaries count,
+    parked hops included."""
+    stats = {"delivered": 20, "retried": 3, "retried:2": 1, "retried:1": 2, "dead_lettered": 1,
+             "parked": 4}
+    assert describe_stats(stats) == ("delivered 20, duplicate 0, retried 3 (tier 1: 2, "
+                                     "tier 2: 1), parked 4, dead_lettered 1")
+    assert describe_stats({}) == "delivered 0, duplicate 0, retried 0, parked 0, dead_lettered 0"
 
 
 @pytest.mark.parametrize(("error", "exit_code"), [

@@ -124,3 +124,5 @@ def test_run_says_it_joins_the_group_and_why_partitions_may_take_a_while(
     assert ("clinic-events: joining group g1; if a previous instance died without leaving "
             "(killed, crashed), its partitions are handed over only after its session times "
             f"out, {timeout}\n") in result.output
+    assert "stopped cleanly (delivered 0, duplicate 0, retried 0, parked 0, dead_lettered 0)" \
+        in result.output
