@@ -79,6 +79,10 @@ class ChainStore(Protocol):
     def chains(self, keys: Sequence[str]) -> dict[str, list[Link]]:
         """The live chains of ``keys``; keys without one are absent."""
 
+    def may_have_chains(self) -> bool:
+        """False only if no key has a chain: answered from what the store keeps in
+        memory (no round trip), so the pipeline skips ``chains`` for most chunks."""
+
     def join(self, key: str, link: Link) -> None:
         """Append ``link`` to ``key``'s chain, or update the event's link where it stands."""
 

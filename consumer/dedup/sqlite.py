@@ -325,6 +325,11 @@ class SqliteDedupStore:
                      for key in keys if key in self._chains}
         return {key: chain for key, chain in found.items() if chain}
 
+    def may_have_chains(self) -> bool:
+        with self._lock:
+            self._load_chains()  # other processes on the file: one PRAGMA, no table read
+            return bool(self._chains)
+
     def join(self, key: str, link: Link) -> None:
         self._change_chain(key, lambda chain: joined(chain, link))
 

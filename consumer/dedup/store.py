@@ -142,8 +142,12 @@ class MemoryDedupStore:
     def chains(self, keys: Sequence[str]) -> dict[str, list[Link]]:
         cutoff_ms = self._clock.now_ms() - self._ttl_ms
         with self._lock:
-            found = {key: live(self._chains.get(key, ()), cutoff_ms) for key in keys}
+            found = {key: live(chain, cutoff_ms) for key in keys
+                     if (chain := self._chains.get(key))}
         return {key: chain for key, chain in found.items() if chain}
+
+    def may_have_chains(self) -> bool:
+        return bool(self._chains)
 
     def join(self, key: str, link: Link) -> None:
         cutoff_ms = self._clock.now_ms() - self._ttl_ms
@@ -250,6 +254,9 @@ class RedisDedupStore:
         found = {key: live(decode_chain(raw), cutoff_ms)
                  for key, raw in zip(unique, values, strict=True) if raw is not None}
         return {key: chain for key, chain in found.items() if chain}
+
+    def may_have_chains(self) -> bool:
+        return True  # shared by other instances: only a round trip could tell
 
     def join(self, key: str, link: Link) -> None:
         self._change(key, lambda chain: joined(chain, link))

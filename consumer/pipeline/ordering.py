@@ -93,6 +93,8 @@ class EntityOrder:
 
     def view(self, records: Sequence[InboundRecord]) -> ChunkChains:
         """The chains of the keys of ``records`` (decoded ones with a key), in one round trip."""
+        if not self._store.may_have_chains():
+            return ChunkChains(self, {})  # the usual case: no key waits for anything
         keys = {entity_key(r.key) for r in records if r.key is not None and r.event_id}
         found = self._store.chains(list(keys)) if keys else {}
         if found:

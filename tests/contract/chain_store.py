@@ -31,6 +31,16 @@ def check_no_chain_is_absent(store: ChainStore) -> None:
     assert store.chains([_key(), _key()]) == {}
 
 
+def check_a_store_holding_a_chain_may_have_chains(store: ChainStore, clock: ManualClock) -> None:
+    """The pipeline skips the chain lookup when ``may_have_chains`` is False: it must never
+    be False while a key has a chain."""
+    key = _key()
+    store.join(key, _link("e1", clock.now_ms()))
+    assert store.may_have_chains()
+    store.leave(key, "e1")
+    assert store.chains([key]) == {}
+
+
 def check_join_appends_in_order_and_one_call_answers_many_keys(
         store: ChainStore, clock: ManualClock) -> None:
     first, second = _key(), _key()
@@ -160,6 +170,7 @@ def check_another_handle_reads_what_one_wrote(
     key, now = _key(), clock.now_ms()
     assert other.chains([key]) == {}  # looked at (and cached, where a store caches) first
     store.join(key, _link("e1", now))
+    assert other.may_have_chains()
     assert [link.event_id for link in other.chains([key])[key]] == ["e1"]
     other.join(key, _link("e2", now))
     store.leave(key, "e1")

@@ -37,6 +37,7 @@ def opened(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opened]:
 
 CHECKS: list[Callable[..., None]] = [
     contract.check_join_appends_in_order_and_one_call_answers_many_keys,
+    contract.check_a_store_holding_a_chain_may_have_chains,
     contract.check_join_is_idempotent_and_updates_in_place,
     contract.check_a_link_keeps_its_origin,
     contract.check_a_dead_letter_is_confirmed_for_its_own_hop_only,
