@@ -217,11 +217,14 @@ class EntityOrder:
 class ChunkChains:
     """The chains of one chunk's keys, kept current as the chunk's records are decided."""
 
-    __slots__ = ("_chains", "_order")
+    __slots__ = ("_chains", "_order", "active")
 
     def __init__(self, order: EntityOrder, chains: dict[str, list[Link]]) -> None:
         self._order = order
         self._chains = chains
+        # Whether any key of the chunk has a chain: while none has, the processor asks
+        # nothing per record (a plain attribute, read on the hot path).
+        self.active = bool(chains)
 
     def place(self, record: InboundRecord) -> Placement:
         """Where ``record`` goes (``retry_topics.ordering.place``); notes whether it is
@@ -252,6 +255,7 @@ class ChunkChains:
             link = Link(event_id=record.event_id, topic=topic, parked_at_ms=0, state=state,
                         origin=origin_of(record), hop=hop_of(record, state))
             self._chains[key] = joined(self._chains.get(key, []), link)
+            self.active = True
 
 
 def origin_of(record: InboundRecord) -> Position:

@@ -277,7 +277,7 @@ class RecordProcessor:
             tracestate = self._telemetry.current_tracestate()
         outcome = self._deliver(record, record.event, traceparent, tracestate, may_wait)
         if outcome is None:
-            if chains is not None:
+            if chains is not None and chains.active:
                 chains.done(record)
             return Delivered(record)
         failure, step = outcome
@@ -307,7 +307,7 @@ class RecordProcessor:
             return Held(record, "flood_guard")
         if self._breaker is not None and self._breaker.is_open and not record.probe:
             return Held(record, "outage")  # the outage's calls do not count: none is made
-        if chains is not None:
+        if chains is not None and chains.active:
             placement = chains.place(record)
             if isinstance(placement, ParkBehind | FollowToDeadLetter):
                 return self._park(record, placement, chains, span)
