@@ -65,6 +65,8 @@ delays = ["1s"]
 [dedup]
 store = "sqlite:///{tmp_path}/dedup.sqlite3"
 """)
+    # The consumer's store, as `run` leaves it: the dlq commands never create one.
+    open_dedup_store(f"sqlite:///{tmp_path}/dedup.sqlite3", 3_600_000).close()
     return path
 
 
