@@ -121,7 +121,8 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
     Per partition: committed offset, end offset, lag in records (from the beginning of the
     partition if the group never committed there) and in time (age of the first unconsumed
     record). Retry topics split unconsumed records into waiting (due later: normal) and
-    overdue (due already); the DLQ shows the records it holds and the oldest one's age. A
+    overdue (due already); the DLQ shows the records it holds, how many are open (neither
+    replayed nor discarded, from the DLQ ledger) and the oldest one's age. A
     retry tier [retry] delays no longer include is shown too, while its topic exists: run
     keeps consuming it.
 
@@ -132,7 +133,7 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
     \b
     Status, worst wins:
       OK    no lag, or lag being worked off
-      WARN  lag grew over the window; the DLQ holds records; a topic is missing
+      WARN  lag grew over the window; the DLQ holds open dead letters; a topic is missing
       ERR   a retry record is overdue beyond --grace; a main partition is stalled
             (lag > 0, committed offset unchanged over the window)
       STOP  the group has no members while there is lag
@@ -234,6 +235,11 @@ def _emit(report: GroupReport, as_json: bool, console: Console,
         console.print(render(report, parked))
 
 
+def _known(count: int | None) -> str:
+    """A count, or "?" where it could not be read."""
+    return "?" if count is None else str(count)
+
+
 def _age(ms: int | None) -> str:
     if ms is None:
         return "-"
@@ -275,18 +281,20 @@ def render(report: GroupReport, parked: ParkedReading = None) -> Group:
         retry, dlq = topic.kind == "retry", topic.kind == "dlq"
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
         headers = ["partition", "status", "committed", "end", "records" if dlq else "lag",
-                   "oldest" if dlq else "age", *(("waiting", "overdue") if retry else ())]
+                   "oldest" if dlq else "age", *(("waiting", "overdue") if retry else ()),
+                   *(("open",) if dlq else ())]
         for header in headers:
             table.add_column(header, justify="left" if header in ("partition", "status")
                              else "right", no_wrap=True)
-        extra = (str(topic.waiting), str(topic.overdue)) if retry else ()
+        extra = (str(topic.waiting), str(topic.overdue)) if retry else (
+            (_known(topic.open),) if dlq else ())
         table.add_row("all", _status(topic.status), "", "", str(topic.lag),
                       _age(topic.max_time_lag_ms), *extra)
         for part in topic.partitions:
             if part.lag == 0 and part.status is Status.OK:
                 continue
             extra = (str(part.waiting), str(part.overdue) + ("+" if part.capped else "")
-                     ) if retry else ()
+                     ) if retry else ((_known(part.open),) if dlq else ())
             table.add_row(str(part.partition), _status(part.status),
                           "-" if part.committed is None else str(part.committed), str(part.end),
                           str(part.lag), _age(part.time_lag_ms), *extra)

@@ -24,10 +24,11 @@ transaction markers (hops and replays are written in transactions) take offsets 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -35,15 +36,19 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     TopicPartition,
 )
 
 from consumer.config.settings import Settings
+from consumer.errors import ClinicEventsError
 from consumer.kafka.client_log import ClientLog
 from consumer.kafka.clients import kafka_client, message_headers
+from consumer.kafka.dlq_ledger import read_ledger
 from consumer.kafka.group_offsets import GroupOffsets, leftover_tiers
 from consumer.kafka.status import read_states
+from consumer.ops.dlq.ledger import DlqLedger
 from consumer.ops.lag.model import (
     GroupSample,
     PartitionSample,
@@ -53,7 +58,9 @@ from consumer.ops.lag.model import (
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.errors import HeaderError
 from retry_topics.headers import decode_headers
+from retry_topics.naming import dlq_ledger_topic_name
 
+LOG = logging.getLogger("clinic_events.lag")
 DEFAULT_SCAN_CAP = 10_000
 Progress = Callable[[int, int], None]
 """Called with (records read, records to read) while the probe scans."""
@@ -72,6 +79,7 @@ class _Scan:
     overdue: int = 0
     oldest_due_at_ms: int | None = None
     records: int = 0
+    offsets: list[int] = field(default_factory=list)  # DLQ: the records read, for the ledger
 
 
 def watched_topics(settings: Settings, leftovers: Sequence[str] = ()
@@ -126,6 +134,7 @@ class LagProbe:
                  if (plan := self._plan(kinds[key[0]], committed.get(key), beginning[key],
                                         end[key])) is not None}
         self._scan(plans, now_ms, on_progress)
+        ledger = self._ledger() if any(p.kind == "dlq" for p in plans.values()) else None
         samples = []
         for name, kind in topics:
             parts = []
@@ -139,7 +148,11 @@ class LagProbe:
                     part = replace(part, oldest_timestamp_ms=scan.oldest_timestamp_ms,
                                    waiting=scan.waiting, overdue=scan.overdue,
                                    oldest_due_at_ms=scan.oldest_due_at_ms, capped=scan.capped,
-                                   records=scan.records if counted else None)
+                                   records=scan.records if counted else None,
+                                   open=_open(ledger, name, partition, scan.offsets)
+                                   if counted and kind == "dlq" else None)
+                elif kind == "dlq" and ledger is not None:
+                    part = replace(part, records=0, open=0)
                 parts.append(part)
             samples.append(TopicSample(topic=name, kind=kind, exists=name in counts,
                                        partitions=tuple(parts),
@@ -193,6 +206,14 @@ class LagProbe:
         for key in pending:  # the deadline passed: what was read is all we know
             plans[key].capped = True
 
+    def _ledger(self) -> DlqLedger | None:
+        """The DLQ ledger (which dead letters are resolved), or None if it cannot be read."""
+        try:
+            return read_ledger(self._settings, dlq_ledger_topic_name(self._settings.topics.main))
+        except (ClinicEventsError, KafkaException) as exc:
+            LOG.debug("could not read the DLQ ledger: %s", exc)
+            return None
+
     def _reader_consumer(self) -> Consumer:
         if self._reader is None:
             overrides: dict[str, Any] = {
@@ -207,9 +228,19 @@ class LagProbe:
         return self._reader
 
 
+def _open(ledger: DlqLedger | None, topic: str, partition: int,
+          offsets: Sequence[int]) -> int | None:
+    """How many of a DLQ partition's records the ledger holds no resolution for."""
+    if ledger is None:
+        return None
+    return sum(1 for offset in offsets if ledger.resolution(topic, partition, offset) is None)
+
+
 def _record(plan: _Scan, message: Message, now_ms: int) -> None:
     """Fold one unconsumed record into its partition's scan."""
     plan.records += 1
+    if plan.kind == "dlq":
+        plan.offsets.append(message.offset() or 0)
     kind, timestamp = message.timestamp()
     stamp = None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp
     if plan.oldest_timestamp_ms is None:

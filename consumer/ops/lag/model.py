@@ -14,7 +14,8 @@ Rules, in the spirit of Burrow (statuses ordered OK < WARN < ERR < STOP; worst w
 
 * **OK** - no lag, or lag that is being worked off.
 * **WARN** - lag grew over the window: every sample in the window has lag, the lag never
-  fell from one sample to the next and ended higher than it started. The DLQ holds records.
+  fell from one sample to the next and ended higher than it started. The DLQ holds open
+  dead letters (neither replayed nor discarded; where the ledger cannot be read, any record).
   A topic does not exist.
 * **ERR** - a retry-topic record is overdue (its ``clinic.due-at`` passed) by more than the
   grace period (default 30 s: the tier consumer resumes a paused partition exactly at the due
@@ -69,6 +70,9 @@ class PartitionSample:
     # Transaction markers (exactly-once hops, replays) take offsets but hold no record, so
     # ``end - start`` overstates what a partition holds; this does not.
     records: int | None = None
+    # DLQ: the records neither replayed nor discarded (the DLQ ledger's view), where both
+    # the partition and the ledger were read; a resolved dead letter stays until retention.
+    open: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +128,7 @@ class PartitionReport:
     capped: bool
     status: Status
     reasons: tuple[str, ...] = ()
+    open: int | None = None  # DLQ: see ``PartitionSample.open``
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +148,12 @@ class TopicReport:
     @property
     def waiting(self) -> int:
         return sum(p.waiting for p in self.partitions)
+
+    @property
+    def open(self) -> int | None:
+        """DLQ: open dead letters across partitions, if every partition's count is known."""
+        counts = [p.open for p in self.partitions]
+        return None if None in counts else sum(c for c in counts if c is not None)
 
     @property
     def overdue(self) -> int:
@@ -242,7 +253,17 @@ def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[H
         status = max(status, Status.WARN)
         reasons.append("topic does not exist")
     elif topic.kind == "dlq":
-        if total > 0:
+        opened = [p.open for p in parts]
+        if total > 0 and None not in opened:
+            still = sum(o for o in opened if o is not None)
+            if still:
+                status = max(status, Status.WARN)
+                reasons.append(f"holds {total} dead letter(s), {still} open (neither "
+                               "replayed nor discarded)")
+            else:
+                reasons.append(f"holds {total} dead letter(s), none open (all replayed or "
+                               "discarded)")
+        elif total > 0:
             status = max(status, Status.WARN)
             reasons.append(f"holds {total} dead-lettered record(s)")
     elif total > 0 and sample.members == 0:
@@ -279,6 +300,7 @@ def _evaluate_partition(now_ms: int, topic: TopicSample, part: PartitionSample,
         partition=part.partition, committed=part.committed, beginning=part.beginning,
         end=part.end, lag=lag, time_lag_ms=time_lag, waiting=part.waiting, overdue=part.overdue,
         max_overdue_ms=max_overdue, capped=part.capped, status=status, reasons=tuple(reasons),
+        open=part.open,
     )
 
 
@@ -328,13 +350,14 @@ def report_to_json(report: GroupReport) -> dict[str, Any]:
                 "topic": t.topic, "kind": t.kind, "exists": t.exists, "status": t.status.name,
                 "lag": t.lag, "max_time_lag_ms": t.max_time_lag_ms, "waiting": t.waiting,
                 "overdue": t.overdue, "max_overdue_ms": t.max_overdue_ms,
+                "open": t.open if t.kind == "dlq" else None,
                 "reasons": list(t.reasons), "configured": t.configured,
                 "partitions": [
                     {"partition": p.partition, "committed": p.committed,
                      "beginning": p.beginning, "end": p.end, "lag": p.lag,
                      "time_lag_ms": p.time_lag_ms, "waiting": p.waiting, "overdue": p.overdue,
                      "max_overdue_ms": p.max_overdue_ms, "capped": p.capped,
-                     "status": p.status.name}
+                     "status": p.status.name, "open": p.open}
                     for p in t.partitions
                 ],
             }

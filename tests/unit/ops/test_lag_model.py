@@ -62,6 +62,24 @@ def test_records_counted_by_a_scan_beat_offsets_which_transaction_markers_also_t
     assert partition_lag("retry", _part(4, 5, records=0)) == 0  # only a marker is left
 
 
+def test_a_dlq_whose_dead_letters_are_all_resolved_is_ok_and_one_with_open_ones_warns() -> None:
+    """Replayed or discarded dead letters stay in the DLQ until retention: counting them
+    kept lag at WARN for weeks after everything was dealt with."""
+    def dlq(*parts: PartitionSample) -> GroupSample:
+        return _sample(("m", "main", (_part(5, 5),)), ("m.dlq", "dlq", parts))
+
+    resolved = evaluate(dlq(_part(None, 9, records=9, open=0)), [], RULES)
+    assert resolved.status is Status.OK
+    assert resolved.topics[1].reasons == ("holds 9 dead letter(s), none open (all replayed "
+                                          "or discarded)",)
+    pending = evaluate(dlq(_part(None, 9, records=9, open=2)), [], RULES)
+    assert pending.status is Status.WARN
+    assert pending.topics[1].open == 2
+    unknown = evaluate(dlq(_part(None, 9, records=9)), [], RULES)  # the ledger was not read
+    assert unknown.status is Status.WARN
+    assert report_to_json(unknown)["topics"][1]["open"] is None
+
+
 def test_no_lag_is_ok_even_without_members() -> None:
     report = evaluate(_main(_part(10, 10), members=0), [], RULES)
     assert report.status is Status.OK
