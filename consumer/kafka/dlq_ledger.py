@@ -154,12 +154,27 @@ class LedgerWriter:
             raise
         except SystemError as exc:
             # confluent-kafka sets the fencing as the pending exception while flush() runs
-            # the delivery callbacks; the callback's next call then fails with SystemError
+            # the delivery callbacks; the callback's next call then fails with SystemError.
+            # Under load flush() itself can fail so, with no exception at all: then the
+            # delivery reports, or the producer's answer to an abort, tell.
             cause = exc.__cause__
-            if isinstance(cause, KafkaException) and fenced(cause):
+            if (isinstance(cause, KafkaException) and fenced(cause)) or \
+                    (cause is None and self._found_fenced()):
                 self.fenced = True
-                raise self._fenced_error() from cause
+                raise self._fenced_error() from cause or exc
             raise
+
+    def _found_fenced(self) -> bool:
+        """Whether this producer was fenced, asked after a call failed without saying why:
+        a fenced producer refuses the abort with its fatal "fenced" error."""
+        if self.fenced:
+            return True
+        try:
+            self._producer.abort_transaction(TIMEOUT_S)
+        except KafkaException as probe:
+            return fenced(probe)
+        self._pending, self._opened_at = [], None  # not fenced, and nothing of it is left
+        return False
 
     def _fenced_error(self) -> DlqFencedError:
         return DlqFencedError(
