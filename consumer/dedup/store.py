@@ -150,9 +150,7 @@ class MemoryDedupStore:
         return bool(self._chains)
 
     def join(self, key: str, link: Link) -> None:
-        cutoff_ms = self._clock.now_ms() - self._ttl_ms
-        with self._lock:
-            self._chains[key] = joined(live(self._chains.get(key, ()), cutoff_ms), link)
+        self._change(key, lambda chain: joined(chain, link))
 
     def leave(self, key: str, event_id: str, state: LinkState | None = None) -> None:
         self._change(key, lambda chain: left(chain, event_id, state))
