@@ -226,14 +226,17 @@ class RecordProcessor:
                      may_wait: bool, chains: ChunkChains | None = None) -> Fate | None:
         """``_decide`` inside the record's ``process`` span: one span per topic attempt.
 
-        Without an SDK tracer ``process_span`` makes no span: it hands back a shared no-op
-        scope, or the record's incoming trace context made current. With one, a record whose
+        Without an SDK tracer no span is made: a record without a trace context is decided
+        with no scope at all (the commonest case, once per record), one with a context has it
+        made current (``process_span``). With one, a record whose
         first call failed where retries may not wait is handed to a lane with its span
         (``carried_span``): the quick retries there continue the same span, which ends with
         the attempt's fate.
         """
         telemetry = self._telemetry
         if not telemetry.tracing_live:
+            if not record.traced:
+                return self._decide(record, known, INVALID_SPAN, may_wait, chains)
             with telemetry.process_span(
                 record.topic, record.partition, record.offset, record.key, record.raw_headers,
                 record.event_id, record.attempt, self._group_id, traced=record.traced,
