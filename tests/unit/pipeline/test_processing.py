@@ -129,6 +129,14 @@ def test_success_is_staged_as_delivered_until_the_poll_thread_records_it() -> No
     assert fx.handler.calls[0].attempt == 1
 
 
+def test_the_handler_is_told_where_the_event_came_from() -> None:
+    fx = Fixture(ScriptedHandler())
+    fx.run(record(offset=7))
+    assert fx.handler.calls == [DeliveryContext(
+        event_id="evt-appointment.scheduled", event_type="appointment.scheduled", topic=MAIN,
+        partition=0, offset=7, attempt=1, traceparent=None, tracestate=None)]
+
+
 def test_same_event_twice_in_one_chunk_is_delivered_once() -> None:
     fx = Fixture(ScriptedHandler())
     fates = fx.run(record(offset=0), record(offset=1))
