@@ -525,10 +525,11 @@ class Runner:
         counts: Counter[tuple[EventOutcome, str]] = Counter()
         completed: dict[TopicPartitionKey, list[int]] = {}
         delivered: list[InboundRecord] = []
-        held = [fate for fate in fates if fate.kind == "held"]
-        if held:
-            self._hold_back(held)
-        if held or any(fate.kind == "dropped" for fate in fates):
+        undecided = [fate for fate in fates if fate.kind in ("held", "dropped")]
+        if undecided:
+            held = [fate for fate in undecided if fate.kind == "held"]
+            if held:
+                self._hold_back(held)
             fates = [fate for fate in fates if fate.kind not in ("held", "dropped")]
         # Fates come in runs of one partition (a lane's chunk keeps consumption order):
         # look the partition's list up once a run.
