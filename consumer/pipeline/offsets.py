@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import islice
+from operator import ge
 
 TopicPartitionKey = tuple[str, int]
 
@@ -32,7 +33,7 @@ class PartitionOffsets:
         if not offsets:
             return
         previous = self.pending[-1] if self.pending else -1
-        if offsets[0] <= previous or any(a >= b for a, b in pairwise(offsets)):
+        if offsets[0] <= previous or any(map(ge, offsets, islice(offsets, 1, None))):
             raise ValueError(f"offsets {list(offsets)[:5]}... tracked out of order "
                              f"(after {previous})")
         self.pending.extend(offsets)
