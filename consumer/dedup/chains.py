@@ -80,8 +80,15 @@ class ChainStore(Protocol):
         """The live chains of ``keys``; keys without one are absent."""
 
     def may_have_chains(self) -> bool:
-        """False only if no key has a chain: answered from what the store keeps in
-        memory (no round trip), so the pipeline skips ``chains`` for most chunks."""
+        """False only if no key had a chain at the last ``refresh_chains`` nor since by this
+        handle's own changes: answered from memory (no round trip), so the pipeline skips
+        ``chains`` for most chunks."""
+
+    def refresh_chains(self) -> None:
+        """Take in what other processes changed, for ``may_have_chains`` (at most one
+        round trip). The pipeline calls it after every consume that returned records, so
+        the answer for a record is at least as fresh as its consumption: a chain another
+        process made before the record was produced is seen."""
 
     def join(self, key: str, link: Link) -> None:
         """Append ``link`` to ``key``'s chain, or update the event's link where it stands."""

@@ -149,6 +149,9 @@ class MemoryDedupStore:
     def may_have_chains(self) -> bool:
         return bool(self._chains)
 
+    def refresh_chains(self) -> None:
+        """Nothing to take in: the chains live in this process only."""
+
     def join(self, key: str, link: Link) -> None:
         self._change(key, lambda chain: joined(chain, link))
 
@@ -255,6 +258,9 @@ class RedisDedupStore:
 
     def may_have_chains(self) -> bool:
         return True  # shared by other instances: only a round trip could tell
+
+    def refresh_chains(self) -> None:
+        """Nothing to take in: ``may_have_chains`` is always True, ``chains`` reads Redis."""
 
     def join(self, key: str, link: Link) -> None:
         self._change(key, lambda chain: joined(chain, link))

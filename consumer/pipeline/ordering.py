@@ -91,6 +91,11 @@ class EntityOrder:
         self._unconfirmed_lock = threading.Lock()
         self._checked_at = float("-inf")
 
+    def consumed(self) -> None:
+        """Records were just consumed: take in other processes' chains before they are
+        viewed (``ChainStore.refresh_chains``). Called by the poll thread."""
+        self._store.refresh_chains()
+
     def view(self, records: Sequence[InboundRecord]) -> ChunkChains:
         """The chains of the keys of ``records`` (decoded ones with a key), in one round trip."""
         if not self._store.may_have_chains():

@@ -208,6 +208,8 @@ class Runner:
                 records = self._consumer.consume(max(1, min(BATCH_SIZE, room)),
                                                  self._poll_timeout_s())
                 if records:
+                    if self._ordering is not None:
+                        self._ordering.consumed()
                     self._accept(records)
                 if self._clock.monotonic() - self._undelivered_checked_at >= CHECK_INTERVAL_S:
                     self._step_over_undelivered(self._assigned)

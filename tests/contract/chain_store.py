@@ -170,6 +170,7 @@ def check_another_handle_reads_what_one_wrote(
     key, now = _key(), clock.now_ms()
     assert other.chains([key]) == {}  # looked at (and cached, where a store caches) first
     store.join(key, _link("e1", now))
+    other.refresh_chains()  # as the pipeline does after every consume
     assert other.may_have_chains()
     assert [link.event_id for link in other.chains([key])[key]] == ["e1"]
     other.join(key, _link("e2", now))

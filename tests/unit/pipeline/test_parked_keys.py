@@ -12,10 +12,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from consumer.dedup.chains import ParkedSummary
-from consumer.dedup.store import MemoryDedupStore
+from consumer.dedup.sqlite import SqliteDedupStore
+from consumer.dedup.store import DedupStore, MemoryDedupStore
 from consumer.delivery.handlers import DeliveryContext
 from consumer.errors import PermanentError, TransientError
 from consumer.events.codec import EventCodec, EventRecord
@@ -87,7 +89,7 @@ class World:
     clock: ManualClock = field(default_factory=ManualClock)
     main_partitions: int = 1
     broker: MemoryBroker = field(init=False)
-    store: MemoryDedupStore = field(init=False)
+    store: DedupStore = field(init=False)
     downstream: Downstream = field(init=False)
     consumer: MemoryConsumer | None = field(init=False, default=None)  # the running one's
     runner: Runner | None = field(init=False, default=None)
@@ -211,6 +213,27 @@ def test_an_earlier_event_seen_again_is_not_parked_behind_a_later_one() -> None:
     assert world.downstream.calls == ["e1", "e2", "e1", "e2"]
     assert not world.broker.records(DLQ)
     assert world.store.parked_summary().keys == 0
+
+
+def test_a_chain_another_instance_made_before_a_consume_parks_the_record(
+        tmp_path: Path) -> None:
+    """Two instances share one SQLite file. The other one sent ``scheduled`` of appt-1 to a
+    tier and linked it; ``cancelled`` of appt-1, consumed after that, waits behind it,
+    although this instance's store never held the chain before."""
+    world = World()
+    path = tmp_path / "dedup.sqlite3"
+    world.store = SqliteDedupStore(path, 86_400_000, world.clock)
+    theirs = SqliteDedupStore(path, 86_400_000, world.clock)
+    theirs.join("appt-1", Link(event_id="scheduled", topic=TIER_5S,
+                               parked_at_ms=world.clock.now_ms()))
+    world.publish("cancelled")
+    try:
+        world.run_until(lambda: len(world.headers(TIER_5S)) == 1)
+    finally:
+        world.store.close()
+        theirs.close()
+    assert world.downstream.calls == []
+    assert [h.parked_behind for h in world.headers(TIER_5S)] == ["scheduled"]
 
 
 def test_a_parked_key_does_not_hold_up_other_keys() -> None:
