@@ -90,6 +90,8 @@ def event_to_json(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _to_json_value(value: Any) -> Any:
+    if isinstance(value, str):  # most values: answered before the slower Mapping check
+        return value
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if isinstance(value, date):
