@@ -21,7 +21,9 @@ measured ~75 us per lookup inside the pipeline (1.4-2.5 us per event). The lag a
 new in kind: an outcome is already visible to other processes only once the pass that
 delivered it is recorded (``outcome_buffer``), and a second copy inside that window is
 caught downstream by its ``Idempotency-Key``. Writes never lag, so the rules (no
-``dead_lettered`` over a live ``delivered``) always see every process's rows.
+``dead_lettered`` over a live ``delivered``) always see every process's rows. A lookup
+never waits for a write in progress either (a commit takes a millisecond or more, and every
+lane looks up every chunk): it answers from the index, which that write catches up.
 
 Consequences, by design:
 
@@ -175,10 +177,16 @@ class SqliteDedupStore:
     # -- reading ---------------------------------------------------------------------------
 
     def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
-        with self._lock:
-            if self._clock.monotonic() - self._looked_at >= LOOKUP_CATCH_UP_MS / 1000:
+        # Never waits for a write: one holding the lock catches the index up itself, and
+        # the index is read without the lock (a get per id is atomic under the GIL; a purge
+        # swaps in a new dict). Waiting put every lane behind each write's commit.
+        if (self._clock.monotonic() - self._looked_at >= LOOKUP_CATCH_UP_MS / 1000
+                and self._lock.acquire(blocking=False)):
+            try:
                 self._catch_up()
-            return live_outcomes(self._index, event_ids, self._clock.now_ms() - self._ttl_ms)
+            finally:
+                self._lock.release()
+        return live_outcomes(self._index, event_ids, self._clock.now_ms() - self._ttl_ms)
 
     def _catch_up(self) -> None:
         """Apply the unexpired rows appended since the index last looked (lock held).
