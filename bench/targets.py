@@ -243,8 +243,10 @@ def http_delivery(bootstrap: str, folder: Path, events: int, rounds: int) -> lis
     first and last; each pipeline pass is judged against the plain loops either side of it.
 
     Why rounds: two passes of the same plain loop a minute apart differ by up to 5 % here,
-    and so does a single pipeline pass (more for the process's first, its code still cold);
-    the median of the rounds is judged, as for targets 1 and 2.
+    and so does a single pipeline pass; the median of the rounds is judged, as for targets 1
+    and 2. Why a warm-up pass first, not judged: the first pipeline pass against the server
+    ran 5-10 % below the next ones in every run (a fresh process's code and connections are
+    cold), which says nothing of a consumer that runs for hours.
     """
     template = load_templates()[0]
     body = json.dumps(event_to_json(template), separators=(",", ":")).encode()
@@ -252,7 +254,18 @@ def http_delivery(bootstrap: str, folder: Path, events: int, rounds: int) -> lis
                "X-Clinic-Event-Type": str(template["event_type"]), "User-Agent": user_agent()}
     with SlowDownstream(HTTP_LATENCY_S) as server:
         rates: dict[str, list[float]] = {"plain": [], "pipeline": []}
-        threads = 0
+
+        def pipeline(count: int) -> int:
+            """A pipeline pass of ``count`` calls; returns its concurrency."""
+            settings = write_config(folder, bootstrap=bootstrap, url=server.url,
+                                    main=f"bench.http.{uuid.uuid4().hex[:12]}")
+            produce_events(bootstrap, settings.topics.main, count)
+            server.reset()
+            with service_logging(DEFAULT_LEVEL, folder / "stderr.log"), \
+                    running_consumer(settings) as assembly:
+                _wait(lambda: server.answered >= count, lambda: server.answered, count,
+                      "HTTP delivery", assembly.runner.stats)
+            return settings.delivery.concurrency
 
         def plain() -> None:
             server.reset()
@@ -261,18 +274,13 @@ def http_delivery(bootstrap: str, folder: Path, events: int, rounds: int) -> lis
             say(f"  plain loop, {threads} threads, own httpx client each: "
                 f"{rates['plain'][-1]:>6,.0f} calls/s")
 
+        warm_up = max(1, events // 4)
+        threads = pipeline(warm_up)
+        say(f"  warm-up: pipeline, {warm_up:,} calls, not judged: "
+            f"{server.rate(warm_up):>6,.0f} calls/s")
+        plain()
         for round_index in range(rounds):
-            settings = write_config(folder, bootstrap=bootstrap, url=server.url,
-                                    main=f"bench.http.{uuid.uuid4().hex[:12]}")
-            threads = settings.delivery.concurrency
-            produce_events(bootstrap, settings.topics.main, events)
-            if round_index == 0:
-                plain()
-            server.reset()
-            with service_logging(DEFAULT_LEVEL, folder / "stderr.log"), \
-                    running_consumer(settings) as assembly:
-                _wait(lambda: server.answered >= events, lambda: server.answered, events,
-                      "HTTP delivery", assembly.runner.stats)
+            pipeline(events)
             rates["pipeline"].append(server.rate(events))
             say(f"  round {round_index + 1}: pipeline, HttpDelivery, concurrency {threads}: "
                 f"{rates['pipeline'][-1]:>6,.0f} calls/s")
