@@ -25,6 +25,7 @@ from consumer.pipeline.memory_broker import (
     MemoryBroker,
     MemoryConsumer,
     MemoryProducer,
+    MemoryTransactions,
     StoredRecord,
 )
 from consumer.pipeline.outbox import HopSender
@@ -74,6 +75,7 @@ class Loop:
     runner: Runner
     handler: ScriptedHandler
     clock: ManualClock
+    transactions: MemoryTransactions | None = None
 
     def publish(self, event_id: str, *, key: bytes = b"appt-1", partition: int = 0) -> int:
         event: dict[str, Any] = sample_event("appointment.scheduled", event_id)
@@ -97,20 +99,29 @@ class Loop:
             self.consumer.consume = consume  # type: ignore[method-assign]
 
 
-def _loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = (),
-          max_in_flight: int = 5000) -> Loop:
-    clock = ManualClock()
-    broker = MemoryBroker(clock, max_idle_ms=3_600_000)
-    broker.create_topic(MAIN, main_partitions)
-    for topic in (TIER_5S, TIER_30S, DLQ):
-        broker.create_topic(topic)
+def build_loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = (),
+               max_in_flight: int = 5000, broker: MemoryBroker | None = None,
+               store: MemoryDedupStore | None = None, handler: ScriptedHandler | None = None,
+               transactions: Callable[[MemoryBroker, MemoryConsumer], MemoryTransactions]
+               | None = None) -> Loop:
+    """A runner over ``broker`` (a fresh one with the topics, on a manual clock, if None);
+    ``store``, ``handler`` and hops committed in ``transactions`` where given, so several
+    runners can share a broker and a store (a restart, a second instance)."""
+    if broker is None:
+        broker = MemoryBroker(ManualClock(), max_idle_ms=3_600_000)
+        broker.create_topic(MAIN, main_partitions)
+        for topic in (TIER_5S, TIER_30S, DLQ):
+            broker.create_topic(topic)
+    clock = broker.clock
+    assert isinstance(clock, ManualClock)
     policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
                          in_process=InProcessRetry(attempts=1))
-    handler = ScriptedHandler(clock)
+    handler = handler or ScriptedHandler(clock)
     consumer = MemoryConsumer(broker)
     producer = MemoryProducer(broker, refuse=refuse)
-    outcomes = PendingOutcomes(MemoryDedupStore(clock))
+    outcomes = PendingOutcomes(store or MemoryDedupStore(clock))
     telemetry = Telemetry()
+    committing = transactions(broker, consumer) if transactions is not None else None
 
     def lanes(hops: HopSender) -> InlineLane:
         processor = RecordProcessor(
@@ -121,14 +132,14 @@ def _loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = (),
 
     runner = Runner(consumer=consumer, producer=producer, policy=policy, lanes_factory=lanes,
                     outcomes=outcomes, clock=clock, telemetry=telemetry, drain_timeout_s=1.0,
-                    max_in_flight=max_in_flight)
-    return Loop(broker, consumer, runner, handler, clock)
+                    max_in_flight=max_in_flight, transactions=committing)
+    return Loop(broker, consumer, runner, handler, clock, committing)
 
 
 def test_a_retry_runs_exactly_when_due_never_before() -> None:
     """The tier record's partition is paused until its head is due, then resumed: the retry
     happens at the failure time + 5 s, to the poll's granularity, never earlier."""
-    loop = _loop()
+    loop = build_loop()
     loop.handler.failures["evt-a"] = 1
     loop.publish("evt-a")
     loop.run_until(lambda: len(loop.handler.times("evt-a")) == 2)
@@ -140,7 +151,7 @@ def test_a_retry_runs_exactly_when_due_never_before() -> None:
 def test_a_waiting_retry_does_not_hold_up_later_events_of_other_partitions() -> None:
     """While the failed event waits in its tier, events published after it are delivered
     at once: the wait pauses one tier partition, not the loop."""
-    loop = _loop(main_partitions=2)
+    loop = build_loop(main_partitions=2)
     loop.handler.failures["evt-slow"] = 1
     loop.publish("evt-slow", partition=0)
     for n in range(5):
@@ -155,7 +166,7 @@ def test_a_waiting_retry_does_not_hold_up_later_events_of_other_partitions() -> 
 
 def test_each_tier_keeps_its_delay_and_a_last_failure_is_dead_lettered_once() -> None:
     """Attempts at 0, +5 s and +30 s; the third failure goes to the DLQ with attempts 3."""
-    loop = _loop()
+    loop = build_loop()
     loop.handler.failures["evt-b"] = 99
     loop.publish("evt-b")
     loop.run_until(lambda: loop.runner.stats["dead_lettered"] == 1)
@@ -169,7 +180,7 @@ def test_each_tier_keeps_its_delay_and_a_last_failure_is_dead_lettered_once() ->
 def test_offsets_are_committed_only_after_a_republish_is_acknowledged() -> None:
     """A republish the broker refuses stops the loop with the source offset uncommitted, so
     the event is redelivered after a restart rather than lost."""
-    loop = _loop(refuse=(TIER_5S,))
+    loop = build_loop(refuse=(TIER_5S,))
     loop.handler.failures["evt-c"] = 1
     loop.publish("evt-c")
     with pytest.raises(Exception, match="refused"):
@@ -180,7 +191,7 @@ def test_offsets_are_committed_only_after_a_republish_is_acknowledged() -> None:
 def test_a_partition_revoked_while_its_head_waits_is_resumed_when_it_comes_back() -> None:
     """The broker keeps a pause across a revoke and a re-assignment to the same consumer;
     the loop resumes the partition on assignment, so the waiting retry still runs."""
-    loop = _loop()
+    loop = build_loop()
     loop.handler.failures["evt-d"] = 1
     loop.publish("evt-d")
     tier = (TIER_5S, 0)
@@ -201,7 +212,7 @@ def test_a_partition_revoked_while_its_head_waits_is_resumed_when_it_comes_back(
 
 def test_a_lost_partition_is_forgotten_and_its_offsets_are_not_stored() -> None:
     """After ``on_lost`` the loop stores nothing for the partition: its new owner decides."""
-    loop = _loop()
+    loop = build_loop()
     loop.publish("evt-e")
     lost = False
 
@@ -220,7 +231,7 @@ def test_a_lost_partition_is_forgotten_and_its_offsets_are_not_stored() -> None:
 def test_offsets_step_over_transaction_markers_at_the_end_of_a_partition() -> None:
     """A marker takes an offset nobody receives; once the partition is idle the stored
     offset moves past it, so lag reads 0 instead of 1 forever."""
-    loop = _loop()
+    loop = build_loop()
     loop.publish("evt-f")
     marker = loop.broker.append_marker(MAIN, 0)
     loop.run_until(lambda: loop.consumer.stored.get((MAIN, 0)) == marker + 1)
@@ -229,7 +240,7 @@ def test_offsets_step_over_transaction_markers_at_the_end_of_a_partition() -> No
 
 
 def test_a_permanent_failure_goes_straight_to_the_dlq_keeping_the_original_bytes() -> None:
-    loop = _loop()
+    loop = build_loop()
     loop.handler.permanent.add("evt-g")
     offset = loop.publish("evt-g")
     loop.run_until(lambda: bool(loop.broker.records(DLQ)))
@@ -245,7 +256,7 @@ def test_at_info_a_healthy_stream_logs_summaries_not_a_line_per_event(
 ) -> None:
     """Twenty events delivered at once, five more 15 s later: one summary line at the 10 s
     interval, one at shutdown for the rest, and no per-event line."""
-    loop = _loop()
+    loop = build_loop()
     caplog.set_level(logging.INFO, logger="clinic_events")
     for n in range(20):
         loop.publish(f"evt-{n}", key=f"appt-{n}".encode())
@@ -268,7 +279,7 @@ def test_at_info_a_healthy_stream_logs_summaries_not_a_line_per_event(
 def test_the_loop_takes_no_more_records_than_max_in_flight_allows() -> None:
     """Back-pressure: with at most 4 records in flight, no batch asks for more than the
     room left, and the backlog is still worked off completely, in order."""
-    loop = _loop(max_in_flight=4)
+    loop = build_loop(max_in_flight=4)
     for n in range(20):
         loop.publish(f"evt-{n:02}")
     asked: list[int] = []

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from consumer.dedup.store import MemoryDedupStore
 from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.broker import Partition
-from consumer.pipeline.lanes import InlineLane, LaneFailure
+from consumer.pipeline.lanes import LaneFailure
 from consumer.pipeline.memory_broker import (
     MemoryBroker,
     MemoryConsumer,
@@ -23,22 +23,20 @@ from consumer.pipeline.memory_broker import (
 )
 from consumer.pipeline.outbox import Hop, HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
-from consumer.pipeline.processing import RecordProcessor
 from consumer.pipeline.records import Delivered, Fate, InboundRecord, Republished
 from consumer.pipeline.runner import Runner
-from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.headers import decode_headers
-from retry_topics.policy import InProcessRetry, RetryPolicy, RetryTier
+from retry_topics.policy import RetryPolicy, RetryTier
 from retry_topics.routing import RetryTo
 from tests.unit.pipeline.test_runner_on_memory_broker import (
-    CODEC,
     DLQ,
     MAIN,
     TIER_5S,
     TIER_30S,
     Loop,
     ScriptedHandler,
+    build_loop,
 )
 
 
@@ -56,26 +54,10 @@ class RecordedTransactions(MemoryTransactions):
 
 def _loop(broker: MemoryBroker, store: MemoryDedupStore,
           handler: ScriptedHandler) -> tuple[Loop, RecordedTransactions]:
-    clock = broker.clock
-    assert isinstance(clock, ManualClock)
-    policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
-                         in_process=InProcessRetry(attempts=1))
-    consumer = MemoryConsumer(broker)
-    transactions = RecordedTransactions(broker, consumer)
-    outcomes = PendingOutcomes(store)
-    telemetry = Telemetry()
-
-    def lanes(hops: HopSender) -> InlineLane:
-        processor = RecordProcessor(
-            policy=policy, handler=handler, outcomes=outcomes, hops=hops,
-            telemetry=telemetry, clock=clock, rules=ExceptionRules(), group_id="clinic-events",
-            codec=CODEC)
-        return InlineLane(processor.process_chunk, abandon=processor.abandon)
-
-    runner = Runner(consumer=consumer, producer=MemoryProducer(broker), policy=policy,
-                    lanes_factory=lanes, outcomes=outcomes, clock=clock, telemetry=telemetry,
-                    drain_timeout_s=1.0, transactions=transactions)
-    return Loop(broker, consumer, runner, handler, clock), transactions
+    loop = build_loop(broker=broker, store=store, handler=handler,
+                      transactions=RecordedTransactions)
+    assert isinstance(loop.transactions, RecordedTransactions)
+    return loop, loop.transactions
 
 
 def _broker() -> MemoryBroker:
