@@ -16,12 +16,15 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from consumer.cli.wiring import Assembly
 from consumer.dedup.sqlite import SqliteDedupStore
 from consumer.dedup.store import RedisDedupStore
 from consumer.kafka.provisioning import ensure_topics
@@ -238,17 +241,28 @@ def test_order_holds_across_a_rebalance_of_two_instances_sharing_redis(
     _assert_in_order(chart, ids)
 
 
-def test_a_discarded_head_lets_its_followers_be_replayed_in_order(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, chart: Chart
-) -> None:
-    """scheduled is rejected for good after a hop, and its followers follow it to the DLQ
-    (hold); `dlq discard` of scheduled releases the key, so a replay of the rest applies
-    rescheduled, then cancelled, instead of sending them back behind the discarded head."""
+@dataclass
+class HeldHead:
+    """An appointment whose scheduled event the downstream rejects for good after a hop,
+    its rescheduled and cancelled events parked behind it and following it to the DLQ."""
+
+    config: Path
+    assembly: Assembly
+    appointment: str
+    events: list[dict[str, Any]]
+    dlq: str
+
+
+@contextmanager
+def _held_head_with_followers(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path,
+                              chart: Chart, name: str) -> Iterator[HeldHead]:
+    """A consumer running (hold, one 1 s tier) with all three of one appointment's events
+    in the DLQ, the head first."""
     config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
                           url=chart.url, delays=("1s",), partitions=1, extra=NO_BREAKER)
     settings = settings_for(config)
     ensure_topics(settings)
-    appointment = f"appt-discard-{topic_prefix[-6:]}"
+    appointment = f"appt-{name}-{topic_prefix[-6:]}"
     chart.rejected.add(appointment)
     events = [new_event(event_type, appointment_id=appointment) for event_type in LIFECYCLE]
     dlq = f"{topic_prefix}.dlq"
@@ -256,21 +270,33 @@ def test_a_discarded_head_lets_its_followers_be_replayed_in_order(
         for event in events:  # one at a time: the published order is the lifecycle's
             produce(kafka_bootstrap, topic_prefix, [event])
         assert len(read_topic(kafka_bootstrap, dlq, 3)) == 3
-        assert wait_until(lambda: len(assembly.store.chains([appointment]).get(
-            appointment, [])) == 3, 10)
-        discard = run_cli(tmp_path, "dlq", "discard", "--config", str(config), "--event-id",
-                          str(events[0]["event_id"]), "--reason", "cancelled upstream",
-                          "--json")
+        yield HeldHead(config, assembly, appointment, events, dlq)
+
+
+def test_a_discarded_head_lets_its_followers_be_replayed_in_order(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, chart: Chart
+) -> None:
+    """scheduled is rejected for good after a hop, and its followers follow it to the DLQ
+    (hold); `dlq discard` of scheduled releases the key, so a replay of the rest applies
+    rescheduled, then cancelled, instead of sending them back behind the discarded head."""
+    with _held_head_with_followers(kafka_bootstrap, topic_prefix, tmp_path, chart,
+                                   "discard") as held:
+        store, appointment, events = held.assembly.store, held.appointment, held.events
+        assert wait_until(lambda: len(store.chains([appointment]).get(appointment, [])) == 3,
+                          10)
+        discard = run_cli(tmp_path, "dlq", "discard", "--config", str(held.config),
+                          "--event-id", str(events[0]["event_id"]), "--reason",
+                          "cancelled upstream", "--json")
         assert discard.returncode == 0, discard.stderr
-        assert [link.event_id for link in assembly.store.chains([appointment])[appointment]] \
+        assert [link.event_id for link in store.chains([appointment])[appointment]] \
             == [str(event["event_id"]) for event in events[1:]]
-        replay = run_cli(tmp_path, "dlq", "replay", "--config", str(config), "--json")
+        replay = run_cli(tmp_path, "dlq", "replay", "--config", str(held.config), "--json")
         assert replay.returncode == 0, replay.stderr
         assert json.loads(replay.stdout)["counts"]["replayed"] == 2
         assert wait_until(lambda: chart.applied.get(appointment) == list(LIFECYCLE[1:]), 30), \
             chart.applied
-        assert wait_until(lambda: assembly.store.parked_summary().keys == 0, 10)
-    assert len(read_topic(kafka_bootstrap, dlq, 3)) == 3, "no follower went back to the DLQ"
+        assert wait_until(lambda: store.parked_summary().keys == 0, 10)
+    assert len(read_topic(kafka_bootstrap, held.dlq, 3)) == 3, "no follower went back to the DLQ"
 
 
 def test_a_replay_of_the_held_head_takes_its_parked_followers_along_in_order(
@@ -280,33 +306,24 @@ def test_a_replay_of_the_held_head_takes_its_parked_followers_along_in_order(
     (hold); once the downstream accepts it, `dlq replay --error-class http.422` (it selects
     the head only) replays rescheduled and cancelled right after it, and all three apply
     in order, leaving nothing in the DLQ open."""
-    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
-                          url=chart.url, delays=("1s",), partitions=1, extra=NO_BREAKER)
-    settings = settings_for(config)
-    ensure_topics(settings)
-    appointment = f"appt-held-{topic_prefix[-6:]}"
-    chart.rejected.add(appointment)
-    events = [new_event(event_type, appointment_id=appointment) for event_type in LIFECYCLE]
-    dlq = f"{topic_prefix}.dlq"
-    with running_consumer(settings) as assembly:
-        for event in events:  # one at a time: the published order is the lifecycle's
-            produce(kafka_bootstrap, topic_prefix, [event])
-        assert len(read_topic(kafka_bootstrap, dlq, 3)) == 3
-        listed = run_cli(tmp_path, "dlq", "list", "--config", str(config), "--json")
-        head = [str(events[0]["event_id"])]
+    with _held_head_with_followers(kafka_bootstrap, topic_prefix, tmp_path, chart,
+                                   "held") as held:
+        config = str(held.config)
+        listed = run_cli(tmp_path, "dlq", "list", "--config", config, "--json")
+        head = [str(held.events[0]["event_id"])]
         assert {(g["error_class"], g["event_type"]): (g["count"], g["parked_behind"])
                 for g in json.loads(listed.stdout)["groups"]} == {
             ("http.422", LIFECYCLE[0]): (1, []), ("(parked)", LIFECYCLE[1]): (1, head),
             ("(parked)", LIFECYCLE[2]): (1, head)}
-        chart.rejected.discard(appointment)
-        replay = run_cli(tmp_path, "dlq", "replay", "--config", str(config), "--error-class",
+        chart.rejected.discard(held.appointment)
+        replay = run_cli(tmp_path, "dlq", "replay", "--config", config, "--error-class",
                          "http.422", "--json")
         assert replay.returncode == 0, replay.stderr
         counts = json.loads(replay.stdout)["counts"]
         assert (counts["replayed"], counts["parked_followers"]) == (3, 2)
-        assert wait_until(lambda: chart.applied.get(appointment) == list(LIFECYCLE), 30), \
+        assert wait_until(lambda: chart.applied.get(held.appointment) == list(LIFECYCLE), 30), \
             chart.applied
-        assert wait_until(lambda: assembly.store.parked_summary().keys == 0, 10)
-    left = run_cli(tmp_path, "dlq", "list", "--config", str(config), "--json")
+        assert wait_until(lambda: held.assembly.store.parked_summary().keys == 0, 10)
+    left = run_cli(tmp_path, "dlq", "list", "--config", config, "--json")
     assert json.loads(left.stdout)["total"] == 0
-    assert len(read_topic(kafka_bootstrap, dlq, 3)) == 3, "no follower went back to the DLQ"
+    assert len(read_topic(kafka_bootstrap, held.dlq, 3)) == 3, "no follower went back to the DLQ"
