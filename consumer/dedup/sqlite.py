@@ -23,7 +23,9 @@ delivered it is recorded (``outcome_buffer``), and a second copy inside that win
 caught downstream by its ``Idempotency-Key``. Writes never lag, so the rules (no
 ``dead_lettered`` over a live ``delivered``) always see every process's rows. A lookup
 never waits for a write in progress either (a commit takes a millisecond or more, and every
-lane looks up every chunk): it answers from the index, which that write catches up.
+lane looks up every chunk): it answers from the index, which that write catches up; a
+catch-up due while another holder has the lock is made by the next lookup that finds it
+free, so "at most ``LOOKUP_CATCH_UP_MS`` later" is that plus the moments the lock is held.
 
 Consequences, by design:
 
@@ -177,9 +179,11 @@ class SqliteDedupStore:
     # -- reading ---------------------------------------------------------------------------
 
     def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
-        # Never waits for a write: one holding the lock catches the index up itself, and
-        # the index is read without the lock (a get per id is atomic under the GIL; a purge
-        # swaps in a new dict). Waiting put every lane behind each write's commit.
+        # Never waits for the lock: a write holding it catches the index up itself (other
+        # holders are brief), and a catch-up skipped here is made by the next lookup that
+        # finds the lock free. The index is read without the lock (a get per id is atomic
+        # under the GIL; a purge swaps in a new dict). Waiting put every lane behind each
+        # write's commit.
         if (self._clock.monotonic() - self._looked_at >= LOOKUP_CATCH_UP_MS / 1000
                 and self._lock.acquire(blocking=False)):
             try:
