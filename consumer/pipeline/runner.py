@@ -208,8 +208,8 @@ class Runner:
                 records = self._consumer.consume(max(1, min(BATCH_SIZE, room)),
                                                  self._poll_timeout_s())
                 if records:
-                    if self._ordering is not None:
-                        self._ordering.consumed()
+                    if not self._chains_refreshed():
+                        break  # before anything could store their positions
                     self._accept(records)
                 if self._clock.monotonic() - self._undelivered_checked_at >= CHECK_INTERVAL_S:
                     self._step_over_undelivered(self._assigned)
@@ -225,6 +225,20 @@ class Runner:
             raise FatalError(str(self._fatal)) from self._fatal
 
     # -- the loop's steps -------------------------------------------------------------------
+
+    def _chains_refreshed(self) -> bool:
+        """Take in other instances' parked keys before consumed records are viewed; False
+        (the loop ends, the records untracked, so consumed again after a restart) if the
+        store cannot be read."""
+        if self._ordering is None:
+            return True
+        try:
+            self._ordering.consumed()
+        except Exception as exc:
+            LOG.error("could not read parked keys", exc_info=exc)
+            self._fatal = self._fatal or exc
+            return False
+        return True
 
     def _accept(self, records: list[InboundRecord]) -> None:
         """Hold back records not yet due, track and dispatch the rest (decoded later).
@@ -485,6 +499,8 @@ class Runner:
         See ``consumer.pipeline.undelivered`` for why and when this is safe.
         """
         self._undelivered_checked_at = self._clock.monotonic()
+        if self._fatal is not None:
+            return  # the loop may have stopped between a consume and tracking its records
         idle = [tp for tp in partitions
                 if tp in self._assigned and tp not in self._paused
                 and tp not in self._seek_backs and self._book.in_flight(tp) == 0]

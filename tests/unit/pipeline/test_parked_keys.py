@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from consumer.dedup.chains import ParkedSummary
 from consumer.dedup.sqlite import SqliteDedupStore
 from consumer.dedup.store import DedupStore, MemoryDedupStore
@@ -38,7 +40,7 @@ from consumer.pipeline.outbox import HopOutbox, HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
 from consumer.pipeline.records import InboundRecord, Republished
-from consumer.pipeline.runner import Runner
+from consumer.pipeline.runner import FatalError, Runner
 from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.headers import RecordHeaders, decode_headers, encode_headers
@@ -234,6 +236,25 @@ def test_a_chain_another_instance_made_before_a_consume_parks_the_record(
         theirs.close()
     assert world.downstream.calls == []
     assert [h.parked_behind for h in world.headers(TIER_5S)] == ["scheduled"]
+
+
+class UnreadableChains(MemoryDedupStore):
+    """A store whose chains cannot be read (a disk error on the SQLite file, say)."""
+
+    def refresh_chains(self) -> None:
+        raise OSError("disk I/O error")
+
+
+def test_parked_keys_that_cannot_be_read_stop_the_loop_before_any_call() -> None:
+    """The consumed record is neither processed nor tracked, so its offset is never
+    committed: the next start consumes it again."""
+    world = World()
+    world.store = UnreadableChains(world.clock)
+    world.publish("scheduled")
+    with pytest.raises(FatalError, match="disk I/O error"):
+        world.run_until(lambda: False)
+    assert world.downstream.calls == []
+    assert world.broker.committed((MAIN, 0)) is None
 
 
 def test_a_parked_key_does_not_hold_up_other_keys() -> None:
