@@ -82,9 +82,9 @@ def test_a_45_second_outage_dead_letters_nothing_and_probes_gently(
 def test_every_call_answering_404_halts_at_the_limit_and_resumes_after_the_fix(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    """delivery.url points at a wrong path: 20 dead letters, then `run` halts and says why,
-    and `lag` shows STOP with that reason; with the URL fixed and `run` restarted, the other
-    280 events are delivered."""
+    """delivery.url points at a wrong path: at most 20 dead letters, then `run` halts and
+    says why, and `lag` shows STOP with that reason; with the URL fixed and `run` restarted,
+    every other event is delivered."""
     events = [new_event() for _ in range(300)]
     with DownstreamSimulator(FailurePlan()) as simulator:
         base = simulator.events_url.rsplit("/", 1)[0]
@@ -111,18 +111,22 @@ def test_every_call_answering_404_halts_at_the_limit_and_resumes_after_the_fix(
         assert "404" in halt_line
         assert "check delivery.url" in halt_line
         dead = read_topic(kafka_bootstrap, dlq_topic_name(topic_prefix), 300, timeout_s=5)
-        assert len(dead) == 20
+        # At most the limit's worth. Fewer when the stop came while a dead letter's hop
+        # waited for an earlier record of its partition, held by the halt: its hop commits
+        # only with the offset that settles it, so the stop drops it, and the event is
+        # processed afresh after the restart.
+        assert 0 < len(dead) <= 20
+        dead_ids = {(header(m, "clinic.event-id") or b"").decode() for m in dead}
+        assert len(dead_ids) == len(dead)
 
         fixed = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
                              url=simulator.events_url)
         run = start_run_process(fixed, tmp_path, "fixed")
         try:
-            assert wait_until(lambda: len(simulator.delivered_keys()) >= 280, 90)
+            assert wait_until(lambda: len(simulator.delivered_keys()) >= 300 - len(dead), 90)
         finally:
             run.terminate()
             run.wait(30)
         delivered = set(simulator.delivered_keys())
-    dead_ids = {header(m, "clinic.event-id") for m in dead}
-    assert len(dead_ids) == 20
-    assert len(delivered) == 280
-    assert not delivered & {d.decode() for d in dead_ids if d is not None}
+    # every event has exactly one fate: dead-lettered or, after the fix, delivered
+    assert delivered == {str(event["event_id"]) for event in events} - dead_ids
