@@ -62,9 +62,11 @@ class DlqFencedError(DlqIoError):
 def fenced(exc: KafkaException) -> bool:
     """True if ``exc`` says a newer producer with our ``transactional.id`` fenced ours."""
     error = exc.args[0] if exc.args else None
-    # after the fencing, calls fail with the producer's fatal error, which names it
+    # After the fencing, calls fail with the producer's fatal error, which names it; a step
+    # the fencing made fail (AddPartitionsToTxn under a commit) has a code of its own and
+    # the fencing's text: "... Local: This instance has been fenced by a newer instance".
     return isinstance(error, KafkaError) and (
-        error.code() in _FENCED or (error.fatal() and "fenced" in error.str().lower()))
+        error.code() in _FENCED or "fenced" in error.str().lower())
 
 
 def read_ledger(settings: Settings, ledger_topic: str) -> DlqLedger | None:
@@ -240,6 +242,9 @@ class LedgerWriter:
         except KafkaException as exc:
             if not (self.fenced or fenced(exc)):
                 raise
+            # A delivery report does not always carry the fencing's own code (a failed
+            # AddPartitionsToTxn reports its own); the refused abort does.
+            self.fenced = True
 
     def write_audit(self, topic: str, key: str, audit: dict[str, Any]) -> None:
         """Append ``audit`` to the audit topic (without a transaction if this run was fenced:

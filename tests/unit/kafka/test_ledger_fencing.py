@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
 import consumer.kafka.dlq_ledger
 from consumer.config.settings import load_settings
@@ -61,4 +61,53 @@ def test_a_bare_system_error_from_flush_is_recognised_as_the_fencing(
     with pytest.raises(DlqFencedError, match="this run was fenced"):
         writer.commit()
     assert writer.fenced
+    assert producer.calls[-2:] == ["flush", "abort"]
+
+
+class FencedMidCommit(FencedMidFlush):
+    """Fenced while its commit added the transaction's partitions: the commit fails with
+    the AddPartitionsToTxn error, whose code is not a fencing code but whose text is."""
+
+    def flush(self, _timeout: float) -> int:
+        self.calls.append("flush")
+        return 0
+
+    def commit_transaction(self, _timeout: float) -> None:
+        self.calls.append("commit")
+        raise KafkaException(KafkaError(
+            KafkaError._STATE, "Failed to add partitions to transaction: Local: This "
+            "instance has been fenced by a newer instance"))
+
+
+def test_a_commit_failing_on_the_fencing_s_text_is_recognised_as_the_fencing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer = FencedMidCommit()
+    monkeypatch.setattr(consumer.kafka.dlq_ledger, "build_producer",
+                        lambda *_args, **_kwargs: producer)
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    writer = LedgerWriter(load_settings(config, env={}), "t.dlq", "t.dlq-ledger")
+    writer._opened_at = 0.0
+    with pytest.raises(DlqFencedError, match="this run was fenced"):
+        writer.commit()
+    assert writer.fenced
+
+
+def test_failed_deliveries_and_an_abort_refused_as_fenced_are_the_fencing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery report need not carry a fencing code; the abort that follows the failed
+    deliveries is refused as fenced, and that says it."""
+    producer = FencedMidCommit()
+    monkeypatch.setattr(consumer.kafka.dlq_ledger, "build_producer",
+                        lambda *_args, **_kwargs: producer)
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    writer = LedgerWriter(load_settings(config, env={}), "t.dlq", "t.dlq-ledger")
+    writer._opened_at = 0.0
+    writer._delivered(KafkaError(KafkaError._PURGE_QUEUE, "Purged in queue"),
+                      Message(topic="t.dlq-ledger"))
+    with pytest.raises(DlqFencedError, match="this run was fenced"):
+        writer.commit()
     assert producer.calls[-2:] == ["flush", "abort"]
