@@ -53,7 +53,7 @@ another connection committed anything; with one process it never reloads.
 ``refresh_chains`` brings up to date the same way: the pipeline calls it after every
 consume, the path by which another process's chain can concern a record (it was made
 before the record was produced, or before the partition changed hands). Asking the pragma
-for every chunk instead cost ~45 us of CPU per event with 16 lanes delivering over HTTP,
+for every chunk would cost ~45 us of CPU per event with 16 lanes delivering over HTTP,
 where a chunk is one record, under the lock the store's writes hold. Changes are read
 and written inside one write transaction, from the table, so processes sharing the file
 never lose each other's links. Keys with a chain are few (only those with an event in a
@@ -182,8 +182,8 @@ class SqliteDedupStore:
         # Never waits for the lock: a write holding it catches the index up itself (other
         # holders are brief), and a catch-up skipped here is made by the next lookup that
         # finds the lock free. The index is read without the lock (a get per id is atomic
-        # under the GIL; a purge swaps in a new dict). Waiting put every lane behind each
-        # write's commit.
+        # under the GIL; a purge swaps in a new dict). Waiting would put every lane behind
+        # each write's commit.
         if (self._clock.monotonic() - self._looked_at >= LOOKUP_CATCH_UP_MS / 1000
                 and self._lock.acquire(blocking=False)):
             try:
