@@ -46,18 +46,25 @@ class FencedMidFlush:
     def close(self) -> None: ...
 
 
+def _writer_over(producer: FencedMidFlush, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> LedgerWriter:
+    """A ledger writer on ``producer``, with a transaction open (as after ``add``)."""
+    monkeypatch.setattr(consumer.kafka.dlq_ledger, "build_producer",
+                        lambda *_args, **_kwargs: producer)
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    writer = LedgerWriter(load_settings(config, env={}), "t.dlq", "t.dlq-ledger")
+    writer._opened_at = 0.0
+    return writer
+
+
 def test_a_bare_system_error_from_flush_is_recognised_as_the_fencing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two replays side by side: the later one fences the earlier, which must stop saying
     so (exit 1, audited as fenced), not with a traceback."""
     producer = FencedMidFlush()
-    monkeypatch.setattr(consumer.kafka.dlq_ledger, "build_producer",
-                        lambda *_args, **_kwargs: producer)
-    config = tmp_path / "c.toml"
-    config.write_text("")
-    writer = LedgerWriter(load_settings(config, env={}), "t.dlq", "t.dlq-ledger")
-    writer._opened_at = 0.0  # a transaction holds a replay (as after ``add``)
+    writer = _writer_over(producer, tmp_path, monkeypatch)
     with pytest.raises(DlqFencedError, match="this run was fenced"):
         writer.commit()
     assert writer.fenced
@@ -83,12 +90,7 @@ def test_a_commit_failing_on_the_fencing_s_text_is_recognised_as_the_fencing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     producer = FencedMidCommit()
-    monkeypatch.setattr(consumer.kafka.dlq_ledger, "build_producer",
-                        lambda *_args, **_kwargs: producer)
-    config = tmp_path / "c.toml"
-    config.write_text("")
-    writer = LedgerWriter(load_settings(config, env={}), "t.dlq", "t.dlq-ledger")
-    writer._opened_at = 0.0
+    writer = _writer_over(producer, tmp_path, monkeypatch)
     with pytest.raises(DlqFencedError, match="this run was fenced"):
         writer.commit()
     assert writer.fenced
@@ -100,12 +102,7 @@ def test_failed_deliveries_and_an_abort_refused_as_fenced_are_the_fencing(
     """A delivery report need not carry a fencing code; the abort that follows the failed
     deliveries is refused as fenced, and that says it."""
     producer = FencedMidCommit()
-    monkeypatch.setattr(consumer.kafka.dlq_ledger, "build_producer",
-                        lambda *_args, **_kwargs: producer)
-    config = tmp_path / "c.toml"
-    config.write_text("")
-    writer = LedgerWriter(load_settings(config, env={}), "t.dlq", "t.dlq-ledger")
-    writer._opened_at = 0.0
+    writer = _writer_over(producer, tmp_path, monkeypatch)
     writer._delivered(KafkaError(KafkaError._PURGE_QUEUE, "Purged in queue"),
                       Message(topic="t.dlq-ledger"))
     with pytest.raises(DlqFencedError, match="this run was fenced"):
