@@ -28,9 +28,9 @@ The targets:
 3. A downstream answering in 20 ms (``bench/downstream.py``): the pipeline's HTTP delivery
    (the real ``HttpDelivery`` through ``[delivery] url``) reaches >= 90 % of the call rate of
    a plain loop of ``concurrency`` threads, each posting with its own httpx client, against
-   the same server; ``concurrency / latency`` is printed beside it. Each round's pipeline
-   pass is compared with the mean of the plain loops either side of it; the median of the
-   rounds is judged.
+   the same server; ``concurrency / latency`` is printed beside it. After an unjudged
+   warm-up pass, each round's pipeline pass is compared with the mean of the plain loops
+   either side of it; the median of the rounds is judged.
 4. A backlog across the default 6 partitions, drained through a handler taking 10 ms, drains
    fairly (``bench/fairness.py``): no partition with records left keeps its committed offset
    for more than 5 s while another's advances (4a), and the progress of the partitions
