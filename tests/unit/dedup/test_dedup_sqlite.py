@@ -219,8 +219,8 @@ def test_a_lookup_sees_another_stores_outcome_at_most_the_catch_up_interval_late
 
 def test_a_lookup_never_waits_for_a_write_in_progress(tmp_path: Path) -> None:
     """Lanes look up every chunk, and a write holds the store's lock through its commit: a
-    lookup waiting for it held every lane up behind each write. It answers from the index
-    (caught up by the write itself) instead."""
+    lookup waiting for it would hold every lane up behind each write. It answers from the
+    index (caught up by the write itself) instead."""
     clock = ManualClock()
     store = SqliteDedupStore(tmp_path / "dedup.sqlite3", TTL_MS, clock)
     try:
