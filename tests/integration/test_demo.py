@@ -48,21 +48,21 @@ def test_demo_settles_every_example_event_through_the_tiers(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """The default demo delivers or dead-letters every example event exactly once, using
-    every retry tier and both dead-letter reasons with its default seed."""
+    every retry tier and both dead-letter reasons with its default seed, and tells the same
+    story every run: its scattered failures are never taken for an outage."""
     code, summary, stderr = _demo(kafka_bootstrap, tmp_path, "--seed", "18")
 
     assert code == 0, stderr
     _assert_adds_up(summary)
     assert summary["main_topic"].startswith("clinic.events.demo.")
-    retried = list(summary["retried"].values())
-    assert list(summary["retried"]) == ["1s", "3s", "6s"]
-    assert retried == sorted(retried, reverse=True)  # every tier's records came from the last
-    assert retried[-1] >= 1
+    assert summary["retried"] == {"1s": 5, "3s": 2, "6s": 1}
     assert summary["dead_letter_reasons"] == {"exhausted": 1, "permanent": 1}
     assert summary["elapsed_s"] < 40
     # The run's state stays in the working folder, ready for `dlq list --config ...`.
     assert (tmp_path / ".clinic-events" / "demo.toml").is_file()
-    assert "delivered" in (tmp_path / ".clinic-events" / "demo.log").read_text()
+    log = (tmp_path / ".clinic-events" / "demo.log").read_text()
+    assert "delivered" in log
+    assert "downstream unavailable" not in log
 
 
 def test_demo_run_again_on_the_same_configuration_delivers_nothing_twice(
