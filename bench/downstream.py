@@ -33,7 +33,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, latency_s: float) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.latency_s = latency_s
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()  # notified at the end of each response
         self.first_arrival: float | None = None
         self.answered: list[float] = []  # perf_counter at the end of each response
 
@@ -59,6 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         with server.lock:
             server.answered.append(time.perf_counter())
+            server.lock.notify_all()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: a line per request would cost the server time."""
@@ -98,9 +99,14 @@ class SlowDownstream:
             self._server.first_arrival = None
             self._server.answered.clear()
 
-    def rate(self, count: int) -> float:
-        """Calls per second: first arrival -> end of the ``count``-th response."""
+    def rate(self, count: int, *, wait_s: float = 5.0) -> float:
+        """Calls per second: first arrival -> end of the ``count``-th response.
+
+        Waits up to ``wait_s`` for the ``count``-th to be noted: a client may read its last
+        response before the server's thread has noted that it sent it.
+        """
         with self._server.lock:
+            self._server.lock.wait_for(lambda: len(self._server.answered) >= count, wait_s)
             first, answered = self._server.first_arrival, sorted(self._server.answered)
         if first is None or len(answered) < count:
             raise ValueError(f"{len(answered)} of {count} calls answered")
