@@ -27,7 +27,6 @@ from consumer.observability.telemetry import Telemetry
 from consumer.ops.dlq.chains import release_discarded
 from consumer.ops.dlq.model import DlqRecord, parse_dlq_record
 from consumer.pipeline.breaker import OutageBreaker
-from consumer.pipeline.lanes import InlineLane
 from consumer.pipeline.memory_broker import (
     MemoryBroker,
     MemoryConsumer,
@@ -36,7 +35,7 @@ from consumer.pipeline.memory_broker import (
     StoredRecord,
 )
 from consumer.pipeline.ordering import EntityOrder
-from consumer.pipeline.outbox import HopOutbox, HopSender
+from consumer.pipeline.outbox import HopOutbox
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
 from consumer.pipeline.records import InboundRecord, Republished
@@ -48,6 +47,7 @@ from retry_topics.hops import replay_headers
 from retry_topics.limits import BreakerPolicy
 from retry_topics.ordering import Link, OrderingPolicy, Position
 from retry_topics.policy import InProcessRetry, RetryPolicy
+from tests.unit.pipeline.inline_runner import inline_runner, run_until
 from tests.unit.sample_events import sample_event
 
 MAIN = "clinic.events"
@@ -141,40 +141,21 @@ class World:
         policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000, 30_000),
                              in_process=InProcessRetry(attempts=1))
         consumer = MemoryConsumer(self.broker)
-        producer = MemoryProducer(self.broker)
         outcomes = PendingOutcomes(self.store)
         order = None if ordering is None else \
             EntityOrder(self.store, ordering, outcomes, self.clock, policy.dlq_topic)
-        telemetry = Telemetry()
-
-        def lanes(hops: HopSender) -> InlineLane:
-            processor = RecordProcessor(
-                policy=policy, handler=self.downstream, outcomes=outcomes, hops=hops,
-                telemetry=telemetry, clock=self.clock, rules=ExceptionRules(),
-                group_id="clinic-events", codec=CODEC, ordering=order, breaker=breaker)
-            return InlineLane(processor.process_chunk, abandon=processor.abandon)
-
         transactions = None
         if aborted_commits is not None:
             transactions = MemoryTransactions(self.broker, consumer)
             transactions.abort_next(aborted_commits)
-        runner = Runner(consumer=consumer, producer=producer, policy=policy,
-                        lanes_factory=lanes, outcomes=outcomes, clock=self.clock,
-                        telemetry=telemetry, drain_timeout_s=1.0, ordering=order,
-                        breaker=breaker, transactions=transactions)
+        runner = inline_runner(consumer, MemoryProducer(self.broker), policy=policy,
+                               handler=self.downstream, outcomes=outcomes, clock=self.clock,
+                               ordering=order, breaker=breaker, drain_timeout_s=1.0,
+                               transactions=transactions)
         self.consumer, self.runner = consumer, runner
-        consume = consumer.consume
-
-        def consume_until_done(max_records: int, timeout_s: float) -> list[InboundRecord]:
-            if done():
-                runner.stop()
-                return []
-            return consume(max_records, timeout_s)
-
-        consumer.consume = consume_until_done  # type: ignore[method-assign]
         if prepare is not None:
             prepare(runner)
-        runner.run()
+        run_until(runner, consumer, done)
         return runner
 
 

@@ -23,7 +23,7 @@ from consumer.pipeline.memory_broker import StoredRecord
 from consumer.pipeline.notifier import DeadLetterNote, RecordingNotifier
 from retry_topics.clock import SystemClock
 from retry_topics.limits import FloodGuardPolicy
-from tests.unit.pipeline.test_system_failures import CODEC, MAIN, _run_until, _world
+from tests.unit.pipeline.test_system_failures import CODEC, MAIN, _world
 from tests.unit.sample_events import sample_event
 
 PHI = ("Maria", "Okafor", "MBR99887766", "+15551234567", "1984", "pat-501")
@@ -37,7 +37,7 @@ def test_an_outage_is_told_when_the_breaker_opens_and_when_it_closes() -> None:
     notifier = RecordingNotifier()
     runner = world.runner(notifier=notifier)
     world.publish(20)
-    _run_until(runner, world.broker, lambda: len(world.downstream.delivered) == 20)
+    world.run_until(runner, lambda: len(world.downstream.delivered) == 20)
     assert [s.condition for s in notifier.conditions] == ["outage", "ok"]
     outage = notifier.conditions[0]
     assert "calls failed" in outage.reason
@@ -56,7 +56,7 @@ def test_a_halt_is_told_once_and_every_dead_letter_with_its_clinic_and_class() -
     notifier = RecordingNotifier()
     world.publish(50)
     runner = world.runner(guard=FloodGuardPolicy(max_consecutive=5), notifier=notifier)
-    _run_until(runner, world.broker, lambda: runner.halt is not None)
+    world.run_until(runner, lambda: runner.halt is not None)
     assert notifier.dead_letters == [DeadLetterNote(
         reason="permanent", error_class="http.404", event_type="appointment.scheduled",
         clinic_id="clinic-north")] * 5
@@ -118,7 +118,7 @@ def test_no_patient_data_reaches_the_webhook_even_when_the_handler_quotes_it() -
         DigestPolicy(min_interval_ms=60_000, review_url="https://review.example", topic=MAIN),
         world.clock, transport=httpx.MockTransport(receiver))
     runner = world.runner(notifier=notifier)
-    _run_until(runner, world.broker, lambda: len(world.dead_letters()) == 6)
+    world.run_until(runner, lambda: len(world.dead_letters()) == 6)
     assert len(receiver.bodies) == 1  # the last digest, sent when the run stopped
     body = receiver.bodies[0]
     sent = json.dumps(body)
@@ -156,6 +156,6 @@ def test_a_failing_or_hanging_webhook_never_holds_the_runner_up() -> None:
             all_done.append(time.monotonic())
         return bool(all_done)
 
-    _run_until(runner, world.broker, done)
+    world.run_until(runner, done)
     assert all_done[0] - started < 1.0, "processing waited for the webhook"
     assert time.monotonic() - started < 6.0, "stopping waited for the webhook"

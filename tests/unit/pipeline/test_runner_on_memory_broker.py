@@ -20,7 +20,7 @@ from consumer.delivery.handlers import DeliveryContext
 from consumer.errors import PermanentError, TransientError
 from consumer.events.codec import EventCodec, EventRecord
 from consumer.observability.telemetry import Telemetry
-from consumer.pipeline.lanes import InlineLane, LaneFailure
+from consumer.pipeline.lanes import LaneFailure
 from consumer.pipeline.memory_broker import (
     MemoryBroker,
     MemoryConsumer,
@@ -28,15 +28,13 @@ from consumer.pipeline.memory_broker import (
     MemoryTransactions,
     StoredRecord,
 )
-from consumer.pipeline.outbox import HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
-from consumer.pipeline.processing import RecordProcessor
 from consumer.pipeline.records import Delivered, Fate, InboundRecord
 from consumer.pipeline.runner import Runner
-from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.headers import decode_headers
 from retry_topics.policy import InProcessRetry, RetryPolicy
+from tests.unit.pipeline.inline_runner import inline_runner, run_until
 from tests.unit.sample_events import sample_event
 
 MAIN = "clinic.events"
@@ -84,19 +82,7 @@ class Loop:
 
     def run_until(self, done: Callable[[], bool]) -> None:
         """Run the loop on this thread; it is stopped at the first poll where ``done`` holds."""
-        consume = self.consumer.consume
-
-        def consume_until_done(max_records: int, timeout_s: float) -> list[InboundRecord]:
-            if done():
-                self.runner.stop()
-                return []
-            return consume(max_records, timeout_s)
-
-        self.consumer.consume = consume_until_done  # type: ignore[method-assign]
-        try:
-            self.runner.run()
-        finally:
-            self.consumer.consume = consume  # type: ignore[method-assign]
+        run_until(self.runner, self.consumer, done)
 
 
 def build_loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = (),
@@ -118,21 +104,12 @@ def build_loop(*, main_partitions: int = 1, refuse: tuple[str, ...] = (),
                          in_process=InProcessRetry(attempts=1))
     handler = handler or ScriptedHandler(clock)
     consumer = MemoryConsumer(broker)
-    producer = MemoryProducer(broker, refuse=refuse)
     outcomes = PendingOutcomes(store or MemoryDedupStore(clock))
-    telemetry = Telemetry()
     committing = transactions(broker, consumer) if transactions is not None else None
-
-    def lanes(hops: HopSender) -> InlineLane:
-        processor = RecordProcessor(
-            policy=policy, handler=handler, outcomes=outcomes, hops=hops,
-            telemetry=telemetry, clock=clock, rules=ExceptionRules(), group_id="clinic-events",
-            codec=CODEC)
-        return InlineLane(processor.process_chunk, abandon=processor.abandon)
-
-    runner = Runner(consumer=consumer, producer=producer, policy=policy, lanes_factory=lanes,
-                    outcomes=outcomes, clock=clock, telemetry=telemetry, drain_timeout_s=1.0,
-                    max_in_flight=max_in_flight, transactions=committing)
+    runner = inline_runner(consumer, MemoryProducer(broker, refuse=refuse), policy=policy,
+                           handler=handler, outcomes=outcomes, clock=clock,
+                           drain_timeout_s=1.0, max_in_flight=max_in_flight,
+                           transactions=committing)
     return Loop(broker, consumer, runner, handler, clock, committing)
 
 

@@ -18,10 +18,8 @@ from consumer.dedup.store import MemoryDedupStore
 from consumer.delivery.handlers import DeliveryContext
 from consumer.errors import PermanentError, TransientError
 from consumer.events.codec import EventCodec, EventRecord
-from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.breaker import OutageBreaker
 from consumer.pipeline.flood_guard import DeadLetterGuard
-from consumer.pipeline.lanes import InlineLane
 from consumer.pipeline.memory_broker import (
     MemoryBroker,
     MemoryConsumer,
@@ -29,16 +27,13 @@ from consumer.pipeline.memory_broker import (
     StoredRecord,
 )
 from consumer.pipeline.notifier import Notifier
-from consumer.pipeline.outbox import HopSender
 from consumer.pipeline.outcome_buffer import PendingOutcomes
-from consumer.pipeline.processing import RecordProcessor
-from consumer.pipeline.records import InboundRecord
 from consumer.pipeline.runner import Runner
-from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.limits import BreakerPolicy, FloodGuardPolicy
 from retry_topics.policy import InProcessRetry, RetryPolicy
 from retry_topics.system_state import RESTATE_MS, SystemState
+from tests.unit.pipeline.inline_runner import inline_runner, run_until
 from tests.unit.sample_events import sample_event
 
 MAIN = "clinic.events"
@@ -93,6 +88,7 @@ class World:
     board: Board = field(default_factory=Board)
     policy: RetryPolicy = field(default_factory=lambda: RetryPolicy(
         main_topic=MAIN, delays_ms=DELAYS_MS, in_process=InProcessRetry(attempts=1)))
+    consumers: dict[int, MemoryConsumer] = field(default_factory=dict)  # by id of its runner
 
     def publish(self, count: int, *, start: int = 0) -> list[str]:
         ids = []
@@ -107,25 +103,20 @@ class World:
     def runner(self, *, breaker: BreakerPolicy | None = None,
                guard: FloodGuardPolicy | None = None,
                notifier: Notifier | None = None) -> Runner:
-        outcomes = PendingOutcomes(MemoryDedupStore(self.clock))
-        producer = MemoryProducer(self.broker)
-        the_breaker = OutageBreaker(breaker or BreakerPolicy(), self.clock)
-        the_guard = DeadLetterGuard(guard or FloodGuardPolicy())
-        telemetry = Telemetry()
+        consumer = MemoryConsumer(self.broker)
+        runner = inline_runner(
+            consumer, MemoryProducer(self.broker), policy=self.policy, handler=self.downstream,
+            outcomes=PendingOutcomes(MemoryDedupStore(self.clock)), clock=self.clock,
+            breaker=OutageBreaker(breaker or BreakerPolicy(), self.clock),
+            guard=DeadLetterGuard(guard or FloodGuardPolicy()), drain_timeout_s=0.1,
+            status=self.board, instance="test:1", notifier=notifier)
+        self.consumers[id(runner)] = consumer
+        return runner
 
-        def lanes(hops: HopSender) -> InlineLane:
-            processor = RecordProcessor(
-                policy=self.policy, handler=self.downstream, outcomes=outcomes,
-                hops=hops, telemetry=telemetry, clock=self.clock,
-                rules=ExceptionRules(), group_id="clinic-events",
-                codec=CODEC, breaker=the_breaker, guard=the_guard)
-            return InlineLane(processor.process_chunk, abandon=processor.abandon)
-
-        return Runner(consumer=MemoryConsumer(self.broker), producer=producer,
-                      policy=self.policy, lanes_factory=lanes, outcomes=outcomes,
-                      clock=self.clock, telemetry=telemetry, drain_timeout_s=0.1,
-                      breaker=the_breaker, guard=the_guard, status=self.board,
-                      instance="test:1", notifier=notifier)
+    def run_until(self, runner: Runner, done: Callable[[], bool],
+                  on_each_poll: Callable[[], None] | None = None) -> None:
+        """Run ``runner`` until ``done``; ``on_each_poll`` lets the test act as time passes."""
+        run_until(runner, self.consumers[id(runner)], done, on_each_poll)
 
     def dead_letters(self) -> list[str]:
         return [record.key.decode() for _, _, record in self.broker.records(DLQ)
@@ -140,24 +131,6 @@ def _world() -> World:
         broker.create_topic(f"{MAIN}.retry.{tier_delay}")
     broker.create_topic(DLQ)
     return World(clock, broker, Downstream(clock))
-
-
-def _run_until(runner: Runner, consumer_of: MemoryBroker, done: Callable[[], bool],
-               on_each_poll: Callable[[], None] = lambda: None) -> None:
-    """Run ``runner`` until ``done``; ``on_each_poll`` lets the test act as time passes."""
-    del consumer_of
-    consumer = runner._consumer
-    consume = consumer.consume
-
-    def consume_until_done(max_records: int, timeout_s: float) -> list[InboundRecord]:
-        on_each_poll()
-        if done():
-            runner.stop()
-            return []
-        return consume(max_records, timeout_s)
-
-    consumer.consume = consume_until_done  # type: ignore[method-assign]
-    runner.run()
 
 
 def test_a_30_minute_outage_dead_letters_nothing_and_spends_no_retry_budget(
@@ -180,9 +153,8 @@ def test_a_30_minute_outage_dead_letters_nothing_and_spends_no_retry_budget(
             more_at.pop(0)
             published.extend(world.publish(10, start=len(published)))
 
-    _run_until(runner, world.broker,
-               lambda: len(world.downstream.delivered) == 50 and not more_at,
-               on_each_poll=arrivals)
+    world.run_until(runner, lambda: len(world.downstream.delivered) == 50 and not more_at,
+                    on_each_poll=arrivals)
 
     assert world.dead_letters() == []
     recovered = world.downstream.down_until_ms
@@ -209,8 +181,8 @@ def test_one_event_failing_while_the_others_succeed_goes_through_the_tiers() -> 
     world.downstream.failing.add("evt-0001")
     runner = world.runner()
     world.publish(30)
-    _run_until(runner, world.broker, lambda: bool(world.dead_letters())
-               and len(world.downstream.delivered) == 29)
+    world.run_until(runner, lambda: bool(world.dead_letters())
+                    and len(world.downstream.delivered) == 29)
     assert world.dead_letters() == ["appt-1"]
     assert sum(1 for eid, _ in world.downstream.calls if eid == "evt-0001") == 4
 
@@ -232,7 +204,7 @@ def test_a_stream_failing_permanently_halts_at_the_limit_and_loses_nothing(
             halted_at.append(world.clock.now_ms())
         return bool(halted_at) and world.clock.now_ms() - halted_at[0] > 5_000
 
-    _run_until(runner, world.broker, halted)
+    world.run_until(runner, halted)
     assert len(world.dead_letters()) == 20
     assert world.board.conditions() == ["halted", "ok"]  # ok: the instance stopped
     assert "check delivery.url" in world.board.states[0].reason
@@ -241,8 +213,7 @@ def test_a_stream_failing_permanently_halts_at_the_limit_and_loses_nothing(
 
     world.downstream.not_found = False  # the URL is fixed; the consumer restarts
     restarted = world.runner(guard=FloodGuardPolicy(max_consecutive=20))
-    _run_until(restarted, world.broker,
-               lambda: len(world.downstream.delivered) == 280)
+    world.run_until(restarted, lambda: len(world.downstream.delivered) == 280)
     dead = set(world.dead_letters())
     assert {f"evt-{n:04}" for n in range(300)} == set(published)
     assert set(world.downstream.delivered) | {f"evt-{int(k.split('-')[1]):04}" for k in dead} \
@@ -255,8 +226,8 @@ def test_a_restart_with_the_same_mistake_halts_again_only_after_a_fresh_run() ->
     world.downstream.not_found = True
     world.publish(100)
     first = world.runner(guard=FloodGuardPolicy(max_consecutive=5))
-    _run_until(first, world.broker, lambda: first._guard is not None and first._guard.halted)
+    world.run_until(first, lambda: first._guard is not None and first._guard.halted)
     assert len(world.dead_letters()) == 5
     again = world.runner(guard=FloodGuardPolicy(max_consecutive=5))
-    _run_until(again, world.broker, lambda: again._guard is not None and again._guard.halted)
+    world.run_until(again, lambda: again._guard is not None and again._guard.halted)
     assert len(world.dead_letters()) == 10
