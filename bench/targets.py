@@ -13,11 +13,19 @@ in a temporary folder), with logging configured by the very function ``clinic-ev
 calls (``configure_logging``) at ``run --log-level``'s default, INFO, writing to a file as a
 service's stderr would (JSON lines, stderr not being a terminal). Only the rows that say
 WARNING change the level. The process runs with ``run``'s garbage-collector setting.
+Telemetry is off in every pipeline but one: the runner gets no SDK provider, as ``run``
+gives it with ``OTEL_TRACES_EXPORTER=none`` and ``OTEL_METRICS_EXPORTER=none``. With no
+``OTEL_*`` variable set, ``run`` records a span and two duration histograms per event and
+exports them over OTLP; target 1c measures that pass beside the others.
 
 The targets:
 
 1. Happy path, quick no-op Python handler: the pipeline at INFO reaches >= 60 % of the
-   decode-only loop's rate (1a) and >= 60 % of the same pipeline at WARNING (1b).
+   decode-only loop's rate (1a) and >= 60 % of the same pipeline at WARNING (1b). 1c is
+   the same pipeline at INFO with the OpenTelemetry providers ``run`` builds from this
+   process's environment (``run_telemetry``; the report names the ``OTEL_*`` variables set),
+   held to the bound of 1a. With none set it cannot pass: the SDK's span and histograms
+   cost more per event than decoding does (docs/benchmarks.md has the figures).
 2. The default concurrency (16) is never slower than ``concurrency = 1`` for that handler:
    rate(16) / rate(1) >= 95 % at INFO (2a) and at WARNING (2b). Why 5 %: "never slower"
    cannot mean a ratio of exactly 1 between two passes that ran at different moments, and
@@ -60,6 +68,7 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -71,6 +80,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
 
 from bench import delay_precision
 from bench.downstream import SlowDownstream, plain_loop
@@ -93,6 +104,12 @@ from consumer.errors import ClinicEventsError, TransientError
 from consumer.events.codec import EventRecord
 from consumer.events.model import event_to_json
 from consumer.kafka.provisioning import ensure_topics
+from consumer.observability.telemetry import (
+    configure_metrics,
+    configure_tracing,
+    exports,
+    shutdown_providers,
+)
 from consumer.pipeline.outcome_log import configure_logging
 from retry_topics.errors import RetryTopicsError
 from tests.integration.harness import running_consumer
@@ -173,6 +190,25 @@ PASSES = {  # name -> (label, log level, concurrency: None = the default)
     "p1_info": ("pipeline, concurrency 1, INFO", "INFO", 1),
     "p1_warning": ("pipeline, concurrency 1, WARNING", "WARNING", 1),
 }
+TELEMETRY_ROUNDS = 3  # 1c is far below its bound: a few rounds say so
+
+
+def run_telemetry() -> tuple[TracerProvider | None, MeterProvider | None]:
+    """The SDK providers ``clinic-events run`` gives the runner in this environment.
+
+    The same rule as ``consumer/cli/run.py``: a tracer provider unless
+    ``OTEL_TRACES_EXPORTER`` selects no exporter, a meter provider unless
+    ``OTEL_METRICS_EXPORTER`` does (the benchmark's settings open no Prometheus port). With no
+    ``OTEL_*`` variable set, both export over OTLP to ``localhost:4318``.
+    """
+    return (configure_tracing() if exports("OTEL_TRACES_EXPORTER") else None,
+            configure_metrics() if exports("OTEL_METRICS_EXPORTER") else None)
+
+
+def otel_environment() -> str:
+    """The ``OTEL_*`` variables in effect, for the report (``none set``: the defaults)."""
+    names = sorted(name for name in os.environ if name.startswith("OTEL_"))
+    return ", ".join(f"{name}={os.environ[name]}" for name in names) or "none set"
 
 
 def happy_path(bootstrap: str, folder: Path, events: int, rounds: int) -> list[Target]:
@@ -222,7 +258,40 @@ def happy_path(bootstrap: str, folder: Path, events: int, rounds: int) -> list[T
             value=value, bound=CONCURRENCY_TOLERANCE, unit=Unit.RATIO, at_least=True,
             rounds=each, note=f"(decode passes of a round differed by a median "
                               f"{statistics.median(noise):.0%})"))
+    targets.insert(2, with_run_telemetry(settings, folder, events, log_file))
     return targets
+
+
+def with_run_telemetry(settings: Settings, folder: Path, events: int,
+                       log_file: Path) -> Target:
+    """Target 1c: per round, decode, the pipeline at INFO with ``run_telemetry``, decode.
+
+    Run after the rounds of 1 and 2, never between them: exporters that cannot reach their
+    collector go on retrying for about 30 s after a pass (measured: a few percent of a
+    core), and a span-per-event pass leaves tens of thousands of objects to free.
+    """
+    samples: dict[str, list[list[Sample]]] = {"decode": [], "telemetry": []}
+    for round_index in range(TELEMETRY_ROUNDS):
+        samples["decode"].append([consume_loop(settings, events, decode=True)])
+        tracer, meters = run_telemetry()
+        try:
+            with service_logging(DEFAULT_LEVEL, log_file):
+                sample = pipeline_run(
+                    settings, events, loop="p16_info_telemetry",
+                    store_url=f"sqlite:///{folder / f'dedup-telemetry-{round_index}.sqlite3'}",
+                    tracer_provider=tracer, meter_provider=meters)
+        finally:
+            shutdown_providers(*(p for p in (tracer, meters) if p is not None))
+        samples["telemetry"].append([sample])
+        samples["decode"][-1].append(consume_loop(settings, events, decode=True))
+        say(f"  telemetry round {round_index + 1}: pipeline, INFO, run's OpenTelemetry "
+            f"{sample.rate:>9,.0f} events/s, decode-only loop either side "
+            + " and ".join(f"{d.rate:,.0f}" for d in samples["decode"][-1]))
+    us = {name: loop_result(name, got).round_us for name, got in samples.items()}
+    value, each = median_ratio(us["decode"], us["telemetry"])
+    return Target(key="1c", name="happy path, run's OpenTelemetry / decode-only loop",
+                  value=value, bound=VS_DECODE, unit=Unit.RATIO, at_least=True, rounds=each,
+                  note=f"(OTEL_* variables: {otel_environment()})")
 
 
 def decode_drift(first: float, last: float) -> float:
