@@ -268,7 +268,7 @@ def with_run_telemetry(settings: Settings, folder: Path, events: int,
 
     Run after the rounds of 1 and 2, never between them: exporters that cannot reach their
     collector go on retrying for about 30 s after a pass (measured: a few percent of a
-    core), and a span-per-event pass leaves tens of thousands of objects to free.
+    core), which would fall on whatever ran next.
     """
     samples: dict[str, list[list[Sample]]] = {"decode": [], "telemetry": []}
     for round_index in range(TELEMETRY_ROUNDS):
