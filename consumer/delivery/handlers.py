@@ -230,6 +230,9 @@ def build_handler(settings: Settings) -> DeliveryHandler:
         check_rule_classes(settings.classification)  # the handler's module may define them
         return CallableDelivery(target, settings.classification)
     if delivery.url:
+        # The rules classify whatever escapes the delivery, so a misspelt one is refused here
+        # too, not only beside a Python handler.
+        check_rule_classes(settings.classification)
         return HttpDelivery(delivery.url, delivery.timeout_ms,
                             max_connections=delivery.concurrency)
     raise ConfigError("set delivery.url (HTTP delivery) or delivery.handler "

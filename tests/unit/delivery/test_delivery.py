@@ -372,3 +372,15 @@ def test_a_handler_with_a_rule_that_could_never_match_is_refused_at_start_up(
                                           r"does not exist"):
         build_handler(load_settings(env={
             **env, "CLINIC_EVENTS_CLASSIFICATION_TRANSIENT": '["ehr_handler_mod.EhrBsy"]'}))
+
+
+def test_http_delivery_with_a_rule_that_could_never_match_is_refused_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same check with delivery over HTTP: the documented exit 2 for a rule naming no
+    class does not depend on how events are delivered."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"classification.permanent: 'nosuch.module.Err' "
+                                          r"cannot be imported"):
+        build_handler(load_settings(env={
+            "CLINIC_EVENTS_CLASSIFICATION_PERMANENT": '["nosuch.module.Err"]'}))
