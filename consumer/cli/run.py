@@ -122,6 +122,10 @@ def run_command(config_path: Path | None, log_level: str) -> None:
         if endpoint is not None:
             endpoint.close()
         shutdown_providers(provider, meters)
+        # Stopped: a further signal has nothing left to hurry. Ignored, it cannot kill the
+        # interpreter on its way out, which puts the default handlers back first.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     click.echo(f"clinic-events: stopped cleanly ({describe_stats(assembly.runner.stats)})",
                err=True)
 

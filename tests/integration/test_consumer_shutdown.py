@@ -63,3 +63,30 @@ def test_a_second_sigterm_leaves_queued_records_for_redelivery_and_exits_at_once
             second.send_signal(signal.SIGTERM)
             assert second.wait(60) == 0
         assert sim.duplicate_deliveries() == {}
+
+
+def test_a_signal_after_the_clean_stop_does_not_change_the_exit_code(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """An operator's second Ctrl-C or SIGTERM can land after ``run`` has stopped cleanly,
+    while the interpreter exits: the process still exits 0, not killed by the signal."""
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
+                          url="http://127.0.0.1:9/events")
+    ensure_topics(settings_for(config))
+    log_file = tmp_path / "run.log"
+    process = start_run_process(config, tmp_path, "run")
+    try:
+        deadline = time.monotonic() + 60
+        while "assigned" not in log_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while "stopped cleanly" not in log_file.read_text() and process.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, log_file.read_text()

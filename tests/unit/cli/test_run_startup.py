@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,16 @@ def test_run_says_it_joins_the_group_and_why_partitions_may_take_a_while(
             f"out, {timeout}\n") in result.output
     assert "stopped cleanly (delivered 0, duplicate 0, retried 0, parked 0, dead_lettered 0)" \
         in result.output
+
+
+@pytest.mark.usefixtures("run_without_kafka")
+def test_once_stopped_run_ignores_further_signals(tmp_path: Path) -> None:
+    """A signal landing while the interpreter exits, after the clean stop, must not kill it
+    (exit code 0, not death by the signal): the interpreter puts default handlers back
+    first, except for ignored signals."""
+    path = tmp_path / "clinic-events.toml"
+    path.write_text('[kafka]\ngroup_id = "g1"\n')
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
