@@ -133,10 +133,13 @@ def lag_command(ctx: click.Context, config_path: Path | None, as_json: bool, wat
     \b
     Status, worst wins:
       OK    no lag, or lag being worked off
-      WARN  lag grew over the window; the DLQ holds open dead letters; a topic is missing
+      WARN  lag grew over the window; the DLQ holds open dead letters; a topic is missing;
+            a run instance states an outage (what it holds back is WARN with it)
       ERR   a retry record is overdue beyond --grace; a main partition is stalled
-            (lag > 0, committed offset unchanged over the window)
-      STOP  the group has no members while there is lag
+            (lag > 0, committed offset unchanged over the window); an outage that lasted
+            [breaker] error_after
+      STOP  the group has no members while there is lag; a run instance halted its dead
+            letters (flood guard)
 
     \b
     Exit code: 0 OK, 1 WARN, 2 ERR, 3 STOP, 4 Kafka could not be asked, 5 Kafka refused

@@ -21,6 +21,8 @@ Rules, in the spirit of Burrow (statuses ordered OK < WARN < ERR < STOP; worst w
   grace period (default 30 s: the tier consumer resumes a paused partition exactly at the due
   time, so anything later than a few polls means it is not keeping up). A main-topic
   partition is **stalled**: lag > 0 and the committed offset did not move in any sample.
+  Both are only WARN while a ``run`` instance states an outage that is itself still WARN:
+  it holds every partition on purpose then.
 * **STOP** - the group has no members while a main or retry topic has lag: nobody consumes.
 
 Growth and stall need samples that span at least half the window, so two runs a second apart
@@ -210,7 +212,9 @@ def evaluate(sample: GroupSample, history: Sequence[HistoryPoint], rules: LagRul
     since = sample.taken_at_ms - rules.window_ms
     earlier = sorted((h for h in history if since <= h.taken_at_ms < sample.taken_at_ms),
                      key=lambda h: h.taken_at_ms)
-    topics = tuple(_evaluate_topic(sample, topic, earlier, rules) for topic in sample.topics)
+    held = _held_for_an_outage(sample, rules)
+    topics = tuple(_evaluate_topic(sample, topic, earlier, rules, held)
+                   for topic in sample.topics)
     system_status, system_reasons = _evaluate_system(sample, rules)
     return GroupReport(group=sample.group, taken_at_ms=sample.taken_at_ms,
                        members=sample.members, topics=topics, system_status=system_status,
@@ -242,9 +246,21 @@ def _evaluate_system(sample: GroupSample, rules: LagRules) -> tuple[Status, tupl
     return status, tuple(reasons)
 
 
+def _held_for_an_outage(sample: GroupSample, rules: LagRules) -> bool:
+    """Whether a running instance holds every partition for an outage that is still a WARN.
+
+    Then a tier record past its due time and a main partition whose offset does not move
+    are the outage's doing, not a consumer falling behind: they are WARN like the outage
+    itself, and ERR with it once it has lasted ``outage_error_ms``.
+    """
+    now = sample.taken_at_ms
+    return any(state.current(now) and state.condition == "outage"
+               and now - state.since_ms < rules.outage_error_ms for state in sample.system)
+
+
 def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[HistoryPoint],
-                    rules: LagRules) -> TopicReport:
-    parts = tuple(_evaluate_partition(sample.taken_at_ms, topic, p, earlier, rules)
+                    rules: LagRules, held: bool = False) -> TopicReport:
+    parts = tuple(_evaluate_partition(sample.taken_at_ms, topic, p, earlier, rules, held)
                   for p in topic.partitions)
     status = max((p.status for p in parts), default=Status.OK)
     reasons: list[str] = []
@@ -280,22 +296,27 @@ def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[H
 
 
 def _evaluate_partition(now_ms: int, topic: TopicSample, part: PartitionSample,
-                        earlier: Sequence[HistoryPoint], rules: LagRules) -> PartitionReport:
+                        earlier: Sequence[HistoryPoint], rules: LagRules,
+                        held: bool = False) -> PartitionReport:
+    """``held``: every partition is held for an outage (``_held_for_an_outage``)."""
     lag = partition_lag(topic.kind, part)
     time_lag = (max(0, now_ms - part.oldest_timestamp_ms)
                 if lag > 0 and part.oldest_timestamp_ms is not None else None)
     max_overdue = (max(0, now_ms - part.oldest_due_at_ms)
                    if part.overdue and part.oldest_due_at_ms is not None else None)
+    worst = Status.WARN if held else Status.ERR
+    because = " (held while the downstream is unavailable)" if held else ""
     status, reasons = Status.OK, []
     if topic.kind == "retry" and max_overdue is not None and max_overdue > rules.grace_ms:
-        status = Status.ERR
-        reasons.append(f"{part.overdue} overdue, oldest due {max_overdue // 1000}s ago")
+        status = worst
+        reasons.append(f"{part.overdue} overdue, oldest due {max_overdue // 1000}s ago{because}")
     if topic.kind != "dlq" and lag > 0:
         series = _series(topic, part, earlier, now_ms)
         verdict = _trend(series, rules, stall_applies=topic.kind == "main")
         if verdict is not None:
-            status = max(status, verdict[0])
-            reasons.append(verdict[1])
+            stalled = verdict[0] is Status.ERR
+            status = max(status, min(verdict[0], worst))
+            reasons.append(verdict[1] + (because if stalled else ""))
     return PartitionReport(
         partition=part.partition, committed=part.committed, beginning=part.beginning,
         end=part.end, lag=lag, time_lag_ms=time_lag, waiting=part.waiting, overdue=part.overdue,

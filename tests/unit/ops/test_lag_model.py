@@ -11,6 +11,7 @@ from rich.console import Console
 from consumer.cli.lag import render
 from consumer.ops.lag.history import HistoryFile, points_from_json, points_to_json
 from consumer.ops.lag.model import (
+    GroupReport,
     GroupSample,
     HistoryPoint,
     LagRules,
@@ -300,3 +301,27 @@ def test_a_state_survives_the_wire_and_garbage_is_no_state() -> None:
     assert SystemState.from_json(b"not json") is None
     assert SystemState.from_json(b'{"instance": "x", "condition": "melted", "since_ms": 1, '
                                  b'"reason": "", "stated_at_ms": 1}') is None
+
+
+def test_what_an_outage_holds_back_is_warn_with_the_outage_then_err_with_it() -> None:
+    """While a run instance holds every partition for an outage, an overdue tier record and
+    a main partition that does not move are the outage's doing: WARN, as the outage is, and
+    ERR once the outage has lasted ``outage_error_ms``."""
+    overdue = _part(0, 3, waiting=1, overdue=2, oldest_due_at_ms=NOW - 85_000)
+    history = [_point(NOW - 240_000, 4, 6), _point(NOW - 120_000, 4, 6)]
+
+    def judged(since_ago_ms: int) -> GroupReport:
+        sample = replace(_sample(("m", "main", (_part(4, 10),)), ("r", "retry", (overdue,))),
+                         system=(_stated("outage", since_ago_ms=since_ago_ms),))
+        return evaluate(sample, history, RULES)
+
+    during = judged(60_000)
+    assert [t.status for t in during.topics] == [Status.WARN, Status.WARN]
+    assert during.status is Status.WARN
+    assert all(t.reasons[0].endswith("(held while the downstream is unavailable)")
+               for t in during.topics)
+    assert "stalled" in during.topics[0].reasons[0]
+    assert "2 overdue" in during.topics[1].reasons[0]
+    lasting = judged(RULES.outage_error_ms)
+    assert [t.status for t in lasting.topics] == [Status.ERR, Status.ERR]
+    assert lasting.status is Status.ERR
