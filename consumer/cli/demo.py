@@ -44,6 +44,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from types import FrameType
 
@@ -82,6 +83,8 @@ from retry_topics.durations import format_duration
 from retry_topics.naming import dlq_ledger_topic_name, dlq_topic_name
 
 DEFAULT_EVENTS = Path("examples/events.jsonl")
+#: In ``consumer/dev``; ``examples/events.jsonl`` is a link to it, so both are one file.
+PACKAGED_EVENTS = "demo_events.jsonl"
 DEMO_DELAYS = ("1s", "3s", "6s")
 DEFAULT_SEED = 18  # with the default rates: retries in every tier, one 422, one exhausted
 PLAIN_EVERY_S = 5.0  # a plain progress line at least this often, even without change
@@ -134,7 +137,8 @@ class _RunnerThread:
               "tiers 1s, 3s, 6s and a fresh main topic per run].")
 @click.option("--events", "events_path", default=None,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help=f"JSON Lines events to publish [default: {DEFAULT_EVENTS}].")
+              help=f"JSON Lines events to publish [default: {DEFAULT_EVENTS} if there, else "
+              "the same example events shipped with the package].")
 @click.option("--transient-rate", type=click.FloatRange(0.0, 1.0), default=0.3,
               show_default=True,
               help="Share of downstream attempts failed with 503, 429 + Retry-After or 504.")
@@ -192,16 +196,18 @@ def demo_command(config_path: Path | None, events_path: Path | None, transient_r
 
 
 def _events_file(given: Path | None) -> Path:
-    """The events to publish; ``examples/`` ships with the repository, not the package."""
+    """The events to publish: ``given``, else ``examples/events.jsonl`` in the current
+    folder (a clone's root), else the same example events shipped with the package, so an
+    installed ``clinic-events demo`` runs from anywhere."""
     if given is not None:
         return given
-    checkout = Path(__file__).resolve().parents[2] / DEFAULT_EVENTS  # an editable install
-    for candidate in (DEFAULT_EVENTS, checkout):
-        if candidate.is_file():
-            return candidate
-    raise click.UsageError(
-        f"{DEFAULT_EVENTS} was not found: run the demo from the repository root (the examples "
-        "ship with the repository, not the package) or pass --events FILE")
+    if DEFAULT_EVENTS.is_file():
+        return DEFAULT_EVENTS
+    packaged = Path(str(resources.files("consumer.dev") / PACKAGED_EVENTS))
+    if packaged.is_file():
+        return packaged
+    raise click.UsageError(f"neither {DEFAULT_EVENTS} nor the package's {PACKAGED_EVENTS} was "
+                           "found (an incomplete install?); pass --events FILE")
 
 
 def _file_names_broker(path: Path) -> bool:

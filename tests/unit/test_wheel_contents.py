@@ -1,4 +1,5 @@
-"""The built wheel holds every package, schema, template and type marker of the source tree."""
+"""The built wheel holds every package, schema, template, data file and type marker of the
+source tree."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def test_the_wheel_ships_every_package_schema_and_type_marker(tmp_path: Path) ->
         for path in (ROOT / top).rglob("*"):
             if "__pycache__" in path.parts or not path.is_file():
                 continue
-            if path.suffix in {".py", ".avsc", ".html", ".css"} or path.name == "py.typed":
+            if path.suffix in {".py", ".avsc", ".html", ".css", ".jsonl"} \
+                    or path.name == "py.typed":
                 expected.add(path.relative_to(ROOT).as_posix())
     assert "consumer/cli/main.py" in expected  # the walk found the tree it checks
     assert any(name.startswith("consumer/web/templates/") for name in expected)
