@@ -238,8 +238,8 @@ def _evaluate_system(sample: GroupSample, rules: LagRules) -> tuple[Status, tupl
             status = Status.STOP
             reasons.append(f"{state.instance}: dead letters halted: {state.reason}{waiting}")
         else:
-            down_ms = now - state.since_ms
-            status = max(status, Status.ERR if down_ms >= rules.outage_error_ms else Status.WARN)
+            status = max(status, Status.ERR if _down_too_long(state, now, rules)
+                         else Status.WARN)
             since = time.strftime("%H:%M", time.localtime(state.since_ms / 1000))
             reasons.append(f"{state.instance}: downstream unavailable since {since} "
                            f"({state.reason}){waiting}")
@@ -255,11 +255,16 @@ def _held_for_an_outage(sample: GroupSample, rules: LagRules) -> bool:
     """
     now = sample.taken_at_ms
     return any(state.current(now) and state.condition == "outage"
-               and now - state.since_ms < rules.outage_error_ms for state in sample.system)
+               and not _down_too_long(state, now, rules) for state in sample.system)
+
+
+def _down_too_long(state: SystemState, now_ms: int, rules: LagRules) -> bool:
+    """An outage stated by ``state`` has lasted ``outage_error_ms``: it is ERR, not WARN."""
+    return now_ms - state.since_ms >= rules.outage_error_ms
 
 
 def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[HistoryPoint],
-                    rules: LagRules, held: bool = False) -> TopicReport:
+                    rules: LagRules, held: bool) -> TopicReport:
     parts = tuple(_evaluate_partition(sample.taken_at_ms, topic, p, earlier, rules, held)
                   for p in topic.partitions)
     status = max((p.status for p in parts), default=Status.OK)
@@ -297,7 +302,7 @@ def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[H
 
 def _evaluate_partition(now_ms: int, topic: TopicSample, part: PartitionSample,
                         earlier: Sequence[HistoryPoint], rules: LagRules,
-                        held: bool = False) -> PartitionReport:
+                        held: bool) -> PartitionReport:
     """``held``: every partition is held for an outage (``_held_for_an_outage``)."""
     lag = partition_lag(topic.kind, part)
     time_lag = (max(0, now_ms - part.oldest_timestamp_ms)
