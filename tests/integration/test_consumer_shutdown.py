@@ -13,6 +13,7 @@ from tests.integration.harness import (
     produce,
     settings_for,
     start_run_process,
+    wait_until,
     write_config,
 )
 
@@ -70,20 +71,15 @@ def test_a_signal_after_the_clean_stop_does_not_change_the_exit_code(
 ) -> None:
     """An operator's second Ctrl-C or SIGTERM can land after ``run`` has stopped cleanly,
     while the interpreter exits: the process still exits 0, not killed by the signal."""
-    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix,
-                          url="http://127.0.0.1:9/events")
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix)
     ensure_topics(settings_for(config))
     log_file = tmp_path / "run.log"
     process = start_run_process(config, tmp_path, "run")
     try:
-        deadline = time.monotonic() + 60
-        while "assigned" not in log_file.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert wait_until(lambda: "assigned" in log_file.read_text(), 60), log_file.read_text()
         process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while "stopped cleanly" not in log_file.read_text() and process.poll() is None \
-                and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: "stopped cleanly" in log_file.read_text()
+                          or process.poll() is not None, 60, interval_s=0.01)
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
     finally:
