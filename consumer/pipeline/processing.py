@@ -286,10 +286,12 @@ class RecordProcessor:
         failure, step = outcome
         if isinstance(step, RetryInProcess):
             return None  # handed over: a lane makes the quick retries (in the same span)
+        # The call failed even though the event's attempt is not spent: its span says so,
+        # as the duration metric does, or traces would not show an outage at all.
+        self._telemetry.record_error(span, failure.error_class)
         if isinstance(step, Outage):
             span.set_attribute("clinic_events.held", "outage")
             return Held(record, "outage")
-        self._telemetry.record_error(span, failure.error_class)
         dlq_reason = step.reason if isinstance(step, DeadLetter) else None
         if chains is not None and isinstance(step, RetryTo):
             chains.join(record, step.topic)  # before the hop exists: see pipeline.ordering

@@ -12,19 +12,22 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from consumer.dedup.store import MemoryDedupStore
 from consumer.delivery.handlers import DeliveryContext, HttpDelivery
 from consumer.errors import PermanentError, TransientError, UndecodableRecord
 from consumer.events.codec import EventCodec
 from consumer.observability.telemetry import Telemetry
+from consumer.pipeline.breaker import OutageBreaker
 from consumer.pipeline.outbox import AckedHops, OnAck
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.processing import RecordProcessor
-from consumer.pipeline.records import Delivered, Duplicate, InboundRecord, Republished
+from consumer.pipeline.records import Delivered, Duplicate, Held, InboundRecord, Republished
 from retry_topics.classification import ExceptionRules
 from retry_topics.clock import ManualClock
 from retry_topics.headers import REPLAY_FORCE, RecordHeaders, decode_headers
+from retry_topics.limits import BreakerPolicy
 from retry_topics.policy import InProcessRetry, RetryPolicy
 from tests.unit.sample_events import sample_event
 
@@ -74,7 +77,8 @@ class Fixture:
     def __init__(self, handler: ScriptedHandler, *, quick_attempts: int = 1,
                  rules: ExceptionRules | None = None,
                  telemetry: Telemetry | None = None,
-                 in_process: InProcessRetry | None = None) -> None:
+                 in_process: InProcessRetry | None = None,
+                 breaker: OutageBreaker | None = None) -> None:
         self.clock = SleepRecordingClock()
         self.store = MemoryDedupStore(self.clock)
         self.outcomes = PendingOutcomes(self.store)
@@ -90,7 +94,7 @@ class Fixture:
             policy=self.policy, handler=handler, outcomes=self.outcomes,
             hops=AckedHops(self.publisher, lambda fate, err: self.acked.append((fate, err))),
             telemetry=telemetry or Telemetry(), clock=self.clock,
-            rules=rules or ExceptionRules(), group_id="g",
+            rules=rules or ExceptionRules(), group_id="g", breaker=breaker,
         )
 
     def run(self, *records: InboundRecord) -> list[Any]:
@@ -532,6 +536,34 @@ def test_a_handed_over_attempt_is_one_process_span(errors: tuple[Exception, ...]
     assert len({call.traceparent for call in fx.handler.calls}) == 1
     assert (process[0].attributes or {}).get("error.type") == (None if ok else "http.503")
     assert handed.carried_span is None
+
+
+def test_calls_failed_by_an_outage_are_failed_spans_though_their_events_wait() -> None:
+    """The call that opens the breaker, and a probe the downstream still refuses, hold their
+    events without spending an attempt; their spans still say the call failed, as the
+    duration metric does, so an outage shows in traces."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    clock = ManualClock()
+    breaker = OutageBreaker(BreakerPolicy(window_calls=1, min_failures=1, min_keys=1), clock)
+    refused = TransientError("refused", error_class="connection")
+    fx = Fixture(ScriptedHandler(refused, refused), telemetry=Telemetry(provider),
+                 breaker=breaker)
+    first = record(sample_event("appointment.scheduled", event_id="evt-1"))
+    assert [(type(f), f.reason) for f in fx.run(first) if isinstance(f, Held)] == [
+        (Held, "outage")]
+    assert breaker.is_open
+    probe = record(sample_event("appointment.scheduled", event_id="evt-1"))
+    probe.probe = True
+    assert [type(fate) for fate in fx.run(probe)] == [Held]
+    spans = [s for s in exporter.get_finished_spans() if s.name.startswith("process ")]
+    assert [(s.attributes or {}).get("clinic_events.probe") for s in spans] == [None, True]
+    for span in spans:
+        assert (span.attributes or {}).get("error.type") == "connection"
+        assert (span.attributes or {}).get("clinic_events.held") == "outage"
+        assert span.status.status_code is StatusCode.ERROR
+    assert fx.publisher.sent == []  # no tier, no dead letter: the attempt is not spent
 
 
 def test_with_a_deadline_nothing_sleeps_and_quick_retries_are_handed_over() -> None:
