@@ -154,7 +154,8 @@ class DlqFilter:
 
     Error classes match the dotted path or its last part (``PermanentError``), and
     ``parked`` selects the dead letters parked behind another event; event types match
-    :attr:`DlqRecord.event_type`, so ``(undecodable)`` selects undecodable records.
+    :attr:`DlqRecord.event_type`, and ``(undecodable)`` selects every record whose value
+    did not decode, also one whose publisher stated its type in ``clinic.event-type``.
     """
 
     error_classes: frozenset[str] = frozenset()
@@ -191,7 +192,8 @@ class DlqFilter:
             self.to_offset is None or record.offset <= self.to_offset,
             self.since_ms is None or (stamp is not None and stamp >= self.since_ms),
             self.until_ms is None or (stamp is not None and stamp <= self.until_ms),
-            not self.event_types or record.event_type in self.event_types,
+            not self.event_types or record.event_type in self.event_types
+            or (record.event is None and UNDECODABLE in self.event_types),
             not self.event_ids or record.event_id in self.event_ids,
             not self.records or (record.partition, record.offset) in self.records,
             not self.error_classes or any(

@@ -156,6 +156,19 @@ def test_filter_criteria(flt: DlqFilter, expected: bool) -> None:
 def test_undecodable_records_are_selected_by_their_label() -> None:
     flt = DlqFilter(event_types=frozenset({UNDECODABLE}))
     assert flt.matches(dlq_record(event_type=None))
+    assert not flt.matches(dlq_record())
+
+
+def test_undecodable_selects_a_record_whose_header_states_its_type() -> None:
+    """``dlq list`` shows such a record as undecodable under its stated type: both select it."""
+    fields = {f: getattr(DEAD, f) for f in DEAD.__dataclass_fields__}
+    fields.update(event_id="raw-1", event_type="intake.submitted", dlq_reason="undecodable")
+    stated = parse_dlq_record(partition=0, offset=0, timestamp_ms=T0, key=None,
+                              value=b"not avro at all",
+                              headers=encode_headers(RecordHeaders(**fields)), codec=CODEC)
+    assert (stated.event, stated.event_type) == (None, "intake.submitted")
+    assert DlqFilter(event_types=frozenset({UNDECODABLE})).matches(stated)
+    assert DlqFilter(event_types=frozenset({"intake.submitted"})).matches(stated)
 
 
 def test_time_filters_exclude_records_without_timestamp() -> None:
