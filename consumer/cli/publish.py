@@ -34,7 +34,12 @@ from consumer.cli.options import (
 from consumer.errors import ConfigError, KafkaUnreachable
 from consumer.kafka.clients import producer_from
 from consumer.kafka.provisioning import TopicLayoutError
-from consumer.kafka.publishing import EventPublisher, PublishSummary, TokenBucket
+from consumer.kafka.publishing import (
+    EventPublisher,
+    PublishSummary,
+    TokenBucket,
+    publisher_linger_ms,
+)
 from consumer.observability.telemetry import Telemetry, configure_tracing, shutdown_providers
 
 _MAX_SHOWN_ERRORS = 50
@@ -72,6 +77,10 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
     limiter = TokenBucket(rate) if rate else None
     provider = configure_tracing()
     try:
+        linger_ms = publisher_linger_ms(settings)
+        if timeout <= linger_ms:  # librdkafka would refuse the producer, blaming its settings
+            raise ConfigError(f"--timeout must be longer than the producer's linger.ms "
+                              f"({linger_ms:g} ms), which a record may wait for its batch")
         with ExitStack() as stack:
             handle = _open(source, stack)
             publisher = stack.enter_context(EventPublisher(

@@ -202,6 +202,23 @@ def published_headers(event: EventRecord,
                                           traceparent=traceparent))]
 
 
+TOPIC_CHECK_FLOOR_S = 5.0
+"""The least time creating or checking the topic may take, whatever the delivery timeout.
+
+Why: that timeout is for records, and one short enough for a record (``--timeout 20ms``) is
+too short for an admin round trip: it would report a reachable broker as unreachable."""
+
+
+def publisher_linger_ms(settings: Settings) -> float:
+    """How long the publisher's producer lets a record wait for its batch (``linger.ms``).
+
+    A delivery timeout must be longer: librdkafka refuses a producer whose
+    ``message.timeout.ms`` is not.
+    """
+    config = settings.producer_config(PRODUCER_DEFAULTS)
+    return float(config.get("linger.ms", config.get("queue.buffering.max.ms", 5)))
+
+
 class EventPublisher:
     """Validates and sends events to the main topic; a context manager that flushes on exit."""
 
@@ -225,7 +242,7 @@ class EventPublisher:
 
     def __enter__(self) -> EventPublisher:
         if self._create_topics:
-            ensure_topics_logged(self._settings, timeout_s=min(30.0, self._timeout_ms / 1000))
+            ensure_topics_logged(self._settings, timeout_s=self._topic_check_timeout_s(30.0))
         try:
             self._producer = self._factory(self._settings.producer_config(
                 PRODUCER_DEFAULTS, **{"enable.idempotence": True, "acks": "all",
@@ -244,7 +261,7 @@ class EventPublisher:
         deliveries fail and are counted as usual.
         """
         try:
-            metadata = producer.list_topics(self.topic, timeout=min(10.0, self._timeout_ms / 1000))
+            metadata = producer.list_topics(self.topic, timeout=self._topic_check_timeout_s(10.0))
         except KafkaException:
             return
         topic = metadata.topics.get(self.topic)
@@ -256,6 +273,10 @@ class EventPublisher:
             raise TopicLayoutError(
                 f"topic {self.topic} does not exist; create it with `clinic-events topics "
                 "ensure` (or publish without --no-create-topics)")
+
+    def _topic_check_timeout_s(self, most_s: float) -> float:
+        """As long as a record may wait, within ``TOPIC_CHECK_FLOOR_S`` and ``most_s``."""
+        return min(most_s, max(TOPIC_CHECK_FLOOR_S, self._timeout_ms / 1000))
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import click
 import pytest
@@ -113,6 +114,23 @@ def test_publish_json_answers_with_an_error_document_when_it_stops_before_sendin
     result = CliRunner().invoke(main, ["publish", "--file", "-", "--json"], input="")
     assert result.exit_code == 4
     assert json.loads(result.stdout) == {"error": str(error)}
+
+
+@pytest.mark.parametrize(("client", "linger"), [({}, "5"), ({"linger.ms": 50}, "50")])
+def test_a_publish_timeout_within_linger_is_a_usage_error_naming_the_option(
+    tmp_path: Path, client: dict[str, int], linger: str,
+) -> None:
+    """librdkafka refuses such a producer; the operator is told which option to change,
+    before anything connects (no broker listens here)."""
+    config = tmp_path / "clinic-events.toml"
+    config.write_text('[kafka]\nbootstrap_servers = "127.0.0.1:1"\n[kafka.client]\n'
+                      + "".join(f'"{k}" = {v}\n' for k, v in client.items()))
+    result = CliRunner().invoke(main, ["publish", "--config", str(config), "--file", "-",
+                                       "--json", "--timeout", f"{linger}ms"], input="")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"] == (
+        f"--timeout must be longer than the producer's linger.ms ({linger} ms), which a "
+        "record may wait for its batch")
 
 
 def test_publish_json_answers_with_an_error_document_for_a_topic_that_is_no_main_topic(

@@ -196,6 +196,7 @@ class FakeProducer:
         self._pending: list[Callable[[KafkaError | None, Message], None]] = []
         self.closed = False
         self.missing_topics: set[str] = set()
+        self.list_timeouts: list[float] = []
 
     def produce(self, topic: str, *, value: bytes, key: bytes,
                 headers: list[tuple[str, str | bytes | None]],
@@ -223,6 +224,7 @@ class FakeProducer:
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
         """Like a broker's metadata answer: a missing topic comes back with an error."""
+        self.list_timeouts.append(timeout)
         missing = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
         return SimpleNamespace(topics={
             name: SimpleNamespace(error=missing if name in self.missing_topics else None)
@@ -283,6 +285,31 @@ def test_delivery_failures_are_counted_as_failed() -> None:
     assert (summary.sent, summary.failed) == (0, 2)
     assert not summary.ok
     assert sum(summary.delivery_errors.values()) == 2
+
+
+@pytest.mark.parametrize(("delivery_ms", "ensure_s", "check_s"), [
+    (20, 5.0, 5.0), (8_000, 8.0, 8.0), (30_000, 30.0, 10.0), (120_000, 30.0, 10.0)])
+def test_the_topic_waits_as_long_as_a_record_may_within_bounds(
+    monkeypatch: pytest.MonkeyPatch, delivery_ms: int, ensure_s: float, check_s: float,
+) -> None:
+    """A delivery timeout short enough for records (``--timeout 20ms``) must not make a
+    reachable broker look unreachable to the topic's creation or check."""
+    ensured: list[float] = []
+    monkeypatch.setattr("consumer.kafka.publishing.ensure_topics_logged",
+                        lambda _settings, *, timeout_s: ensured.append(timeout_s))
+    made: list[FakeProducer] = []
+
+    def factory(config: dict[str, Any]) -> FakeProducer:
+        made.append(FakeProducer(config, False))
+        return made[-1]
+
+    for create in (True, False):
+        with EventPublisher(load_settings(env={}), create_topics=create,
+                            delivery_timeout_ms=delivery_ms, producer_factory=factory):
+            pass
+    assert ensured == [ensure_s]
+    assert [p.list_timeouts for p in made] == [[], [check_s]]
+    assert made[0].config["message.timeout.ms"] == delivery_ms
 
 
 def test_a_missing_topic_is_named_when_topics_are_not_created() -> None:
