@@ -23,6 +23,7 @@ from confluent_kafka import (
 )
 
 from consumer.config.settings import Settings
+from consumer.kafka.client_log import ClientLog
 from consumer.kafka.clients import KafkaPublisher, kafka_client, kafka_reason
 from retry_topics.naming import status_topic_name
 from retry_topics.system_state import SystemState
@@ -56,13 +57,15 @@ def read_states(settings: Settings, timeout_s: float = 10.0) -> list[SystemState
     """The latest state of every instance that stated one (empty if the topic is missing).
 
     Reads to the end of every partition (its end-of-partition event), giving up after
-    ``timeout_s``.
+    ``timeout_s``. Its client's repeated log lines (a broker down while ``run`` samples its
+    lag, or ``lag`` asks) are logged once and counted.
     """
     topic = status_topic_name(settings.topics.main)
+    log = ClientLog()
     overrides: dict[str, Any] = {
         "group.id": f"{settings.kafka.group_id}.status-reader.{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False, "enable.auto.offset.store": False,
-        "enable.partition.eof": True, "auto.offset.reset": "earliest",
+        "enable.partition.eof": True, "auto.offset.reset": "earliest", "logger": log,
     }
     reader: Consumer = kafka_client(Consumer, settings.consumer_config(**overrides), "consumer")
     try:
@@ -91,4 +94,7 @@ def read_states(settings: Settings, timeout_s: float = 10.0) -> list[SystemState
                                                  if value is not None else None)
         return [state for state in latest.values() if state is not None]
     finally:
-        reader.close()
+        try:
+            reader.close()
+        finally:
+            log.close()

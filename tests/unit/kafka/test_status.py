@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 import consumer.kafka.status
 from consumer.config.settings import load_settings
@@ -71,3 +72,31 @@ def test_the_status_topic_is_read_to_its_end_without_waiting_out_the_timeout(
     states = read_states(load_settings(config, env={}), timeout_s=10.0)
     assert states == [STATE]
     assert reader.waited_s <= 0.5
+
+
+def test_a_broker_down_while_reading_is_one_logged_line_and_a_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka logs a failed connect every ~50 ms while the broker is down, and ``run``
+    samples the status topic every ``lag_interval``: each line was logged, 94 in 5 s."""
+    refused = "FAIL [thrd:127.0.0.1:9092/bootstrap]: Connect to ipv4#127.0.0.1:9092 failed: " \
+              "Connection refused (after {}ms in state CONNECT)"
+
+    class DownReader(LibrdkafkaLikeReader):
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__([])
+            self._logger = config["logger"]
+
+        def list_topics(self, topic: str, timeout: float) -> Any:
+            for after in range(100):
+                self._logger.log(logging.ERROR, refused.format(after))
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    monkeypatch.setattr(consumer.kafka.status, "kafka_client",
+                        lambda _kind, config, _name: DownReader(config))
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    with caplog.at_level(logging.INFO):
+        assert read_states(load_settings(config, env={}), timeout_s=5.0) == []
+    lines = [r.getMessage() for r in caplog.records if "Connection refused" in r.getMessage()]
+    assert lines == [refused.format(0), f"{refused.format(99)} (repeated 99 more times)"]
