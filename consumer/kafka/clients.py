@@ -142,25 +142,29 @@ def build_consumer(settings: Settings, **required: Any) -> WatchedConsumer:
     }), "consumer")
 
 
-def build_producer(settings: Settings, **required: Any) -> WatchedProducer:
+def build_producer(settings: Settings, *, connection_log: ConnectionLog | None = None,
+                   **required: Any) -> WatchedProducer:
     """An idempotent producer: acknowledged by all in-sync replicas, no duplicates on retry.
 
-    Layered (and logging) as ``build_consumer`` says, over ``PRODUCER_DEFAULTS``.
+    Layered (and logging) as ``build_consumer`` says, over ``PRODUCER_DEFAULTS``; a
+    ``connection_log`` is shared with the producers it replaces and those replacing it.
     """
     return kafka_client(WatchedProducer, settings.producer_config(PRODUCER_DEFAULTS, **{
         "enable.idempotence": True,
         "acks": "all",
-        **_connection_log("producer", settings, required),
+        **_connection_log("producer", settings, required, connection_log),
         **required,
     }), "producer")
 
 
-def _connection_log(kind: str, settings: Settings, required: dict[str, Any]) -> dict[str, Any]:
-    """A ``ConnectionLog``'s properties, unless the caller brings its own ``logger``; those
-    ``[kafka.client]`` sets stay its own (and librdkafka judges them)."""
+def _connection_log(kind: str, settings: Settings, required: dict[str, Any],
+                    log: ConnectionLog | None = None) -> dict[str, Any]:
+    """A ``ConnectionLog``'s properties (``log``, else a new one), unless the caller brings
+    its own ``logger``; those ``[kafka.client]`` sets stay its own (and librdkafka judges
+    them)."""
     if "logger" in required:
         return {}
-    log = ConnectionLog(kind)
+    log = log or ConnectionLog(kind)
     wanted = {"logger": log, "error_cb": log.on_error, "stats_cb": log.on_stats,
               "statistics.interval.ms": ConnectionLog.STATS_INTERVAL_MS}
     return {name: value for name, value in wanted.items() if name not in settings.kafka.client}

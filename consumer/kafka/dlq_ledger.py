@@ -129,9 +129,10 @@ class LedgerWriter:
         self._settings = settings
         self._telemetry = telemetry or Telemetry()
         self._log = ClientLog()
-        self._producer = build_producer(settings, **{
+        required: dict[str, Any] = {
             "transactional.id": f"clinic-events.dlq-ledger.{dlq_topic}",
-            "allow.auto.create.topics": False, "logger": self._log})
+            "allow.auto.create.topics": False, "logger": self._log}
+        self._producer = build_producer(settings, **required)
         self._pending: list[tuple[DlqRecord, Decision]] = []
         self._opened_at: float | None = None
         self._failures: list[str] = []
@@ -280,7 +281,8 @@ class LedgerWriter:
 def write_plain(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
     """Write one record to ``topic`` outside any transaction and wait for its ack."""
     log = ClientLog()
-    producer = build_producer(settings, **{"allow.auto.create.topics": False, "logger": log})
+    required: dict[str, Any] = {"allow.auto.create.topics": False, "logger": log}
+    producer = build_producer(settings, **required)
     failures: list[str] = []
 
     def delivered(error: KafkaError | None, _message: Message) -> None:

@@ -36,6 +36,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from consumer.config.settings import Settings
 from consumer.kafka.access import KafkaAccessRefused
+from consumer.kafka.client_log import ConnectionLog
 from consumer.kafka.clients import build_producer, kafka_reason
 from consumer.pipeline.broker import (
     BrokerError,
@@ -74,16 +75,20 @@ def transactional_producers(settings: Settings) -> Callable[[], Producer]:
     both default to ``TRANSACTION_TIMEOUT_MS`` unless ``[kafka.client]`` sets them.
     """
     transactional_id = f"clinic-events.{settings.kafka.group_id}.{uuid.uuid4().hex}"
-    return lambda: _transactional_producer(settings, transactional_id)
+    # One log for them all: while Kafka is down a step times out every STEP_TIMEOUT_S and
+    # its producer is replaced, and each new one would say again that Kafka is unreachable.
+    log = ConnectionLog("producer")
+    return lambda: _transactional_producer(settings, transactional_id, log)
 
 
-def _transactional_producer(settings: Settings, transactional_id: str) -> Producer:
+def _transactional_producer(settings: Settings, transactional_id: str,
+                            log: ConnectionLog) -> Producer:
     client = settings.kafka.client
     timeout = int(client.get("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS))
     defaults: dict[str, Any] = {"transaction.timeout.ms": timeout}
     if "message.timeout.ms" not in client:
         defaults["message.timeout.ms"] = timeout
-    return build_producer(settings, **{
+    return build_producer(settings, connection_log=log, **{
         "transactional.id": transactional_id,
         **{name: value for name, value in defaults.items() if name not in client},
     })

@@ -7,13 +7,15 @@ next call does. The real broker's behaviour is covered by the integration tests.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from consumer.kafka.transactions import KafkaTransactions
+from consumer.config.settings import load_settings
+from consumer.kafka.transactions import KafkaTransactions, transactional_producers
 from consumer.pipeline.broker import BrokerError, TransactionAborted, TransactionInDoubt
 from consumer.pipeline.outbox import Hop
 from consumer.pipeline.records import InboundRecord, Republished
@@ -150,3 +152,28 @@ def test_a_step_that_never_returns_gets_its_producer_replaced() -> None:
         hung.released.set()
     assert transactions.replaced == 1
     assert fresh.calls == ["init", "begin", "produce t.dlq", "offsets", "commit"]
+
+
+def test_replacing_producers_say_once_that_kafka_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While Kafka is down each transaction step times out and its producer is replaced,
+    every STEP_TIMEOUT_S: each new producer said again that Kafka was unreachable."""
+    configs: list[dict[str, Any]] = []
+
+    def kafka_client(_cls: object, config: dict[str, Any], _kind: str) -> dict[str, Any]:
+        configs.append(config)
+        return config
+
+    monkeypatch.setattr("consumer.kafka.clients.kafka_client", kafka_client)
+    make = transactional_producers(load_settings(env={}))
+    refused = "FAIL: Connect to ipv4#127.0.0.1:9092 failed: Connection refused"
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            make()
+            configs[-1]["logger"].log(logging.ERROR, refused)
+            configs[-1]["error_cb"](KafkaError(KafkaError._TRANSPORT, refused))
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert said == [f"Kafka is unreachable (producer): {refused} (further client lines are "
+                    "counted until it is back)"]
+    assert len({config["transactional.id"] for config in configs}) == 1
