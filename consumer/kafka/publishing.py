@@ -216,7 +216,9 @@ def publisher_linger_ms(settings: Settings) -> float:
     ``message.timeout.ms`` is not.
     """
     config = settings.producer_config(PRODUCER_DEFAULTS)
-    return float(config.get("linger.ms", config.get("queue.buffering.max.ms", 5)))
+    # librdkafka's other name for it, when ``[kafka.client]`` uses it, is set after the
+    # default ``linger.ms`` and wins.
+    return float(config.get("queue.buffering.max.ms", config["linger.ms"]))
 
 
 class EventPublisher:

@@ -116,7 +116,8 @@ def test_publish_json_answers_with_an_error_document_when_it_stops_before_sendin
     assert json.loads(result.stdout) == {"error": str(error)}
 
 
-@pytest.mark.parametrize(("client", "linger"), [({}, "5"), ({"linger.ms": 50}, "50")])
+@pytest.mark.parametrize(("client", "linger"), [
+    ({}, "5"), ({"linger.ms": 50}, "50"), ({"queue.buffering.max.ms": 40}, "40")])
 def test_a_publish_timeout_within_linger_is_a_usage_error_naming_the_option(
     tmp_path: Path, client: dict[str, int], linger: str,
 ) -> None:
