@@ -35,10 +35,10 @@ from consumer.errors import ConfigError, KafkaUnreachable
 from consumer.kafka.clients import producer_from
 from consumer.kafka.provisioning import TopicLayoutError
 from consumer.kafka.publishing import (
+    DeliveryTimeoutTooShort,
     EventPublisher,
     PublishSummary,
     TokenBucket,
-    publisher_linger_ms,
 )
 from consumer.observability.telemetry import Telemetry, configure_tracing, shutdown_providers
 
@@ -77,16 +77,18 @@ def publish_command(config_path: Path | None, as_json: bool, source: str, topic:
     limiter = TokenBucket(rate) if rate else None
     provider = configure_tracing()
     try:
-        linger_ms = publisher_linger_ms(settings)
-        if timeout <= linger_ms:  # librdkafka would refuse the producer, blaming its settings
-            raise ConfigError(f"--timeout must be longer than the producer's linger.ms "
-                              f"({linger_ms:g} ms), which a record may wait for its batch")
-        with ExitStack() as stack:
-            handle = _open(source, stack)
-            publisher = stack.enter_context(EventPublisher(
+        try:
+            publisher = EventPublisher(
                 settings, topic=topic, telemetry=Telemetry(provider),
                 create_topics=not no_create_topics, delivery_timeout_ms=timeout,
-                producer_factory=producer_from))
+                producer_factory=producer_from)
+        except DeliveryTimeoutTooShort as exc:  # said in the terms of this command
+            raise ConfigError(f"--timeout must be longer than the producer's linger.ms "
+                              f"({exc.linger_ms:g} ms), which a record may wait for its batch"
+                              ) from exc
+        with ExitStack() as stack:
+            handle = _open(source, stack)
+            stack.enter_context(publisher)
             lines: Iterable[bytes] = handle
             if sys.stdout.isatty() and not as_json:
                 lines = _with_progress(handle, stack)

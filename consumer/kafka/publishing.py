@@ -209,26 +209,46 @@ Why: that timeout is for records, and one short enough for a record (``--timeout
 too short for an admin round trip: it would report a reachable broker as unreachable."""
 
 
-def publisher_linger_ms(settings: Settings) -> float:
-    """How long the publisher's producer lets a record wait for its batch (``linger.ms``).
+def publisher_linger_ms(settings: Settings,
+                        producer_config: Mapping[str, Any] | None = None) -> float:
+    """How long the publisher's producer lets a record wait for its batch (``linger.ms``),
+    with ``producer_config`` as :class:`EventPublisher` layers it over the settings.
 
     A delivery timeout must be longer: librdkafka refuses a producer whose
     ``message.timeout.ms`` is not.
     """
-    config = settings.producer_config(PRODUCER_DEFAULTS)
+    config = {**settings.producer_config(PRODUCER_DEFAULTS), **(producer_config or {})}
     # librdkafka's other name for it, when ``[kafka.client]`` uses it, is set after the
     # default ``linger.ms`` and wins.
     return float(config.get("queue.buffering.max.ms", config["linger.ms"]))
 
 
+class DeliveryTimeoutTooShort(ConfigError):
+    """A delivery timeout within the producer's ``linger.ms``: a record could time out
+    waiting for its batch, so librdkafka refuses such a producer."""
+
+    def __init__(self, timeout_ms: int, linger_ms: float) -> None:
+        super().__init__(f"the delivery timeout ({timeout_ms} ms) must be longer than the "
+                         f"producer's linger.ms ({linger_ms:g} ms), which a record may wait "
+                         "for its batch")
+        self.linger_ms = linger_ms
+
+
 class EventPublisher:
-    """Validates and sends events to the main topic; a context manager that flushes on exit."""
+    """Validates and sends events to the main topic; a context manager that flushes on exit.
+
+    ``delivery_timeout_ms`` must be longer than the producer's ``linger.ms`` (5 ms unless
+    ``[kafka.client]`` or ``producer_config`` sets it): :class:`DeliveryTimeoutTooShort`.
+    """
 
     def __init__(self, settings: Settings, *, topic: str | None = None,
                  telemetry: Telemetry | None = None, create_topics: bool = True,
                  delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS,
                  producer_config: Mapping[str, Any] | None = None,
                  producer_factory: Callable[[dict[str, Any]], ProducerPort] = Producer) -> None:
+        linger_ms = publisher_linger_ms(settings, producer_config)
+        if delivery_timeout_ms <= linger_ms:  # librdkafka's refusal would blame the settings
+            raise DeliveryTimeoutTooShort(delivery_timeout_ms, linger_ms)
         self._settings = settings_for_topic(settings, topic)
         self.topic = self._settings.topics.main
         self._telemetry = telemetry or Telemetry()

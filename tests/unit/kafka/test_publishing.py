@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +19,7 @@ from consumer.events.codec import EventCodec
 from consumer.events.model import entity_key, event_to_json
 from consumer.kafka.provisioning import TopicLayoutError
 from consumer.kafka.publishing import (
+    DeliveryTimeoutTooShort,
     EventPublisher,
     LineError,
     PublishSummary,
@@ -310,6 +312,33 @@ def test_the_topic_waits_as_long_as_a_record_may_within_bounds(
     assert ensured == [ensure_s]
     assert [p.list_timeouts for p in made] == [[], [check_s]]
     assert made[0].config["message.timeout.ms"] == delivery_ms
+
+
+@pytest.mark.parametrize(("client", "extra", "linger"), [
+    ({}, {}, 5.0), ({"linger.ms": "50"}, {}, 50.0), ({"queue.buffering.max.ms": "40"}, {}, 40.0),
+    ({}, {"linger.ms": 300}, 300.0)])
+def test_a_delivery_timeout_within_linger_is_refused_before_any_producer(
+    client: dict[str, str], extra: dict[str, int], linger: float,
+) -> None:
+    """librdkafka refuses such a producer with an error that blames the settings; a library
+    user must learn it is the timeout they passed."""
+    made: list[FakeProducer] = []
+
+    def factory(config: dict[str, Any]) -> FakeProducer:
+        made.append(FakeProducer(config, False))
+        return made[-1]
+
+    settings = load_settings(env={})
+    settings = replace(settings, kafka=replace(settings.kafka, client=client))
+    with pytest.raises(DeliveryTimeoutTooShort, match=re.escape(
+            f"the delivery timeout ({int(linger)} ms) must be longer than the producer's "
+            f"linger.ms ({linger:g} ms)")) as refused:
+        EventPublisher(settings, delivery_timeout_ms=int(linger), producer_config=extra,
+                       producer_factory=factory)
+    assert refused.value.linger_ms == linger
+    assert isinstance(refused.value, ConfigError)
+    assert made == []
+    EventPublisher(settings, delivery_timeout_ms=int(linger) + 1, producer_config=extra)
 
 
 def test_a_missing_topic_is_named_when_topics_are_not_created() -> None:
