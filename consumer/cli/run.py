@@ -116,12 +116,15 @@ def run_command(config_path: Path | None, log_level: str) -> None:
         click.echo(f"clinic-events: stopped: {exc}", err=True)
         sys.exit(1)
     finally:
-        assembly.close()
         if sampler is not None:
             sampler.close()
         if endpoint is not None:
             endpoint.close()
-        shutdown_providers(provider, meters)
+        try:
+            # Before the store closes: the last export still reads gauges from it.
+            shutdown_providers(provider, meters)
+        finally:
+            assembly.close()
         # Stopped: a further signal has nothing left to hurry. Ignored, it cannot kill the
         # interpreter on its way out, which puts the default handlers back first.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,14 +1,19 @@
-"""Stopping ``clinic-events run``: a second signal stops sooner, and nothing is lost."""
+"""Stopping ``clinic-events run``: a second signal stops sooner, nothing is lost, and the
+last metric export still reads what it counts."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from consumer.dev.simulator import DownstreamSimulator
 from consumer.kafka.provisioning import ensure_topics
+from consumer.observability.messaging import PARKED_KEYS
 from tests.integration.harness import (
+    cli_env,
     new_event,
     produce,
     settings_for,
@@ -86,3 +91,30 @@ def test_a_signal_after_the_clean_stop_does_not_change_the_exit_code(
         if process.poll() is None:
             process.kill()
     assert code == 0, log_file.read_text()
+
+
+def test_the_last_metric_export_at_a_stop_still_reads_the_dedup_store(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The export at shutdown collects every gauge once more, the parked keys counted in the
+    dedup store among them: the store must still be open then."""
+    config = write_config(tmp_path, bootstrap=kafka_bootstrap, main=topic_prefix)
+    ensure_topics(settings_for(config))
+    log_file = tmp_path / "run.log"
+    env = {**cli_env(tmp_path), "OTEL_METRICS_EXPORTER": "console"}
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run", "--config", str(config),
+             "--log-level", "debug"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        assert wait_until(lambda: "assigned" in log_file.read_text(), 60), log_file.read_text()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = log_file.read_text()
+    assert code == 0, output
+    assert "could not count parked keys" not in output
+    assert PARKED_KEYS in output, "the console exporter printed the gauge at shutdown"
