@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from typing import Any
 
 import httpx
 import pytest
@@ -29,6 +31,46 @@ def test_the_rate_of_a_pass_with_a_call_never_answered_is_refused() -> None:
         httpx.post(server.url, content=b"{}").raise_for_status()
         with pytest.raises(ValueError, match="1 of 2 calls answered"):
             server.rate(2, wait_s=0.05)
+
+
+def test_the_plain_loop_calls_only_once_every_client_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client loads the CA bundle when built: a thread still building its own must not
+    count against the loop's rate, which starts at the first call."""
+    built: list[float] = []
+
+    class SlowToBuild(httpx.Client):
+        def __init__(self, **options: Any) -> None:
+            time.sleep(0.05 * (1 + len(built)))
+            super().__init__(**options)
+            built.append(time.perf_counter())
+
+    monkeypatch.setattr("bench.downstream.httpx.Client", SlowToBuild)
+    with SlowDownstream(latency_s=0.0) as server:
+        plain_loop(server.url, threads=3, count=6, body=b"{}", headers={})
+        first_call = server._server.first_arrival
+    assert len(built) == 3
+    assert first_call is not None
+    assert first_call > max(built)
+
+
+def test_a_client_that_cannot_be_built_is_the_failure_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+
+    class FailsOnce(httpx.Client):
+        def __init__(self, **options: Any) -> None:
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError("no CA bundle")
+            super().__init__(**options)
+
+    monkeypatch.setattr("bench.downstream.httpx.Client", FailsOnce)
+    with SlowDownstream(latency_s=0.0) as server, \
+            pytest.raises(RuntimeError, match="no CA bundle"):
+        plain_loop(server.url, threads=3, count=6, body=b"{}", headers={})
 
 
 def _note(server: SlowDownstream, at: float) -> None:
