@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from consumer.config.dedup_store import store_kind
 from consumer.errors import ConfigError
@@ -623,8 +624,8 @@ def _build_delivery(delivery: dict[str, Any]) -> DeliverySettings:
     if handler is not None and (not isinstance(handler, str) or ":" not in handler):
         raise ConfigError(f"delivery.handler must look like 'package.module:function', "
                           f"got {handler!r}")
-    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
-        raise ConfigError(f"delivery.url must be an http:// or https:// URL, got {url!r}")
+    if url is not None:
+        _check_http_url("delivery", "url", url)
     return DeliverySettings(
         url=url, handler=handler,
         timeout_ms=_positive_duration("delivery", "timeout", delivery["timeout"]),
@@ -709,9 +710,8 @@ def _build_serve(serve: dict[str, Any]) -> ServeSettings:
         raise ConfigError(f"serve.port must be a TCP port, 1 to 65535, got {serve['port']!r}")
     public_url, trace_url = serve["public_url"] or None, serve["trace_url"] or None
     for key, url in (("public_url", public_url), ("trace_url", trace_url)):
-        if url is not None and (not isinstance(url, str)
-                                or not url.startswith(("http://", "https://"))):
-            raise ConfigError(f"serve.{key} must be an http:// or https:// URL, got {url!r}")
+        if url is not None:
+            _check_http_url("serve", key, url)
     if trace_url is not None and TRACE_ID_PLACEHOLDER not in trace_url:
         raise ConfigError(f"serve.trace_url must contain {TRACE_ID_PLACEHOLDER} where the "
                           "trace id goes, e.g. \"http://127.0.0.1:16686/trace/{trace_id}\", "
@@ -729,14 +729,38 @@ def _build_serve(serve: dict[str, Any]) -> ServeSettings:
     )
 
 
+def _check_http_url(section: str, key: str, url: object, *, secret: bool = False,
+                    what: str | None = None) -> None:
+    """Refuse what no HTTP client could send to: another scheme, no host, a bad port, a
+    control character or a trailing space (a value read from a file often ends in a newline).
+
+    Why here: a URL the client refuses only when it first sends is found by the first
+    event or the first notification, long after start-up said nothing was wrong. A
+    ``secret`` URL (it carries a token) is never repeated in the message.
+    """
+    shown = "" if secret else f", got {url!r}"
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        about = f" ({what})" if what else ""
+        raise ConfigError(f"{section}.{key} must be an http:// or https:// URL{about}{shown}")
+    if url != url.strip() or not url.isprintable():
+        raise ConfigError(f"{section}.{key} holds a control character or ends in a space (a "
+                          f"trailing newline?){shown}")
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port
+    except ValueError as exc:  # a bracketed IPv6 host left open, a port that is no number
+        raise ConfigError(f"{section}.{key} is not a valid URL: {exc}{shown}") from None
+    if not host:
+        raise ConfigError(f"{section}.{key} names no host{shown}")
+
+
 def _build_notify(notify: dict[str, Any]) -> NotifySettings:
     """``[notify]``; ``CLINIC_EVENTS_NOTIFY_WEBHOOK_URL=""`` turns notifications off."""
     url = notify["webhook_url"] or None
-    if url is not None and (not isinstance(url, str)
-                            or not url.startswith(("http://", "https://"))):
+    if url is not None:
         # The URL carries the receiver's token: the message names only what is wrong with it.
-        raise ConfigError("notify.webhook_url must be an http:// or https:// URL (an incoming "
-                          "webhook's address)")
+        _check_http_url("notify", "webhook_url", url, secret=True,
+                        what="an incoming webhook's address")
     return NotifySettings(
         webhook_url=url,
         min_interval_ms=_positive_duration("notify", "min_interval", notify["min_interval"]),

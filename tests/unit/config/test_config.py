@@ -125,6 +125,12 @@ def test_handler_replaces_url(tmp_path: Path) -> None:
         ("[dedup]\nstore = \"postgres://x\"\n", {}, r"dedup.store must start with sqlite://"),
         ("[delivery]\nconcurrency = 0\n", {}, r"delivery.concurrency must be an integer >= 1"),
         ("[delivery]\nurl = \"ftp://x\"\n", {}, r"delivery.url must be an http"),
+        ("", {"CLINIC_EVENTS_DELIVERY_URL": "http://ehr.example/events\n"},
+         r"delivery.url holds a control character or ends in a space \(a trailing newline\?\), "
+         r"got 'http://ehr.example/events\\n'"),
+        ("[delivery]\nurl = \"http://:8080/events\"\n", {}, r"delivery.url names no host"),
+        ("[serve]\npublic_url = \"https://[review/\"\n", {},
+         r"serve.public_url is not a valid URL: Invalid IPv6 URL"),
         ("", {"CLINIC_EVENTS_KAFKA_BOOTSTRAP": "x"}, r"CLINIC_EVENTS_KAFKA_BOOTSTRAP"),
         ("", {"CLINIC_EVENTS_DELIVERY_CONCURRENCY": "many"}, r"must be an integer"),
         ("[kafka\n", {}, r"not valid TOML"),

@@ -55,3 +55,20 @@ def test_mistakes_name_the_key_and_never_echo_the_url(tmp_path: Path, text: str,
     with pytest.raises(ConfigError, match=message) as caught:
         load_settings(path, env={})
     assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("https://hooks.example/services/s3cr3t\n", r"notify.webhook_url holds a control character "
+                                                r"or ends in a space \(a trailing newline\?\)$"),
+    ("https://hooks.example/services/s3cr3t ", r"ends in a space"),
+    ("https://[::1/s3cr3t", r"notify.webhook_url is not a valid URL: Invalid IPv6 URL$"),
+    ("https://hooks.example:99999/s3cr3t", r"not a valid URL: Port out of range"),
+    ("https:///s3cr3t", r"notify.webhook_url names no host$"),
+    ("http://", r"notify.webhook_url names no host$"),
+])
+def test_a_url_no_client_could_post_to_is_refused_at_start_up(url: str, message: str) -> None:
+    """A webhook URL from a secret file that ends in a newline used to start fine and kill
+    the notification thread at the first dead letter, silently ending notifications."""
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(None, env={"CLINIC_EVENTS_NOTIFY_WEBHOOK_URL": url})
+    assert "s3cr3t" not in str(caught.value)
