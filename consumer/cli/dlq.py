@@ -163,8 +163,9 @@ def _fail(as_json: bool, message: str, code: int) -> NoReturn:
 
 def _cell(value: object) -> Text:
     """A table cell: plain text (no rich markup) with control characters escaped, since DLQ
-    headers and keys may hold any bytes and must never reach the terminal raw."""
-    return Text(printable(str(value)))
+    headers and keys may hold any bytes and must never reach the terminal raw; ``-`` for
+    what a record does not have (an undecodable one's event id)."""
+    return Text("-" if value is None else printable(str(value)))
 
 
 def _printable_json(value: Any) -> Any:

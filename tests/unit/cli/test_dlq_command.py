@@ -19,7 +19,7 @@ from consumer.cli.dlq import dlq_group, table_console
 from consumer.cli.main import main
 from consumer.events.codec import EVENT_TYPES, EventCodec
 from consumer.kafka.dlq_io import DiscardRequest, ReplayRun
-from consumer.ops.dlq.model import UNDECODABLE, DlqRecord, parse_dlq_record
+from consumer.ops.dlq.model import UNDECODABLE, DlqRecord, Replay, parse_dlq_record
 from retry_topics.headers import RecordHeaders, encode_headers
 
 SUBCOMMANDS = ("list", "show", "replay")
@@ -274,6 +274,30 @@ def test_a_replay_prints_its_notes(monkeypatch: pytest.MonkeyPatch) -> None:
     document = json.loads(CliRunner().invoke(main, ["dlq", "replay", "--json"]).stdout)
     assert document["notes"] == [
         "dedup.store 'sqlite:///x.sqlite3': no store at /elsewhere/x.sqlite3"]
+
+
+def test_a_dry_run_shows_a_dash_for_an_event_id_an_undecodable_record_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    headers = RecordHeaders(event_id=None, event_type=None, error_class="undecodable",
+                            dlq_reason="undecodable")
+    record = parse_dlq_record(partition=0, offset=3, timestamp_ms=None, key=None,
+                              value=b"not avro", headers=encode_headers(headers),
+                              codec=EventCodec())
+
+    def replay(*_args: object, run: ReplayRun, on_record: Callable[..., None],
+               **_kwargs: object) -> ReplayRun:
+        on_record(record, Replay(topic="clinic.events", key=None, value=record.value,
+                                 headers=[]))
+        run.tally.examined = run.tally.replayed = 1
+        return run
+
+    monkeypatch.setattr("consumer.cli.dlq.replay", replay)
+    human = CliRunner(env={"COLUMNS": "300"}).invoke(main, ["dlq", "replay", "--dry-run"])
+    assert human.exit_code == 0, human.output
+    row = next(line for line in human.stdout.splitlines() if "replay -> clinic.events" in line)
+    assert "None" not in row
+    assert re.search(r"│ 0 +│ 3 +│ - +│ \(undecodable\) +│ undecodable", row), row
 
 
 def test_discard_needs_a_reason() -> None:
