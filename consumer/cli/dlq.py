@@ -232,10 +232,12 @@ def list_command(config_path: Path | None, as_json: bool, include_resolved: bool
                "open": g.open, "oldest": iso(g.oldest_ms), "newest": iso(g.newest_ms),
                "parked_behind": sorted(g.parked_behind)} for g in found]
     left_out = summary.resolved_left_out
+    held, discarded = summary.heads()
     if as_json:
         _echo_json({"dlq_topic": topic, "include_resolved": include_resolved,
                     "total": summary.total, "statuses": dict(sorted(summary.statuses.items())),
-                    "resolved_left_out": left_out, "groups": groups})
+                    "resolved_left_out": left_out, "groups": groups,
+                    "discarded_heads": discarded})
         return
     what = "records" if include_resolved else "open records"
     columns = ["error class", "event type", "count", "open", "oldest", "newest"]
@@ -247,17 +249,23 @@ def list_command(config_path: Path | None, as_json: bool, include_resolved: bool
         table.add_row(_cell(group.label), *(_cell(row[name]) for name in cells))
     console = table_console()
     console.print(table)
-    heads = sorted({head for group in found for head in group.parked_behind})
-    if heads:
-        shown = ", ".join(heads[:PARKED_HEADS_SHOWN]) + (
-            f" and {len(heads) - PARKED_HEADS_SHOWN} more" if len(heads) > PARKED_HEADS_SHOWN
-            else "")
-        console.print(f"parked: dead letters waiting behind {len(heads)} held event(s): "
-                      f"{shown}; replaying a head replays its parked followers after it "
+    if held:
+        console.print(f"parked: dead letters waiting behind {len(held)} held event(s): "
+                      f"{_some(held)}; replaying a head replays its parked followers after it "
                       "(dlq show --event-id <head>)", markup=False)
+    if discarded:
+        console.print(f"parked: dead letters behind {len(discarded)} discarded event(s): "
+                      f"{_some(discarded)}; the first follower of each is its key's head now: "
+                      "replay or discard them (--error-class parked)", markup=False)
     if left_out:
         console.print(f"{left_out} resolved record(s) (replayed or discarded) not counted; "
                       "--include-resolved counts them", markup=False)
+
+
+def _some(ids: list[str]) -> str:
+    """The first ``PARKED_HEADS_SHOWN`` ids, and how many more."""
+    more = len(ids) - PARKED_HEADS_SHOWN
+    return ", ".join(ids[:PARKED_HEADS_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 @dlq_group.command("show")

@@ -364,9 +364,12 @@ class DlqSummary:
     include_resolved: bool = False
     statuses: dict[str, int] = field(default_factory=dict)
     _groups: dict[tuple[str, str], DlqGroup] = field(default_factory=dict)
+    _discarded: set[str] = field(default_factory=set)  # event ids of discarded records
 
     def add(self, record: DlqRecord) -> None:
         self.statuses[record.status] = self.statuses.get(record.status, 0) + 1
+        if record.status == "discarded" and record.event_id is not None:
+            self._discarded.add(record.event_id)
         if record.resolution is not None and not self.include_resolved:
             return
         behind = record.parked_behind
@@ -383,6 +386,16 @@ class DlqSummary:
     @property
     def total(self) -> int:
         return sum(group.count for group in self._groups.values())
+
+    def heads(self) -> tuple[list[str], list[str]]:
+        """The events parked dead letters wait behind: (still held, discarded since).
+
+        A discarded head holds its key no more: the first of its parked followers is the
+        key's head now, waiting for its own replay or discard. A head this scan did not see
+        (filtered out) counts as held.
+        """
+        named = {head for group in self._groups.values() for head in group.parked_behind}
+        return sorted(named - self._discarded), sorted(named & self._discarded)
 
     @property
     def resolved_left_out(self) -> int:

@@ -19,6 +19,7 @@ from consumer.cli.dlq import dlq_group, table_console
 from consumer.cli.main import main
 from consumer.events.codec import EVENT_TYPES, EventCodec
 from consumer.kafka.dlq_io import DiscardRequest, ReplayRun
+from consumer.ops.dlq.ledger import Resolution
 from consumer.ops.dlq.model import UNDECODABLE, DlqRecord, Replay, parse_dlq_record
 from retry_topics.headers import RecordHeaders, encode_headers
 
@@ -386,16 +387,20 @@ def test_show_writes_no_control_character_and_shows_an_odd_key_as_hex(
     assert view["error_message"] == "HTTP 422 \x00[/bold] \x1b[31mred\nsecond line"
 
 
-def _parked_dlq(monkeypatch: pytest.MonkeyPatch, followers: int) -> None:
+def _parked_dlq(monkeypatch: pytest.MonkeyPatch, followers: int,
+                head_discarded: bool = False) -> None:
     """A DLQ holding one failed head and ``followers`` events parked behind it."""
     def dead(offset: int, event_id: str, behind: str | None) -> DlqRecord:
         headers = RecordHeaders(event_id=event_id, event_type="appointment.rescheduled",
                                 error_class=None if behind else "http.422",
                                 dlq_reason="parked" if behind else "permanent",
                                 parked_behind=behind)
+        discarded = head_discarded and behind is None
         return parse_dlq_record(partition=0, offset=offset, timestamp_ms=None, key=b"appt-1",
                                 value=b"opaque", headers=encode_headers(headers),
-                                codec=EventCodec())
+                                codec=EventCodec(),
+                                resolution=Resolution(status="discarded", reason="wrong clinic")
+                                if discarded else None)
 
     records = [dead(0, "evt-head", None),
                *(dead(i, f"evt-f{i}", "evt-head") for i in range(1, followers + 1))]
@@ -419,6 +424,23 @@ def test_list_groups_parked_dead_letters_and_names_their_heads(
     groups = json.loads(CliRunner().invoke(main, ["dlq", "list", "--json"]).stdout)["groups"]
     assert [(g["error_class"], g["count"], g["parked_behind"]) for g in groups] == [
         ("(parked)", 2, ["evt-head"]), ("http.422", 1, [])]
+
+
+def test_list_says_when_the_head_parked_dead_letters_name_was_discarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the head is discarded its first follower is the key's head: telling the operator
+    the followers wait behind a held event sends them looking for one that is gone."""
+    _parked_dlq(monkeypatch, followers=2, head_discarded=True)
+    listed = CliRunner(env={"COLUMNS": "300"}).invoke(main, ["dlq", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "held event" not in listed.stdout
+    assert ("parked: dead letters behind 1 discarded event(s): evt-head; the first follower "
+            "of each is its key's head now: replay or discard them (--error-class parked)"
+            ) in listed.stdout
+    document = json.loads(CliRunner().invoke(main, ["dlq", "list", "--json"]).stdout)
+    assert document["discarded_heads"] == ["evt-head"]
+    assert [g["parked_behind"] for g in document["groups"]] == [["evt-head"]]
 
 
 def test_show_says_what_a_parked_record_waits_behind_and_where_it_cut(
