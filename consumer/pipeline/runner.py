@@ -146,6 +146,7 @@ class Runner:
         self._hurry = False
         self._drained = False  # the shutdown drain ran: closing's revoke need not drain again
         self._fatal: BaseException | None = None
+        self._lane_failures: set[str] = set()  # causes logged: every lane tends to hit the same
         self.stats: Counter[str] = Counter()
         self._summary = OutcomeSummary(clock.monotonic())
         self._linger_watch = LingerWatch(outcomes)
@@ -527,12 +528,25 @@ class Runner:
                 break
             first = False
             if isinstance(result, LaneFailure):
-                LOG.error("a worker lane failed", exc_info=result.error)
-                self._fatal = self._fatal or result.error
+                self._lane_failed(result.error)
                 continue
             fates.extend(result)
         if fates:
             self._finish_many(fates, advanced)
+
+    def _lane_failed(self, error: BaseException) -> None:
+        """Stop on a lane's failure; log each distinct cause once, with its traceback.
+
+        Why once: a store or a library that fails fails every lane that calls it, and 16
+        identical tracebacks hide the one line that says what happened.
+        """
+        self._fatal = self._fatal or error
+        cause = f"{type(error).__name__}: {error}"
+        if cause in self._lane_failures:
+            LOG.debug("another worker lane failed: %s", cause)
+            return
+        self._lane_failures.add(cause)
+        LOG.error("a worker lane failed", exc_info=error)
 
     def _finish_many(self, fates: list[Fate], advanced: dict[TopicPartitionKey, int]) -> None:
         """Record delivered outcomes in one write, then count, log and complete the fates.

@@ -30,7 +30,7 @@ from consumer.pipeline.memory_broker import (
 )
 from consumer.pipeline.outcome_buffer import PendingOutcomes
 from consumer.pipeline.records import Delivered, Fate, InboundRecord
-from consumer.pipeline.runner import Runner
+from consumer.pipeline.runner import FatalError, Runner
 from retry_topics.clock import ManualClock
 from retry_topics.headers import decode_headers
 from retry_topics.policy import InProcessRetry, RetryPolicy
@@ -338,3 +338,33 @@ def test_a_backlog_drains_from_every_partition_at_once() -> None:
     runner.run()
     halfway = progress[-1]
     assert min(halfway) >= 100, f"offsets stored at half the backlog: {halfway}"
+
+
+def test_lanes_failing_on_one_cause_log_it_once_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dedup store that stalls fails every lane that calls it: one traceback per cause
+    says what happened, sixteen identical ones bury it. The first failure stops the runner."""
+    clock = ManualClock()
+    broker = MemoryBroker(clock)
+    broker.create_topic(MAIN, 1)
+    broker.append(MAIN, StoredRecord(b"k", b"v", (), clock.now_ms()), 0)
+    lanes = HeldLanes(limit=10)
+    stalled = "Timeout reading from 127.0.0.1:6379"
+    for error in (TimeoutError(stalled), TimeoutError(stalled), TimeoutError(stalled),
+                  KeyError("lane-bug")):
+        lanes.results.put(LaneFailure(error))
+    runner = Runner(consumer=MemoryConsumer(broker), producer=MemoryProducer(broker),
+                    policy=RetryPolicy(main_topic=MAIN, delays_ms=(5_000,)),
+                    lanes_factory=lambda _hops: lanes,  # type: ignore[arg-type,return-value]
+                    outcomes=PendingOutcomes(MemoryDedupStore(clock)), clock=clock,
+                    telemetry=Telemetry(), drain_timeout_s=0.1)
+    with caplog.at_level(logging.DEBUG, logger="clinic_events"), \
+            pytest.raises(FatalError, match=stalled):
+        runner.run()
+    failed = [r for r in caplog.records if r.getMessage() == "a worker lane failed"]
+    assert [(r.levelno, str(r.exc_info[1]) if r.exc_info else None) for r in failed] == [
+        (logging.ERROR, stalled), (logging.ERROR, "'lane-bug'")]
+    again = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith("another worker lane failed")]
+    assert again == [f"another worker lane failed: TimeoutError: {stalled}"] * 2
