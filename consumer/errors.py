@@ -69,6 +69,11 @@ class InvalidEvent(ClinicEventsError, ValueError):
         self.field = field
 
 
+class DedupStoreError(ClinicEventsError):
+    """The dedup store failed a read or a write; the message names the store (password
+    masked), since the client's own message ("Timeout reading from host:port") does not."""
+
+
 class KafkaUnreachable(ClinicEventsError):
     """No broker answered the first request of a command (list topics, the DLQ's metadata) in
     time.

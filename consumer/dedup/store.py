@@ -28,11 +28,12 @@ Implementations, chosen by URL in :func:`open_dedup_store`:
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -53,7 +54,7 @@ from consumer.dedup.rules import (
     live_outcomes,
 )
 from consumer.dedup.sqlite import SqliteDedupStore
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, DedupStoreError
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.ordering import Link, LinkState, Position, confirmed, joined, left, live
 
@@ -189,11 +190,30 @@ return 1
 """
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _naming_the_store(method: Callable[Concatenate[RedisDedupStore, _P], _R],
+                      ) -> Callable[Concatenate[RedisDedupStore, _P], _R]:
+    """Re-raise a Redis client error as :class:`DedupStoreError` naming the store."""
+    @functools.wraps(method)
+    def named(store: RedisDedupStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(store, *args, **kwargs)
+        except redis.RedisError as exc:
+            raise DedupStoreError(f"dedup store {store.shown}: {exc}") from exc
+    return named
+
+
 class RedisDedupStore:
-    """Outcomes in Redis, shared by every consumer instance; the server expires them."""
+    """Outcomes in Redis, shared by every consumer instance; the server expires them.
+
+    A failed read or write raises :class:`DedupStoreError` naming the store."""
 
     def __init__(self, url: str, ttl_ms: int, clock: Clock | None = None) -> None:
         check_ttl(ttl_ms)
+        self.shown = _masked(url)
         self._ttl_ms = ttl_ms
         self._clock: Clock = clock or SystemClock()
         self._client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
@@ -208,6 +228,7 @@ class RedisDedupStore:
     def _key(event_id: str) -> str:
         return REDIS_KEY_PREFIX + event_id
 
+    @_naming_the_store
     def lookup(self, event_ids: Sequence[str]) -> dict[str, Outcome]:
         chunks = _chunks(event_ids)
         if not chunks:
@@ -223,6 +244,7 @@ class RedisDedupStore:
     def record(self, event_id: str, outcome: Outcome) -> None:
         self.record_many([(event_id, outcome)])
 
+    @_naming_the_store
     def record_many(self, items: Sequence[tuple[str, Outcome]]) -> None:
         check_outcomes(items)
         if not items:
@@ -238,6 +260,7 @@ class RedisDedupStore:
     def record_delivered(self, event_ids: Sequence[str]) -> None:
         self.record_many([(event_id, "delivered") for event_id in event_ids])
 
+    @_naming_the_store
     def forget(self, event_id: str) -> None:
         self._client.delete(self._key(event_id))
 
@@ -246,6 +269,7 @@ class RedisDedupStore:
     # shares; a change is rare (a failure, a park, a chained delivery), so a retried
     # transaction costs nothing that matters.
 
+    @_naming_the_store
     def chains(self, keys: Sequence[str]) -> dict[str, list[Link]]:
         unique = list(dict.fromkeys(keys))
         if not unique:
@@ -272,6 +296,7 @@ class RedisDedupStore:
                             hold: bool = True) -> None:
         self._change(key, lambda chain: confirmed(chain, event_id, hop, hold=hold))
 
+    @_naming_the_store
     def _change(self, key: str, change: Callable[[list[Link]], list[Link]]) -> None:
         """Read ``key``'s chain, apply ``change`` and write it back, atomically."""
         name = REDIS_CHAIN_PREFIX + key
@@ -297,6 +322,7 @@ class RedisDedupStore:
         raise redis.RedisError(f"chain of a key changed {REDIS_CHAIN_ATTEMPTS} times while "
                                "this instance tried to update it")
 
+    @_naming_the_store
     def parked_summary(self) -> ParkedSummary:
         members: list[bytes] = list(self._client.zrange(REDIS_PARKED_SET, 0, -1))  # type: ignore[arg-type]
         keys = [raw.decode("utf-8", "surrogateescape") for raw in members]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -10,9 +11,16 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from consumer.dedup.store import REDIS_KEY_PREFIX, Outcome, RedisDedupStore, open_dedup_store
+from consumer.dedup.store import (
+    REDIS_CHAIN_PREFIX,
+    REDIS_KEY_PREFIX,
+    Outcome,
+    RedisDedupStore,
+    open_dedup_store,
+)
 from consumer.dev.local_kafka import free_port
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, DedupStoreError
+from retry_topics.ordering import Link
 
 TTL_MS = 60_000
 
@@ -136,3 +144,18 @@ def test_unreachable_redis_is_a_config_error() -> None:
         open_dedup_store(url, TTL_MS)
     assert url in str(caught.value)
     assert time.monotonic() - started < 10
+
+
+def test_a_failed_command_names_the_store(store: RedisDedupStore, redis_url: str) -> None:
+    """The client's own message ("WRONGTYPE ...", "Timeout reading from host:port") does not
+    say it came from the dedup store, and ``run`` stops on it with that message."""
+    key = f"appt-{uuid.uuid4().hex[:8]}"
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        raw.rpush(REDIS_CHAIN_PREFIX + key, "not a chain")  # a value of the wrong type
+    finally:
+        raw.close()
+    with pytest.raises(DedupStoreError,
+                       match=rf"^dedup store {re.escape(redis_url)}: WRONGTYPE") as failed:
+        store.join(key, Link(event_id="e1", topic="clinic.events.retry-5s", parked_at_ms=1))
+    assert isinstance(failed.value.__cause__, redis.ResponseError)

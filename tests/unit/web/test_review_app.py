@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 
@@ -9,6 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from consumer.config.settings import ServeSettings, ServeUser
+from consumer.errors import DedupStoreError, KafkaUnreachable
 from consumer.events.codec import EventCodec
 from consumer.ops.dlq.model import DlqRecord
 from consumer.ops.lag.band import StatusBand
@@ -219,3 +221,24 @@ def test_signing_out_ends_the_session(client: TestClient) -> None:
     _sign_in(client)
     client.post("/logout", data={"csrf_token": _csrf(client, "/")})
     assert client.get("/").status_code == 303
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (DedupStoreError("dedup store redis://127.0.0.1:6379/0: Timeout reading from "
+                     "127.0.0.1:6379"), "The dedup store could not be read or written: "),
+    (KafkaUnreachable("Kafka at 127.0.0.1:9092 is unreachable"),
+     "Kafka could not be read or written: "),
+])
+def test_a_page_that_cannot_be_built_says_which_system_failed(
+    client: TestClient, source: MemoryReviewSource, monkeypatch: pytest.MonkeyPatch,
+    error: Exception, said: str,
+) -> None:
+    _sign_in(client)
+
+    def failing() -> list[DlqRecord]:
+        raise error
+
+    monkeypatch.setattr(source, "open_records", failing)
+    page = client.get("/")
+    assert page.status_code == 503
+    assert html.unescape(page.text).count(said + str(error)) == 1
