@@ -9,6 +9,7 @@ state is shared through the store, so a second runner (a restart) carries on; ``
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -403,6 +404,36 @@ def test_a_follower_follows_to_the_dlq_only_once_its_predecessors_hop_is_durable
     assert [(hop.fate.record.event_id, hop.topic) for hop in outbox.take()] == [("g", DLQ)]
     assert world_chain(store) == [("head", "dead_lettered"), ("f", "dead_lettered"),
                                   ("g", "dead_lettering")]
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["marked-as-usual", "left-by-a-crash"])
+def test_a_hop_seen_under_way_is_called_a_crash_leftover_only_if_still_unmarked(
+    caplog: pytest.LogCaptureFixture, marked: bool,
+) -> None:
+    """A follower viewed while its head's DLQ hop was under way notes the head's link; the
+    hop commits and the link is marked a moment later, as usual. The check that runs after
+    the grace period must not then report a crash, nor touch the chain."""
+    clock = ManualClock()
+    store = MemoryDedupStore(clock)
+    now = clock.now_ms()
+    hop = Position(MAIN, 0, 0)
+    store.join("appt-1", Link(event_id="head", topic=DLQ, parked_at_ms=now,
+                              state="dead_lettering", origin=hop, hop=hop))
+    policy = RetryPolicy(main_topic=MAIN, delays_ms=(5_000,))
+    order = EntityOrder(store, PER_KEY, PendingOutcomes(store), clock, policy.dlq_topic)
+    follower = _parked_record("f", TIER_5S, 7, 1, now)
+    follower.decode(CODEC)
+    order.view([follower])
+    assert order.unconfirmed
+    if marked:
+        store.confirm_dead_letter("appt-1", "head", hop)
+    clock.advance(6_000)
+    with caplog.at_level(logging.INFO, logger="clinic_events.ordering"):
+        order.confirm_durable(lambda partitions: {part: 1 for part in partitions})
+    crashes = [r for r in caplog.records if "crash after its commit" in r.getMessage()]
+    assert len(crashes) == (0 if marked else 1)
+    assert world_chain(store) == [("head", "dead_lettered")]
+    assert not order.unconfirmed
 
 
 def world_chain(store: MemoryDedupStore, key: str = "appt-1") -> list[tuple[str, str]]:
