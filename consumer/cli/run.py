@@ -19,7 +19,8 @@ from consumer.cli.options import (
     settings_from,
 )
 from consumer.cli.wiring import build_runner
-from consumer.config.settings import DeliverySettings, KafkaSettings
+from consumer.config.settings import DeliverySettings, KafkaSettings, Settings
+from consumer.dedup.store import masked_store_url
 from consumer.errors import ConfigError, KafkaUnreachable
 from consumer.kafka.provisioning import TopicLayoutError
 from consumer.observability.prometheus import PrometheusEndpoint
@@ -31,6 +32,7 @@ from consumer.observability.telemetry import (
 )
 from consumer.pipeline.outcome_log import configure_logging
 from consumer.pipeline.runner import FatalError
+from retry_topics.durations import format_duration
 
 #: librdkafka's default ``session.timeout.ms``: how long a killed instance keeps its partitions.
 DEFAULT_SESSION_TIMEOUT_MS = 45_000
@@ -105,6 +107,7 @@ def run_command(config_path: Path | None, log_level: str) -> None:
                f"{len(settings.retry.tiers)} retry tiers as group {settings.kafka.group_id}, "
                f"delivering {delivery_target(settings.delivery)}", err=True)
     click.echo(f"clinic-events: {hops_line(settings.kafka.transactional_hops)}", err=True)
+    click.echo(f"clinic-events: {memory_line(settings)}", err=True)
     if settings.kafka.client:  # secret-looking values masked
         shown = ", ".join(f"{name}={value}" for name, value
                           in sorted(settings.kafka.masked_client().items()))
@@ -154,6 +157,19 @@ def hops_line(transactional: bool) -> str:
                 "Kafka transaction with its source offset")
     return ("[kafka] transactional_hops = false: a hop is acknowledged, then its source "
             "offset stored (at-least-once: a crash in between publishes it again)")
+
+
+def memory_line(settings: Settings) -> str:
+    """The start-up line on what ``run`` remembers and whom it tells: the dedup store
+    (password masked; a second group sharing it would skip what this one delivered) and the
+    host of the notification webhook (its URL carries a token)."""
+    dedup = settings.dedup
+    kept = (f"dedup store {masked_store_url(dedup.store)} (outcomes kept "
+            f"{format_duration(dedup.ttl_ms)})")
+    url = settings.notify.webhook_url
+    told = (f"notifications to the webhook at {urlsplit(url).hostname}" if url
+            else "no notifications ([notify] webhook_url is not set)")
+    return f"{kept}; {told}"
 
 
 def joining_line(kafka: KafkaSettings) -> str:

@@ -140,3 +140,30 @@ def test_once_stopped_run_ignores_further_signals(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+@pytest.mark.usefixtures("run_without_kafka")
+@pytest.mark.parametrize(("config", "env", "line"), [
+    ("", {}, "dedup store sqlite:///.clinic-events/dedup.sqlite3 (outcomes kept 7d); no "
+             "notifications ([notify] webhook_url is not set)"),
+    ('[dedup]\nstore = "redis://:s3cret@cache.internal:6379/2"\nttl = "2d"\n',
+     {"CLINIC_EVENTS_NOTIFY_WEBHOOK_URL": "https://hooks.example/services/T0/B0/t0ken"},
+     "dedup store redis://:****@cache.internal:6379/2 (outcomes kept 2d); notifications to "
+     "the webhook at hooks.example"),
+])
+def test_the_start_up_lines_name_the_dedup_store_and_the_webhook_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str, env: dict[str, str],
+    line: str,
+) -> None:
+    """Which store remembers outcomes decides what counts as a duplicate (a second group
+    sharing it skips what the first delivered): say it, and who gets notified, at start-up;
+    never the store's password or the webhook's token."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "clinic-events.toml"
+    path.write_text(config)
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"clinic-events: {line}\n" in result.output
+    assert "s3cret" not in result.output
+    assert "t0ken" not in result.output
