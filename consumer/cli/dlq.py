@@ -41,7 +41,7 @@ from consumer.cli.options import (
     json_option,
     settings_from,
 )
-from consumer.errors import KafkaUnreachable
+from consumer.errors import DedupStoreError, KafkaUnreachable
 from consumer.events.codec import EVENT_TYPES
 from consumer.kafka.access import KafkaAccessRefused
 from consumer.kafka.dlq_io import (
@@ -136,7 +136,8 @@ def _filter(options: dict[str, Any]) -> DlqFilter:
 @contextlib.contextmanager
 def _kafka_errors(as_json: bool) -> Iterator[None]:
     """Kafka failures become one line on stderr and exit code 1, or 4 when Kafka cannot be
-    reached, 5 when it refuses our credentials or TLS handshake (as for ``lag``); a filter
+    reached, 5 when it refuses our credentials or TLS handshake (as for ``lag``); so does a
+    dedup store that fails a replay's lookup (exit code 1); a filter
     or target the topics cannot satisfy (a partition the
     DLQ lacks, a missing --to topic) is a usage error, exit code 2, like a bad option. With
     --json, a failure puts ``{"error": ...}`` on stdout too: scripts parse it, and an empty
@@ -150,7 +151,7 @@ def _kafka_errors(as_json: bool) -> Iterator[None]:
         _fail(as_json, str(exc), EXIT_REFUSED)
     except KafkaUnreachable as exc:
         _fail(as_json, str(exc), EXIT_UNREACHABLE)
-    except DlqIoError as exc:
+    except (DlqIoError, DedupStoreError) as exc:
         _fail(as_json, str(exc), 1)
 
 
@@ -373,12 +374,12 @@ def replay_command(config_path: Path | None, as_json: bool, target: str | None,
     (the open transaction is aborted, so nothing is republished twice).
 
     \b
-    Exit code: 0 done; 1 failed (no DLQ, ledger or audit topic, republishing or the audit
-    record failed, another replay or discard took over); 2 invalid options (--to a missing
-    topic, the DLQ, its ledger or the audit topic; a --partition the DLQ lacks) or
-    configuration; 4 Kafka could not be reached (no answer within 30 s); 5 Kafka refused our
-    credentials or TLS; 130 interrupted by SIGINT, 143 by SIGTERM (128 + the signal
-    number). With --json, exit 1, 4 and 5 print {"error": ...} too.
+    Exit code: 0 done; 1 failed (no DLQ, ledger or audit topic, republishing, the audit
+    record or the dedup store failed, another replay or discard took over); 2 invalid
+    options (--to a missing topic, the DLQ, its ledger or the audit topic; a --partition
+    the DLQ lacks) or configuration; 4 Kafka could not be reached (no answer within 30 s);
+    5 Kafka refused our credentials or TLS; 130 interrupted by SIGINT, 143 by SIGTERM (128 +
+    the signal number). With --json, exit 1, 4 and 5 print {"error": ...} too.
     """
     settings = settings_from(config_path)
     main = settings.topics.main

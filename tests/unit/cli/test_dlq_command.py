@@ -17,6 +17,7 @@ from rich.table import Table
 
 from consumer.cli.dlq import dlq_group, table_console
 from consumer.cli.main import main
+from consumer.errors import DedupStoreError
 from consumer.events.codec import EVENT_TYPES, EventCodec
 from consumer.kafka.dlq_io import DiscardRequest, ReplayRun
 from consumer.ops.dlq.ledger import Resolution
@@ -299,6 +300,22 @@ def test_a_dry_run_shows_a_dash_for_an_event_id_an_undecodable_record_lacks(
     row = next(line for line in human.stdout.splitlines() if "replay -> clinic.events" in line)
     assert "None" not in row
     assert re.search(r"│ 0 +│ 3 +│ - +│ \(undecodable\) +│ undecodable", row), row
+
+
+def test_a_dedup_store_that_fails_a_replay_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failure = "dedup store redis://cache:6379/0: Timeout reading from cache:6379"
+
+    def replay(*_args: object, **_kwargs: object) -> ReplayRun:
+        raise DedupStoreError(failure)
+
+    monkeypatch.setattr("consumer.cli.dlq.replay", replay)
+    human = CliRunner().invoke(main, ["dlq", "replay"])
+    assert human.exit_code == 1
+    assert human.stderr == f"clinic-events: dlq: {failure}\n"
+    scripted = CliRunner().invoke(main, ["dlq", "replay", "--json"])
+    assert (scripted.exit_code, json.loads(scripted.stdout)) == (1, {"error": failure})
 
 
 def test_discard_needs_a_reason() -> None:
