@@ -30,7 +30,10 @@ SLICE_S = 0.5
 _NO_ANSWER = frozenset({KafkaError._TRANSPORT, KafkaError._TIMED_OUT})
 
 _AUTH = re.compile(r"SASL authentication error: (?P<reason>.*)|"
-                   r"(?P<other>Unsupported SASL mechanism.*|SASL handshake failed.*)")
+                   r"(?P<other>Unsupported SASL mechanism.*|SASL handshake failed.*|"
+                   r"SASL \S+ mechanism handshake failed.*)")
+#: A listener that offers no SASL mechanism at all: a plaintext (or SSL) one.
+_NO_SASL = re.compile(r"supported mechanisms:\s*(?:\(after |$)")
 _TLS = re.compile(r"SSL handshake failed: (?P<reason>.*)|(?P<other>certificate verify failed.*)")
 _BROKER = re.compile(r"(?:(?:sasl_)?(?:ssl|plaintext)://)?(?P<host>[^\s/]+:\d+)/\S+: ")
 _SUFFIX = re.compile(r"\s*\(after \d+ms in state [A-Z_]+(?:, \d+ identical error\(s\) "
@@ -64,6 +67,10 @@ def refusal(line: str, config: Mapping[str, Any]) -> str | None:
         user = config.get("sasl.username")
         mechanism = config.get("sasl.mechanisms", config.get("sasl.mechanism", "GSSAPI"))
         who = f"user `{user}` ({mechanism})" if user else f"SASL mechanism {mechanism}"
+        if _NO_SASL.search(line):
+            return (f"the listener{where} offers no SASL login, so {who} cannot log in: a "
+                    "PLAINTEXT or SSL listener? (check bootstrap_servers and "
+                    "security.protocol in [kafka.client])")
         reason = _SUFFIX.sub("", auth.group("reason") or auth.group("other"))
         return (f"authentication failed for {who}{where}: {reason} (check sasl.username, "
                 "sasl.password and sasl.mechanisms in [kafka.client])")

@@ -22,15 +22,20 @@ NAMED_WITHIN_S = 5.0
 
 
 @pytest.fixture(scope="module")
-def sasl_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The SCRAM listener of a broker of its own (the session's has no SASL listener)."""
+def listeners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(plaintext, SCRAM) listeners of a broker of its own (the session's has no SASL)."""
     broker = LocalKafka(tmp_path_factory.mktemp("kafka-sasl"), scram_users={USER: PASSWORD})
-    broker.start(port=0)
+    plaintext = broker.start(port=0)
     assert broker.sasl_bootstrap is not None
     try:
-        yield broker.sasl_bootstrap
+        yield plaintext, broker.sasl_bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def sasl_bootstrap(listeners: tuple[str, str]) -> str:
+    return listeners[1]
 
 
 def _config(tmp_path: Path, bootstrap: str, main: str, password: str) -> Path:
@@ -70,3 +75,19 @@ def test_the_right_password_works(sasl_bootstrap: str, topic_prefix: str,
     lag = run_cli(tmp_path, "lag", "--json", "--no-history", "--config", str(config))
     assert lag.returncode in (0, 1), lag.stderr  # OK, or WARN (no member yet)
     assert "error" not in json.loads(lag.stdout)
+
+
+def test_a_sasl_login_at_the_plaintext_listener_is_named_within_seconds_with_exit_5(
+    listeners: tuple[str, str], topic_prefix: str, tmp_path: Path,
+) -> None:
+    """The listener offers no SASL at all: librdkafka knows at once, and so must the
+    operator, not after 30 s as an unreachable broker."""
+    plaintext = listeners[0]
+    config = _config(tmp_path, plaintext, topic_prefix, PASSWORD)
+    started = time.monotonic()
+    result = run_cli(tmp_path, "topics", "ensure", "--json", "--config", str(config))
+    elapsed = time.monotonic() - started
+    assert result.returncode == 5, result.stderr
+    assert f"the listener at {plaintext} offers no SASL login" in result.stderr
+    assert PASSWORD not in result.stderr
+    assert elapsed < NAMED_WITHIN_S + 3, f"took {elapsed:.1f} s"

@@ -41,6 +41,31 @@ def test_an_untrusted_certificate_is_a_tls_failure_named_without_openssl_codes()
     assert "ssl.ca.location" in named
 
 
+def test_a_sasl_client_at_a_listener_without_sasl_is_refused_and_told_so() -> None:
+    """librdkafka's wording for it is its own; unrecognised, the refusal looked like an
+    unreachable broker (exit 4 after 30 s) while the client knew within a millisecond."""
+    line = ("FAIL [rdkafka#producer-1] [thrd:sasl_plaintext://127.0.0.1:9092/bootstrap]: "
+            "sasl_plaintext://127.0.0.1:9092/bootstrap: SASL SCRAM-SHA-512 mechanism "
+            "handshake failed: Broker: Request not valid in current SASL state: broker's "
+            "supported mechanisms:  (after 1ms in state AUTH_HANDSHAKE)")
+    assert refusal(line, SCRAM) == (
+        "the listener at 127.0.0.1:9092 offers no SASL login, so user `clinic` "
+        "(SCRAM-SHA-512) cannot log in: a PLAINTEXT or SSL listener? (check "
+        "bootstrap_servers and security.protocol in [kafka.client])")
+
+
+def test_a_mechanism_the_listener_does_not_offer_is_a_refused_login() -> None:
+    line = ("sasl_plaintext://127.0.0.1:9093/bootstrap: SASL SCRAM-SHA-256 mechanism "
+            "handshake failed: Broker: Unsupported SASL mechanism: broker's supported "
+            "mechanisms: SCRAM-SHA-512 (after 2ms in state AUTH_HANDSHAKE)")
+    named = refusal(line, {**SCRAM, "sasl.mechanisms": "SCRAM-SHA-256"})
+    assert named == (
+        "authentication failed for user `clinic` (SCRAM-SHA-256) at 127.0.0.1:9093: SASL "
+        "SCRAM-SHA-256 mechanism handshake failed: Broker: Unsupported SASL mechanism: "
+        "broker's supported mechanisms: SCRAM-SHA-512 (check sasl.username, sasl.password "
+        "and sasl.mechanisms in [kafka.client])")
+
+
 @pytest.mark.parametrize("line", [
     REFUSED, "1/1 brokers are down", "Disconnected: connection closed by peer",
     "Failed to resolve 'kafka:9092': Name or service not known"])
