@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import click
 
@@ -19,8 +19,7 @@ from consumer.cli.options import (
     settings_from,
 )
 from consumer.cli.wiring import build_runner
-from consumer.config.settings import DeliverySettings, KafkaSettings, Settings
-from consumer.dedup.store import masked_store_url
+from consumer.config.settings import DeliverySettings, KafkaSettings, Settings, masked_url
 from consumer.errors import ConfigError, KafkaUnreachable
 from consumer.kafka.provisioning import TopicLayoutError
 from consumer.observability.prometheus import PrometheusEndpoint
@@ -141,12 +140,7 @@ def delivery_target(delivery: DeliverySettings) -> str:
     ``with handler <package.module:function>``."""
     if delivery.handler is not None:
         return f"with handler {delivery.handler}"
-    url = delivery.url or ""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rpartition("@")[2]
-        url = urlunsplit(parts._replace(netloc=f"{parts.username}:****@{host}"))
-    return f"to {url}"
+    return f"to {masked_url(delivery.url or '')}"
 
 
 def hops_line(transactional: bool) -> str:
@@ -164,7 +158,7 @@ def memory_line(settings: Settings) -> str:
     (password masked; a second group sharing it would skip what this one delivered) and the
     host of the notification webhook (its URL carries a token)."""
     dedup = settings.dedup
-    kept = (f"dedup store {masked_store_url(dedup.store)} (outcomes kept "
+    kept = (f"dedup store {masked_url(dedup.store)} (outcomes kept "
             f"{format_duration(dedup.ttl_ms)})")
     url = settings.notify.webhook_url
     told = (f"notifications to the webhook at {urlsplit(url).hostname}" if url

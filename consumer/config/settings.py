@@ -309,6 +309,13 @@ class Settings:
                 **passed, **required}
 
 
+def masked_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``****``, to be shown or logged (a
+    delivery URL, a dedup store's)."""
+    password = urlsplit(url).password
+    return url if not password else url.replace(f":{password}@", ":****@", 1)
+
+
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read, merge and validate settings; raise ConfigError on any problem."""
     environ = os.environ if env is None else env

@@ -34,11 +34,11 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import redis
 
 from consumer.config.dedup_store import store_kind
+from consumer.config.settings import masked_url
 from consumer.dedup.chains import (
     ChainStore,
     ParkedSummary,
@@ -59,7 +59,7 @@ from retry_topics.clock import Clock, SystemClock
 from retry_topics.ordering import Link, LinkState, Position, confirmed, joined, left, live
 
 __all__ = ["OUTCOMES", "DedupStore", "DedupStoreMissing", "MemoryDedupStore", "Outcome",
-           "RedisDedupStore", "SqliteDedupStore", "masked_store_url", "open_dedup_store"]
+           "RedisDedupStore", "SqliteDedupStore", "open_dedup_store"]
 
 _OUTCOME_BY_VALUE: dict[bytes, Outcome] = {outcome.encode(): outcome for outcome in OUTCOMES}
 
@@ -213,7 +213,7 @@ class RedisDedupStore:
 
     def __init__(self, url: str, ttl_ms: int, clock: Clock | None = None) -> None:
         check_ttl(ttl_ms)
-        self.shown = masked_store_url(url)
+        self.shown = masked_url(url)
         self._ttl_ms = ttl_ms
         self._clock: Clock = clock or SystemClock()
         self._client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
@@ -338,12 +338,6 @@ class RedisDedupStore:
         self._client.close()
 
 
-def masked_store_url(url: str) -> str:
-    """``url`` with any password replaced, so it can appear in an error message."""
-    password = urlsplit(url).password
-    return url if not password else url.replace(f":{password}@", ":****@", 1)
-
-
 class DedupStoreMissing(ConfigError):
     """The SQLite file a tool was to open without creating it does not exist."""
 
@@ -382,7 +376,7 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
     except (OSError, sqlite3.Error, redis.RedisError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"dedup.store {masked_store_url(url)!r} cannot be opened: "
+        raise ConfigError(f"dedup.store {masked_url(url)!r} cannot be opened: "
                           f"{type(exc).__name__}: {exc}") from exc
     raise ConfigError(f"dedup.store must be sqlite:///path, redis://host:port/db, rediss://... "
-                      f"or memory://, got {masked_store_url(url)!r}")
+                      f"or memory://, got {masked_url(url)!r}")
