@@ -21,13 +21,20 @@ import uvicorn
 from opentelemetry.sdk.metrics import MeterProvider
 
 from consumer.cli.metrics import LagSampler
-from consumer.cli.options import config_option, settings_from
+from consumer.cli.options import EXIT_REFUSED, config_option, settings_from
 from consumer.config.settings import ServeSettings, Settings
+from consumer.kafka.access import KafkaAccessRefused
+from consumer.kafka.admin_session import kafka_answers
 from consumer.observability.prometheus import PrometheusEndpoint
 from consumer.observability.telemetry import shutdown_providers
 from consumer.web.app import build_app
 from consumer.web.auth import hash_password
 from consumer.web.source import KafkaReviewSource
+
+#: How long ``serve`` waits at start-up for Kafka's first answer. A refused login stops it:
+#: that does not cure itself, and a page started anyway would show it only to whoever opens
+#: it. Silence does not: Kafka may come up later, and the page says so meanwhile.
+FIRST_ANSWER_S = 5.0
 
 
 def page_address(serve: ServeSettings) -> str:
@@ -92,7 +99,8 @@ def serve_group(ctx: click.Context, config_path: Path | None, host: str | None,
 
     Sign-in needs a user in [serve] users (see `clinic-events serve hash-password`).
     Viewers read; operators also replay, discard and reveal PHI, each audited in
-    <main>.audit. Exit code: 0 stopped; 2 invalid configuration or no users.
+    <main>.audit. Exit code: 0 stopped; 2 invalid configuration or no users; 5 Kafka
+    refused our credentials or TLS handshake at start-up.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -108,6 +116,15 @@ def serve_group(ctx: click.Context, config_path: Path | None, host: str | None,
                    "(docs/review-page.md; `clinic-events serve hash-password` makes the "
                    "password hash)", err=True)
         sys.exit(2)
+    try:
+        answered = kafka_answers(settings, FIRST_ANSWER_S)
+    except KafkaAccessRefused as exc:
+        click.echo(f"clinic-events: serve: {exc}", err=True)
+        sys.exit(EXIT_REFUSED)
+    if not answered:
+        click.echo(f"clinic-events: serve: Kafka at {settings.kafka.bootstrap_servers} does "
+                   "not answer yet; serving the page anyway, it says so until Kafka does",
+                   err=True)
     serve_page(settings)
 
 

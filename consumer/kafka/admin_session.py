@@ -17,6 +17,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._metadata import ClusterMetadata
 
@@ -75,3 +76,17 @@ def ensure_topics_logged(settings: Settings, *, timeout_s: float = 30.0) -> Topi
     with AdminSession(settings) as session:
         return ensure_topics(settings, admin=session.client, list_topics=session.list_topics,
                              timeout_s=timeout_s)
+
+
+def kafka_answers(settings: Settings, timeout_s: float) -> bool:
+    """Ask Kafka for its metadata once: whether it answered within ``timeout_s``.
+
+    A refused login or TLS handshake raises ``KafkaAccessRefused``, sooner: unlike silence,
+    it does not cure itself.
+    """
+    with AdminSession(settings) as session:
+        try:
+            session.list_topics(timeout_s)
+        except KafkaException:
+            return False
+    return True

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.dev.local_kafka import LocalKafka
+from consumer.dev.local_kafka import LocalKafka, free_port
+from consumer.web.auth import hash_password
 from tests.integration.harness import run_cli, write_config
 
 USER, PASSWORD = "clinic", "S3cret"
@@ -38,10 +39,10 @@ def sasl_bootstrap(listeners: tuple[str, str]) -> str:
     return listeners[1]
 
 
-def _config(tmp_path: Path, bootstrap: str, main: str, password: str) -> Path:
+def _config(tmp_path: Path, bootstrap: str, main: str, password: str, more: str = "") -> Path:
     return write_config(tmp_path, bootstrap=bootstrap, main=main, extra=(
         '"security.protocol" = "SASL_PLAINTEXT"\n"sasl.mechanisms" = "SCRAM-SHA-512"\n'
-        f'"sasl.username" = "{USER}"\n"sasl.password" = "{password}"\n'))
+        f'"sasl.username" = "{USER}"\n"sasl.password" = "{password}"\n{more}'))
 
 
 @pytest.mark.parametrize("command", [
@@ -90,4 +91,20 @@ def test_a_sasl_login_at_the_plaintext_listener_is_named_within_seconds_with_exi
     assert result.returncode == 5, result.stderr
     assert f"the listener at {plaintext} offers no SASL login" in result.stderr
     assert PASSWORD not in result.stderr
+    assert elapsed < NAMED_WITHIN_S + 3, f"took {elapsed:.1f} s"
+
+
+def test_serve_does_not_start_when_kafka_refuses_the_login(
+    sasl_bootstrap: str, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """A page that started anyway would show the refusal only to whoever opens it."""
+    page = (f'[serve]\nport = {free_port()}\nusers = [{{ name = "ana", password_hash = '
+            f'"{hash_password("pw")}", role = "viewer" }}]\n')
+    config = _config(tmp_path, sasl_bootstrap, topic_prefix, "wrong", page)
+    started = time.monotonic()
+    result = run_cli(tmp_path, "serve", "--config", str(config), timeout_s=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 5, result.stderr
+    assert NAMED in result.stderr
+    assert "wrong" not in result.stderr
     assert elapsed < NAMED_WITHIN_S + 3, f"took {elapsed:.1f} s"
