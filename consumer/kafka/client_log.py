@@ -44,14 +44,22 @@ class ClientLog:
     close, which hands over the last lines).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *,
+                 reported: re.Pattern[str] | None = None) -> None:
         self._logger = logging.getLogger(KAFKA_CLIENT_LOGGER)
         self._clock = clock
         self._kinds: dict[tuple[int, str], _Repeats] = {}
+        self._reported = reported
 
     def log(self, level: int, msg: str, *args: object) -> None:
-        """What confluent-kafka calls for every librdkafka log line."""
+        """What confluent-kafka calls for every librdkafka log line.
+
+        Lines matching ``reported`` are logged at INFO at most: the caller reports what they
+        say itself, in plain words, and librdkafka's CRITICAL would page someone for it.
+        """
         text = msg % args if args else msg
+        if self._reported is not None and self._reported.search(text):
+            level = min(level, logging.INFO)
         kind, now = (level, _VARYING.sub("after ...ms", text)), self._clock()
         seen = self._kinds.get(kind)
         if seen is None:

@@ -25,6 +25,7 @@ next run's ``init_transactions`` (or by the broker's transaction timeout).
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -53,6 +54,10 @@ _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
 class DlqIoError(ClinicEventsError):
     """The DLQ or its ledger could not be read, or a replay or discard could not be
     committed."""
+
+
+#: librdkafka's lines about this producer being fenced, which ``DlqFencedError`` reports.
+_FENCING_LINE = re.compile(r"fenced by a newer instance|operation with an old epoch")
 
 
 class DlqFencedError(DlqIoError):
@@ -128,7 +133,7 @@ class LedgerWriter:
         self._dlq_topic, self._ledger_topic = dlq_topic, ledger_topic
         self._settings = settings
         self._telemetry = telemetry or Telemetry()
-        self._log = ClientLog()
+        self._log = ClientLog(reported=_FENCING_LINE)
         required: dict[str, Any] = {
             "transactional.id": f"clinic-events.dlq-ledger.{dlq_topic}",
             "allow.auto.create.topics": False, "logger": self._log}

@@ -584,6 +584,9 @@ def test_replays_started_side_by_side_republish_each_record_once(
     assert sorted(codes) == [0, 1], errors
     loser = codes.index(1)
     assert "started and took over (this run was fenced)" in errors[loser]
+    alarming = [line for line in errors[loser].splitlines()
+                if '"level": "critical"' in line or '"level": "error"' in line]
+    assert alarming == [], "the fencing is reported in plain words, not as librdkafka's fatal"
     winner = json.loads(outputs[1 - loser])
     assert _replayed_ids(kafka_bootstrap, topic_prefix) == sorted(
         str(s.event_id) for s in seeded)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 from confluent_kafka import KafkaError
@@ -51,6 +52,21 @@ def test_repeated_client_lines_are_logged_once_and_counted_on_close(
                         "(repeated 579 more times)")]
     log.close()
     assert len(_lines(caplog)) == 3  # reported once
+
+
+def test_lines_the_caller_reports_itself_are_logged_at_info_others_at_their_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, KAFKA_CLIENT_LOGGER)
+    log = ClientLog(clock=ManualClock(), reported=re.compile("fenced by a newer instance"))
+    fatal = "Fatal error: Local: This instance has been fenced by a newer instance"
+    log.log(logging.CRITICAL, "%s [%s] %s", "FATAL", "rdkafka#producer-5", fatal)
+    log.log(logging.ERROR, "%s [%s] %s", "OTHER", "rdkafka#producer-5", "something else")
+    log.log(logging.DEBUG, "%s [%s] %s", "TXN", "rdkafka#producer-5", "fenced by a newer instance")
+    assert _lines(caplog) == [
+        (logging.INFO, f"FATAL [rdkafka#producer-5] {fatal}"),
+        (logging.ERROR, "OTHER [rdkafka#producer-5] something else"),
+        (logging.DEBUG, "TXN [rdkafka#producer-5] fenced by a newer instance")]
 
 
 def test_a_long_outage_is_logged_again_with_its_count_after_the_interval(
