@@ -35,10 +35,16 @@ _AUTH = re.compile(r"SASL authentication error: (?P<reason>.*)|"
 #: A listener that offers no SASL mechanism at all: a plaintext (or SSL) one.
 _NO_SASL = re.compile(r"supported mechanisms:\s*(?:\(after |$)")
 _TLS = re.compile(r"SSL handshake failed: (?P<reason>.*)|(?P<other>certificate verify failed.*)")
-_BROKER = re.compile(r"(?:(?:sasl_)?(?:ssl|plaintext)://)?(?P<host>[^\s/]+:\d+)/\S+: ")
+#: The broker a line is about: "host:port/<id>: " after a space or a listener's "scheme://"
+#: (not the "[thrd:host:port/<id>]" that names the thread).
+_BROKER = re.compile(r"(?:^|\s|//)(?P<host>[^\s/[]+:\d+)/\S+: ")
 _SUFFIX = re.compile(r"\s*\(after \d+ms in state [A-Z_]+(?:, \d+ identical error\(s\) "
                      r"suppressed)?\)\s*$")
 _LIBSSL_CODE = re.compile(r"error:[0-9A-F]+:[^:]*:[^:]*:")
+#: A connection the broker closed as soon as it was up, before answering anything.
+_CLOSED_WHEN_UP = re.compile(r"connection closed by peer.*\(after \d+ms in state UP")
+#: How many such closes make a pattern, not a broker that happened to restart.
+CLOSES_FOR_A_HINT = 3
 
 T = TypeVar("T")
 
@@ -82,18 +88,47 @@ def refusal(line: str, config: Mapping[str, Any]) -> str | None:
     return None
 
 
+def closed_when_up_hint(line: str, config: Mapping[str, Any]) -> str | None:
+    """What a broker closing our connections as soon as they are up suggests, if anything.
+
+    A listener that wants SASL (or TLS) lets a client without it connect and ask for the
+    API versions, then closes the connection; librdkafka only says "connection closed by
+    peer", and the first request ends as "cannot reach Kafka". A SASL client would have got
+    a failed login instead, so only clients without SASL get the hint.
+    """
+    protocol = str(config.get("security.protocol", "plaintext")).lower()
+    if protocol.startswith("sasl") or not _CLOSED_WHEN_UP.search(line):
+        return None
+    broker = _BROKER.search(line)
+    where = f" at {broker.group('host')}" if broker else ""
+    needs = "SASL" if protocol == "ssl" else "SASL or TLS"
+    return (f"the broker{where} closed every connection as soon as it was made: a listener "
+            f"that needs {needs}? Check bootstrap_servers and security.protocol in "
+            "[kafka.client]")
+
+
 class AccessWatch:
-    """A client's ``logger``: passes every line to ``inner`` and keeps the first refusal."""
+    """A client's ``logger``: passes every line to ``inner`` and keeps the first refusal,
+    and a hint once the broker has closed our connections as soon as they were up."""
 
     def __init__(self, inner: _Logger, config: Mapping[str, Any]) -> None:
         self._inner = inner
-        self._config = {k: v for k, v in config.items() if k.startswith("sasl.")}
+        self._config = {k: v for k, v in config.items()
+                        if k.startswith("sasl.") or k == "security.protocol"}
         self.refused: str | None = None
+        self.hint: str | None = None
+        self._closes = 0
 
     def log(self, level: int, msg: str, *args: object) -> None:
         """What confluent-kafka calls for every librdkafka log line."""
         if self.refused is None:
-            self.refused = refusal(msg % args if args else msg, self._config)
+            line = msg % args if args else msg
+            self.refused = refusal(line, self._config)
+            hint = closed_when_up_hint(line, self._config)
+            if hint is not None:
+                self._closes += 1
+                if self._closes >= CLOSES_FOR_A_HINT:
+                    self.hint = hint
         self._inner.log(level, msg, *args)
 
     def close(self) -> None:
@@ -109,7 +144,8 @@ def first_answer(call: Callable[[float], T], timeout_s: float, watch: AccessWatc
 
     Between slices ``serve`` polls the client (unless a thread does), so its log lines reach
     ``watch``; once one says Kafka refused us, :class:`KafkaAccessRefused` is raised. An
-    error other than "no answer in time", or the last slice's, is raised as it is.
+    error other than "no answer in time" is raised as it is; so is the last slice's, with
+    the watch's hint added to its reason when it has one.
     """
     deadline = time.monotonic() + timeout_s
     while True:
@@ -123,5 +159,9 @@ def first_answer(call: Callable[[float], T], timeout_s: float, watch: AccessWatc
                 raise KafkaAccessRefused(f"Kafka refused us: {watch.refused}") from exc
             error = exc.args[0] if exc.args else None
             code = error.code() if isinstance(error, KafkaError) else None
-            if code not in _NO_ANSWER or remaining <= SLICE_S:
+            if code not in _NO_ANSWER:
                 raise
+            if remaining <= SLICE_S:
+                if watch.hint is None or not isinstance(error, KafkaError):
+                    raise
+                raise KafkaException(KafkaError(code, f"{error.str()} ({watch.hint})")) from exc

@@ -108,3 +108,16 @@ def test_serve_does_not_start_when_kafka_refuses_the_login(
     assert NAMED in result.stderr
     assert "wrong" not in result.stderr
     assert elapsed < NAMED_WITHIN_S + 3, f"took {elapsed:.1f} s"
+
+
+def test_a_client_without_sasl_at_the_sasl_listener_is_told_what_it_may_need(
+    sasl_bootstrap: str, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """The listener closes each connection once it is up; librdkafka says only "closed by
+    peer", so this stays "cannot reach Kafka" (exit 4), with a hint where to look."""
+    config = write_config(tmp_path, bootstrap=sasl_bootstrap, main=topic_prefix)
+    result = run_cli(tmp_path, "lag", "--json", "--no-history", "--config", str(config))
+    assert result.returncode == 4, result.stderr
+    error = json.loads(result.stdout.strip().splitlines()[-1])["error"]
+    assert f"the broker at {sasl_bootstrap} closed every connection as soon as it was made: " \
+           "a listener that needs SASL or TLS?" in error

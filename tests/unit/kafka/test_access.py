@@ -9,7 +9,14 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumer.cli.options import layout_exit_code
 from consumer.errors import KafkaUnreachable
-from consumer.kafka.access import AccessWatch, KafkaAccessRefused, first_answer, refusal
+from consumer.kafka.access import (
+    CLOSES_FOR_A_HINT,
+    AccessWatch,
+    KafkaAccessRefused,
+    closed_when_up_hint,
+    first_answer,
+    refusal,
+)
 
 SCRAM = {"sasl.username": "clinic", "sasl.mechanisms": "SCRAM-SHA-512", "sasl.password": "x"}
 AUTH_LINE = ("FAIL [rdkafka#producer-1] [thrd:sasl_plaintext://127.0.0.1:9093/bootstrap]: "
@@ -138,3 +145,45 @@ def test_a_refusal_has_its_own_exit_code_and_is_still_a_kafka_failure() -> None:
     assert isinstance(error, KafkaUnreachable)
     assert layout_exit_code(error) == 5
     assert layout_exit_code(KafkaUnreachable("cannot reach Kafka")) == 4
+
+
+CLOSED_WHEN_UP = ("FAIL [rdkafka#producer-4] [thrd:127.0.0.1:9093/bootstrap]: "
+                  "127.0.0.1:9093/bootstrap: Disconnected: connection closed by peer: receive 0 "
+                  "after POLLIN (after 3ms in state UP)")
+
+
+def test_a_client_without_sasl_whose_connections_are_closed_when_up_is_given_a_hint() -> None:
+    assert closed_when_up_hint(CLOSED_WHEN_UP, {}) == (
+        "the broker at 127.0.0.1:9093 closed every connection as soon as it was made: a "
+        "listener that needs SASL or TLS? Check bootstrap_servers and security.protocol in "
+        "[kafka.client]")
+    tls = closed_when_up_hint(CLOSED_WHEN_UP, {"security.protocol": "SSL"})
+    assert tls is not None
+    assert "a listener that needs SASL?" in tls
+
+
+@pytest.mark.parametrize(("line", "config"), [
+    # a SASL client is told of its failed login instead
+    (CLOSED_WHEN_UP, {**SCRAM, "security.protocol": "SASL_PLAINTEXT"}),
+    ("127.0.0.1:9093/bootstrap: Disconnected: connection closed by peer: receive 0 after "
+     "POLLIN (after 12ms in state APIVERSION_QUERY)", {}),
+    (REFUSED, {}),
+])
+def test_other_closes_get_no_hint(line: str, config: dict[str, str]) -> None:
+    assert closed_when_up_hint(line, config) is None
+
+
+def test_the_last_slice_of_a_request_names_the_hint_once_closes_make_a_pattern() -> None:
+    watch = AccessWatch(logging.getLogger("watch.test"), {})
+    watch.log(logging.WARNING, "%s", CLOSED_WHEN_UP)
+    with pytest.raises(KafkaException) as once:
+        first_answer(_no_answer, 0.01, watch)
+    assert "closed every connection" not in once.value.args[0].str()  # a restart, maybe
+    for _ in range(CLOSES_FOR_A_HINT - 1):
+        watch.log(logging.WARNING, "%s", CLOSED_WHEN_UP)
+    with pytest.raises(KafkaException) as pattern:
+        first_answer(_no_answer, 0.01, watch)
+    error = pattern.value.args[0]
+    assert error.code() == KafkaError._TRANSPORT
+    assert error.str().startswith("Failed to get metadata (the broker at 127.0.0.1:9093 "
+                                  "closed every connection as soon as it was made")
