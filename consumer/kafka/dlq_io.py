@@ -55,7 +55,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.config.settings import Settings
 from consumer.dedup.store import DedupStore, DedupStoreMissing, Outcome, open_dedup_store
-from consumer.errors import KafkaUnreachable
+from consumer.errors import DedupStoreError, KafkaUnreachable
 from consumer.events.codec import EventCodec
 from consumer.kafka.client_log import ClientLog
 from consumer.kafka.clients import build_consumer, kafka_reason, message_headers
@@ -72,6 +72,7 @@ from consumer.ops.dlq.chains import ParkedFollowers, release_discarded
 from consumer.ops.dlq.ledger import DlqLedger, Resolution
 from consumer.ops.dlq.model import (
     DEFAULT_MAX_REPLAYS,
+    AlreadyResolved,
     Decision,
     Discard,
     DlqFilter,
@@ -418,8 +419,14 @@ def _committed(run: ReplayRun, writer: LedgerWriter, chains: DedupStore | None =
     for record, decision in committed:
         run.count(record, decision)
     if chains is not None:
-        release_discarded(chains, [record for record, decision in committed
-                                   if isinstance(decision, Discard)])
+        discarded = [record for record, decision in committed if isinstance(decision, Discard)]
+        try:
+            release_discarded(chains, discarded)
+        except DedupStoreError as exc:
+            raise DedupStoreError(
+                f"{exc}; the discard of {len(discarded)} record(s) is committed, but their "
+                "keys may still hold back their later events: run the same dlq discard again "
+                "once the store can be written, it releases them") from exc
 
 
 def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
@@ -434,7 +441,12 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
     replaying = isinstance(request, ReplayRequest)
     rate = request.rate if isinstance(request, ReplayRequest) else None
     followers = ParkedFollowers()
+    discarded_before: list[DlqRecord] = []
     for chunk in reader.read(ranges, ledger, stop_requested):
+        if chains is not None and discarded_before:
+            # released when they were discarded, unless the store failed just after
+            release_discarded(chains, discarded_before)
+        discarded_before = []
         matching = [request.filter.matches(r) for r in chunk]
         ids = sorted({eid for r, m in zip(chunk, matching, strict=True)
                       if (m or (replaying and r.parked_behind)) and r.resolution is None
@@ -456,6 +468,9 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
                     if _wait(delay, stop_requested):
                         return True
                 next_send = max(next_send, time.monotonic()) + 1 / rate
+            if chains is not None and isinstance(decision, AlreadyResolved) and \
+                    decision.resolution.status == "discarded":
+                discarded_before.append(record)
             if writer is not None and isinstance(decision, Replay | Discard):
                 writer.add(record, decision, _resolution(request, record, decision, user))
                 if writer.due():
@@ -463,6 +478,8 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
             else:
                 run.count(record, decision)
             on_record(record, decision)
+    if chains is not None and discarded_before:
+        release_discarded(chains, discarded_before)
     return stop_requested()
 
 

@@ -34,6 +34,10 @@ from consumer.ops.dlq.model import AlreadyResolved, Decision, DlqRecord, Replay,
 
 __all__ = ["ParkedFollowers", "release_discarded"]
 
+#: The states of a link a discard releases: the consumer's, once it dead-lettered the event
+#: (``dead_lettering`` until the hop is known durable). See ``retry_topics.ordering.left``.
+_RELEASED = ("dead_lettering", "dead_lettered")
+
 
 @dataclass(slots=True)
 class ParkedFollowers:
@@ -66,10 +70,20 @@ class ParkedFollowers:
             self._heads.discard(event_id)
 
 
-def release_discarded(store: ChainStore, discarded: Iterable[DlqRecord]) -> None:
-    """Take the discarded records' dead-lettered links out of their keys' chains (one
-    store write per record; a record without a key or an event id has no link)."""
-    for record in discarded:
-        event_id = record.event_id
-        if record.key is not None and event_id:
-            store.leave(entity_key(record.key), event_id, "dead_lettered")
+def release_discarded(store: ChainStore, discarded: Iterable[DlqRecord]) -> int:
+    """Take the discarded records' dead-lettered links out of their keys' chains; how many
+    were still there. One read for all, one write per link found: a discard run again over
+    records discarded long since (to release what a failed store write left held) writes
+    nothing for them. A record without a key or an event id has no link."""
+    linked = [(entity_key(record.key), event_id) for record in discarded
+              if record.key is not None and (event_id := record.event_id)]
+    if not linked:
+        return 0
+    chains = store.chains(sorted({key for key, _ in linked}))
+    released = 0
+    for key, event_id in linked:
+        if any(link.event_id == event_id and link.state in _RELEASED
+               for link in chains.get(key, ())):
+            store.leave(key, event_id, "dead_lettered")
+            released += 1
+    return released

@@ -4,6 +4,7 @@ or a writer that records what it is handed)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,16 @@ from typing import Any
 import pytest
 
 from consumer.config.settings import Settings, load_settings
-from consumer.dedup.store import DedupStoreMissing
+from consumer.dedup.chains import entity_key
+from consumer.dedup.store import DedupStoreMissing, MemoryDedupStore
+from consumer.errors import DedupStoreError
 from consumer.events.codec import EventCodec
 from consumer.kafka.dlq_io import (
     DiscardRequest,
     ReplayRequest,
     ReplayRun,
     _chain_store,
+    _committed,
     _examine,
     _outcome_store,
 )
@@ -26,6 +30,7 @@ from consumer.ops.dlq.ledger import DlqLedger, Resolution
 from consumer.ops.dlq.model import (
     AlreadyResolved,
     Decision,
+    Discard,
     DlqFilter,
     DlqRecord,
     OffsetRange,
@@ -34,6 +39,7 @@ from consumer.ops.dlq.model import (
     parse_dlq_record,
 )
 from retry_topics.headers import RecordHeaders, encode_headers
+from retry_topics.ordering import Link, LinkState
 
 MAIN = "clinic.events"
 CODEC = EventCodec()
@@ -77,7 +83,8 @@ def test_a_discard_refuses_a_store_that_does_not_exist(
 # --- parked followers go with their head ----------------------------------------------------
 
 def _dead(offset: int, event_id: str, key: bytes, *, error_class: str | None = "http.422",
-          behind: str | None = None, replayed: bool = False, replays: int = 0) -> DlqRecord:
+          behind: str | None = None, replayed: bool = False, replays: int = 0,
+          discarded: bool = False) -> DlqRecord:
     """A DLQ record: a head that failed (``error_class``) or a follower ``behind`` one."""
     headers = RecordHeaders(
         event_id=event_id, event_type="appointment.rescheduled", original_topic=MAIN,
@@ -87,7 +94,8 @@ def _dead(offset: int, event_id: str, key: bytes, *, error_class: str | None = "
     return parse_dlq_record(
         partition=0, offset=offset, timestamp_ms=None, key=key, value=b"opaque",
         headers=encode_headers(headers), codec=CODEC,
-        resolution=Resolution(status="replayed", event_id=event_id) if replayed else None)
+        resolution=Resolution(status="replayed", event_id=event_id) if replayed else
+        Resolution(status="discarded", event_id=event_id) if discarded else None)
 
 
 class ScriptedDlq:
@@ -181,3 +189,75 @@ def test_parked_followers_follow_only_open_records_behind_a_replayed_head() -> N
     assert followers.head_of(follower) == "h1"
     assert followers.head_of(_dead(2, "f2", b"k", behind="h1", replayed=True)) is None
     assert followers.head_of(head) is None  # a head is no follower
+
+
+# --- a discard releases its records' keys -----------------------------------------------------
+
+class CountingChains(MemoryDedupStore):
+    """A memory store that counts its chain writes, and can fail them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.leaves = 0
+        self.failing = False
+
+    def leave(self, key: str, event_id: str, state: LinkState | None = None) -> None:
+        if self.failing:
+            raise DedupStoreError("dedup store redis://ro:****@127.0.0.1:6379/0: no permissions")
+        self.leaves += 1
+        super().leave(key, event_id, state)
+
+
+def _held(store: MemoryDedupStore, *event_ids: str) -> None:
+    for event_id in event_ids:
+        store.join(entity_key(b"appt-1"), Link(event_id=event_id, topic=f"{MAIN}.dlq",
+                                               parked_at_ms=int(time.time() * 1000),
+                                               state="dead_lettered"))
+
+
+def _chain(store: MemoryDedupStore) -> list[str]:
+    return [link.event_id for link in store.chains([entity_key(b"appt-1")]).get(
+        entity_key(b"appt-1"), [])]
+
+
+def _discard(dlq: ScriptedDlq, chains: MemoryDedupStore) -> RecordingWriter:
+    request = DiscardRequest(dlq_topic=f"{MAIN}.dlq", ledger_topic=f"{MAIN}.dlq-ledger",
+                             audit_topic=f"{MAIN}.audit", filter=DlqFilter(), reason="test")
+    writer = RecordingWriter()
+    _examine(request, dlq, [OffsetRange(0, 0, 99)], DlqLedger(), None,  # type: ignore[arg-type]
+             writer, ReplayRun(), lambda _r, _d: None, lambda: False, chains)  # type: ignore[arg-type]
+    return writer
+
+
+def test_a_discard_run_again_releases_a_key_a_failed_store_write_left_held() -> None:
+    """The ledger has h1 discarded, but the store write after that commit failed: h1 still
+    heads its key's chain. The same discard run again (h1 already resolved) releases it."""
+    store = CountingChains()
+    _held(store, "h1", "f1")
+    writer = _discard(ScriptedDlq([_dead(0, "h1", b"appt-1", discarded=True)]), store)
+    assert writer.added == []
+    assert _chain(store) == ["f1"]
+
+
+def test_records_discarded_long_since_cost_no_store_write() -> None:
+    store = CountingChains()
+    _discard(ScriptedDlq([_dead(n, f"old{n}", b"appt-1", discarded=True) for n in range(50)]),
+             store)
+    assert store.leaves == 0
+
+
+def test_a_store_failure_after_a_discard_commits_says_what_is_committed_and_what_to_do() -> None:
+    store = CountingChains()
+    _held(store, "h1")
+    store.failing = True
+
+    class Committing:
+        def commit(self) -> list[tuple[DlqRecord, Discard]]:
+            return [(_dead(0, "h1", b"appt-1"), Discard(reason="test"))]
+
+    with pytest.raises(DedupStoreError) as failed:
+        _committed(ReplayRun(), Committing(), store)  # type: ignore[arg-type]
+    assert str(failed.value) == (
+        "dedup store redis://ro:****@127.0.0.1:6379/0: no permissions; the discard of 1 "
+        "record(s) is committed, but their keys may still hold back their later events: run "
+        "the same dlq discard again once the store can be written, it releases them")
