@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 
-from consumer.errors import ClinicEventsError
+from consumer.errors import ClinicEventsError, DedupStoreError
 from consumer.observability.telemetry import EventOutcome, Telemetry
 from consumer.pipeline.breaker import BreakerStatus, OutageBreaker
 from consumer.pipeline.broker import (
@@ -471,7 +471,7 @@ class Runner:
                 self._fatal = self._fatal or FatalError(
                     f"broker refused a record republished to {fate.destination.topic}: {error}")
                 continue
-            self._note_republished(fate)
+            self._note_durable(fate)
             record = fate.record
             self._complete((record.topic, record.partition), (record.offset,), advanced)
 
@@ -647,6 +647,18 @@ class Runner:
             LOG.warning("downstream unavailable: %s; holding every partition, probing with "
                         "one waiting event at most every %d s", status.reason,
                         max(1, round(self._breaker.probe_cap_ms() / 1000)))
+
+    def _note_durable(self, fate: Republished) -> None:
+        """:meth:`_note_republished`, unless the dedup store failed to record a hop: then the
+        run stops, naming the store, and later hops are not noted (each would wait on the
+        store again). Their hops are durable all the same; a restart confirms their chain
+        links from the committed offsets (``EntityOrder.confirm_durable``)."""
+        if isinstance(self._fatal, DedupStoreError):
+            return
+        try:
+            self._note_republished(fate)
+        except DedupStoreError as exc:
+            self._fatal = self._fatal or exc
 
     def _note_republished(self, fate: Republished) -> None:
         """A hop is durable: record a dead letter's outcome, tell, count and log it."""
@@ -834,7 +846,7 @@ class Runner:
                          if offset > offsets.get(tp, -1)}
         self._committed_at = self._clock.monotonic()
         for hop in hops:
-            self._note_republished(hop.fate)
+            self._note_durable(hop.fate)
 
     def _note_commit_trouble(self, what: str, error: BrokerError) -> None:
         """Say once that transactions fail; stop the run if they fail for too long."""

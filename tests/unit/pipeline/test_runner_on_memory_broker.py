@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from consumer.dedup.rules import Outcome
 from consumer.dedup.store import MemoryDedupStore
 from consumer.delivery.handlers import DeliveryContext
-from consumer.errors import PermanentError, TransientError
+from consumer.errors import DedupStoreError, PermanentError, TransientError
 from consumer.events.codec import EventCodec, EventRecord
 from consumer.observability.telemetry import Telemetry
 from consumer.pipeline.lanes import LaneFailure
@@ -368,3 +369,28 @@ def test_lanes_failing_on_one_cause_log_it_once_with_its_traceback(
     again = [r.getMessage() for r in caplog.records
              if r.getMessage().startswith("another worker lane failed")]
     assert again == [f"another worker lane failed: TimeoutError: {stalled}"] * 2
+
+
+class DeadLettersUnrecorded(MemoryDedupStore):
+    """A store whose user may not run what records a dead letter (a Redis ACL without EVAL)."""
+
+    def record(self, event_id: str, outcome: Outcome) -> None:
+        if outcome == "dead_lettered":
+            raise DedupStoreError("dedup store redis://noeval:****@127.0.0.1:6379/0: no "
+                                  "permissions to run the 'eval' command")
+        super().record(event_id, outcome)
+
+
+@pytest.mark.parametrize("transactional", [False, True])
+def test_a_store_that_cannot_record_a_dead_letter_stops_the_run_naming_the_store(
+    transactional: bool,
+) -> None:
+    """As a store failing a delivered event's outcome does: FatalError with the store's
+    message (``run`` prints it on one line), not the DedupStoreError's traceback."""
+    loop = build_loop(store=DeadLettersUnrecorded(ManualClock()),
+                      transactions=MemoryTransactions if transactional else None)
+    loop.handler.permanent.add("evt-bad")
+    loop.publish("evt-bad")
+    with pytest.raises(FatalError, match="no permissions to run the 'eval' command"):
+        loop.run_until(lambda: False)
+    assert len(loop.broker.records(DLQ)) == 1  # durable all the same
