@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -309,11 +310,47 @@ class Settings:
                 **passed, **required}
 
 
+#: A password given as a query parameter (redis-py reads ``?password=``).
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def masked_url(url: str) -> str:
     """``url`` with any password in it replaced by ``****``, to be shown or logged (a
-    delivery URL, a dedup store's)."""
-    password = urlsplit(url).password
-    return url if not password else url.replace(f":{password}@", ":****@", 1)
+    delivery URL, a dedup store's): in its user information, or a ``password`` parameter.
+
+    A password holding a character URLs reserve (``#``, ``/``, ``?``, ``@``), not
+    percent-encoded, ends the authority early, so parsers see a fragment, a path, or a
+    port made of the password's first letters. Then everything before the last ``@`` is
+    masked (see :func:`password_unencoded`).
+    """
+    shown = _QUERY_PASSWORD.sub(r"\1****", url)
+    scheme, separator, rest = shown.partition("://")
+    if not separator or "@" not in rest:
+        return shown
+    authority, tail = _authority(rest)
+    if "@" in authority:
+        userinfo, _, host = authority.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        return f"{scheme}://{user}:****@{host}{tail}" if colon and password else shown
+    if password_unencoded(url):
+        return f"{scheme}://****@{rest.rpartition('@')[2]}"
+    return shown
+
+
+def password_unencoded(url: str) -> bool:
+    """Whether ``url`` seems to hold a password with a reserved character not
+    percent-encoded: no ``@`` ends its authority, one comes later, and the authority has the
+    ``user:`` of a password (a URL with a port and an ``@`` in its path reads so too)."""
+    _, separator, rest = url.partition("://")
+    authority, _ = _authority(rest)
+    return bool(separator) and "@" not in authority and "@" in rest and ":" in authority
+
+
+def _authority(rest: str) -> tuple[str, str]:
+    """``rest`` (a URL after ``scheme://``) split where its authority ends."""
+    ends = [index for index in (rest.find(mark) for mark in "/?#") if index >= 0]
+    end = min(ends, default=len(rest))
+    return rest[:end], rest[end:]
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -745,7 +782,7 @@ def _check_http_url(section: str, key: str, url: object, *, secret: bool = False
     event or the first notification, long after start-up said nothing was wrong. A
     ``secret`` URL (it carries a token) is never repeated in the message.
     """
-    shown = "" if secret else f", got {url!r}"
+    shown = "" if secret else f", got {masked_url(url) if isinstance(url, str) else url!r}"
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         about = f" ({what})" if what else ""
         raise ConfigError(f"{section}.{key} must be an http:// or https:// URL{about}{shown}")
@@ -756,6 +793,10 @@ def _check_http_url(section: str, key: str, url: object, *, secret: bool = False
         parts = urlsplit(url)
         host, _port = parts.hostname, parts.port
     except ValueError as exc:  # a bracketed IPv6 host left open, a port that is no number
+        if password_unencoded(url):  # the "port" quoted is the password's start
+            raise ConfigError(f"{section}.{key} is not a valid URL: its password holds a "
+                              "character URLs reserve ('#', '/', '?' or '@'); percent-encode "
+                              f"it (%23, %2F, %3F, %40){shown}") from None
         raise ConfigError(f"{section}.{key} is not a valid URL: {exc}{shown}") from None
     if not host:
         raise ConfigError(f"{section}.{key} names no host{shown}")

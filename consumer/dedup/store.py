@@ -38,7 +38,7 @@ from typing import Concatenate, ParamSpec, Protocol, TypeVar
 import redis
 
 from consumer.config.dedup_store import store_kind
-from consumer.config.settings import masked_url
+from consumer.config.settings import masked_url, password_unencoded
 from consumer.dedup.chains import (
     ChainStore,
     ParkedSummary,
@@ -376,6 +376,11 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
     except (OSError, sqlite3.Error, redis.RedisError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
+        if isinstance(exc, ValueError) and password_unencoded(url):
+            # the client's message quotes what it took for a port: the password's start
+            raise ConfigError(f"dedup.store {masked_url(url)!r} cannot be opened: its "
+                              "password holds a character URLs reserve ('#', '/', '?' or "
+                              "'@'); percent-encode it (%23, %2F, %3F, %40)") from None
         raise ConfigError(f"dedup.store {masked_url(url)!r} cannot be opened: "
                           f"{type(exc).__name__}: {exc}") from exc
     raise ConfigError(f"dedup.store must be sqlite:///path, redis://host:port/db, rediss://... "

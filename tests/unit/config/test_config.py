@@ -129,6 +129,12 @@ def test_handler_replaces_url(tmp_path: Path) -> None:
          r"delivery.url holds a control character or ends in a space \(a trailing newline\?\), "
          r"got 'http://ehr.example/events\\n'"),
         ("[delivery]\nurl = \"http://:8080/events\"\n", {}, r"delivery.url names no host"),
+        ("", {"CLINIC_EVENTS_DELIVERY_URL": "https://svc:s3cret@ehr.example/events\n"},
+         r"\(a trailing newline\?\), got 'https://svc:\*\*\*\*@ehr.example/events\\n'$"),
+        ("[delivery]\nurl = \"https://svc:p#ss@ehr.example/events\"\n", {},
+         r"delivery.url is not a valid URL: its password holds a character URLs reserve "
+         r"\('#', '/', '\?' or '@'\); percent-encode it \(%23, %2F, %3F, %40\), got "
+         r"'https://\*\*\*\*@ehr.example/events'$"),
         ("[serve]\npublic_url = \"https://[review/\"\n", {},
          r"serve.public_url is not a valid URL: Invalid IPv6 URL"),
         ("", {"CLINIC_EVENTS_KAFKA_BOOTSTRAP": "x"}, r"CLINIC_EVENTS_KAFKA_BOOTSTRAP"),

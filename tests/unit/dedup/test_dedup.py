@@ -216,3 +216,25 @@ def test_open_masks_a_redis_password_in_errors() -> None:
         open_dedup_store("redis://user:s3cret@127.0.0.1:1/0", TTL_MS)
     assert "s3cret" not in str(caught.value)
     assert "user:****@127.0.0.1:1/0" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis://alice:p#ss@127.0.0.1:1/0",
+                                 "redis://alice:pa/ss@127.0.0.1:1/0"])
+def test_open_says_to_percent_encode_a_password_a_url_cannot_hold_and_shows_none_of_it(
+    url: str,
+) -> None:
+    """redis-py would say "Port could not be cast to integer value as 'p'": the password's
+    start, and no hint why."""
+    with pytest.raises(ConfigError) as caught:
+        open_dedup_store(url, TTL_MS)
+    message = str(caught.value)
+    assert message == ("dedup.store 'redis://****@127.0.0.1:1/0' cannot be opened: its "
+                       "password holds a character URLs reserve ('#', '/', '?' or '@'); "
+                       "percent-encode it (%23, %2F, %3F, %40)")
+
+
+def test_open_masks_a_password_given_as_a_query_parameter() -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_dedup_store("redis://127.0.0.1:1/0?password=s3cret", TTL_MS)
+    assert "s3cret" not in str(caught.value)
+    assert "?password=****" in str(caught.value)
