@@ -47,6 +47,7 @@ _REASON_WORDS: dict[str, str] = {
     "permanent": "rejected",
     "exhausted": "gave up after every retry",
     "undecodable": "could not be decoded",
+    "parked": "held behind an earlier dead letter of the same key",
 }
 
 _CONDITION_WORDS: dict[str, str] = {
@@ -89,7 +90,7 @@ class Notification:
 def describe(reason: str, error_class: str) -> str:
     """A dead letter's reason in plain words: ``rejected (answered 422)``."""
     words = _REASON_WORDS.get(reason, reason)
-    if reason == "undecodable" or error_class in ("", "undecodable"):
+    if reason in ("undecodable", "parked") or error_class in ("", "undecodable"):
         return words
     if error_class.startswith("http.") and error_class[5:].isdigit():
         return f"{words} (the downstream answered {error_class[5:]})"

@@ -25,6 +25,9 @@ from consumer.ops.dlq.model import UNDECODABLE, DlqFilterError, DlqRecord
 from retry_topics.headers import RecordHeaders
 
 UNKNOWN_CLINIC = "(unknown)"
+#: A dead letter that did not fail: an earlier event of its key (its appointment, its
+#: intake) is in the DLQ, and order is kept (``[ordering] after_dead_letter = "hold"``).
+PARKED_TEXT = "held behind an earlier dead letter of the same key: replay or discard that one first"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _REASON_KEY = re.compile(r"^[A-Za-z0-9_.:()-]{1,200}$")
 
@@ -64,6 +67,8 @@ def plain_reason(record: DlqRecord, downstream: str = "EHR") -> Reason:
     """Why ``record`` is in the DLQ, in plain words (see the module docstring)."""
     h = record.headers
     cls = h.error_class or ""
+    if h.dlq_reason == "parked" or h.parked_behind is not None:
+        return Reason("parked", PARKED_TEXT)
     if h.dlq_reason == "undecodable" or (record.event is None and not cls):
         return Reason("undecodable", "undecodable record")
     if h.dlq_reason == "exhausted":

@@ -186,3 +186,8 @@ def test_reasons_in_plain_words(reason: str, error_class: str, words: str) -> No
 def test_a_policy_with_no_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="min_interval_ms"):
         DigestPolicy(min_interval_ms=0)
+
+
+def test_parked_dead_letters_are_described_as_held_not_by_their_class() -> None:
+    assert describe("parked", "clinic_events.parked") == (
+        "held behind an earlier dead letter of the same key")

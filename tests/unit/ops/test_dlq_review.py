@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from consumer.ops.dlq.ledger import Resolution
 from consumer.ops.dlq.model import DlqFilter, DlqFilterError, DlqRecord
 from consumer.ops.dlq.review import (
+    PARKED_TEXT,
+    Reason,
     ReviewFilter,
     clinic_of,
     group_records,
@@ -59,6 +62,14 @@ def test_reasons_are_plain_words_from_the_class_and_status_only(
     found = plain_reason(_record(reason=reason, cls=cls, attempts=attempts))
     assert (found.key, found.text) == (key, text)
     assert ReviewFilter(reason=found.key).reason == key  # usable as a filter
+
+
+def test_a_parked_dead_letter_is_held_not_failed() -> None:
+    record = _record(reason="parked", cls=None)
+    parked = dataclasses.replace(record, headers=dataclasses.replace(
+        record.headers, parked_behind="evt-head"))
+    assert plain_reason(parked) == Reason("parked", PARKED_TEXT)
+    assert PARKED_TEXT.startswith("held behind an earlier dead letter of the same key")
 
 
 def test_the_downstream_name_is_configurable() -> None:

@@ -33,8 +33,8 @@ def users() -> tuple[ServeUser, ...]:
             ServeUser(name="bo", password_hash=digest, role="viewer"))
 
 
-def _record(offset: int, cls: str = "http.422", reason: str = "permanent",
-            attempts: int = 1) -> DlqRecord:
+def _record(offset: int, cls: str | None = "http.422", reason: str = "permanent",
+            attempts: int = 1, behind: str | None = None) -> DlqRecord:
     event = sample_event("intake.submitted", event_id=f"evt-{offset}")
     return DlqRecord(
         partition=0, offset=offset, timestamp_ms=1_700_000_000_000 + offset, key=b"intake-1001",
@@ -42,7 +42,7 @@ def _record(offset: int, cls: str = "http.422", reason: str = "permanent",
         headers=RecordHeaders(dlq_reason=reason, error_class=cls, attempts=attempts,  # type: ignore[arg-type]
                               event_type="intake.submitted", event_id=f"evt-{offset}",
                               original_topic="clinic.events", original_partition=0,
-                              original_offset=offset),
+                              original_offset=offset, parked_behind=behind),
         event=event)
 
 
@@ -242,3 +242,21 @@ def test_a_page_that_cannot_be_built_says_which_system_failed(
     page = client.get("/")
     assert page.status_code == 503
     assert html.unescape(page.text).count(said + str(error)) == 1
+
+
+def test_a_parked_dead_letter_says_what_it_waits_for_not_an_empty_error(
+    users: tuple[ServeUser, ...],
+) -> None:
+    """It did not fail: an earlier dead letter of its key holds it. The list groups it under
+    that, and its page names the event it is held behind."""
+    source = MemoryReviewSource([_record(0), _record(1, None, "parked", behind="evt-0")],
+                                band=BAND)
+    with TestClient(build_app(ServeSettings(users=users), source, secret="s" * 40),
+                    base_url="http://127.0.0.1", follow_redirects=False) as client:
+        _sign_in(client)
+        listed = client.get("/").text
+        assert "held behind an earlier dead letter of the same key" in listed
+        assert "no reason recorded" not in listed
+        page = client.get("/records/0/1").text
+        assert "Held behind</dt><dd>evt-0 (an earlier dead letter" in page
+        assert "Error</dt>" not in page
