@@ -23,6 +23,7 @@ values per digest and counts the rest under ``OTHER``.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,6 +112,7 @@ class Digest:
         self._condition: SystemState | None = None
         self._told: SystemState | None = None  # the condition the last message ended with
         self._from_ms: int | None = None  # wall time of the first thing to say
+        self._id: str | None = None  # the message's, from its first news until it is sent
         self._opened_at: float | None = None  # monotonic time of the same
         self._last_try: float | None = None  # monotonic time of the last message tried
 
@@ -159,7 +161,12 @@ class Digest:
     # -- what --------------------------------------------------------------------------------
 
     def compose(self) -> Notification:
-        """The message for everything since the last one (the counts stay until ``sent``)."""
+        """The message for everything since the last one (the counts stay until ``sent``).
+
+        Its ``id`` stays the same until it is sent: in every try, and in a later message
+        that carries a failed one's counts along with new ones. A receiver that got a try the
+        sender saw fail (a timeout) can keep the last message of an id and drop the rest.
+        """
         now = self._clock.now_ms()
         total = sum(self._by_reason.values())
         lines = [self._headline(total, now)]
@@ -172,6 +179,7 @@ class Digest:
         if review:
             lines.append(f"Review: {review}")
         fields: dict[str, Any] = {
+            "id": self._id or "",
             "topic": self._policy.topic,
             "instance": self._policy.instance,
             "from": _iso(self._from_ms if self._from_ms is not None else now),
@@ -202,6 +210,7 @@ class Digest:
         self._told = self._condition
         self._from_ms = None
         self._opened_at = None
+        self._id = None
 
     def failed(self) -> None:
         """It could not be sent: keep the counts; try again a slot later."""
@@ -214,6 +223,7 @@ class Digest:
         the gathering counts from then."""
         if self._opened_at is None:
             self._opened_at, self._from_ms = monotonic_s, now_ms
+            self._id = uuid.uuid4().hex
 
     def _open(self) -> None:
         self.news_since(self._clock.monotonic(), self._clock.now_ms())

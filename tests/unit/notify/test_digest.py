@@ -110,6 +110,23 @@ def test_a_message_that_failed_keeps_its_counts_for_the_next_slot() -> None:
     assert digest.compose().fields["dead_lettered"]["total"] == 2
 
 
+def test_a_message_keeps_its_id_until_it_is_sent_so_a_receiver_can_drop_repeats() -> None:
+    """A try that timed out may have arrived: the next try, and a later message carrying its
+    counts, have the same id; the next message after one was sent has another."""
+    digest, clock = _digest()
+    digest.dead_lettered(_note())
+    first = digest.compose().fields["id"]
+    assert len(first) == 32
+    digest.failed()
+    digest.dead_lettered(_note())
+    clock.advance(MINUTE)
+    again = digest.compose().fields
+    assert (again["id"], again["dead_lettered"]["total"]) == (first, 2)
+    digest.sent()
+    digest.dead_lettered(_note())
+    assert digest.compose().fields["id"] not in ("", first)
+
+
 def test_an_outage_and_its_end_in_one_message_or_two() -> None:
     digest, clock = _digest()
     opened = _state(clock, "outage", "6 of the last 20 calls failed (503)")
