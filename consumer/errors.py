@@ -5,8 +5,11 @@ beside the code that raises them (module named on the right); the rest are defin
 
     ClinicEventsError
     ├── ConfigError (ValueError)            bad configuration; the CLI exits with code 2
-    │   └── DedupStoreMissing               a SQLite store a tool must not create is not
+    │   └── DedupStoreUnavailable           the dedup store could not be opened (unreachable,
+    │       │                               a refused login, a URL its client cannot use)
+    │       └── DedupStoreMissing           a SQLite store a tool must not create is not
     │                                       there (consumer.dedup.store)
+    ├── DedupStoreError                     the dedup store failed a read or a write
     ├── UndecodableRecord (ValueError)      bytes that are not a clinic event; keeps the raw bytes
     ├── InvalidEvent (ValueError)           an event that does not fit the schema (publish, encode)
     ├── KafkaUnreachable                    no broker answered the first request in time; every
@@ -67,6 +70,11 @@ class InvalidEvent(ClinicEventsError, ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+
+
+class DedupStoreUnavailable(ConfigError):
+    """The dedup store could not be opened: at start-up a configuration error (exit 2); on
+    the review page, the store's failure, not Kafka's."""
 
 
 class DedupStoreError(ClinicEventsError):

@@ -54,7 +54,7 @@ from consumer.dedup.rules import (
     live_outcomes,
 )
 from consumer.dedup.sqlite import SqliteDedupStore
-from consumer.errors import ConfigError, DedupStoreError
+from consumer.errors import ConfigError, DedupStoreError, DedupStoreUnavailable
 from retry_topics.clock import Clock, SystemClock
 from retry_topics.ordering import Link, LinkState, Position, confirmed, joined, left, live
 
@@ -338,7 +338,7 @@ class RedisDedupStore:
         self._client.close()
 
 
-class DedupStoreMissing(ConfigError):
+class DedupStoreMissing(DedupStoreUnavailable):
     """The SQLite file a tool was to open without creating it does not exist."""
 
 
@@ -378,10 +378,11 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
             raise
         if isinstance(exc, ValueError) and password_unencoded(url):
             # the client's message quotes what it took for a port: the password's start
-            raise ConfigError(f"dedup.store {masked_url(url)!r} cannot be opened: its "
-                              "password holds a character URLs reserve ('#', '/', '?' or "
-                              "'@'); percent-encode it (%23, %2F, %3F, %40)") from None
-        raise ConfigError(f"dedup.store {masked_url(url)!r} cannot be opened: "
-                          f"{type(exc).__name__}: {exc}") from exc
+            raise DedupStoreUnavailable(
+                f"dedup.store {masked_url(url)!r} cannot be opened: its password holds a "
+                "character URLs reserve ('#', '/', '?' or '@'); percent-encode it (%23, %2F, "
+                "%3F, %40)") from None
+        raise DedupStoreUnavailable(f"dedup.store {masked_url(url)!r} cannot be opened: "
+                                    f"{type(exc).__name__}: {exc}") from exc
     raise ConfigError(f"dedup.store must be sqlite:///path, redis://host:port/db, rediss://... "
                       f"or memory://, got {masked_url(url)!r}")

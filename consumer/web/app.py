@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from consumer.config.settings import TRACE_ID_PLACEHOLDER, ServeSettings, ServeUser
-from consumer.errors import ClinicEventsError, DedupStoreError
+from consumer.errors import ClinicEventsError, DedupStoreError, DedupStoreUnavailable
 from consumer.events.codec import EVENT_TYPES
 from consumer.ops.dlq.model import UNDECODABLE, DlqFilterError, key_text, parse_time_ms, record_view
 from consumer.ops.dlq.review import (
@@ -108,7 +108,8 @@ def build_app(serve: ServeSettings, source: ReviewSource, *, secret: str) -> Sta
                 except _Refused as refused:
                     return render(request, "error.html", refused.status, message=str(refused))
                 except (ClinicEventsError, DlqFilterError) as exc:
-                    what = "The dedup store" if isinstance(exc, DedupStoreError) else "Kafka"
+                    what = "The dedup store" if isinstance(
+                        exc, DedupStoreError | DedupStoreUnavailable) else "Kafka"
                     return render(request, "error.html", 503,
                                   message=f"{what} could not be read or written: {exc}")
             return guarded

@@ -19,7 +19,7 @@ from consumer.dedup.store import (
     SqliteDedupStore,
     open_dedup_store,
 )
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, DedupStoreUnavailable
 from retry_topics.clock import ManualClock
 
 TTL_MS = 60_000
@@ -212,7 +212,7 @@ def test_open_refuses_a_non_positive_ttl() -> None:
 
 
 def test_open_masks_a_redis_password_in_errors() -> None:
-    with pytest.raises(ConfigError, match=r"dedup\.store") as caught:
+    with pytest.raises(DedupStoreUnavailable, match=r"dedup\.store") as caught:
         open_dedup_store("redis://user:s3cret@127.0.0.1:1/0", TTL_MS)
     assert "s3cret" not in str(caught.value)
     assert "user:****@127.0.0.1:1/0" in str(caught.value)

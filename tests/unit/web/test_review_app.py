@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from consumer.config.settings import ServeSettings, ServeUser
-from consumer.errors import DedupStoreError, KafkaUnreachable
+from consumer.errors import DedupStoreError, DedupStoreUnavailable, KafkaUnreachable
 from consumer.events.codec import EventCodec
 from consumer.ops.dlq.model import DlqRecord
 from consumer.ops.lag.band import StatusBand
@@ -226,6 +226,9 @@ def test_signing_out_ends_the_session(client: TestClient) -> None:
 @pytest.mark.parametrize(("error", "said"), [
     (DedupStoreError("dedup store redis://127.0.0.1:6379/0: Timeout reading from "
                      "127.0.0.1:6379"), "The dedup store could not be read or written: "),
+    (DedupStoreUnavailable("dedup.store 'redis://alice:****@127.0.0.1:6379/0' cannot be "
+                           "opened: AuthenticationError: invalid username-password pair"),
+     "The dedup store could not be read or written: "),
     (KafkaUnreachable("Kafka at 127.0.0.1:9092 is unreachable"),
      "Kafka could not be read or written: "),
 ])
