@@ -55,7 +55,7 @@ from rich.live import Live
 
 from consumer.cli.gc_tuning import tune_for_streaming
 from consumer.cli.options import Duration, json_option
-from consumer.cli.serve import page_address, serve_page
+from consumer.cli.serve import page_address, page_socket, serve_page
 from consumer.cli.wiring import build_runner
 from consumer.config.settings import ServeUser, Settings, load_settings
 from consumer.dev.demo_view import (
@@ -280,10 +280,11 @@ def _serve_review_page(settings: Settings, say: Callable[[str], None]) -> None:
     password = secrets.token_urlsafe(12)
     user = ServeUser(name="demo", password_hash=hash_password(password), role="operator")
     settings = replace(settings, serve=replace(settings.serve, users=(user,)))
+    listening = page_socket(settings.serve)
     say(f"review page: {page_address(settings.serve)} (sign in as demo, password "
         f"{password}; Ctrl-C stops it)")
     with contextlib.suppress(KeyboardInterrupt):
-        serve_page(settings, say=False)
+        serve_page(settings, listening, say=False)
 
 
 def inspect_dead_letters(config: Path | str, broker_stops: bool) -> str:

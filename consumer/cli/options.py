@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -105,3 +106,11 @@ def layout_exit_code(error: TopicLayoutError | KafkaUnreachable) -> int:
     if isinstance(error, KafkaAccessRefused):
         return EXIT_REFUSED
     return EXIT_UNREACHABLE if isinstance(error, KafkaUnreachable) else 1
+
+
+def listen_failure(error: OSError, host: str, port: int) -> str:
+    """What went wrong opening a listening socket, in ``kafka start``'s words for a port in
+    use."""
+    if error.errno == errno.EADDRINUSE:
+        return f"port {port} is already in use; choose another with --port"
+    return f"cannot listen on {host}:{port}: {error.strerror or error}"

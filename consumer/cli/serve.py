@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +22,7 @@ import uvicorn
 from opentelemetry.sdk.metrics import MeterProvider
 
 from consumer.cli.metrics import LagSampler
-from consumer.cli.options import EXIT_REFUSED, config_option, settings_from
+from consumer.cli.options import EXIT_REFUSED, config_option, listen_failure, settings_from
 from consumer.config.settings import ServeSettings, Settings
 from consumer.kafka.access import KafkaAccessRefused
 from consumer.kafka.admin_session import kafka_answers
@@ -46,8 +47,24 @@ def page_address(serve: ServeSettings) -> str:
     return f"http://{host}:{serve.port}/"
 
 
-def serve_page(settings: Settings, *, say: bool = True) -> None:
-    """Serve the review page until interrupted (Ctrl-C, SIGTERM)."""
+def page_socket(serve: ServeSettings) -> socket.socket:
+    """The page's listening socket, bound before its address is announced; a port in use or
+    an unknown ``--host`` exits 1 with one line (uvicorn would log it after the address)."""
+    family = socket.AF_INET6 if ":" in serve.host else socket.AF_INET
+    bound = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bound.bind((serve.host, serve.port))
+    except OSError as exc:
+        bound.close()
+        click.echo(f"clinic-events: serve: {listen_failure(exc, serve.host, serve.port)}",
+                   err=True)
+        sys.exit(1)
+    return bound
+
+
+def serve_page(settings: Settings, listening: socket.socket, *, say: bool = True) -> None:
+    """Serve the review page on ``listening`` until interrupted (Ctrl-C, SIGTERM)."""
     serve = settings.serve
     secret = serve.session_secret or secrets.token_urlsafe(32)
     app = build_app(serve, KafkaReviewSource(settings), secret=secret)
@@ -55,8 +72,9 @@ def serve_page(settings: Settings, *, say: bool = True) -> None:
         click.echo(f"review page: {page_address(serve)} ({len(serve.users)} user(s); Ctrl-C "
                    "stops it)", err=True)
     with _lag_metrics(settings, say=say):
-        uvicorn.run(app, host=serve.host, port=serve.port, log_level="warning",
-                    server_header=False, date_header=False)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False,
+                                               date_header=False))
+        server.run(sockets=[listening])
 
 
 @contextlib.contextmanager
@@ -99,8 +117,8 @@ def serve_group(ctx: click.Context, config_path: Path | None, host: str | None,
 
     Sign-in needs a user in [serve] users (see `clinic-events serve hash-password`).
     Viewers read; operators also replay, discard and reveal PHI, each audited in
-    <main>.audit. Exit code: 0 stopped; 2 invalid configuration or no users; 5 Kafka
-    refused our credentials or TLS handshake at start-up.
+    <main>.audit. Exit code: 0 stopped; 1 it cannot listen (a port in use); 2 invalid
+    configuration or no users; 5 Kafka refused our credentials or TLS handshake at start-up.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -116,6 +134,7 @@ def serve_group(ctx: click.Context, config_path: Path | None, host: str | None,
                    "(docs/review-page.md; `clinic-events serve hash-password` makes the "
                    "password hash)", err=True)
         sys.exit(2)
+    listening = page_socket(settings.serve)
     try:
         answered = kafka_answers(settings, FIRST_ANSWER_S)
     except KafkaAccessRefused as exc:
@@ -125,7 +144,7 @@ def serve_group(ctx: click.Context, config_path: Path | None, host: str | None,
         click.echo(f"clinic-events: serve: Kafka at {settings.kafka.bootstrap_servers} does "
                    "not answer yet; serving the page anyway, it says so until Kafka does",
                    err=True)
-    serve_page(settings)
+    serve_page(settings, listening)
 
 
 @serve_group.command("hash-password")

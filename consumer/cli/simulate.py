@@ -11,7 +11,6 @@ exit code 1, as ``kafka start`` reports a port in use.
 
 from __future__ import annotations
 
-import errno
 import signal
 import sys
 import threading
@@ -19,6 +18,7 @@ from types import FrameType
 
 import click
 
+from consumer.cli.options import listen_failure
 from consumer.dev.simulator import DownstreamSimulator, FailurePlan, SimulatedRequest
 
 
@@ -27,19 +27,12 @@ def _print_request(record: SimulatedRequest) -> None:
                f"key={record.idempotency_key} type={record.event_type}", err=True)
 
 
-def _listen_failure(error: OSError, host: str, port: int) -> str:
-    """What went wrong opening the socket, in ``kafka start``'s words for a port in use."""
-    if error.errno == errno.EADDRINUSE:
-        return f"port {port} is already in use; choose another with --port"
-    return f"cannot listen on {host}:{port}: {error.strerror or error}"
-
-
 def _start(simulator: DownstreamSimulator, host: str, port: int) -> None:
     """Start serving, or exit 1 with one line: a bind failure is not worth a traceback."""
     try:
         simulator.start()
     except OSError as exc:
-        click.echo(f"clinic-events: {_listen_failure(exc, host, port)}", err=True)
+        click.echo(f"clinic-events: {listen_failure(exc, host, port)}", err=True)
         sys.exit(1)
 
 

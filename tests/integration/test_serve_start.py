@@ -1,7 +1,9 @@
-"""``clinic-events serve`` starting while Kafka does not answer: it says so and serves."""
+"""``clinic-events serve`` starting: while Kafka does not answer (it says so and serves),
+on a port in use (one line, exit 1)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -9,7 +11,7 @@ from pathlib import Path
 
 from consumer.dev.local_kafka import free_port
 from consumer.web.auth import hash_password
-from tests.integration.harness import cli_env, wait_until, write_config
+from tests.integration.harness import cli_env, run_cli, wait_until, write_config
 
 
 def _answers(url: str) -> bool:
@@ -44,3 +46,20 @@ def test_serve_warns_that_kafka_does_not_answer_and_serves_the_page_anyway(
     said = errors.read_text()
     assert f"Kafka at {silent} does not answer yet" in said
     assert "serving the page anyway" in said
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_before_any_address(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, bootstrap=f"127.0.0.1:{free_port()}", main="in-use",
+                              extra=(f'[serve]\nport = {port}\nusers = [{{ name = "ana", '
+                                     f'password_hash = "{hash_password("pw")}", role = '
+                                     '"viewer" }]\n'))
+        result = run_cli(tmp_path, "serve", "--config", str(config), timeout_s=30)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"clinic-events: serve: port {port} is already in use; choose another with --port"]
