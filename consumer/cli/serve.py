@@ -24,6 +24,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from consumer.cli.metrics import LagSampler
 from consumer.cli.options import EXIT_REFUSED, config_option, listen_failure, settings_from
 from consumer.config.settings import ServeSettings, Settings
+from consumer.dedup.store import open_dedup_store
+from consumer.errors import DedupStoreUnavailable
 from consumer.kafka.access import KafkaAccessRefused
 from consumer.kafka.admin_session import kafka_answers
 from consumer.observability.prometheus import PrometheusEndpoint
@@ -144,7 +146,22 @@ def serve_group(ctx: click.Context, config_path: Path | None, host: str | None,
         click.echo(f"clinic-events: serve: Kafka at {settings.kafka.bootstrap_servers} does "
                    "not answer yet; serving the page anyway, it says so until Kafka does",
                    err=True)
+    store_problem = dedup_store_problem(settings)
+    if store_problem is not None:
+        click.echo(f"clinic-events: serve: {store_problem.rstrip('.')}; serving the page "
+                   "anyway, but its replays cannot check which events were delivered "
+                   "already, and its discards fail, until the store can be opened", err=True)
     serve_page(settings, listening)
+
+
+def dedup_store_problem(settings: Settings) -> str | None:
+    """Why the dedup store cannot be opened, or None. Only the page's replays and discards
+    need it, so this is a warning at start-up, not a refusal."""
+    try:
+        open_dedup_store(settings.dedup.store, settings.dedup.ttl_ms, read_only=True).close()
+    except DedupStoreUnavailable as exc:
+        return str(exc)
+    return None
 
 
 @serve_group.command("hash-password")

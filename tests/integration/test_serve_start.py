@@ -22,20 +22,22 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_serve_warns_that_kafka_does_not_answer_and_serves_the_page_anyway(
+def test_serve_warns_that_kafka_and_the_store_do_not_answer_and_serves_the_page_anyway(
     tmp_path: Path,
 ) -> None:
-    """Kafka may come up later: the page is served meanwhile (and says so itself)."""
+    """Kafka may come up later: the page is served meanwhile (and says so itself). The
+    dedup store only serves replays and discards: named, not a reason to refuse."""
     port = free_port()
     silent = f"127.0.0.1:{free_port()}"
     config = write_config(tmp_path, bootstrap=silent, main="serve-start", extra=(
         f'[serve]\nport = {port}\nusers = [{{ name = "ana", password_hash = '
         f'"{hash_password("pw")}", role = "viewer" }}]\n'))
     errors = tmp_path / "serve.err"
+    store = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there either
     with errors.open("wb") as stderr:
         serve = subprocess.Popen([sys.executable, "-m", "consumer", "serve", "--config",
                                   str(config)], stdout=subprocess.DEVNULL, stderr=stderr,
-                                 env=cli_env(tmp_path))
+                                 env={**cli_env(tmp_path), "CLINIC_EVENTS_DEDUP_STORE": store})
     try:
         assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/login"), timeout_s=30), \
             errors.read_text()
@@ -46,6 +48,9 @@ def test_serve_warns_that_kafka_does_not_answer_and_serves_the_page_anyway(
     said = errors.read_text()
     assert f"Kafka at {silent} does not answer yet" in said
     assert "serving the page anyway" in said
+    assert f"dedup.store '{store.replace('s3cret', '****')}' cannot be opened" in said
+    assert "its discards fail, until the store can be opened" in said
+    assert "s3cret" not in said
 
 
 def test_serve_on_a_port_in_use_says_so_in_one_line_before_any_address(
