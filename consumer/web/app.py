@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -69,13 +70,17 @@ def build_app(serve: ServeSettings, source: ReviewSource, *, secret: str) -> Sta
     session cookies."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = _when
+    # Behind a proxy that serves the page under a path (public_url https://host/dlq-review)
+    # and strips it before passing requests on, the routes stay at / but every link and
+    # redirect the browser follows must carry the path.
+    root = urlsplit(serve.public_url).path.rstrip("/") if serve.public_url else ""
 
     def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
         user = _user(request)
         return templates.TemplateResponse(request, name, status_code=status, context={
             "user": user, "operator": user is not None and may_act(user),
             "csrf": csrf_token(request), "csrf_field": CSRF_FIELD, "topics": source.topics,
-            **context})
+            "root": root, **context})
 
     def _user(request: Request) -> ServeUser | None:
         user = find_user(serve.users, request.session.get("user"))
@@ -96,7 +101,7 @@ def build_app(serve: ServeSettings, source: ReviewSource, *, secret: str) -> Sta
                         return render(request, "error.html", 403,
                                       message="Your session has ended: sign in again.")
                     request.session.pop("user", None)
-                    return RedirectResponse("/login", status_code=303)
+                    return RedirectResponse(f"{root}/login", status_code=303)
                 try:
                     if post and not csrf_ok(request, (await request.form()).get(CSRF_FIELD)):
                         raise _Refused(403, "The form was out of date: go back, reload the "
@@ -130,12 +135,12 @@ def build_app(serve: ServeSettings, source: ReviewSource, *, secret: str) -> Sta
         request.session.clear()  # a fresh session: no fixation of an earlier one
         request.session.update(user=user.name, since=int(time.time()))
         csrf_token(request)
-        return RedirectResponse("/", status_code=303)
+        return RedirectResponse(f"{root}/", status_code=303)
 
     async def logout(request: Request) -> Response:
         if csrf_ok(request, (await request.form()).get(CSRF_FIELD)):
             request.session.clear()
-        return RedirectResponse("/login", status_code=303)
+        return RedirectResponse(f"{root}/login", status_code=303)
 
     @page()
     async def review_list(request: Request) -> Response:

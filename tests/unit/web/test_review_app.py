@@ -263,3 +263,25 @@ def test_a_parked_dead_letter_says_what_it_waits_for_not_an_empty_error(
         page = client.get("/records/0/1").text
         assert "Held behind</dt><dd>evt-0 (an earlier dead letter" in page
         assert "Error</dt>" not in page
+
+
+def test_under_a_path_prefix_every_link_and_redirect_carries_it(
+    users: tuple[ServeUser, ...], source: MemoryReviewSource,
+) -> None:
+    """public_url https://host/dlq-review behind a proxy that strips the path: the routes
+    stay at /, what the browser follows carries /dlq-review."""
+    serve = ServeSettings(users=users, public_url="https://review.example/dlq-review")
+    with TestClient(build_app(serve, source, secret="s" * 40), base_url="https://127.0.0.1",
+                    follow_redirects=False) as client:
+        assert client.get("/").headers["location"] == "/dlq-review/login"
+        login = client.get("/login").text
+        assert 'action="/dlq-review/login"' in login
+        assert 'href="/dlq-review/static/review.css"' in login
+        signed_in = client.post("/login", data={"name": "ana", "password": PASSWORD,
+                                                "csrf_token": _csrf(client)})
+        assert signed_in.headers["location"] == "/dlq-review/"
+        pages = [client.get(path).text for path in ("/", "/records/0/2", "/audit")]
+    links = [link for text in pages
+             for link in re.findall(r'(?:href|action|src)="(/[^"]*)"', text)]
+    assert links
+    assert all(link.startswith("/dlq-review/") for link in links), links
