@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import redis
 
@@ -382,6 +383,15 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
                 f"dedup.store {masked_url(url)!r} cannot be opened: its password holds a "
                 "character URLs reserve ('#', '/', '?' or '@'); percent-encode it (%23, %2F, "
                 "%3F, %40)") from None
+        parts = urlsplit(url)
+        if isinstance(exc, redis.AuthenticationError) and not parts.password \
+                and "password=" not in parts.query.lower():
+            # redis-py's words ("HELLO must be called with the client already
+            # authenticated ...") never say that a password is missing
+            raise DedupStoreUnavailable(
+                f"dedup.store {masked_url(url)!r} cannot be opened: the server wants a "
+                "password, and the URL gives none (redis://:PASSWORD@host:port/db, or "
+                "redis://USER:PASSWORD@... for an ACL user)") from exc
         raise DedupStoreUnavailable(f"dedup.store {masked_url(url)!r} cannot be opened: "
                                     f"{type(exc).__name__}: {exc}") from exc
     raise ConfigError(f"dedup.store must be sqlite:///path, redis://host:port/db, rediss://... "

@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from consumer.config.dedup_store import StoreKind, store_kind
+from consumer.dedup import store as store_module
 from consumer.dedup.store import (
     LOOKUP_CHUNK,
     DedupStore,
@@ -238,3 +240,21 @@ def test_open_masks_a_password_given_as_a_query_parameter() -> None:
         open_dedup_store("redis://127.0.0.1:1/0?password=s3cret", TTL_MS)
     assert "s3cret" not in str(caught.value)
     assert "?password=****" in str(caught.value)
+
+
+def test_open_says_a_password_is_missing_when_the_server_wants_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """redis-py's message is the server's: "HELLO must be called with the client already
+    authenticated ...", which never says that the URL lacks a password."""
+    def refusing(*_args: object, **_kwargs: object) -> None:
+        raise redis.AuthenticationError("HELLO must be called with the client already "
+                                        "authenticated, otherwise the HELLO <proto> AUTH "
+                                        "<user> <pass> option can be used to authenticate")
+
+    monkeypatch.setattr(store_module, "RedisDedupStore", refusing)
+    with pytest.raises(DedupStoreUnavailable, match="the server wants a password, and the "
+                                                     "URL gives none"):
+        open_dedup_store("redis://127.0.0.1:6379/0", TTL_MS)
+    with pytest.raises(DedupStoreUnavailable, match="AuthenticationError: HELLO"):
+        open_dedup_store("redis://127.0.0.1:6379/0?password=wrong", TTL_MS)
