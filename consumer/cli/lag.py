@@ -51,6 +51,7 @@ from consumer.ops.lag.model import (
 from consumer.ops.lag.parked import (
     ParkedKeys,
     ParkedReading,
+    ParkedUnknown,
     parked_to_json,
     read_parked,
 )
@@ -219,7 +220,10 @@ def _watch(probe: LagProbe, trend: _Trend, rules: LagRules, as_json: bool, conso
 
 
 def _document(report: GroupReport, parked: ParkedReading) -> dict[str, Any]:
-    return {**report_to_json(report), "parked": parked_to_json(parked)}
+    document = {**report_to_json(report), "parked": parked_to_json(parked)}
+    if isinstance(parked, ParkedUnknown):  # null alone reads like ordering being off
+        document["parked_unknown"] = parked.reason
+    return document
 
 
 def _emit_sample(report: GroupReport, as_json: bool, console: Console,

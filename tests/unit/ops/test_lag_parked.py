@@ -68,6 +68,12 @@ def test_json_has_keys_and_oldest_age_or_null_when_unknown(
     assert isinstance(unknown, dict)
     assert "parked" in unknown
     assert unknown["parked"] is None  # unknown (ordering off, store unreadable) is not zero
+    assert "parked_unknown" not in unknown  # ordering off: nothing to explain
+    unreadable = _json_out(ParkedUnknown("dedup.store 'redis://:****@cache:6379/0' cannot be "
+                                         "opened: AuthenticationError: ..."), capsys)
+    assert isinstance(unreadable, dict)
+    assert unreadable["parked"] is None
+    assert unreadable["parked_unknown"].startswith("dedup.store 'redis://:****@cache")
 
 
 def test_each_watch_sample_carries_its_own_parked_member(
@@ -120,6 +126,7 @@ def test_a_store_that_does_not_exist_is_unknown_and_is_not_created(
     assert isinstance(parked, ParkedUnknown)
     assert f"no store at {tmp_path}/nodir/x.sqlite3" in parked.reason
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clinic-events.toml"]
-    assert _json_out(parked, capsys) == {**lag._document(REPORT, None), "parked": None}
+    assert _json_out(parked, capsys) == {**lag._document(REPORT, None), "parked": None,
+                                         "parked_unknown": parked.reason}
     assert [line for line in _text(parked) if line.startswith("parked keys: unknown (")
             and "nodir/x.sqlite3" in line]
