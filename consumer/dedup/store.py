@@ -339,6 +339,13 @@ class RedisDedupStore:
         self._client.close()
 
 
+def _gives_password(url: str) -> bool:
+    """Whether a URL the client could connect with holds a password (user information or a
+    ``password`` parameter)."""
+    parts = urlsplit(url)
+    return bool(parts.password) or "password=" in parts.query.lower()
+
+
 class DedupStoreMissing(DedupStoreUnavailable):
     """The SQLite file a tool was to open without creating it does not exist."""
 
@@ -383,9 +390,7 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
                 f"dedup.store {masked_url(url)!r} cannot be opened: its password holds a "
                 "character URLs reserve ('#', '/', '?' or '@'); percent-encode it (%23, %2F, "
                 "%3F, %40)") from None
-        parts = urlsplit(url)
-        if isinstance(exc, redis.AuthenticationError) and not parts.password \
-                and "password=" not in parts.query.lower():
+        if isinstance(exc, redis.AuthenticationError) and not _gives_password(url):
             # redis-py's words ("HELLO must be called with the client already
             # authenticated ...") never say that a password is missing
             raise DedupStoreUnavailable(

@@ -258,3 +258,8 @@ def test_open_says_a_password_is_missing_when_the_server_wants_one(
         open_dedup_store("redis://127.0.0.1:6379/0", TTL_MS)
     with pytest.raises(DedupStoreUnavailable, match="AuthenticationError: HELLO"):
         open_dedup_store("redis://127.0.0.1:6379/0?password=wrong", TTL_MS)
+
+
+def test_open_refuses_a_url_no_parser_can_read_in_one_message() -> None:
+    with pytest.raises(DedupStoreUnavailable, match="Invalid IPv6 URL"):
+        open_dedup_store("redis://[::1/0", TTL_MS)
