@@ -18,6 +18,9 @@ Condition = Literal["ok", "outage", "halted"]
 RESTATE_MS = 30_000
 #: A state not restated for this long belongs to an instance that stopped or died.
 STALE_MS = 3 * RESTATE_MS
+#: The reason of the ``ok`` an instance states when its outage ends: what the outage held
+#: (tier records long past due, a main partition that did not move) goes on from then.
+RECOVERED = "the downstream is available again"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -72,7 +72,7 @@ from retry_topics.clock import Clock
 from retry_topics.due_gate import Ready, due_gate
 from retry_topics.policy import RetryPolicy, RetryTier, tier_labels
 from retry_topics.routing import DeadLetter, RetryTo
-from retry_topics.system_state import RESTATE_MS, Condition, SystemState
+from retry_topics.system_state import RECOVERED, RESTATE_MS, Condition, SystemState
 
 LOG = logging.getLogger("clinic_events.runner")
 _TOPIC_OF = attrgetter("topic")
@@ -614,6 +614,8 @@ class Runner:
             downstream = self._breaker.status()
             condition, reason = "outage", downstream.reason
             since = downstream.since_ms or now
+        elif not stopping and self._stated is not None and self._stated.condition == "outage":
+            reason = RECOVERED
         if condition != self._noted and self._notifier is not None and not stopping:
             self._noted = condition
             self._notifier.condition(SystemState(

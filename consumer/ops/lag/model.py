@@ -40,7 +40,7 @@ from enum import IntEnum
 from itertools import pairwise
 from typing import Any, Literal
 
-from retry_topics.system_state import SystemState
+from retry_topics.system_state import RECOVERED, SystemState
 
 TopicKind = Literal["main", "retry", "dlq"]
 PartitionKey = tuple[str, int]
@@ -212,7 +212,7 @@ def evaluate(sample: GroupSample, history: Sequence[HistoryPoint], rules: LagRul
     since = sample.taken_at_ms - rules.window_ms
     earlier = sorted((h for h in history if since <= h.taken_at_ms < sample.taken_at_ms),
                      key=lambda h: h.taken_at_ms)
-    held = _held_for_an_outage(sample, rules)
+    held = _outage_hold(sample, rules)
     topics = tuple(_evaluate_topic(sample, topic, earlier, rules, held)
                    for topic in sample.topics)
     system_status, system_reasons = _evaluate_system(sample, rules)
@@ -246,16 +246,26 @@ def _evaluate_system(sample: GroupSample, rules: LagRules) -> tuple[Status, tupl
     return status, tuple(reasons)
 
 
-def _held_for_an_outage(sample: GroupSample, rules: LagRules) -> bool:
-    """Whether a running instance holds every partition for an outage that is still a WARN.
+def _outage_hold(sample: GroupSample, rules: LagRules) -> str:
+    """Why tier records past their due time and a main partition whose offset does not move
+    are an outage's doing, not a consumer falling behind ("" when they are not).
 
-    Then a tier record past its due time and a main partition whose offset does not move
-    are the outage's doing, not a consumer falling behind: they are WARN like the outage
-    itself, and ERR with it once it has lasted ``outage_error_ms``.
+    While a running instance holds every partition for an outage that is still a WARN, they
+    are WARN like the outage itself, and ERR with it once it has lasted ``outage_error_ms``.
+    For ``grace_ms`` after an outage ended they stay WARN: what it held is being delivered
+    (a sample taken then saw tier records a minute past due, ERR, going on that second).
     """
     now = sample.taken_at_ms
-    return any(state.current(now) and state.condition == "outage"
-               and not _down_too_long(state, now, rules) for state in sample.system)
+    if any(state.current(now) and state.condition == "outage"
+           and not _down_too_long(state, now, rules) for state in sample.system):
+        return " (held while the downstream is unavailable)"
+    ended = [state.since_ms for state in sample.system
+             if state.condition == "ok" and state.reason == RECOVERED
+             and 0 <= now - state.since_ms <= rules.grace_ms]
+    if ended:
+        return (f" (held through an outage that ended {(now - max(ended)) // 1000}s ago; "
+                "going on)")
+    return ""
 
 
 def _down_too_long(state: SystemState, now_ms: int, rules: LagRules) -> bool:
@@ -264,7 +274,7 @@ def _down_too_long(state: SystemState, now_ms: int, rules: LagRules) -> bool:
 
 
 def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[HistoryPoint],
-                    rules: LagRules, held: bool) -> TopicReport:
+                    rules: LagRules, held: str) -> TopicReport:
     parts = tuple(_evaluate_partition(sample.taken_at_ms, topic, p, earlier, rules, held)
                   for p in topic.partitions)
     status = max((p.status for p in parts), default=Status.OK)
@@ -302,15 +312,14 @@ def _evaluate_topic(sample: GroupSample, topic: TopicSample, earlier: Sequence[H
 
 def _evaluate_partition(now_ms: int, topic: TopicSample, part: PartitionSample,
                         earlier: Sequence[HistoryPoint], rules: LagRules,
-                        held: bool) -> PartitionReport:
-    """``held``: every partition is held for an outage (``_held_for_an_outage``)."""
+                        held: str) -> PartitionReport:
+    """``held``: why an outage explains what does not move, or "" (``_outage_hold``)."""
     lag = partition_lag(topic.kind, part)
     time_lag = (max(0, now_ms - part.oldest_timestamp_ms)
                 if lag > 0 and part.oldest_timestamp_ms is not None else None)
     max_overdue = (max(0, now_ms - part.oldest_due_at_ms)
                    if part.overdue and part.oldest_due_at_ms is not None else None)
-    worst = Status.WARN if held else Status.ERR
-    because = " (held while the downstream is unavailable)" if held else ""
+    worst, because = (Status.WARN if held else Status.ERR), held
     status, reasons = Status.OK, []
     if topic.kind == "retry" and max_overdue is not None and max_overdue > rules.grace_ms:
         status = worst

@@ -18,13 +18,14 @@ from consumer.ops.lag.model import (
     PartitionSample,
     Status,
     TopicKind,
+    TopicReport,
     TopicSample,
     evaluate,
     partition_lag,
     report_to_json,
     to_history_point,
 )
-from retry_topics.system_state import STALE_MS, SystemState
+from retry_topics.system_state import RECOVERED, STALE_MS, SystemState
 
 NOW = 1_800_000_000_000
 RULES = LagRules(window_ms=300_000, grace_ms=30_000)
@@ -293,6 +294,25 @@ def test_states_of_instances_that_stopped_restating_are_left_out() -> None:
     gone = _stated("halted", stated_ago_ms=STALE_MS + 1)
     healthy = _stated("ok")
     assert evaluate(_with_system(gone, healthy), [], RULES).status is Status.OK
+
+
+def test_what_an_outage_held_stays_warn_for_the_grace_after_it_ended() -> None:
+    """The sample taken the second the breaker closed saw tier records a minute past due
+    (ERR) while they were being delivered. For grace_ms after an outage ended they are
+    WARN; after that, or after a stop (an ok that is no recovery), ERR as ever."""
+    overdue = _part(0, 3, waiting=1, overdue=4, oldest_due_at_ms=NOW - 58_000)
+
+    def judged(state: SystemState) -> TopicReport:
+        return evaluate(replace(_sample(("r", "retry", (overdue,))), system=(state,)), [],
+                        RULES).topics[0]
+
+    just_ended = judged(_stated("ok", since_ago_ms=2_000, reason=RECOVERED))
+    assert just_ended.status is Status.WARN
+    assert just_ended.reasons[0].endswith("4 overdue, oldest due 58s ago (held through an "
+                                          "outage that ended 2s ago; going on)")
+    assert judged(_stated("ok", since_ago_ms=RULES.grace_ms + 1_000,
+                          reason=RECOVERED)).status is Status.ERR
+    assert judged(_stated("ok", since_ago_ms=2_000, reason="")).status is Status.ERR
 
 
 def test_a_state_survives_the_wire_and_garbage_is_no_state() -> None:

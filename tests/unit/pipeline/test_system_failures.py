@@ -32,7 +32,7 @@ from consumer.pipeline.runner import Runner
 from retry_topics.clock import ManualClock
 from retry_topics.limits import BreakerPolicy, FloodGuardPolicy
 from retry_topics.policy import InProcessRetry, RetryPolicy
-from retry_topics.system_state import RESTATE_MS, SystemState
+from retry_topics.system_state import RECOVERED, RESTATE_MS, SystemState
 from tests.unit.pipeline.inline_runner import inline_runner, run_until
 from tests.unit.sample_events import sample_event
 
@@ -171,6 +171,7 @@ def test_a_30_minute_outage_dead_letters_nothing_and_spends_no_retry_budget(
     assert conditions[0] == "outage"
     assert conditions.count("outage") >= outage_ms // RESTATE_MS - 1
     assert conditions[-1] == "ok"
+    assert world.board.states[-1].reason == RECOVERED  # lag: what it held goes on now
     assert {s.since_ms for s in world.board.states if s.condition == "outage"} == {
         world.board.states[0].since_ms}
 
@@ -207,6 +208,7 @@ def test_a_stream_failing_permanently_halts_at_the_limit_and_loses_nothing(
     world.run_until(runner, halted)
     assert len(world.dead_letters()) == 20
     assert world.board.conditions() == ["halted", "ok"]  # ok: the instance stopped
+    assert world.board.states[-1].reason == ""  # not an outage that ended
     assert "check delivery.url" in world.board.states[0].reason
     assert "every one answered 404: check delivery.url" in caplog.text
     assert len(world.downstream.calls) <= 21 + 3  # the 21st call, and one per lane at most
