@@ -233,7 +233,8 @@ def _evaluate_system(sample: GroupSample, rules: LagRules) -> tuple[Status, tupl
     for state in sorted(sample.system, key=lambda s: s.instance):
         if not state.current(now):
             continue
-        waiting = f"; {state.waiting} event(s) wait" if state.waiting else ""
+        # the instance's own count: events it took in and holds, not the backlog in Kafka
+        waiting = f"; {state.waiting} event(s) held in memory" if state.waiting else ""
         if state.condition == "halted":
             status = Status.STOP
             reasons.append(f"{state.instance}: dead letters halted: {state.reason}{waiting}")
