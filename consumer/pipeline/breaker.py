@@ -7,7 +7,10 @@ connection refused or reset, a timeout, 429, 502, 503, 504: ``BreakerPolicy.syst
 counted over the last ``window_calls`` handler calls. When at least ``min_failures`` of them,
 on at least ``min_keys`` different entities, make up ``failure_ratio`` of the window, the
 breaker opens: a failure spread over many events, not one event failing again and again
-(that one goes through the tiers as before).
+(that one goes through the tiers as before). The window starts at the first systemic
+failure: successes while none is in it are not kept (the common case takes no lock), and an
+outage that begins on a healthy stream opens the breaker after ``min_failures`` failures,
+not after ``failure_ratio`` of a window of successes has turned into failures.
 
 While open, the runner holds every partition and no event is called or routed: the calls
 that fail because of the outage do not count. One waiting event at a time is sent as a
