@@ -381,7 +381,9 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
             return RedisDedupStore(url, ttl_ms, clock)
         if kind == "memory" and url == "memory://":
             return MemoryDedupStore(clock, ttl_ms=ttl_ms)
-    except (OSError, sqlite3.Error, redis.RedisError, ValueError) as exc:
+    # TypeError: redis-py passes unknown URL parameters (?PASSWORD=, ?ssl_cert_reqs= on a
+    # redis:// URL) to its connection class as keyword arguments, which refuses them
+    except (OSError, sqlite3.Error, redis.RedisError, ValueError, TypeError) as exc:
         if isinstance(exc, ConfigError):
             raise
         if isinstance(exc, ValueError) and password_unencoded(url):

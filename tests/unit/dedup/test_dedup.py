@@ -263,3 +263,11 @@ def test_open_says_a_password_is_missing_when_the_server_wants_one(
 def test_open_refuses_a_url_no_parser_can_read_in_one_message() -> None:
     with pytest.raises(DedupStoreUnavailable, match="Invalid IPv6 URL"):
         open_dedup_store("redis://[::1/0", TTL_MS)
+
+
+def test_open_refuses_a_parameter_the_redis_client_does_not_take_in_one_message() -> None:
+    """redis-py hands unknown URL parameters to its connection as keyword arguments: a
+    TypeError from deep inside it, not a configuration error, unless it is named so."""
+    with pytest.raises(DedupStoreUnavailable, match=r"TypeError: .*'PASSWORD'") as caught:
+        open_dedup_store("redis://127.0.0.1:1/0?PASSWORD=s3cret", TTL_MS)
+    assert "s3cret" not in str(caught.value)
