@@ -310,8 +310,9 @@ class Settings:
                 **passed, **required}
 
 
-#: A password given as a query parameter (redis-py reads ``?password=``).
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+#: A password given as a query parameter (redis-py reads ``?password=``), up to the next
+#: parameter: a ``#`` in it, not percent-encoded, would start a fragment for parsers.
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 
 def masked_url(url: str) -> str:
@@ -340,10 +341,14 @@ def masked_url(url: str) -> str:
 def password_unencoded(url: str) -> bool:
     """Whether ``url`` seems to hold a password with a reserved character not
     percent-encoded: no ``@`` ends its authority, one comes later, and the authority has the
-    ``user:`` of a password (a URL with a port and an ``@`` in its path reads so too)."""
+    ``user:`` of a password (a URL with a port and an ``@`` in its path reads so too); or a
+    ``password`` parameter with a ``#`` in it."""
     _, separator, rest = url.partition("://")
     authority, _ = _authority(rest)
-    return bool(separator) and "@" not in authority and "@" in rest and ":" in authority
+    if bool(separator) and "@" not in authority and "@" in rest and ":" in authority:
+        return True
+    found = _QUERY_PASSWORD.search(url)
+    return found is not None and "#" in url[found.end(1):found.end()]
 
 
 def _authority(rest: str) -> tuple[str, str]:

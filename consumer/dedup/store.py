@@ -386,8 +386,8 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
     except (OSError, sqlite3.Error, redis.RedisError, ValueError, TypeError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        if isinstance(exc, ValueError) and password_unencoded(url):
-            # the client's message quotes what it took for a port: the password's start
+        if isinstance(exc, ValueError | redis.AuthenticationError) and password_unencoded(url):
+            # the client saw a port made of the password's start, or a shortened password
             raise DedupStoreUnavailable(
                 f"dedup.store {masked_url(url)!r} cannot be opened: its password holds a "
                 "character URLs reserve ('#', '/', '?' or '@'); percent-encode it (%23, %2F, "

@@ -20,6 +20,8 @@ from consumer.config.settings import masked_url, password_unencoded
     ("redis://alice:p#ss@127.0.0.1:16379/0", "redis://****@127.0.0.1:16379/0"),
     ("redis://alice:pa/ss@127.0.0.1:16379/0", "redis://****@127.0.0.1:16379/0"),
     ("redis://alice:pa?ss@127.0.0.1:16379/0", "redis://****@127.0.0.1:16379/0"),
+    ("redis://127.0.0.1:6379/0?username=u&password=ab#cd/ef",
+     "redis://127.0.0.1:6379/0?username=u&password=****"),
 ])
 def test_a_password_is_masked_wherever_the_url_holds_it(url: str, shown: str) -> None:
     assert masked_url(url) == shown
@@ -37,3 +39,5 @@ def test_an_unencoded_reserved_character_in_a_password_is_recognised() -> None:
     assert password_unencoded("redis://alice:p#ss@127.0.0.1:16379/0")
     assert not password_unencoded("redis://alice:pa%23ss@127.0.0.1:16379/0")
     assert not password_unencoded("https://ehr.example/api/notify@v2")
+    assert password_unencoded("redis://127.0.0.1:6379/0?password=ab#cd")
+    assert not password_unencoded("redis://127.0.0.1:6379/0?password=ab%23cd")

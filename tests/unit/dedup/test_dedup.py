@@ -271,3 +271,19 @@ def test_open_refuses_a_parameter_the_redis_client_does_not_take_in_one_message(
     with pytest.raises(DedupStoreUnavailable, match=r"TypeError: .*'PASSWORD'") as caught:
         open_dedup_store("redis://127.0.0.1:1/0?PASSWORD=s3cret", TTL_MS)
     assert "s3cret" not in str(caught.value)
+
+
+def test_open_says_to_percent_encode_a_hash_in_a_password_parameter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """?password=ab#cd: the client sends "ab" (the rest is a fragment) and is refused."""
+    def refusing(*_args: object, **_kwargs: object) -> None:
+        raise redis.AuthenticationError("invalid username-password pair")
+
+    monkeypatch.setattr(store_module, "RedisDedupStore", refusing)
+    with pytest.raises(DedupStoreUnavailable) as caught:
+        open_dedup_store("redis://127.0.0.1:6379/0?password=ab#cd/ef", TTL_MS)
+    assert str(caught.value) == (
+        "dedup.store 'redis://127.0.0.1:6379/0?password=****' cannot be opened: its password "
+        "holds a character URLs reserve ('#', '/', '?' or '@'); percent-encode it (%23, %2F, "
+        "%3F, %40)")
