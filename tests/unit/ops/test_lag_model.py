@@ -273,7 +273,8 @@ def test_a_downstream_down_is_warn_then_err_after_the_configured_time() -> None:
     warn = evaluate(_with_system(_stated("outage", since_ago_ms=60_000)), [], RULES)
     assert warn.status is Status.WARN
     assert "downstream unavailable since" in warn.system_reasons[0]
-    assert "(45 of the last 50 calls failed (503)); 12 event(s) held in memory" in warn.system_reasons[0]
+    assert ("(45 of the last 50 calls failed (503)); 12 event(s) held in memory"
+            in warn.system_reasons[0])
     err = evaluate(_with_system(_stated("outage", since_ago_ms=RULES.outage_error_ms)), [],
                    RULES)
     assert err.status is Status.ERR
