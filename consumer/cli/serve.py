@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import signal
 import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
 import click
 import uvicorn
@@ -73,10 +75,32 @@ def serve_page(settings: Settings, listening: socket.socket, *, say: bool = True
     if say:
         click.echo(f"review page: {page_address(serve)} ({len(serve.users)} user(s); Ctrl-C "
                    "stops it)", err=True)
-    with _lag_metrics(settings, say=say):
+    with _lag_metrics(settings, say=say), _stop_signals_end_the_command():
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False,
                                                date_header=False))
         server.run(sockets=[listening])
+
+
+@contextlib.contextmanager
+def _stop_signals_end_the_command() -> Iterator[None]:
+    """SIGINT and SIGTERM handled as a stop, exit code 0 (as documented).
+
+    uvicorn shuts down gracefully on them, puts back the handlers it found and raises the
+    signal again for them: with Python's defaults that ended ``serve`` killed by SIGTERM or
+    with click's "Aborted!" and exit code 1. The handlers it finds are these, which do
+    nothing: the stop has happened.
+    """
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {stop: signal.signal(stop, _stopped) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+
+
+def _stopped(_signum: int, _frame: FrameType | None) -> None:
+    """The signal uvicorn raises again after its graceful shutdown: nothing left to do."""
 
 
 @contextlib.contextmanager

@@ -3,11 +3,14 @@ on a port in use (one line, exit 1)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from consumer.dev.local_kafka import free_port
 from consumer.web.auth import hash_password
@@ -22,11 +25,13 @@ def _answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_serve_warns_that_kafka_and_the_store_do_not_answer_and_serves_the_page_anyway(
-    tmp_path: Path,
+    tmp_path: Path, stop: signal.Signals,
 ) -> None:
     """Kafka may come up later: the page is served meanwhile (and says so itself). The
-    dedup store only serves replays and discards: named, not a reason to refuse."""
+    dedup store only serves replays and discards: named, not a reason to refuse. SIGTERM
+    and Ctrl-C stop it with exit code 0."""
     port = free_port()
     silent = f"127.0.0.1:{free_port()}"
     config = write_config(tmp_path, bootstrap=silent, main="serve-start", extra=(
@@ -43,9 +48,11 @@ def test_serve_warns_that_kafka_and_the_store_do_not_answer_and_serves_the_page_
             errors.read_text()
         assert serve.poll() is None
     finally:
-        serve.terminate()
-        serve.wait(timeout=30)
+        serve.send_signal(stop)
+        code = serve.wait(timeout=30)
     said = errors.read_text()
+    assert code == 0, said
+    assert "Aborted!" not in said
     assert f"Kafka at {silent} does not answer yet" in said
     assert "serving the page anyway" in said
     assert f"dedup.store '{store.replace('s3cret', '****')}' cannot be opened" in said
