@@ -19,7 +19,7 @@ pure rules are in :mod:`retry_topics.ordering`. This module is where the pipelin
   link whose event is durably delivered anyway (a duplicate, a crash before the leave) is
   removed by the next view of its key; a dead-lettered head leaves on the DLQ ack under
   ``after_dead_letter = "release"`` or stays as ``dead_lettered`` under ``"hold"``
-  (``dead_lettered``, from ``Runner._note_republished``). Leaving earlier could let a
+  (``dead_lettered``, from ``Runner._record_durable``). Leaving earlier could let a
   follower on another instance be delivered before a head that a crash makes deliver again.
 * **To the DLQ**, a chained record (a head, or a follower of a dead-lettered head) is
   marked ``dead_lettering`` *before* its hop is handed over, and ``dead_lettered`` once the

@@ -651,24 +651,31 @@ class Runner:
                         max(1, round(self._breaker.probe_cap_ms() / 1000)))
 
     def _note_durable(self, fate: Republished) -> None:
-        """:meth:`_note_republished`, unless the dedup store failed to record a hop: then the
-        run stops, naming the store, and later hops are not noted (each would wait on the
-        store again). Their hops are durable all the same; a restart confirms their chain
-        links from the committed offsets (``EntityOrder.confirm_durable``)."""
-        if isinstance(self._fatal, DedupStoreError):
-            return
-        try:
-            self._note_republished(fate)
-        except DedupStoreError as exc:
-            self._fatal = self._fatal or exc
+        """A hop is durable: record a dead letter's outcome, then tell, count and log it.
 
-    def _note_republished(self, fate: Republished) -> None:
-        """A hop is durable: record a dead letter's outcome, tell, count and log it."""
+        If the dedup store fails to record it, the run stops, naming the store; the hop is
+        told, counted and logged all the same (it is in the DLQ), and later hops are not
+        recorded (each would wait on the failed store again). A restart confirms their
+        chain links from the committed offsets (``EntityOrder.confirm_durable``).
+        """
+        if not isinstance(self._fatal, DedupStoreError):
+            try:
+                self._record_durable(fate)
+            except DedupStoreError as exc:
+                self._fatal = self._fatal or exc
+        self._announce_durable(fate)
+
+    def _record_durable(self, fate: Republished) -> None:
+        """A dead letter's outcome, and its link in its key's chain, in the dedup store."""
         record = fate.record
         if fate.kind == "dead_lettered" and record.event_id is not None:
             self._outcomes.record_dead_lettered(record.event_id)
             if self._ordering is not None:
                 self._ordering.dead_lettered(fate)  # held in its chain, or released
+
+    def _announce_durable(self, fate: Republished) -> None:
+        """Tell the notifier of a dead letter; count and log the hop."""
+        record = fate.record
         destination = fate.destination
         if self._notifier is not None and isinstance(destination, DeadLetter):
             self._notifier.dead_lettered(

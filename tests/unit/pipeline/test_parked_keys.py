@@ -399,7 +399,7 @@ def test_a_follower_follows_to_the_dlq_only_once_its_predecessors_hop_is_durable
 
     fate = hops[0].fate
     assert isinstance(fate, Republished)
-    order.dead_lettered(fate)  # f's transaction committed (Runner._note_republished)
+    order.dead_lettered(fate)  # f's transaction committed (Runner._record_durable)
     processor.process_chunk([_parked_record("g", TIER_5S, 8, 2, now)])
     assert [(hop.fate.record.event_id, hop.topic) for hop in outbox.take()] == [("g", DLQ)]
     assert world_chain(store) == [("head", "dead_lettered"), ("f", "dead_lettered"),
@@ -458,7 +458,7 @@ def test_a_kill_after_a_dead_letters_commit_holds_its_key_seconds_not_days() -> 
         return len(world.broker.records(DLQ)) == 1
 
     def killed_after_each_commit(runner: Runner) -> None:
-        runner._note_republished = lambda fate: None  # type: ignore[method-assign]
+        runner._record_durable = lambda fate: None  # type: ignore[method-assign]
 
     world.run_until(fail_in_the_tier, aborted_commits=0, prepare=killed_after_each_commit)
     assert world.chain()[0][1] != "dead_lettered"  # the kill left it unmarked

@@ -383,14 +383,19 @@ class DeadLettersUnrecorded(MemoryDedupStore):
 
 @pytest.mark.parametrize("transactional", [False, True])
 def test_a_store_that_cannot_record_a_dead_letter_stops_the_run_naming_the_store(
-    transactional: bool,
+    transactional: bool, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """As a store failing a delivered event's outcome does: FatalError with the store's
-    message (``run`` prints it on one line), not the DedupStoreError's traceback."""
+    message (``run`` prints it on one line), not the DedupStoreError's traceback. The dead
+    letter is in the DLQ all the same, so it is counted, logged and told as one."""
     loop = build_loop(store=DeadLettersUnrecorded(ManualClock()),
                       transactions=MemoryTransactions if transactional else None)
     loop.handler.permanent.add("evt-bad")
     loop.publish("evt-bad")
-    with pytest.raises(FatalError, match="no permissions to run the 'eval' command"):
+    with caplog.at_level(logging.INFO, logger="clinic_events"), \
+            pytest.raises(FatalError, match="no permissions to run the 'eval' command"):
         loop.run_until(lambda: False)
     assert len(loop.broker.records(DLQ)) == 1  # durable all the same
+    assert loop.runner.stats["dead_lettered"] == 1
+    assert [getattr(r, "event_id", None) for r in caplog.records
+            if getattr(r, "outcome", None) == "dead_lettered"] == ["evt-bad"]
