@@ -444,8 +444,7 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
     discarded_before: list[DlqRecord] = []
     for chunk in reader.read(ranges, ledger, stop_requested):
         if chains is not None and discarded_before:
-            # released when they were discarded, unless the store failed just after
-            release_discarded(chains, discarded_before)
+            _release_left_held(run, chains, discarded_before)
         discarded_before = []
         matching = [request.filter.matches(r) for r in chunk]
         ids = sorted({eid for r, m in zip(chunk, matching, strict=True)
@@ -479,8 +478,17 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
                 run.count(record, decision)
             on_record(record, decision)
     if chains is not None and discarded_before:
-        release_discarded(chains, discarded_before)
+        _release_left_held(run, chains, discarded_before)
     return stop_requested()
+
+
+def _release_left_held(run: ReplayRun, chains: DedupStore, discarded: list[DlqRecord]) -> None:
+    """Release the keys of records discarded earlier that still hold them (the store failed
+    right after their discard committed); the operator is told how many were."""
+    if released := release_discarded(chains, discarded):
+        run.notes.append(f"released the keys of {released} dead letter(s) discarded earlier, "
+                         "which still held them (the dedup store had failed after their "
+                         "discard)")
 
 
 def _decide(request: Request, record: DlqRecord, outcomes: Mapping[str, Outcome]) -> Decision:

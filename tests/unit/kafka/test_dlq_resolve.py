@@ -220,12 +220,14 @@ def _chain(store: MemoryDedupStore) -> list[str]:
         entity_key(b"appt-1"), [])]
 
 
-def _discard(dlq: ScriptedDlq, chains: MemoryDedupStore) -> RecordingWriter:
+def _discard(dlq: ScriptedDlq, chains: MemoryDedupStore,
+             run: ReplayRun | None = None) -> RecordingWriter:
     request = DiscardRequest(dlq_topic=f"{MAIN}.dlq", ledger_topic=f"{MAIN}.dlq-ledger",
                              audit_topic=f"{MAIN}.audit", filter=DlqFilter(), reason="test")
     writer = RecordingWriter()
     _examine(request, dlq, [OffsetRange(0, 0, 99)], DlqLedger(), None,  # type: ignore[arg-type]
-             writer, ReplayRun(), lambda _r, _d: None, lambda: False, chains)  # type: ignore[arg-type]
+             writer, run or ReplayRun(), lambda _r, _d: None, lambda: False,  # type: ignore[arg-type]
+             chains)
     return writer
 
 
@@ -234,16 +236,21 @@ def test_a_discard_run_again_releases_a_key_a_failed_store_write_left_held() -> 
     heads its key's chain. The same discard run again (h1 already resolved) releases it."""
     store = CountingChains()
     _held(store, "h1", "f1")
-    writer = _discard(ScriptedDlq([_dead(0, "h1", b"appt-1", discarded=True)]), store)
+    run = ReplayRun()
+    writer = _discard(ScriptedDlq([_dead(0, "h1", b"appt-1", discarded=True)]), store, run)
     assert writer.added == []
     assert _chain(store) == ["f1"]
+    assert run.notes == ["released the keys of 1 dead letter(s) discarded earlier, which still "
+                         "held them (the dedup store had failed after their discard)"]
 
 
 def test_records_discarded_long_since_cost_no_store_write() -> None:
     store = CountingChains()
+    run = ReplayRun()
     _discard(ScriptedDlq([_dead(n, f"old{n}", b"appt-1", discarded=True) for n in range(50)]),
-             store)
+             store, run)
     assert store.leaves == 0
+    assert run.notes == []
 
 
 def test_a_store_failure_after_a_discard_commits_says_what_is_committed_and_what_to_do() -> None:
