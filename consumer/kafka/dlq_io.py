@@ -72,7 +72,6 @@ from consumer.ops.dlq.chains import ParkedFollowers, release_discarded
 from consumer.ops.dlq.ledger import DlqLedger, Resolution
 from consumer.ops.dlq.model import (
     DEFAULT_MAX_REPLAYS,
-    AlreadyResolved,
     Decision,
     Discard,
     DlqFilter,
@@ -425,8 +424,9 @@ def _committed(run: ReplayRun, writer: LedgerWriter, chains: DedupStore | None =
         except DedupStoreError as exc:
             raise DedupStoreError(
                 f"{exc}; the discard of {len(discarded)} record(s) is committed, but their "
-                "keys may still hold back their later events: run the same dlq discard again "
-                "once the store can be written, it releases them") from exc
+                "keys may still hold back their later events: the next dlq discard (on the "
+                "command line or the review page) releases them once the store can be "
+                "written") from exc
 
 
 def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
@@ -436,7 +436,9 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
     """Decide on every record of ``ranges`` and hand what resolves one to ``writer`` (a dry
     run counts it in ``run``); True if a stop was requested before the end. A record waiting
     for its ``--rate`` slot when the stop comes is left for the next run. A replay also
-    decides on the open records parked behind an event it replayed (``followers``)."""
+    decides on the open records parked behind an event it replayed (``followers``). A
+    discard (``chains``) also releases the keys that records discarded earlier, selected or
+    not, still hold: the store failed right after their discard committed."""
     next_send, user = time.monotonic(), _user()
     replaying = isinstance(request, ReplayRequest)
     rate = request.rate if isinstance(request, ReplayRequest) else None
@@ -454,6 +456,9 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
         for record, matches in zip(chunk, matching, strict=True):
             if stop_requested():
                 return True
+            if chains is not None and record.resolution is not None and \
+                    record.resolution.status == "discarded":  # whatever the filter selects
+                discarded_before.append(record)
             follows = None if matches or not replaying else followers.head_of(record)
             decision = _decide(request, record, outcomes) \
                 if matches or follows is not None else None
@@ -467,9 +472,6 @@ def _examine(request: Request, reader: DlqReader, ranges: list[OffsetRange],
                     if _wait(delay, stop_requested):
                         return True
                 next_send = max(next_send, time.monotonic()) + 1 / rate
-            if chains is not None and isinstance(decision, AlreadyResolved) and \
-                    decision.resolution.status == "discarded":
-                discarded_before.append(record)
             if writer is not None and isinstance(decision, Replay | Discard):
                 writer.add(record, decision, _resolution(request, record, decision, user))
                 if writer.due():

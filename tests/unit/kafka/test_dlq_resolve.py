@@ -220,10 +220,11 @@ def _chain(store: MemoryDedupStore) -> list[str]:
         entity_key(b"appt-1"), [])]
 
 
-def _discard(dlq: ScriptedDlq, chains: MemoryDedupStore,
-             run: ReplayRun | None = None) -> RecordingWriter:
+def _discard(dlq: ScriptedDlq, chains: MemoryDedupStore, run: ReplayRun | None = None,
+             **filters: Any) -> RecordingWriter:
     request = DiscardRequest(dlq_topic=f"{MAIN}.dlq", ledger_topic=f"{MAIN}.dlq-ledger",
-                             audit_topic=f"{MAIN}.audit", filter=DlqFilter(), reason="test")
+                             audit_topic=f"{MAIN}.audit", filter=DlqFilter(**filters),
+                             reason="test")
     writer = RecordingWriter()
     _examine(request, dlq, [OffsetRange(0, 0, 99)], DlqLedger(), None,  # type: ignore[arg-type]
              writer, run or ReplayRun(), lambda _r, _d: None, lambda: False,  # type: ignore[arg-type]
@@ -242,6 +243,17 @@ def test_a_discard_run_again_releases_a_key_a_failed_store_write_left_held() -> 
     assert _chain(store) == ["f1"]
     assert run.notes == ["released the keys of 1 dead letter(s) discarded earlier, which still "
                          "held them (the dedup store had failed after their discard)"]
+
+
+def test_any_later_discard_releases_it_whatever_it_selects() -> None:
+    """The review page's discard of another record releases it too: staff there cannot run
+    the same command again."""
+    store = CountingChains()
+    _held(store, "h1", "f1")
+    dlq = ScriptedDlq([_dead(0, "h1", b"appt-1", discarded=True), _dead(1, "x", b"appt-2")])
+    writer = _discard(dlq, store, event_ids=frozenset({"x"}))
+    assert [event_id for event_id, _ in writer.added] == ["x"]
+    assert _chain(store) == ["f1"]
 
 
 def test_records_discarded_long_since_cost_no_store_write() -> None:
@@ -266,5 +278,6 @@ def test_a_store_failure_after_a_discard_commits_says_what_is_committed_and_what
         _committed(ReplayRun(), Committing(), store)  # type: ignore[arg-type]
     assert str(failed.value) == (
         "dedup store redis://ro:****@127.0.0.1:6379/0: no permissions; the discard of 1 "
-        "record(s) is committed, but their keys may still hold back their later events: run "
-        "the same dlq discard again once the store can be written, it releases them")
+        "record(s) is committed, but their keys may still hold back their later events: the "
+        "next dlq discard (on the command line or the review page) releases them once the "
+        "store can be written")
