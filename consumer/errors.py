@@ -10,6 +10,8 @@ beside the code that raises them (module named on the right); the rest are defin
     │       └── DedupStoreMissing           a SQLite store a tool must not create is not
     │                                       there (consumer.dedup.store)
     ├── DedupStoreError                     the dedup store failed a read or a write
+    │   └── DiscardedKeysStillHeld          ... after a discard committed: the discard is
+    │                                       done, its keys not yet released
     ├── UndecodableRecord (ValueError)      bytes that are not a clinic event; keeps the raw bytes
     ├── InvalidEvent (ValueError)           an event that does not fit the schema (publish, encode)
     ├── KafkaUnreachable                    no broker answered the first request in time; every
@@ -80,6 +82,11 @@ class DedupStoreUnavailable(ConfigError):
 class DedupStoreError(ClinicEventsError):
     """The dedup store failed a read or a write; the message names the store (password
     masked), since the client's own message ("Timeout reading from host:port") does not."""
+
+
+class DiscardedKeysStillHeld(DedupStoreError):
+    """The dedup store failed to release the keys of a discard that is committed: done, but
+    the next discard has to release them (its message says so)."""
 
 
 class KafkaUnreachable(ClinicEventsError):

@@ -55,7 +55,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from consumer.config.settings import Settings
 from consumer.dedup.store import DedupStore, DedupStoreMissing, Outcome, open_dedup_store
-from consumer.errors import DedupStoreError, KafkaUnreachable
+from consumer.errors import DedupStoreError, DiscardedKeysStillHeld, KafkaUnreachable
 from consumer.events.codec import EventCodec
 from consumer.kafka.client_log import ClientLog
 from consumer.kafka.clients import build_consumer, kafka_reason, message_headers
@@ -422,7 +422,7 @@ def _committed(run: ReplayRun, writer: LedgerWriter, chains: DedupStore | None =
         try:
             release_discarded(chains, discarded)
         except DedupStoreError as exc:
-            raise DedupStoreError(
+            raise DiscardedKeysStillHeld(
                 f"{exc}; the discard of {len(discarded)} record(s) is committed, but their "
                 "keys may still hold back their later events: the next dlq discard (on the "
                 "command line or the review page) releases them once the store can be "

@@ -29,7 +29,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from consumer.config.settings import TRACE_ID_PLACEHOLDER, ServeSettings, ServeUser
-from consumer.errors import ClinicEventsError, DedupStoreError, DedupStoreUnavailable
+from consumer.errors import (
+    ClinicEventsError,
+    DedupStoreError,
+    DedupStoreUnavailable,
+    DiscardedKeysStillHeld,
+)
 from consumer.events.codec import EVENT_TYPES
 from consumer.ops.dlq.model import UNDECODABLE, DlqFilterError, key_text, parse_time_ms, record_view
 from consumer.ops.dlq.review import (
@@ -112,6 +117,9 @@ def build_app(serve: ServeSettings, source: ReviewSource, *, secret: str) -> Sta
                     return await handler(request)
                 except _Refused as refused:
                     return render(request, "error.html", refused.status, message=str(refused))
+                except DiscardedKeysStillHeld as exc:
+                    return render(request, "error.html", 503, message=str(exc),
+                                  heading="Discarded, but their keys still hold events back")
                 except (ClinicEventsError, DlqFilterError) as exc:
                     what = "The dedup store" if isinstance(
                         exc, DedupStoreError | DedupStoreUnavailable) else "Kafka"

@@ -10,13 +10,19 @@ import pytest
 from starlette.testclient import TestClient
 
 from consumer.config.settings import ServeSettings, ServeUser
-from consumer.errors import DedupStoreError, DedupStoreUnavailable, KafkaUnreachable
+from consumer.errors import (
+    DedupStoreError,
+    DedupStoreUnavailable,
+    DiscardedKeysStillHeld,
+    KafkaUnreachable,
+)
 from consumer.events.codec import EventCodec
 from consumer.ops.dlq.model import DlqRecord
 from consumer.ops.lag.band import StatusBand
 from consumer.web.app import build_app
 from consumer.web.auth import authenticate, hash_password
 from consumer.web.memory_source import MemoryReviewSource
+from consumer.web.source import ActionResult
 from retry_topics.headers import RecordHeaders
 from tests.unit.sample_events import sample_event
 
@@ -207,6 +213,26 @@ def test_discard_needs_a_reason_and_leaves_the_list(
                                                  "reason": "test data"}).status_code == 200
     assert "EHR unavailable" not in client.get("/").text
     assert source.audit[-1]["reason"] == "test data"
+
+
+def test_a_discard_done_whose_keys_the_store_did_not_release_is_not_called_not_done(
+        client: TestClient, source: MemoryReviewSource, monkeypatch: pytest.MonkeyPatch) -> None:
+    _sign_in(client)
+    token = _csrf(client, "/")
+    said = ("dedup store redis://ro:****@127.0.0.1:6379/0: no permissions; the discard of 1 "
+            "record(s) is committed, but their keys may still hold back their later events")
+
+    def store_failed(*_args: object) -> ActionResult:
+        raise DiscardedKeysStillHeld(said)
+
+    monkeypatch.setattr(source, "discard", store_failed)
+    page = client.post("/actions/discard", data={"csrf_token": token, "records": "0:2",
+                                                 "reason": "test data"})
+    assert page.status_code == 503
+    text = html.unescape(page.text)
+    assert "<h1>Discarded, but their keys still hold events back</h1>" in text
+    assert "Not done" not in text
+    assert said in text
 
 
 def test_malformed_record_lists_are_refused(client: TestClient) -> None:
