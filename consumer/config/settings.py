@@ -345,7 +345,7 @@ def password_unencoded(url: str) -> bool:
     ``password`` parameter with a ``#`` in it."""
     _, separator, rest = url.partition("://")
     authority, _ = _authority(rest)
-    if bool(separator) and "@" not in authority and "@" in rest and ":" in authority:
+    if separator and "@" not in authority and "@" in rest and ":" in authority:
         return True
     found = _QUERY_PASSWORD.search(url)
     return found is not None and "#" in url[found.end(1):found.end()]
