@@ -338,6 +338,12 @@ def masked_url(url: str) -> str:
     return shown
 
 
+def gives_password(url: str) -> bool:
+    """Whether ``url`` holds a password, in its user information or a ``password``
+    parameter (for a URL its client could connect with: parsable)."""
+    return bool(urlsplit(url).password) or _QUERY_PASSWORD.search(url) is not None
+
+
 def password_unencoded(url: str) -> bool:
     """Whether ``url`` seems to hold a password with a reserved character not
     percent-encoded: no ``@`` ends its authority, one comes later, and the authority has the

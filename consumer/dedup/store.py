@@ -34,12 +34,11 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import redis
 
 from consumer.config.dedup_store import store_kind
-from consumer.config.settings import masked_url, password_unencoded
+from consumer.config.settings import gives_password, masked_url, password_unencoded
 from consumer.dedup.chains import (
     ChainStore,
     ParkedSummary,
@@ -339,13 +338,6 @@ class RedisDedupStore:
         self._client.close()
 
 
-def _gives_password(url: str) -> bool:
-    """Whether a URL the client could connect with holds a password (user information or a
-    ``password`` parameter)."""
-    parts = urlsplit(url)
-    return bool(parts.password) or "password=" in parts.query.lower()
-
-
 class DedupStoreMissing(DedupStoreUnavailable):
     """The SQLite file a tool was to open without creating it does not exist."""
 
@@ -392,7 +384,7 @@ def open_dedup_store(url: str, ttl_ms: int, clock: Clock | None = None, *,
                 f"dedup.store {masked_url(url)!r} cannot be opened: its password holds a "
                 "character URLs reserve ('#', '/', '?' or '@'); percent-encode it (%23, %2F, "
                 "%3F, %40)") from None
-        if isinstance(exc, redis.AuthenticationError) and not _gives_password(url):
+        if isinstance(exc, redis.AuthenticationError) and not gives_password(url):
             # redis-py's words ("HELLO must be called with the client already
             # authenticated ...") never say that a password is missing
             raise DedupStoreUnavailable(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.config.settings import masked_url, password_unencoded
+from consumer.config.settings import gives_password, masked_url, password_unencoded
 
 
 @pytest.mark.parametrize(("url", "shown"), [
@@ -41,3 +41,10 @@ def test_an_unencoded_reserved_character_in_a_password_is_recognised() -> None:
     assert not password_unencoded("https://ehr.example/api/notify@v2")
     assert password_unencoded("redis://127.0.0.1:6379/0?password=ab#cd")
     assert not password_unencoded("redis://127.0.0.1:6379/0?password=ab%23cd")
+
+
+def test_a_password_is_found_in_the_user_information_or_a_parameter() -> None:
+    assert gives_password("redis://:s3cret@cache:6379/0")
+    assert gives_password("redis://cache:6379/0?db=1&Password=s3cret")
+    assert not gives_password("redis://alice@cache:6379/0")
+    assert not gives_password("redis://cache:6379/0?notapassword=x")
